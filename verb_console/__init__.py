@@ -1,0 +1,3 @@
+"""verb-console: an asyncio TCP message server and the Textual console that runs it."""
+
+__version__ = "0.1.0"

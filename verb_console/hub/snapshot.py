@@ -1,0 +1,187 @@
+"""Read-only views of the hub, as the console samples them.
+
+The hub never calls the console. The console asks a :class:`HubView` for these
+small immutable records on a timer, and tests feed it fixed ones. Times are Unix
+epoch seconds (floats) so a frozen clock is easy to fake.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class SessionInfo:
+    """One live session (a TCP connection, or one stream of a mux connection)."""
+
+    id: str
+    protocol: str  # "json", "binary", "echo", "mux" or "detecting"
+    address: str  # client IP
+    port: int
+    connected_at: float
+    last_activity: float
+    msgs_in: int
+    msgs_out: int
+    bytes_in: int
+    bytes_out: int
+    unsent: int  # bytes written but not yet sent to the client
+    rooms: tuple[str, ...] = ()
+    parent: str | None = None  # mux connection id for a stream session
+
+
+@dataclass(frozen=True, slots=True)
+class ClosedSessionInfo:
+    id: str
+    protocol: str
+    address: str
+    port: int
+    connected_at: float
+    closed_at: float
+    reason: str  # one of hub.CloseReason values
+    msgs_in: int = 0
+    msgs_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ThrottleInfo:
+    """Per-IP (IPv6: per /64) throttle state."""
+
+    key: str
+    live: int  # connections open now
+    in_window: int  # connections counted in the current window
+    window_started: float
+    window_ends: float
+    rejected: int  # rejections since the server started
+    last_seen: float
+    blocked: bool  # would the next connection be refused now?
+
+
+@dataclass(frozen=True, slots=True)
+class RoomInfo:
+    name: str
+    members: tuple[str, ...]  # sorted
+    messages: int
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    stream_id: int
+    kind: str  # "json", "binary" or "echo"
+    session_id: str
+    bytes_in: int
+    bytes_out: int
+    frames_in: int
+    frames_out: int
+    opened_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class MuxConnectionInfo:
+    id: str
+    connected_at: float
+    streams: tuple[StreamInfo, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class TransferInfo:
+    session_id: str
+    transfer_id: str
+    filename: str
+    size: int
+    received: int
+    started_at: float
+    ended_at: float | None
+    state: str  # "active", "complete", "aborted" or "failed"
+    outcome: str = ""  # error code or abort cause for aborted/failed ones
+    protocol: str = "json"
+
+    @property
+    def speed(self) -> float:
+        """Average bytes per second so far (or over the whole transfer)."""
+        end = self.ended_at
+        if end is None:
+            return 0.0
+        took = end - self.started_at
+        return self.received / took if took > 0 else 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class LogEvent:
+    seq: int  # increasing; lets a reader fetch only what is new
+    time: float
+    kind: str  # "connect", "close", "error", "operator", "server"
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    accepted: int = 0
+    rejected_throttle: int = 0
+    rejected_max: int = 0
+    slow_consumers: int = 0
+    msgs_in: int = 0
+    msgs_out: int = 0
+    bytes_in: int = 0
+    bytes_out: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Rates:
+    """Per-second rates over the last completed sampling interval."""
+
+    msgs_in: float = 0.0
+    msgs_out: float = 0.0
+    bytes_in: float = 0.0
+    bytes_out: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class Overview:
+    state: str  # "running", "draining" or "stopped"
+    started_at: float
+    now: float
+    listeners: tuple[str, ...]  # "HOST:PORT (PROTOCOL)"
+    sessions: int
+    peak_sessions: int
+    totals: Totals
+    rates: Rates
+    drain_deadline: float | None = None  # when the grace period ends, while draining
+    read_only: bool = False
+    version: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+class HubView(Protocol):
+    """What the console reads from, and the operator actions it may call."""
+
+    def overview(self) -> Overview: ...
+
+    def sessions(self) -> list[SessionInfo]: ...
+
+    def closed_sessions(self) -> list[ClosedSessionInfo]: ...
+
+    def throttle_state(self) -> list[ThrottleInfo]: ...
+
+    def rooms(self) -> list[RoomInfo]: ...
+
+    def mux_connections(self) -> list[MuxConnectionInfo]: ...
+
+    def transfers(self) -> list[TransferInfo]: ...
+
+    def log_since(self, seq: int) -> list[LogEvent]: ...
+
+    # Operator actions.
+    def operator_broadcast(self, text: str, room: str | None = None) -> int: ...
+
+    def operator_close(self, session_id: str) -> bool: ...
+
+    def operator_close_ip(self, address: str) -> int: ...
+
+    def begin_shutdown(self) -> None: ...
+
+    def force_shutdown(self) -> None: ...

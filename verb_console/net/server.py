@@ -1,0 +1,259 @@
+"""The seed's server API: ``create_server(ServerProtocol.TCP).with_options(...).listen(port)``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import socket as _socket
+from collections.abc import Callable, Generator
+from typing import Any, NamedTuple
+
+from .options import TCPOptions
+from .socket import TCPSocket, apply_keep_alive
+
+log = logging.getLogger("verb_console.net")
+
+# Returns a rejection reason to close a new connection at once, or None to accept.
+AcceptFilter = Callable[[str, int], str | None]
+
+
+class ServerProtocol(enum.Enum):
+    TCP = "tcp"
+
+
+class Address(NamedTuple):
+    address: str
+    family: str
+    port: int
+
+
+class TCPServer:
+    """A TCP server configured the seed's way.
+
+    ``listen()`` binds at once (so :meth:`address` is known right away) and starts
+    accepting on the running event loop; awaiting its result waits until it does.
+    """
+
+    def __init__(self) -> None:
+        self.port: int = 0
+        self.host: str = "127.0.0.1"
+        self.options = TCPOptions()
+        self.connections: set[TCPSocket] = set()
+        self.accept_filter: AcceptFilter | None = None
+        self.on_reject: Callable[[str, int, str], Any] | None = None
+        self._sock: _socket.socket | None = None
+        self._server: asyncio.base_events.Server | None = None
+        self._serving: asyncio.Task[None] | None = None
+        self._read_buffer: memoryview | None = None
+        self._closed = asyncio.Event() if _has_loop() else None
+        self.listening = False
+
+    def with_options(
+        self,
+        *,
+        port: int | None = None,
+        host: str | None = None,
+        tcp: TCPOptions | dict[str, Any] | None = None,
+    ) -> TCPServer:
+        """Set the port, host and ``tcp`` options (seed names, in snake_case or camelCase)."""
+        if port is not None:
+            self.port = port
+        if host is not None:
+            self.host = host
+        if isinstance(tcp, TCPOptions):
+            tcp.validate()
+            self.options = tcp
+        elif tcp:
+            self.options.update(tcp)
+        return self
+
+    def listen(self, port: int | None = None, host: str | None = None) -> _Listening:
+        """Bind and start accepting. Errors (address in use...) raise here, at once."""
+        if port is not None:
+            self.port = port
+        if host is not None:
+            self.host = host
+        opts = self.options
+        self._sock = sock = self._bind()
+        self._read_buffer = memoryview(bytearray(opts.readable_high_water_mark))
+        loop = asyncio.get_running_loop()
+        self._closed = asyncio.Event()
+        self._serving = loop.create_task(self._serve(sock))
+        return _Listening(self, self._serving)
+
+    def _bind(self) -> _socket.socket:
+        opts = self.options
+        infos = _socket.getaddrinfo(
+            self.host or None, self.port, type=_socket.SOCK_STREAM, flags=_socket.AI_PASSIVE
+        )
+        family, socktype, proto, _, sockaddr = infos[0]
+        sock = _socket.socket(family, socktype, proto)
+        try:
+            sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEADDR, 1)
+            if not opts.exclusive and hasattr(_socket, "SO_REUSEPORT"):
+                sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_REUSEPORT, 1)
+            if family == _socket.AF_INET6:
+                with contextlib.suppress(OSError):
+                    sock.setsockopt(_socket.IPPROTO_IPV6, _socket.IPV6_V6ONLY, 1)
+            sock.bind(sockaddr)
+            sock.listen(opts.backlog)
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    async def _serve(self, sock: _socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            self._server = await loop.create_server(self._make_socket, sock=sock, backlog=self.options.backlog)
+        except Exception as exc:
+            self._report_error(exc)
+            raise
+        self.listening = True
+        if self.options.on_listening is not None:
+            self.options.on_listening()
+
+    def _make_socket(self) -> _ServerSideSocket:
+        opts = self.options
+        assert self._read_buffer is not None
+        return _ServerSideSocket(
+            self,
+            read_buffer=self._read_buffer,
+            readable_high_water_mark=opts.readable_high_water_mark,
+            writable_high_water_mark=opts.writable_high_water_mark,
+            allow_half_open=opts.allow_half_open,
+        )
+
+    def _accept(self, sock: _ServerSideSocket) -> bool:
+        """Apply limits and socket options to a new connection; False if it was refused."""
+        opts = self.options
+        if self.accept_filter is not None:
+            reason = self.accept_filter(sock.remote_address, sock.remote_port)
+            if reason is not None:
+                # Closed at once with no bytes sent.
+                sock.refused = True
+                assert sock.transport is not None
+                sock.transport.abort()
+                if self.on_reject is not None:
+                    self.on_reject(sock.remote_address, sock.remote_port, reason)
+                return False
+        raw = sock.raw_socket
+        if raw is not None and raw.family in (_socket.AF_INET, _socket.AF_INET6):
+            raw.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1 if opts.no_delay else 0)
+            apply_keep_alive(raw, opts.keep_alive, opts.keep_alive_initial_delay)
+        self.connections.add(sock)
+        if opts.pause_on_connect:
+            sock.pause()
+        if opts.timeout:
+            sock.set_timeout(opts.timeout)
+        if opts.on_connection is not None:
+            try:
+                opts.on_connection(sock)
+            except Exception as exc:
+                log.exception("on_connection failed for %s", sock.id)
+                self._report_error(exc)
+                sock.destroy()
+        return True
+
+    def _report_error(self, exc: BaseException) -> None:
+        if self.options.on_error is not None:
+            try:
+                self.options.on_error(exc)
+            except Exception:
+                log.exception("on_error handler failed")
+        else:
+            log.error("TCP server error: %s", exc)
+
+    def address(self) -> Address:
+        """The bound address (the real port when listening on port 0)."""
+        if self._sock is None:
+            raise RuntimeError("the server is not listening")
+        name = self._sock.getsockname()
+        family = "IPv6" if self._sock.family == _socket.AF_INET6 else "IPv4"
+        return Address(name[0], family, name[1])
+
+    def stop_accepting(self) -> None:
+        """Close the listening socket: new connections are refused; open ones go on."""
+        if self._server is not None:
+            self._server.close()
+        elif self._sock is not None:
+            if self._serving is not None:
+                self._serving.cancel()
+            self._sock.close()
+        self.listening = False
+
+    def close(self) -> None:
+        """Stop accepting and destroy every open connection (the seed's ``close``)."""
+        self.stop_accepting()
+        for sock in list(self.connections):
+            sock.destroy()
+        if self._closed is not None and not self._closed.is_set():
+            self._closed.set()
+            if self.options.on_close is not None:
+                self.options.on_close()
+
+    async def wait_closed(self) -> None:
+        if self._closed is not None:
+            await self._closed.wait()
+        if self._server is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+
+    async def serve_forever(self) -> None:
+        """Run until :meth:`close` is called."""
+        if self._serving is None:
+            self.listen()
+        await self.wait_closed()
+
+
+class _ServerSideSocket(TCPSocket):
+    __slots__ = ("refused", "server")
+
+    def __init__(self, server: TCPServer, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.server = server
+        self.refused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.server._accept(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        if self.refused:
+            self.destroyed = True
+            return
+        super().connection_lost(exc)
+
+
+class _Listening:
+    """What ``listen()`` returns: the server itself, and awaitable until it accepts."""
+
+    def __init__(self, server: TCPServer, task: asyncio.Task[None]) -> None:
+        self.server = server
+        self._task = task
+
+    def __await__(self) -> Generator[Any, None, TCPServer]:
+        yield from asyncio.shield(self._task).__await__()
+        return self.server
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.server, name)
+
+
+def _has_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def create_server(protocol: ServerProtocol = ServerProtocol.TCP) -> TCPServer:
+    """``create_server(ServerProtocol.TCP)``: a server to configure with ``with_options``."""
+    if protocol is not ServerProtocol.TCP:
+        raise ValueError(f"unsupported server protocol: {protocol!r}")
+    return TCPServer()

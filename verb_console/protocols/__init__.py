@@ -1,0 +1,5 @@
+"""Sans-IO codecs: bytes in, events or bytes out; no sockets, clocks or event loop."""
+
+from .errors import ProtocolError
+
+__all__ = ["ProtocolError"]
