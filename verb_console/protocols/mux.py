@@ -1,0 +1,216 @@
+"""Sans-IO codec for the ``mux`` framing of PROTOCOL.md section 4.
+
+A frame is ``streamId`` u32 and ``length`` u32 (big-endian), then ``length``
+bytes of payload. Stream 0 is the control stream: each of its frames holds one
+JSON object. The decoder takes bytes in whatever pieces TCP hands them over and
+gives back complete frames; it never touches a socket or a clock.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, NamedTuple
+
+import orjson
+
+from .errors import ProtocolError
+
+__all__ = [
+    "CONTROL_STREAM",
+    "DEFAULT_MAX_PAYLOAD",
+    "HEADER_SIZE",
+    "MuxDecoder",
+    "MuxFrame",
+    "encode_chunked",
+    "encode_control",
+    "encode_frame",
+    "parse_control",
+    "validate_control",
+]
+
+CONTROL_STREAM = 0
+HEADER_SIZE = 8
+DEFAULT_MAX_FRAME = 1024 * 1024
+# The largest payload the server puts in one frame of its own.
+DEFAULT_MAX_PAYLOAD = 64 * 1024
+
+_HEADER = struct.Struct(">II")
+_U32_MAX = 0xFFFFFFFF
+
+
+class MuxFrame(NamedTuple):
+    """One decoded frame: the ``stream_id`` it belongs to and its ``payload``."""
+
+    stream_id: int
+    payload: bytes
+
+
+def encode_frame(stream_id: int, payload: bytes) -> bytes:
+    """Frame ``payload`` for stream ``stream_id``.
+
+    Raises :class:`ValueError` when ``stream_id`` does not fit in u32 or the
+    payload is longer than a u32 can say.
+    """
+    if not 0 <= stream_id <= _U32_MAX:
+        raise ValueError(f"stream id {stream_id} does not fit in u32")
+    if len(payload) > _U32_MAX:
+        raise ValueError(f"payload of {len(payload)} bytes does not fit in one frame")
+    return _HEADER.pack(stream_id, len(payload)) + payload
+
+
+def encode_control(obj: Any) -> bytes:
+    """Frame one JSON object on the control stream."""
+    return encode_frame(CONTROL_STREAM, orjson.dumps(obj))
+
+
+def encode_chunked(
+    stream_id: int, data: bytes, max_payload: int = DEFAULT_MAX_PAYLOAD
+) -> list[bytes]:
+    """Split ``data`` into frames for ``stream_id`` of at most ``max_payload`` bytes each.
+
+    Empty ``data`` gives no frames at all: a data frame is a piece of the
+    stream's byte stream, so an empty one would carry nothing, and callers can
+    hand over whatever a session wrote without checking for nothing first.
+    """
+    if max_payload < 1:
+        raise ValueError(f"max_payload must be at least 1, not {max_payload}")
+    if len(data) <= max_payload:
+        return [encode_frame(stream_id, data)] if data else []
+    if not 0 <= stream_id <= _U32_MAX:
+        raise ValueError(f"stream id {stream_id} does not fit in u32")
+    # Concatenating header and memoryview slice copies each byte of data once.
+    view = memoryview(data)
+    frames: list[bytes] = []
+    for i in range(0, len(data), max_payload):
+        chunk = view[i : i + max_payload]
+        frames.append(_HEADER.pack(stream_id, len(chunk)) + chunk)
+    return frames
+
+
+class MuxDecoder:
+    """Splits a byte stream into :class:`MuxFrame` objects.
+
+    ``feed(data)`` returns the frames completed by ``data``, in order. A framing
+    error stops the decoder: the frames before the bad header are still
+    returned, and :attr:`error` holds the :class:`ProtocolError`
+    (``frame_too_large``); every later feed returns nothing. The length is
+    checked as soon as the header is read, so an oversized body is never
+    awaited or buffered. Stream ids are not checked here: which streams are
+    open is the session's business.
+    """
+
+    __slots__ = ("_buf", "_need", "_stream", "error", "max_frame")
+
+    def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+        self.max_frame = max_frame
+        self._buf = bytearray()
+        # Header of the frame whose payload is being awaited; _need is -1 while
+        # reading a header. Keeping it means a payload arriving in many reads is
+        # never re-parsed.
+        self._need = -1
+        self._stream = 0
+        self.error: ProtocolError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held while waiting for the rest of a frame."""
+        return len(self._buf)
+
+    def feed(self, data: bytes) -> list[MuxFrame]:
+        """Take the next bytes of the stream; return the frames they complete."""
+        if self.error is not None:
+            return []
+        buf = self._buf
+        buf += data
+        n = len(buf)
+        need = self._need
+        # Most reads of a large payload complete nothing: return before any
+        # slicing so each read costs only its own append.
+        if need >= 0 and n < need:
+            return []
+        out: list[MuxFrame] = []
+        off = 0
+        stream = self._stream
+        # A memoryview slices the payload straight into bytes: one copy.
+        with memoryview(buf) as view:
+            while True:
+                if need < 0:
+                    if n - off < HEADER_SIZE:
+                        break
+                    stream, need = _HEADER.unpack_from(buf, off)
+                    if need > self.max_frame:
+                        self.error = ProtocolError(
+                            "frame_too_large",
+                            f"Frame of {need} bytes exceeds the maximum of {self.max_frame}",
+                        )
+                        break
+                    off += HEADER_SIZE
+                end = off + need
+                if end > n:
+                    break
+                out.append(MuxFrame(stream, view[off:end].tobytes()))
+                off = end
+                need = -1
+        if self.error is not None:
+            self._buf = bytearray()
+            self._need = -1
+            return out
+        self._need = need
+        self._stream = stream
+        if off:
+            # Deleting from the front of a bytearray is amortized O(1) in CPython.
+            del buf[:off]
+        return out
+
+
+def parse_control(payload: bytes) -> dict[str, Any]:
+    """Decode a control-stream payload into a message with a string ``type``.
+
+    Raises :class:`ProtocolError` ``bad_json`` when the payload is not a JSON
+    object (invalid UTF-8 or JSON, or valid JSON of another kind), and
+    ``bad_message`` when the object has no string ``type``.
+    """
+    try:
+        msg = orjson.loads(payload)
+    except orjson.JSONDecodeError as exc:
+        raise ProtocolError("bad_json", f"Invalid JSON message: {exc}") from None
+    if not isinstance(msg, dict):
+        raise ProtocolError("bad_json", "Control message must be a JSON object")
+    if not isinstance(msg.get("type"), str):
+        raise ProtocolError("bad_message", "Control message needs a string 'type'")
+    return msg
+
+
+def _is_stream_id(value: Any) -> bool:
+    # bool is an int subclass, but JSON true/false are not stream ids.
+    return type(value) is int and 0 <= value <= _U32_MAX
+
+
+def _require_stream_id(msg: dict[str, Any]) -> None:
+    if not _is_stream_id(msg.get("streamId")):
+        raise ProtocolError(
+            "bad_message", f"'{msg['type']}' needs an integer 'streamId' from 0 to {_U32_MAX}"
+        )
+
+
+def validate_control(msg: dict[str, Any]) -> dict[str, Any]:
+    """Check the fields of a client control message from :func:`parse_control`.
+
+    Returns ``msg`` unchanged when it is a well-formed ``stream_create``,
+    ``stream_close`` or ``ping``. Raises :class:`ProtocolError` ``bad_message``
+    for a missing or wrong-typed field and ``unknown_type`` for any other
+    ``type``. Only the shape is checked: whether a stream id is odd, free or
+    open, and whether a stream type exists, is up to the session.
+    """
+    kind = msg["type"]
+    if kind == "stream_create":
+        _require_stream_id(msg)
+        if not isinstance(msg.get("streamType"), str):
+            raise ProtocolError("bad_message", "'stream_create' needs a string 'streamType'")
+        if "metadata" in msg and not isinstance(msg["metadata"], dict):
+            raise ProtocolError("bad_message", "'metadata' must be a JSON object")
+    elif kind == "stream_close":
+        _require_stream_id(msg)
+    elif kind != "ping":
+        raise ProtocolError("unknown_type", f"Unknown message type: {kind}")
+    return msg
