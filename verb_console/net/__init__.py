@@ -1,4 +1,7 @@
-"""The seed's TCP server API in Python: ``create_server``, ``with_options``, ``listen``, ``TCPSocket``."""
+"""The seed's TCP server API in Python.
+
+``create_server``, ``with_options``, ``listen`` and ``TCPSocket``.
+"""
 
 from .options import TCPOptions
 from .server import Address, ServerProtocol, TCPServer, create_server

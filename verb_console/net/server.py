@@ -108,7 +108,9 @@ class TCPServer:
     async def _serve(self, sock: _socket.socket) -> None:
         loop = asyncio.get_running_loop()
         try:
-            self._server = await loop.create_server(self._make_socket, sock=sock, backlog=self.options.backlog)
+            self._server = await loop.create_server(
+                self._make_socket, sock=sock, backlog=self.options.backlog
+            )
         except Exception as exc:
             self._report_error(exc)
             raise

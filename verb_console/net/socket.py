@@ -54,7 +54,11 @@ class TCPSocket(asyncio.BufferedProtocol):
         writable_high_water_mark: int = 16384,
         allow_half_open: bool = False,
     ) -> None:
-        self._rbuf = read_buffer if read_buffer is not None else memoryview(bytearray(readable_high_water_mark))
+        self._rbuf = (
+            read_buffer
+            if read_buffer is not None
+            else memoryview(bytearray(readable_high_water_mark))
+        )
         self.writable_high_water_mark = writable_high_water_mark
         self.allow_half_open = allow_half_open
         self.transport: asyncio.Transport | None = None
@@ -306,7 +310,11 @@ class TCPSocket(asyncio.BufferedProtocol):
             t.resume_reading()
 
     def address(self) -> dict[str, Any]:
-        return {"address": self.local_address, "port": self.local_port, "family": self.remote_family}
+        return {
+            "address": self.local_address,
+            "port": self.local_port,
+            "family": self.remote_family,
+        }
 
     async def wait_closed(self) -> None:
         if self.destroyed:

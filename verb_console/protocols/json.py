@@ -70,7 +70,9 @@ class JsonDecoder:
                 nl = buf.find(b"\n", off, off + MAX_HEADER_DIGITS + 1)
                 if nl < 0:
                     if n - off > MAX_HEADER_DIGITS:
-                        self._fail(ProtocolError("bad_header", "Frame header is longer than 10 digits"))
+                        self._fail(
+                            ProtocolError("bad_header", "Frame header is longer than 10 digits")
+                        )
                         break
                     # A partial header must be digits so far: fail fast on garbage.
                     if n > off and not buf[off:n].isdigit():
@@ -81,7 +83,9 @@ class JsonDecoder:
                     self._fail(
                         ProtocolError(
                             "bad_header",
-                            "Empty frame header" if not header else "Frame header must be ASCII digits",
+                            "Empty frame header"
+                            if not header
+                            else "Frame header must be ASCII digits",
                         )
                     )
                     break

@@ -1,0 +1,222 @@
+"""The command line: ``verb-console [--headless] [options]`` (fixed: scripts depend on it)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tomllib
+from collections.abc import Sequence
+from dataclasses import fields
+from pathlib import Path
+from typing import Any, NoReturn
+
+from . import __version__
+from .settings import PROTOCOLS, Settings
+
+PROG = "verb-console"
+
+
+class UsageError(Exception):
+    """A bad flag or config value; reported in one line with exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _checked(kind: str, parse: Any, ok: Any) -> Any:
+    def convert(text: str) -> Any:
+        try:
+            value = parse(text)
+        except ValueError:
+            value = None
+        if value is None or not ok(value):
+            raise argparse.ArgumentTypeError(f"must be {kind}, got {text!r}")
+        return value
+
+    convert.kind = kind  # type: ignore[attr-defined]
+    return convert
+
+
+_finite = float("inf")
+_positive_int = _checked("a positive integer", int, lambda v: v >= 1)
+_nonneg_int = _checked("an integer >= 0", int, lambda v: v >= 0)
+_nonneg_float = _checked("a number >= 0", float, lambda v: 0 <= v < _finite)
+_positive_float = _checked("a number > 0", float, lambda v: 0 < v < _finite)
+_port = _checked("a port from 0 to 65535", int, lambda v: 0 <= v <= 65535)
+_protocol = _checked("one of " + ", ".join(PROTOCOLS), str, lambda v: v in PROTOCOLS)
+
+
+# setting -> (flag, converter, help); the flags are fixed by the architecture.
+FLAGS: dict[str, tuple[str, Any, str]] = {
+    "host": ("--host", str, "address to listen on (default 127.0.0.1)"),
+    "port": ("--port", _port, "port to listen on; 0 picks a free one (default 8080)"),
+    "protocol": ("--protocol", _protocol, "auto (default), json, binary, mux or echo"),
+    "upload_dir": ("--upload-dir", str, "where uploads are stored (default ./uploads)"),
+    "max_connections": ("--max-connections", _nonneg_int, "connections at once (default 10000)"),
+    "max_per_ip": (
+        "--max-per-ip",
+        _nonneg_int,
+        "connections per IP in the window; 0 turns it off (default 10)",
+    ),
+    "throttle_window": (
+        "--throttle-window",
+        _positive_float,
+        "per-IP window in seconds (default 60)",
+    ),
+    "idle_timeout": (
+        "--idle-timeout",
+        _nonneg_float,
+        "seconds with no bytes received; 0: none (default 300)",
+    ),
+    "handshake_timeout": (
+        "--handshake-timeout",
+        _positive_float,
+        "seconds to detect an auto connection's protocol (default 10)",
+    ),
+    "max_frame": ("--max-frame", _positive_int, "largest frame in bytes (default 1048576)"),
+    "max_pending": (
+        "--max-pending",
+        _positive_int,
+        "unsent output per session in bytes (default 4 MiB)",
+    ),
+    "max_file_size": ("--max-file-size", _nonneg_int, "largest upload in bytes (default 1 GiB)"),
+    "upload_quota": (
+        "--upload-quota",
+        _nonneg_int,
+        "upload directory quota in bytes (default 10 GiB)",
+    ),
+    "grace_period": (
+        "--grace-period",
+        _nonneg_float,
+        "graceful shutdown grace period in seconds (default 30)",
+    ),
+    "refresh": ("--refresh", _positive_float, "console refreshes per second (default 4)"),
+}
+
+# Settings only the config file sets (the command line is fixed).
+CONFIG_ONLY: dict[str, Any] = {
+    "max_rooms": _positive_int,
+    "max_streams": _positive_int,
+    "max_transfers": _positive_int,
+    "max_line": _positive_int,
+    "writable_high_water_mark": _positive_int,
+    "readable_high_water_mark": _positive_int,
+    "log_level": str,
+    "read_only": bool,
+    "demo": bool,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=PROG,
+        description="An asyncio TCP message server and the Textual operator console that runs it.",
+        argument_default=argparse.SUPPRESS,
+    )
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    parser.add_argument(
+        "--headless", action="store_true", help="run the server with no UI, logging to stderr"
+    )
+    parser.add_argument(
+        "--config", metavar="FILE", help="TOML file with the same settings (command line wins)"
+    )
+    for name, (flag, conv, help_text) in FLAGS.items():
+        parser.add_argument(
+            flag, dest=name, type=conv, help=help_text, metavar=name.split("_")[-1].upper()
+        )
+    parser.add_argument(
+        "--read-only",
+        dest="read_only",
+        action="store_true",
+        help="console: disable every action that changes the server",
+    )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="console: start simulated clients so every pane is alive",
+    )
+    return parser
+
+
+def _convert(name: str, value: Any) -> Any:
+    """Check one config-file value against the setting's type."""
+    if name in FLAGS:
+        conv = FLAGS[name][1]
+    elif name in CONFIG_ONLY:
+        conv = CONFIG_ONLY[name]
+    else:
+        raise UsageError(f"config: unknown setting {name!r}")
+    if conv is bool:
+        if not isinstance(value, bool):
+            raise UsageError(f"config: {name} must be true or false, got {value!r}")
+        return value
+    if conv is str:
+        if not isinstance(value, str):
+            raise UsageError(f"config: {name} must be a string, got {value!r}")
+        return value
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise UsageError(f"config: {name} must be {conv.kind}, got {value!r}")
+    try:
+        return conv(str(value))
+    except argparse.ArgumentTypeError:
+        raise UsageError(f"config: {name} must be {conv.kind}, got {value!r}") from None
+
+
+def load_config(path: str) -> dict[str, Any]:
+    """Settings from a TOML file (keys as in the flags, with - or _)."""
+    try:
+        with Path(path).open("rb") as fh:
+            data = tomllib.load(fh)
+    except OSError as exc:
+        raise UsageError(f"--config: cannot read {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"--config: {path} is not valid TOML: {exc}") from None
+    if "verb-console" in data and isinstance(data["verb-console"], dict):
+        data = data["verb-console"]
+    return {
+        key.replace("-", "_"): _convert(key.replace("-", "_"), value) for key, value in data.items()
+    }
+
+
+def parse_settings(argv: Sequence[str] | None = None) -> Settings:
+    """Defaults, then the config file, then the command line."""
+    args = vars(build_parser().parse_args(argv))
+    settings = Settings()
+    known = {f.name for f in fields(Settings)}
+    values: dict[str, Any] = {}
+    if "config" in args:
+        values.update(load_config(args.pop("config")))
+    values.update(args)
+    for key, value in values.items():
+        if key in known:
+            setattr(settings, key, value)
+    return settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        settings = parse_settings(argv)
+        if settings.headless:
+            if settings.demo:
+                raise UsageError("--demo is for the console (drop --headless)")
+            if settings.read_only:
+                raise UsageError("--read-only is for the console (drop --headless)")
+            from .runtime import run_headless
+
+            return run_headless(settings)
+        from .console.run import run_console
+
+        return run_console(settings)
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        # Address in use, permission denied...: one line, not a traceback.
+        print(f"{PROG}: error: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,408 @@
+"""The message server: session registry, rooms, throttle, operator actions, shutdown, figures."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import errno
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .. import __version__
+from ..settings import Settings
+from .json_session import JsonSession, frame
+from .rooms import Room, RoomRegistry
+from .session import CLOSE_FLUSH_S, CloseReason, Session
+from .snapshot import (
+    ClosedSessionInfo,
+    LogEvent,
+    MuxConnectionInfo,
+    Overview,
+    Rates,
+    RoomInfo,
+    SessionInfo,
+    ThrottleInfo,
+    Totals,
+    TransferInfo,
+)
+from .throttle import Throttle
+
+if TYPE_CHECKING:
+    from ..net.socket import TCPSocket
+
+log = logging.getLogger("verb_console.hub")
+
+CLOSED_KEPT = 1000
+EVENTS_KEPT = 1000
+
+SessionFactory = Callable[["Hub", "TCPSocket"], Session]
+
+
+def _json_factory(hub: Hub, sock: TCPSocket) -> Session:
+    return JsonSession(hub, sock, sock.id, sock.remote_address, sock.remote_port)
+
+
+class Hub:
+    """Everything the server knows. The console reads it through the :class:`HubView` methods."""
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings or Settings()
+        self.connections: dict[str, Session] = {}  # one per TCP connection
+        self.sessions: dict[str, Session] = {}  # every session, mux streams included
+        self.json_sessions: dict[str, JsonSession] = {}
+        self.rooms = RoomRegistry()
+        self.throttle = Throttle(self.settings.max_per_ip, self.settings.throttle_window)
+        self.factories: dict[str, SessionFactory] = {"json": _json_factory}
+        # Server totals
+        self.accepted = 0
+        self.rejected_throttle = 0
+        self.rejected_max = 0
+        self.slow_consumers = 0
+        self.msgs_in = 0
+        self.msgs_out = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.peak_sessions = 0
+        self.closed_log: deque[ClosedSessionInfo] = deque(maxlen=CLOSED_KEPT)
+        self.events: deque[LogEvent] = deque(maxlen=EVENTS_KEPT)
+        self._seq = 0
+        self.state = "running"
+        self.started_at = time.time()
+        self.drain_deadline: float | None = None
+        self.listeners: list[str] = []
+        self.stop_accepting: Callable[[], None] | None = None
+        self.read_only = False
+        self._rates = Rates()
+        self._last_sample: tuple[float, int, int, int, int] | None = None
+        self._ticker: asyncio.TimerHandle | None = None
+        self._ticks = 0
+        self._drained: asyncio.Event | None = None
+        self._force: asyncio.Event | None = None
+        self._stopped: asyncio.Event | None = None
+        self._drain_task: asyncio.Task[None] | None = None
+        # Called (awaited) at the very end of shutdown, e.g. to abort open uploads.
+        self.on_shutdown: list[Callable[[], Any]] = []
+
+    # ----------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        """Start the once-a-second figures ticker on the running loop."""
+        loop = asyncio.get_running_loop()
+        self._drained = asyncio.Event()
+        self._force = asyncio.Event()
+        self._stopped = asyncio.Event()
+        self._last_sample = (
+            time.monotonic(),
+            self.msgs_in,
+            self.msgs_out,
+            self.bytes_in,
+            self.bytes_out,
+        )
+        self._ticker = loop.call_later(1.0, self._tick)
+
+    def _tick(self) -> None:
+        self._sample_rates()
+        self._ticks += 1
+        if self._ticks % 10 == 0:
+            self.throttle.sweep()
+        if self.state != "stopped":
+            self._ticker = asyncio.get_running_loop().call_later(1.0, self._tick)
+
+    def _sample_rates(self) -> None:
+        now = time.monotonic()
+        last = self._last_sample
+        sample = (now, self.msgs_in, self.msgs_out, self.bytes_in, self.bytes_out)
+        if last is not None and now > last[0]:
+            dt = now - last[0]
+            self._rates = Rates(
+                msgs_in=(sample[1] - last[1]) / dt,
+                msgs_out=(sample[2] - last[2]) / dt,
+                bytes_in=(sample[3] - last[3]) / dt,
+                bytes_out=(sample[4] - last[4]) / dt,
+            )
+        self._last_sample = sample
+
+    # ----------------------------------------------------------- connections
+    def admit(self, ip: str, port: int) -> str | None:
+        """Decide on a new TCP connection before any byte is sent: None accepts it."""
+        if self.state != "running":
+            reason = CloseReason.SHUTDOWN
+        elif len(self.connections) >= self.settings.max_connections:
+            self.rejected_max += 1
+            reason = CloseReason.OVER_MAX_CONNECTIONS
+        elif not self.throttle.admit(ip):
+            self.rejected_throttle += 1
+            reason = CloseReason.THROTTLED
+        else:
+            return None
+        now = time.time()
+        sid = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+        self.closed_log.append(ClosedSessionInfo(sid, "-", ip, port, now, now, reason))
+        return reason
+
+    def attach(self, sock: TCPSocket, protocol: str) -> Session:
+        """Start a session of ``protocol`` on an accepted (admitted) connection."""
+        session = self.factories[protocol](self, sock)
+        sid = session.id
+        self.connections[sid] = session
+        self.sessions[sid] = session
+        self.accepted += 1
+        if len(self.connections) > self.peak_sessions:
+            self.peak_sessions = len(self.connections)
+        sock.pause_reads_when_congested = True
+        sock.on("data", session.feed)
+        sock.on("close", lambda had_error: self._connection_closed(sock))
+        sock.on("error", lambda exc: self._connection_error(sock, exc))
+        sock.on("timeout", lambda: self._idle(sock))
+        self.event("connect", f"{sid} connected ({protocol})")
+        session.start()
+        return session
+
+    def replace(self, old: Session, new: Session) -> None:
+        """Swap the session of a connection (protocol detection hands over to the real one)."""
+        self.connections[new.id] = new
+        self.sessions[new.id] = new
+        outlet: Any = old.outlet
+        outlet.off("data", old.feed)
+        outlet.on("data", new.feed)
+
+    def _idle(self, sock: TCPSocket) -> None:
+        session = self.connections.get(sock.id)
+        if session is not None:
+            session.close(CloseReason.IDLE_TIMEOUT)
+
+    def _connection_error(self, sock: TCPSocket, exc: BaseException) -> None:
+        # The seed's connection-recovery log line.
+        code = getattr(exc, "errno", None)
+        log.warning(
+            "Connection error log: %s",
+            {
+                "clientId": sock.id,
+                "error": str(exc) or type(exc).__name__,
+                "code": errno.errorcode.get(code, code) if isinstance(code, int) else code,
+                "timestamp": datetime.datetime.now(datetime.UTC).isoformat(),
+                "attempts": self.throttle.reconnects(sock.remote_address),
+            },
+        )
+        self.event("error", f"{sock.id}: {exc}")
+
+    def _connection_closed(self, sock: TCPSocket) -> None:
+        session = self.connections.pop(sock.id, None)
+        self.throttle.release(sock.remote_address)
+        if session is None:
+            return
+        reason = session.close_reason or (
+            CloseReason.CONNECTION_ERROR if sock.had_error else CloseReason.CLIENT_CLOSED
+        )
+        self.end_session(session, reason)
+        if not self.connections and self.state == "draining" and self._drained is not None:
+            self._drained.set()
+
+    def end_session(self, session: Session, reason: str) -> None:
+        """Release what a finished session held and remember why it ended."""
+        if self.sessions.get(session.id) is session:
+            del self.sessions[session.id]
+        for name in list(session.rooms):
+            room = self.rooms.leave(session, name)
+            if room is not None and room.members:
+                self.to_room(room, {"type": "user_left", "connectionId": session.id, "room": name})
+        session.closed()
+        outlet = session.outlet
+        self.closed_log.append(
+            ClosedSessionInfo(
+                id=session.id,
+                protocol=session.protocol,
+                address=session.address,
+                port=session.port,
+                connected_at=session.connected_at,
+                closed_at=time.time(),
+                reason=str(reason),
+                msgs_in=session.msgs_in,
+                msgs_out=session.msgs_out,
+                bytes_in=outlet.bytes_read,
+                bytes_out=outlet.bytes_written,
+                detail=session.close_detail,
+            )
+        )
+        self.event("close", f"{session.id} closed: {reason}")
+
+    # ----------------------------------------------------------- delivery
+    def to_room(self, room: Room, message: dict[str, Any], exclude: Session | None = None) -> int:
+        """Send ``message`` (stamped with the time) to a room's members but ``exclude``."""
+        message["timestamp"] = int(time.time() * 1000)
+        f = frame(message)
+        n = 0
+        for member in room.members.values():
+            if member is not exclude:
+                member.deliver(f)
+                n += 1
+        self.msgs_out += n
+        self.bytes_out += n * len(f)
+        return n
+
+    # ----------------------------------------------------------- log
+    def event(self, kind: str, text: str) -> None:
+        self._seq += 1
+        self.events.append(LogEvent(self._seq, time.time(), kind, text))
+        if kind in ("operator", "server"):
+            log.info(text)
+        else:
+            log.debug(text)
+
+    # ----------------------------------------------------------- operator actions
+    def operator_broadcast(self, text: str, room: str | None = None) -> int:
+        """Send ``text`` from the server to every session (or to one room's members)."""
+        now = int(time.time() * 1000)
+        if room is not None:
+            r = self.rooms.get(room)
+            if r is None:
+                self.event("operator", f"broadcast to unknown room {room!r} dropped")
+                return 0
+            r.messages += 1
+            n = self.to_room(
+                r, {"type": "room_message", "room": room, "from": "server", "data": text}
+            )
+            self.event("operator", f"broadcast to room {room} ({n} sessions): {text}")
+            return n
+        message = {"type": "broadcast", "from": "server", "data": text, "timestamp": now}
+        n = 0
+        for session in list(self.sessions.values()):
+            if session.accepts_notices and not session.closing:
+                session.notify(message)
+                n += 1
+        self.event("operator", f"broadcast to {n} sessions: {text}")
+        return n
+
+    def operator_close(self, session_id: str) -> bool:
+        session = self.sessions.get(session_id)
+        if session is None or session.closing:
+            return False
+        self.event("operator", f"closed session {session_id}")
+        session.close(CloseReason.OPERATOR)
+        return True
+
+    def operator_close_ip(self, address: str) -> int:
+        victims = [s for s in self.connections.values() if s.address == address and not s.closing]
+        for session in victims:
+            session.close(CloseReason.OPERATOR)
+        self.event("operator", f"closed {len(victims)} sessions of {address}")
+        return len(victims)
+
+    # ----------------------------------------------------------- shutdown
+    def begin_shutdown(self) -> None:
+        """Graceful shutdown: stop accepting, tell every session, wait for them to leave."""
+        if self.state != "running":
+            return
+        self.state = "draining"
+        grace = self.settings.grace_period
+        self.drain_deadline = time.time() + grace
+        if self.stop_accepting is not None:
+            self.stop_accepting()
+        self.event(
+            "server", f"graceful shutdown: {len(self.connections)} sessions, {grace:g}s grace"
+        )
+        notice = {
+            "type": "server_shutdown",
+            "message": "Server is shutting down",
+            "gracePeriod": int(grace * 1000),
+        }
+        for session in list(self.sessions.values()):
+            if session.accepts_notices and not session.closing:
+                session.notify(notice)
+        self._drain_task = asyncio.get_running_loop().create_task(self._drain(grace))
+
+    def force_shutdown(self) -> None:
+        """Close every session now (a second signal, or the operator's choice during the drain)."""
+        if self.state == "running":
+            self.begin_shutdown()
+        if self._force is not None:
+            self._force.set()
+
+    async def _drain(self, grace: float) -> None:
+        assert self._drained is not None and self._force is not None
+        if self.connections:
+            waits = [
+                asyncio.ensure_future(self._drained.wait()),
+                asyncio.ensure_future(self._force.wait()),
+            ]
+            try:
+                await asyncio.wait(waits, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for w in waits:
+                    w.cancel()
+        if self.connections:
+            self.event("server", f"closing {len(self.connections)} remaining sessions")
+            for session in list(self.connections.values()):
+                session.close(CloseReason.SHUTDOWN)
+            deadline = time.monotonic() + CLOSE_FLUSH_S + 1.0
+            while self.connections and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
+        for hook in self.on_shutdown:
+            result = hook()
+            if asyncio.iscoroutine(result):
+                await result
+        self.state = "stopped"
+        if self._ticker is not None:
+            self._ticker.cancel()
+        self.event("server", "shutdown complete")
+        assert self._stopped is not None
+        self._stopped.set()
+
+    async def wait_stopped(self) -> None:
+        assert self._stopped is not None, "Hub.start() was not called"
+        await self._stopped.wait()
+
+    # ----------------------------------------------------------- HubView
+    def totals(self) -> Totals:
+        return Totals(
+            accepted=self.accepted,
+            rejected_throttle=self.rejected_throttle,
+            rejected_max=self.rejected_max,
+            slow_consumers=self.slow_consumers,
+            msgs_in=self.msgs_in,
+            msgs_out=self.msgs_out,
+            bytes_in=self.bytes_in,
+            bytes_out=self.bytes_out,
+        )
+
+    def overview(self) -> Overview:
+        return Overview(
+            state=self.state,
+            started_at=self.started_at,
+            now=time.time(),
+            listeners=tuple(self.listeners),
+            sessions=len(self.connections),
+            peak_sessions=self.peak_sessions,
+            totals=self.totals(),
+            rates=self._rates,
+            drain_deadline=self.drain_deadline,
+            read_only=self.read_only,
+            version=__version__,
+        )
+
+    def sessions_info(self) -> list[SessionInfo]:
+        mono, wall = time.monotonic(), time.time()
+        return [s.info(mono, wall) for s in self.sessions.values()]
+
+    # The console calls it ``sessions()``; the attribute ``sessions`` is the registry.
+    def closed_sessions(self) -> list[ClosedSessionInfo]:
+        return list(self.closed_log)
+
+    def throttle_state(self) -> list[ThrottleInfo]:
+        return self.throttle.snapshot()
+
+    def rooms_info(self) -> list[RoomInfo]:
+        return self.rooms.snapshot()
+
+    def mux_connections(self) -> list[MuxConnectionInfo]:
+        return [s.mux_info() for s in self.connections.values() if hasattr(s, "mux_info")]
+
+    def transfers(self) -> list[TransferInfo]:
+        return []
+
+    def log_since(self, seq: int) -> list[LogEvent]:
+        if not self.events or self.events[-1].seq <= seq:
+            return []
+        return [e for e in self.events if e.seq > seq]

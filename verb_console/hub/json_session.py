@@ -1,0 +1,249 @@
+"""The ``json`` session: PROTOCOL.md section 2 (ping, broadcast, private, rooms)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from .. import __version__
+from ..protocols.json import JsonDecoder
+from .rooms import valid_room_name
+from .session import CloseReason, Session
+
+if TYPE_CHECKING:
+    from .hub import Hub
+    from .session import Outlet
+
+_loads = orjson.loads
+_dumps = orjson.dumps
+_JSONDecodeError = orjson.JSONDecodeError
+_time = time.time
+
+MAX_REF_CHARS = 64
+
+Handler = Callable[["JsonSession", dict[str, Any], Any], None]
+
+
+def frame(message: dict[str, Any]) -> bytes:
+    body = _dumps(message)
+    return b"%d\n%s" % (len(body), body)
+
+
+def error_frame(code: str, message: str, ref: Any = None, **extra: Any) -> bytes:
+    obj: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    if ref is not None:
+        obj["ref"] = ref
+    obj.update(extra)
+    return frame(obj)
+
+
+class MessageError(Exception):
+    """A message-level error: reported to the client, the connection stays open."""
+
+    def __init__(self, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.extra = extra
+
+
+class JsonSession(Session):
+    """Length-prefixed JSON messages. Replies to one read go out in one write."""
+
+    protocol = "json"
+
+    __slots__ = ("decoder", "transfers")
+
+    def __init__(
+        self,
+        hub: Hub,
+        outlet: Outlet,
+        session_id: str,
+        address: str,
+        port: int,
+        parent: str | None = None,
+    ) -> None:
+        super().__init__(hub, outlet, session_id, address, port, parent)
+        self.decoder = JsonDecoder(hub.settings.max_frame)
+        self.transfers: Any = None  # per-session transfer state, set by the transfer handlers
+
+    def start(self) -> None:
+        self.hub.json_sessions[self.id] = self
+        self.deliver(
+            frame(
+                {
+                    "type": "welcome",
+                    "id": self.id,
+                    "server": "verb-console",
+                    "version": __version__,
+                    "maxFrameBytes": self.hub.settings.max_frame,
+                }
+            )
+        )
+
+    def encode_notice(self, message: dict[str, Any]) -> bytes:
+        return frame(message)
+
+    def feed(self, data: bytes) -> None:
+        if self.closing:
+            return
+        hub = self.hub
+        hub.bytes_in += len(data)
+        decoder = self.decoder
+        bodies = decoder.feed(data)
+        if bodies:
+            self._out = out = []
+            handlers = HANDLERS
+            for body in bodies:
+                self.msgs_in += 1
+                try:
+                    msg = _loads(body)
+                except _JSONDecodeError:
+                    out.append(error_frame("bad_json", "Body is not valid UTF-8 JSON"))
+                    continue
+                if type(msg) is not dict:
+                    out.append(error_frame("bad_message", "A message must be a JSON object"))
+                    continue
+                ref = msg.get("ref")
+                if ref is not None or "ref" in msg:
+                    tr = type(ref)
+                    if not ((tr is str and len(ref) <= MAX_REF_CHARS) or tr is int):
+                        out.append(
+                            error_frame(
+                                "bad_message",
+                                "ref must be a string of at most 64 characters or an integer",
+                            )
+                        )
+                        continue
+                kind = msg.get("type")
+                handler = handlers.get(kind) if type(kind) is str else None
+                if handler is None:
+                    if type(kind) is str:
+                        out.append(
+                            error_frame("unknown_type", f"Unknown message type: {kind}", ref)
+                        )
+                    else:
+                        out.append(error_frame("bad_message", "A message needs a string type", ref))
+                    continue
+                try:
+                    handler(self, msg, ref)
+                except MessageError as exc:
+                    out.append(error_frame(exc.code, exc.message, ref, **exc.extra))
+                if self.closing:
+                    break
+            hub.msgs_in += len(bodies)
+            self.flush()
+        if decoder.error is not None and not self.closing:
+            err = decoder.error
+            self.deliver(error_frame(err.code, err.message))
+            reason = (
+                CloseReason.FRAME_TOO_LARGE
+                if err.code == "frame_too_large"
+                else CloseReason.PROTOCOL_ERROR
+            )
+            self.close(reason, detail=err.code)
+
+    def reply(self, message: dict[str, Any], ref: Any) -> None:
+        if ref is not None:
+            message["ref"] = ref
+        self.deliver(frame(message))
+
+    def closed(self) -> None:
+        self.hub.json_sessions.pop(self.id, None)
+        super().closed()
+
+
+def _require(msg: dict[str, Any], field: str, kind: type | None = None) -> Any:
+    if field not in msg:
+        raise MessageError("bad_message", f"Missing field: {field}")
+    value = msg[field]
+    if kind is not None and type(value) is not kind:
+        raise MessageError("bad_message", f"Field {field} must be a {kind.__name__}")
+    return value
+
+
+def _room(msg: dict[str, Any]) -> str:
+    room = _require(msg, "room", str)
+    if not valid_room_name(room):
+        raise MessageError(
+            "bad_room", "A room name is 1 to 64 characters with no control characters"
+        )
+    return room
+
+
+def handle_ping(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
+    s.reply({"type": "pong", "timestamp": int(_time() * 1000)}, ref)
+
+
+def handle_broadcast(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
+    data = _require(msg, "data")
+    f = frame({"type": "broadcast", "from": s.id, "data": data, "timestamp": int(_time() * 1000)})
+    hub = s.hub
+    n = 0
+    for other in hub.json_sessions.values():
+        if other is not s:
+            other.deliver(f)
+            n += 1
+    hub.msgs_out += n
+    hub.bytes_out += n * len(f)
+
+
+def handle_private(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
+    target = _require(msg, "target", str)
+    data = _require(msg, "data")
+    other = s.hub.json_sessions.get(target)
+    if other is None:
+        raise MessageError("unknown_target", f"No session {target}")
+    f = frame({"type": "private", "from": s.id, "data": data, "timestamp": int(_time() * 1000)})
+    other.deliver(f)
+    s.hub.msgs_out += 1
+    s.hub.bytes_out += len(f)
+
+
+def handle_join_room(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
+    name = _room(msg)
+    hub = s.hub
+    if name not in s.rooms and len(s.rooms) >= hub.settings.max_rooms:
+        raise MessageError(
+            "too_many_rooms", f"A session may be in at most {hub.settings.max_rooms} rooms"
+        )
+    room, added = hub.rooms.join(s, name)
+    s.reply({"type": "joined", "room": name, "members": sorted(room.members)}, ref)
+    if added:
+        hub.to_room(room, {"type": "user_joined", "connectionId": s.id, "room": name}, exclude=s)
+
+
+def handle_leave_room(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
+    name = _room(msg)
+    hub = s.hub
+    room = hub.rooms.leave(s, name)
+    if room is None:
+        raise MessageError("not_in_room", f"Not a member of room {name}")
+    s.reply({"type": "left", "room": name}, ref)
+    if room.members:
+        hub.to_room(room, {"type": "user_left", "connectionId": s.id, "room": name})
+
+
+def handle_room_message(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
+    name = _room(msg)
+    data = _require(msg, "data")
+    room = s.hub.rooms.get(name)
+    if room is None or s.id not in room.members:
+        raise MessageError("not_in_room", f"Not a member of room {name}")
+    room.messages += 1
+    s.hub.to_room(
+        room, {"type": "room_message", "room": name, "from": s.id, "data": data}, exclude=s
+    )
+
+
+HANDLERS: dict[str, Handler] = {
+    "ping": handle_ping,
+    "broadcast": handle_broadcast,
+    "private": handle_private,
+    "join_room": handle_join_room,
+    "leave_room": handle_leave_room,
+    "room_message": handle_room_message,
+}

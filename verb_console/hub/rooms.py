@@ -1,0 +1,78 @@
+"""Rooms: named groups of json sessions."""
+
+from __future__ import annotations
+
+import time
+import unicodedata
+from typing import TYPE_CHECKING
+
+from .snapshot import RoomInfo
+
+if TYPE_CHECKING:
+    from .session import Session
+
+MAX_ROOM_NAME = 64
+
+
+def valid_room_name(name: str) -> bool:
+    """1 to 64 characters, none of Unicode category Cc (DEL included)."""
+    if not 1 <= len(name) <= MAX_ROOM_NAME:
+        return False
+    if name.isprintable():  # fast path: no control characters at all
+        return True
+    return not any(unicodedata.category(ch) == "Cc" for ch in name)
+
+
+class Room:
+    __slots__ = ("created_at", "members", "messages", "name")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.members: dict[str, Session] = {}
+        self.messages = 0
+        self.created_at = time.time()
+
+
+class RoomRegistry:
+    """Rooms by name; a room exists while it has members."""
+
+    def __init__(self) -> None:
+        self.rooms: dict[str, Room] = {}
+
+    def join(self, session: Session, name: str) -> tuple[Room, bool]:
+        """Add ``session``; returns the room and whether it was newly added."""
+        room = self.rooms.get(name)
+        if room is None:
+            room = self.rooms[name] = Room(name)
+        if session.id in room.members:
+            return room, False
+        room.members[session.id] = session
+        session.rooms.add(name)
+        return room, True
+
+    def leave(self, session: Session, name: str) -> Room | None:
+        """Remove ``session``; returns the room (possibly now deleted) or None if not a member."""
+        room = self.rooms.get(name)
+        if room is None or room.members.pop(session.id, None) is None:
+            return None
+        session.rooms.discard(name)
+        if not room.members:
+            del self.rooms[name]
+        return room
+
+    def get(self, name: str) -> Room | None:
+        return self.rooms.get(name)
+
+    def __len__(self) -> int:
+        return len(self.rooms)
+
+    def snapshot(self) -> list[RoomInfo]:
+        return [
+            RoomInfo(
+                name=r.name,
+                members=tuple(sorted(r.members)),
+                messages=r.messages,
+                created_at=r.created_at,
+            )
+            for r in self.rooms.values()
+        ]

@@ -1,0 +1,222 @@
+"""Sessions: one per TCP connection, or per stream of a mux connection."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import time
+from typing import TYPE_CHECKING, Any, Protocol
+
+from .snapshot import SessionInfo
+
+if TYPE_CHECKING:
+    from .hub import Hub
+
+# A session closed on purpose gets this long to flush its last bytes (the
+# ``closing`` message) before it is cut off: a client that never reads must not
+# keep a closed session alive.
+CLOSE_FLUSH_S = 2.0
+
+
+class CloseReason(enum.StrEnum):
+    """Why a session ended, as the operator sees it."""
+
+    CLIENT_CLOSED = "client_closed"
+    OPERATOR = "operator"
+    IDLE_TIMEOUT = "idle_timeout"
+    SLOW_CONSUMER = "slow_consumer"
+    FRAME_TOO_LARGE = "frame_too_large"
+    PROTOCOL_ERROR = "protocol_error"
+    SHUTDOWN = "shutdown"
+    THROTTLED = "throttled"
+    OVER_MAX_CONNECTIONS = "over_max_connections"
+    HANDSHAKE_TIMEOUT = "handshake_timeout"
+    CONNECTION_ERROR = "connection_error"
+
+
+# The ``reason`` of the ``closing`` message a client receives (PROTOCOL.md section 6).
+WIRE_REASON: dict[str, str] = {
+    CloseReason.OPERATOR: "operator",
+    CloseReason.IDLE_TIMEOUT: "idle_timeout",
+    CloseReason.SHUTDOWN: "shutdown",
+    CloseReason.PROTOCOL_ERROR: "protocol_error",
+    CloseReason.FRAME_TOO_LARGE: "protocol_error",
+}
+
+
+class Outlet(Protocol):
+    """Where a session's bytes go: a TCPSocket, or one stream of a mux connection."""
+
+    bytes_read: int
+    bytes_written: int
+    congested: bool
+    last_received: float
+
+    def write(self, data: bytes) -> bool: ...
+
+    @property
+    def unsent(self) -> int: ...
+
+    def end(self) -> None: ...
+
+    def destroy(self) -> None: ...
+
+
+class Session:
+    """What every protocol's session shares: identity, figures, output and closing."""
+
+    protocol = "unknown"
+    # Whether operator broadcasts and shutdown notices are sent to it (not to a mux
+    # connection itself, nor to a connection whose protocol is not known yet).
+    accepts_notices = True
+
+    __slots__ = (
+        "_flush_timer",
+        "_out",
+        "address",
+        "close_detail",
+        "close_reason",
+        "closing",
+        "connected_at",
+        "hub",
+        "id",
+        "msgs_in",
+        "msgs_out",
+        "outlet",
+        "parent",
+        "port",
+        "rooms",
+    )
+
+    def __init__(
+        self,
+        hub: Hub,
+        outlet: Outlet,
+        session_id: str,
+        address: str,
+        port: int,
+        parent: str | None = None,
+    ) -> None:
+        self.hub = hub
+        self.outlet = outlet
+        self.id = session_id
+        self.address = address
+        self.port = port
+        self.parent = parent
+        self.connected_at = time.time()
+        self.msgs_in = 0
+        self.msgs_out = 0
+        self.rooms: set[str] = set()
+        self.closing = False
+        self.close_reason: str | None = None
+        self.close_detail = ""
+        # Replies to this session's own messages, batched into one write per read.
+        self._out: list[bytes] | None = None
+        self._flush_timer: asyncio.TimerHandle | None = None
+
+    # ----------------------------------------------------------- protocol hooks
+    def start(self) -> None:
+        """Send the protocol's greeting, if it has one."""
+
+    def feed(self, data: bytes) -> None:  # pragma: no cover - every protocol overrides
+        raise NotImplementedError
+
+    def encode_notice(self, message: dict[str, Any]) -> bytes:  # pragma: no cover
+        """A server-initiated message (section 6) in this session's own protocol."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------- output
+    def deliver(self, frame: bytes) -> None:
+        """Send one already-encoded frame to this session."""
+        if self.closing:
+            return
+        out = self._out
+        if out is not None:
+            out.append(frame)
+            return
+        self.msgs_out += 1
+        outlet = self.outlet
+        outlet.write(frame)
+        if outlet.congested:
+            self.check_pending()
+
+    def flush(self) -> None:
+        """Write the replies batched while handling one read."""
+        out = self._out
+        self._out = None
+        if not out or self.closing:
+            return
+        self.msgs_out += len(out)
+        data = out[0] if len(out) == 1 else b"".join(out)
+        hub = self.hub
+        hub.msgs_out += len(out)
+        hub.bytes_out += len(data)
+        outlet = self.outlet
+        outlet.write(data)
+        if outlet.congested:
+            self.check_pending()
+
+    def check_pending(self) -> None:
+        """Close this session as a slow consumer if its unsent output is over the limit."""
+        if self.outlet.unsent > self.hub.settings.max_pending and not self.closing:
+            self.hub.slow_consumers += 1
+            self.close(CloseReason.SLOW_CONSUMER, notify=False, flush=False)
+
+    def notify(self, message: dict[str, Any]) -> None:
+        """Send a server-initiated message (broadcast, shutdown notice) in this protocol's form."""
+        if self.closing:
+            return
+        frame = self.encode_notice(message)
+        self.flush()
+        self.deliver(frame)
+        self.hub.msgs_out += 1
+        self.hub.bytes_out += len(frame)
+
+    # ----------------------------------------------------------- closing
+    def close(
+        self, reason: str, *, notify: bool = True, flush: bool = True, detail: str = ""
+    ) -> None:
+        """End the session on purpose; ``closing`` is sent first for the wire reasons."""
+        if self.closing:
+            return
+        wire = WIRE_REASON.get(reason) if notify else None
+        if wire is not None:
+            self.notify({"type": "closing", "reason": wire})
+        self.flush()
+        self.closing = True
+        self.close_reason = reason
+        self.close_detail = detail
+        if flush:
+            self.outlet.end()
+            if not getattr(self.outlet, "destroyed", False):
+                loop = asyncio.get_running_loop()
+                self._flush_timer = loop.call_later(CLOSE_FLUSH_S, self.outlet.destroy)
+        else:
+            self.outlet.destroy()
+
+    def closed(self) -> None:
+        """The transport is gone: release everything this session held."""
+        if self._flush_timer is not None:
+            self._flush_timer.cancel()
+            self._flush_timer = None
+        self.closing = True
+        self._out = None
+
+    # ----------------------------------------------------------- figures
+    def info(self, now_mono: float, now_wall: float) -> SessionInfo:
+        outlet = self.outlet
+        return SessionInfo(
+            id=self.id,
+            protocol=self.protocol,
+            address=self.address,
+            port=self.port,
+            connected_at=self.connected_at,
+            last_activity=now_wall - (now_mono - outlet.last_received),
+            msgs_in=self.msgs_in,
+            msgs_out=self.msgs_out,
+            bytes_in=outlet.bytes_read,
+            bytes_out=outlet.bytes_written,
+            unsent=outlet.unsent,
+            rooms=tuple(sorted(self.rooms)),
+            parent=self.parent,
+        )

@@ -1,0 +1,126 @@
+"""Runs the server: hub plus listeners, signals, and the headless entry point."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable
+
+from .hub import Hub
+from .net import ServerProtocol, TCPOptions, TCPServer, create_server
+from .net.socket import TCPSocket
+from .settings import Settings
+
+log = logging.getLogger("verb_console")
+
+
+def format_listen(host: str, port: int, protocol: str) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"{shown}:{port} ({protocol})"
+
+
+class Runtime:
+    """One server: a :class:`Hub` and its listener, started on the running event loop."""
+
+    def __init__(self, settings: Settings | None = None, hub: Hub | None = None) -> None:
+        self.settings = settings or Settings()
+        self.hub = hub or Hub(self.settings)
+        self.server: TCPServer | None = None
+        self._signals = 0
+        self._setups: list[Callable[[Runtime], None]] = []
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.address().port
+
+    def tcp_options(self) -> TCPOptions:
+        s = self.settings
+        return TCPOptions(
+            backlog=511,
+            # An operator starting a second server on a taken port wants an error,
+            # not two servers silently sharing it.
+            exclusive=True,
+            readable_high_water_mark=s.readable_high_water_mark,
+            writable_high_water_mark=s.writable_high_water_mark,
+            keep_alive=True,
+            keep_alive_initial_delay=60000,
+            no_delay=True,
+            timeout=int(s.idle_timeout * 1000),
+            on_connection=self._on_connection,
+            on_error=lambda exc: log.error("TCP server error: %s", exc),
+        )
+
+    def _on_connection(self, sock: TCPSocket) -> None:
+        self.hub.attach(sock, self.protocol)
+
+    @property
+    def protocol(self) -> str:
+        return self.settings.protocol
+
+    async def start(self) -> None:
+        """Prepare the hub and start listening; logs ``listening on HOST:PORT (PROTOCOL)``."""
+        s = self.settings
+        hub = self.hub
+        if self.protocol not in hub.factories:
+            raise ValueError(f"protocol {self.protocol!r} is not available")
+        hub.start()
+        server = create_server(ServerProtocol.TCP).with_options(
+            port=s.port, host=s.host, tcp=self.tcp_options()
+        )
+        server.accept_filter = hub.admit
+        await server.listen()
+        self.server = server
+        addr = server.address()
+        line = format_listen(addr.address, addr.port, s.protocol)
+        hub.listeners.append(line)
+        hub.stop_accepting = server.stop_accepting
+        hub.on_shutdown.append(server.close)
+        hub.event("server", f"listening on {line}")
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM/SIGINT: the first starts the graceful shutdown, the second closes everything."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            # Not available on every platform (e.g. Windows' proactor loop).
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self._signals += 1
+        if self._signals == 1:
+            log.info("%s: starting graceful shutdown", sig.name)
+            self.hub.begin_shutdown()
+        else:
+            log.info("%s again: closing every session now", sig.name)
+            self.hub.force_shutdown()
+
+    async def run(self) -> int:
+        """Start, serve until shut down, and return the exit status (0 after a clean shutdown)."""
+        await self.start()
+        self.install_signal_handlers()
+        await self.hub.wait_stopped()
+        return 0
+
+
+def run_headless(settings: Settings) -> int:
+    """``verb-console --headless``: the server with no UI, logging to stderr."""
+    logging.basicConfig(
+        level=getattr(logging, settings.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    runtime = Runtime(settings)
+    return run_loop(runtime.run())
+
+
+def run_loop(main: object) -> int:
+    """Run ``main`` on uvloop where it is installed (it measures faster), else asyncio."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
+        return asyncio.run(main)  # type: ignore[arg-type]
+    return uvloop.run(main)  # type: ignore[arg-type]
