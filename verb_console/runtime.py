@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -118,9 +119,15 @@ def run_headless(settings: Settings) -> int:
 
 
 def run_loop(main: object) -> int:
-    """Run ``main`` on uvloop where it is installed (it measures faster), else asyncio."""
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
-        return asyncio.run(main)  # type: ignore[arg-type]
-    return uvloop.run(main)  # type: ignore[arg-type]
+    """Run ``main`` on uvloop where it is installed (it measures faster), else asyncio.
+
+    ``VERB_CONSOLE_LOOP=asyncio`` picks the standard loop (the benchmarks compare both).
+    """
+    if os.environ.get("VERB_CONSOLE_LOOP", "uvloop") != "asyncio":
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
+            pass
+        else:
+            return uvloop.run(main)  # type: ignore[arg-type,no-any-return]
+    return asyncio.run(main)  # type: ignore[arg-type]
