@@ -9,8 +9,10 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from .hub import Hub
+from .hub.transfers import UploadStore
 from .net import ServerProtocol, TCPOptions, TCPServer, create_server
 from .net.socket import TCPSocket
 from .settings import Settings
@@ -68,6 +70,16 @@ class Runtime:
         hub = self.hub
         if self.protocol not in hub.factories:
             raise ValueError(f"protocol {self.protocol!r} is not available")
+        store = UploadStore(
+            Path(s.upload_dir),
+            max_file_size=s.max_file_size,
+            quota=s.upload_quota,
+            per_session_limit=s.max_transfers,
+        )
+        removed = store.prepare()
+        if removed:
+            hub.event("server", f"removed {removed} unfinished uploads left by an earlier run")
+        hub.uploads = store
         hub.start()
         server = create_server(ServerProtocol.TCP).with_options(
             port=s.port, host=s.host, tcp=self.tcp_options()
@@ -80,6 +92,7 @@ class Runtime:
         hub.listeners.append(line)
         hub.stop_accepting = server.stop_accepting
         hub.on_shutdown.append(server.close)
+        hub.on_shutdown.append(store.aclose)
         hub.event("server", f"listening on {line}")
 
     def install_signal_handlers(self) -> None:

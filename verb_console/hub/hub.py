@@ -13,6 +13,9 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..settings import Settings
+from .binary_session import BinarySession
+from .detect_session import DetectingSession
+from .echo_session import EchoSession
 from .json_session import JsonSession, frame
 from .rooms import Room, RoomRegistry
 from .session import CLOSE_FLUSH_S, CloseReason, Session
@@ -29,6 +32,7 @@ from .snapshot import (
     TransferInfo,
 )
 from .throttle import Throttle
+from .transfers import UploadStore
 
 if TYPE_CHECKING:
     from ..net.socket import TCPSocket
@@ -38,11 +42,8 @@ log = logging.getLogger("verb_console.hub")
 CLOSED_KEPT = 1000
 EVENTS_KEPT = 1000
 
-SessionFactory = Callable[["Hub", "TCPSocket"], Session]
-
-
-def _json_factory(hub: Hub, sock: TCPSocket) -> Session:
-    return JsonSession(hub, sock, sock.id, sock.remote_address, sock.remote_port)
+# A session class: (hub, outlet, session id, address, port, parent) -> Session.
+SessionFactory = Callable[..., Session]
 
 
 class Hub:
@@ -55,7 +56,12 @@ class Hub:
         self.json_sessions: dict[str, JsonSession] = {}
         self.rooms = RoomRegistry()
         self.throttle = Throttle(self.settings.max_per_ip, self.settings.throttle_window)
-        self.factories: dict[str, SessionFactory] = {"json": _json_factory}
+        self.factories: dict[str, SessionFactory] = {
+            "json": JsonSession,
+            "binary": BinarySession,
+            "echo": EchoSession,
+            "auto": DetectingSession,
+        }
         # Server totals
         self.accepted = 0
         self.rejected_throttle = 0
@@ -75,6 +81,8 @@ class Hub:
         self.listeners: list[str] = []
         self.stop_accepting: Callable[[], None] | None = None
         self.read_only = False
+        # The upload directory; set by the runtime once it is prepared.
+        self.uploads: UploadStore | None = None
         self._rates = Rates()
         self._last_sample: tuple[float, int, int, int, int] | None = None
         self._ticker: asyncio.TimerHandle | None = None
@@ -144,7 +152,9 @@ class Hub:
 
     def attach(self, sock: TCPSocket, protocol: str) -> Session:
         """Start a session of ``protocol`` on an accepted (admitted) connection."""
-        session = self.factories[protocol](self, sock)
+        session = self.factories[protocol](
+            self, sock, sock.id, sock.remote_address, sock.remote_port
+        )
         sid = session.id
         self.connections[sid] = session
         self.sessions[sid] = session
@@ -160,13 +170,27 @@ class Hub:
         session.start()
         return session
 
-    def replace(self, old: Session, new: Session) -> None:
-        """Swap the session of a connection (protocol detection hands over to the real one)."""
+    def hand_over(self, old: Session, protocol: str, first_bytes: bytes) -> Session:
+        """Replace a detecting session by the detected protocol's, which then starts
+        exactly as on a listener pinned to it and gets the bytes received so far."""
+        new = self.factories[protocol](self, old.outlet, old.id, old.address, old.port, old.parent)
+        new.connected_at = old.connected_at
         self.connections[new.id] = new
         self.sessions[new.id] = new
+        old.closing = True
         outlet: Any = old.outlet
         outlet.off("data", old.feed)
         outlet.on("data", new.feed)
+        self.event("connect", f"{new.id} detected as {protocol}")
+        new.start()
+        new.feed(first_bytes)
+        return new
+
+    def binary_file_frame(self, session: BinarySession, frame: Any) -> None:
+        """A binary FILE frame; replaced by the upload handlers when they are installed."""
+        session.reply_file(
+            {"type": "error", "code": "unknown_transfer", "message": "Transfer not found"}
+        )
 
     def _idle(self, sock: TCPSocket) -> None:
         session = self.connections.get(sock.id)
@@ -209,6 +233,8 @@ class Hub:
             if room is not None and room.members:
                 self.to_room(room, {"type": "user_left", "connectionId": session.id, "room": name})
         session.closed()
+        if self.uploads is not None:
+            self.uploads.abort_owner(session.id, str(reason))
         outlet = session.outlet
         self.closed_log.append(
             ClosedSessionInfo(
@@ -400,7 +426,7 @@ class Hub:
         return [s.mux_info() for s in self.connections.values() if hasattr(s, "mux_info")]
 
     def transfers(self) -> list[TransferInfo]:
-        return []
+        return self.uploads.records() if self.uploads is not None else []
 
     def log_since(self, seq: int) -> list[LogEvent]:
         if not self.events or self.events[-1].seq <= seq:

@@ -78,6 +78,7 @@ class TCPSocket(asyncio.BufferedProtocol):
         # Stop reading while our own output is congested (the server turns this on).
         self.pause_reads_when_congested = False
         self._user_paused = False
+        self._holds: set[object] = set()
         self._reading_paused = False
         self._decoder: codecs.IncrementalDecoder | None = None
         self._timeout_s = 0.0
@@ -294,12 +295,25 @@ class TCPSocket(asyncio.BufferedProtocol):
         self._sync_reading()
         return self
 
+    def hold(self, token: object) -> None:
+        """Stop reading until every holder has called :meth:`release` (e.g. a slow disk)."""
+        self._holds.add(token)
+        self._sync_reading()
+
+    def release(self, token: object) -> None:
+        self._holds.discard(token)
+        self._sync_reading()
+
     @property
     def is_paused(self) -> bool:
         return self._reading_paused
 
     def _sync_reading(self) -> None:
-        want_paused = self._user_paused or (self.pause_reads_when_congested and self.congested)
+        want_paused = (
+            self._user_paused
+            or bool(self._holds)
+            or (self.pause_reads_when_congested and self.congested)
+        )
         t = self.transport
         if t is None or self.destroyed or want_paused == self._reading_paused:
             return

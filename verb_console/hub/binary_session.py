@@ -1,0 +1,78 @@
+"""The ``binary`` session: 8-byte header frames (PROTOCOL.md section 3)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from ..protocols import binary as b
+from .session import CloseReason, Session
+
+if TYPE_CHECKING:
+    from .hub import Hub
+    from .session import Outlet
+
+_PONG = b.encode_frame(b.HEARTBEAT_ACK, b"pong")
+
+
+class BinarySession(Session):
+    """Heartbeats, DATA echo and raw file uploads. Nothing is sent on connect."""
+
+    protocol = "binary"
+
+    __slots__ = ("decoder", "transfers")
+
+    def __init__(
+        self,
+        hub: Hub,
+        outlet: Outlet,
+        session_id: str,
+        address: str,
+        port: int,
+        parent: str | None = None,
+    ) -> None:
+        super().__init__(hub, outlet, session_id, address, port, parent)
+        self.decoder = b.BinaryDecoder(hub.settings.max_frame)
+        self.transfers: Any = None
+
+    def encode_notice(self, message: dict[str, Any]) -> bytes:
+        return b.encode_json(b.NOTICE, message)
+
+    def feed(self, data: bytes) -> None:
+        if self.closing:
+            return
+        hub = self.hub
+        hub.bytes_in += len(data)
+        frames = self.decoder.feed(data)
+        if frames:
+            self._out = out = []
+            for frame in frames:
+                kind = frame.type
+                if kind == b.HEARTBEAT:
+                    out.append(_PONG)
+                elif kind == b.DATA:
+                    out.append(b.encode_frame(b.DATA, frame.payload, frame.flags))
+                elif kind == b.FILE:
+                    hub.binary_file_frame(self, frame)
+                else:
+                    out.append(
+                        b.encode_json(
+                            b.ERROR,
+                            {
+                                "code": "unknown_type",
+                                "message": f"Unknown message type: 0x{kind:04X}",
+                            },
+                        )
+                    )
+                if self.closing:
+                    break
+            self.msgs_in += len(frames)
+            hub.msgs_in += len(frames)
+            self.flush()
+        err = self.decoder.error
+        if err is not None and not self.closing:
+            self.deliver(b.encode_json(b.ERROR, {"code": err.code, "message": err.message}))
+            self.close(CloseReason.FRAME_TOO_LARGE, detail=err.code)
+
+    def reply_file(self, message: dict[str, Any]) -> None:
+        """A FILE_REPLY frame (section 2.3 objects)."""
+        self.deliver(b.encode_json(b.FILE_REPLY, message))

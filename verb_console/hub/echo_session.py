@@ -1,0 +1,68 @@
+"""The ``echo`` session: text lines (PROTOCOL.md section 5), for nc/telnet smoke tests."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+
+from ..protocols.echo import WELCOME, EchoDecoder, encode_echo, encode_notice
+from .session import CloseReason, Session
+
+if TYPE_CHECKING:
+    from .hub import Hub
+    from .session import Outlet
+
+
+def notice_text(message: dict[str, Any]) -> str:
+    """A server-initiated message as one human line (section 6, echo form)."""
+    kind = message.get("type")
+    if kind == "broadcast":
+        data = message.get("data")
+    elif kind == "room_message":
+        data = f"({message.get('room')}) {message.get('data')}"
+    elif kind == "server_shutdown":
+        grace = message.get("gracePeriod", 0) / 1000
+        return f"{message.get('message', 'Server is shutting down')} (grace period {grace:g}s)"
+    elif kind == "closing":
+        return f"closing: {message.get('reason')}"
+    else:
+        data = message
+    return data if isinstance(data, str) else orjson.dumps(data).decode()
+
+
+class EchoSession(Session):
+    protocol = "echo"
+
+    __slots__ = ("decoder",)
+
+    def __init__(
+        self,
+        hub: Hub,
+        outlet: Outlet,
+        session_id: str,
+        address: str,
+        port: int,
+        parent: str | None = None,
+    ) -> None:
+        super().__init__(hub, outlet, session_id, address, port, parent)
+        self.decoder = EchoDecoder(hub.settings.max_line)
+
+    def start(self) -> None:
+        self.deliver(WELCOME)
+
+    def encode_notice(self, message: dict[str, Any]) -> bytes:
+        return encode_notice(notice_text(message))
+
+    def feed(self, data: bytes) -> None:
+        if self.closing:
+            return
+        self.hub.bytes_in += len(data)
+        lines = self.decoder.feed(data)
+        if lines:
+            self._out = out = [encode_echo(line) for line in lines]
+            self.msgs_in += len(out)
+            self.hub.msgs_in += len(out)
+            self.flush()
+        if self.decoder.error is not None:
+            self.close(CloseReason.FRAME_TOO_LARGE, detail=self.decoder.error.code)
