@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..settings import Settings
+from . import uploads
 from .binary_session import BinarySession
 from .detect_session import DetectingSession
 from .echo_session import EchoSession
-from .json_session import JsonSession, frame
+from .json_session import HANDLERS, JsonSession, frame
 from .rooms import Room, RoomRegistry
 from .session import CLOSE_FLUSH_S, CloseReason, Session
 from .snapshot import (
@@ -38,6 +39,9 @@ if TYPE_CHECKING:
     from ..net.socket import TCPSocket
 
 log = logging.getLogger("verb_console.hub")
+
+# The json session's file-transfer messages live with the rest of the upload code.
+HANDLERS.update(uploads.JSON_HANDLERS)
 
 CLOSED_KEPT = 1000
 EVENTS_KEPT = 1000
