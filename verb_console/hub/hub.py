@@ -18,6 +18,7 @@ from .binary_session import BinarySession
 from .detect_session import DetectingSession
 from .echo_session import EchoSession
 from .json_session import HANDLERS, JsonSession, frame
+from .mux_session import MuxSession
 from .rooms import Room, RoomRegistry
 from .session import CLOSE_FLUSH_S, CloseReason, Session
 from .snapshot import (
@@ -64,6 +65,7 @@ class Hub:
             "json": JsonSession,
             "binary": BinarySession,
             "echo": EchoSession,
+            "mux": MuxSession,
             "auto": DetectingSession,
         }
         # Server totals

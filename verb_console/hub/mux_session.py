@@ -1,0 +1,372 @@
+"""The ``mux`` connection: many json, binary and echo sessions over one TCP connection
+(PROTOCOL.md section 4).
+
+Output is fair: every stream queues frames of at most 64 KiB, and one pump takes
+them round-robin (control frames first) and writes them only while the socket is
+not congested, so a ping on one stream is answered while another stream is busy.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Any
+
+from ..protocols import mux as m
+from ..protocols.errors import ProtocolError
+from .session import WIRE_REASON, CloseReason, Session
+from .snapshot import MuxConnectionInfo, StreamInfo
+
+if TYPE_CHECKING:
+    from ..net.socket import TCPSocket
+    from .hub import Hub
+
+MAX_PAYLOAD = 64 * 1024
+# Bytes one pump pass hands to the socket at most, so other work gets a turn.
+PUMP_BUDGET = 256 * 1024
+STREAM_KINDS = ("json", "binary", "echo")
+
+
+class StreamOutlet:
+    """One stream's side of a mux connection, with the outlet interface sessions use."""
+
+    __slots__ = (
+        "bytes_read",
+        "bytes_written",
+        "destroyed",
+        "frames_in",
+        "frames_out",
+        "mux",
+        "opened_at",
+        "queue",
+        "queued",
+        "session",
+        "stream_id",
+    )
+
+    def __init__(self, mux: MuxSession, stream_id: int) -> None:
+        self.mux = mux
+        self.stream_id = stream_id
+        self.session: Session | None = None
+        self.queue: deque[bytes] = deque()
+        self.queued = 0
+        self.bytes_read = 0
+        self.bytes_written = 0
+        self.frames_in = 0
+        self.frames_out = 0
+        self.opened_at = time.time()
+        self.destroyed = False
+
+    # --- outlet interface -------------------------------------------------
+    @property
+    def congested(self) -> bool:
+        # The connection-wide slow-consumer check lives in MuxSession.enqueue.
+        return False
+
+    @property
+    def last_received(self) -> float:
+        return self.mux.outlet.last_received
+
+    @property
+    def unsent(self) -> int:
+        return self.queued + self.mux.outlet.unsent
+
+    def write(self, data: bytes) -> bool:
+        if self.destroyed:
+            return False
+        self.bytes_written += len(data)
+        frames = m.encode_chunked(self.stream_id, data, MAX_PAYLOAD)
+        self.frames_out += len(frames)
+        self.mux.enqueue(self, frames)
+        return not self.congested
+
+    def end(self) -> None:
+        """The stream's session ended on purpose: tell the client with ``stream_close``."""
+        self.mux.end_stream(self, announce=True)
+
+    def destroy(self) -> None:
+        """Drop what is queued for this stream and end it."""
+        self.mux.drop_queue(self)
+        self.mux.end_stream(self, announce=True)
+
+    def hold(self, token: object) -> None:
+        self.mux.outlet.hold(token)
+
+    def release(self, token: object) -> None:
+        self.mux.outlet.release(token)
+
+
+class MuxSession(Session):
+    """The TCP connection's session: control stream 0 and the stream sessions."""
+
+    protocol = "mux"
+    accepts_notices = False
+
+    __slots__ = ("_pump_scheduled", "_ready", "control", "decoder", "queued", "streams")
+
+    def __init__(
+        self,
+        hub: Hub,
+        outlet: Any,
+        session_id: str,
+        address: str,
+        port: int,
+        parent: str | None = None,
+    ) -> None:
+        super().__init__(hub, outlet, session_id, address, port, parent)
+        self.decoder = m.MuxDecoder(hub.settings.max_frame)
+        self.streams: dict[int, StreamOutlet] = {}
+        self.control = StreamOutlet(self, 0)
+        # Streams with queued frames, in round-robin order (control is served first).
+        self._ready: deque[StreamOutlet] = deque()
+        self.queued = 0
+        self._pump_scheduled = False
+
+    def start(self) -> None:
+        sock: TCPSocket = self.outlet  # type: ignore[assignment]
+        sock.on("drain", self.pump)
+
+    # --- output -----------------------------------------------------------
+    def send_control(self, message: dict[str, Any]) -> None:
+        frame = m.encode_control(message)
+        self.control.frames_out += 1
+        self.control.bytes_written += len(frame) - m.HEADER_SIZE
+        self.msgs_out += 1
+        self.hub.msgs_out += 1
+        self.enqueue(self.control, [frame])
+
+    def encode_notice(self, message: dict[str, Any]) -> bytes:
+        return m.encode_control(message)
+
+    def deliver(self, frame: bytes) -> None:
+        # Only control frames reach the connection itself (e.g. its closing notice).
+        if not self.closing:
+            self.enqueue(self.control, [frame])
+
+    def enqueue(self, stream: StreamOutlet, frames: list[bytes]) -> None:
+        if not frames or (self.closing and stream is not self.control):
+            return
+        was_empty = not stream.queue
+        stream.queue.extend(frames)
+        size = sum(map(len, frames))
+        stream.queued += size
+        self.queued += size
+        if was_empty and stream is not self.control:
+            self._ready.append(stream)
+        if self.queued + self.outlet.unsent > self.hub.settings.max_pending:
+            self.hub.slow_consumers += 1
+            self.close(CloseReason.SLOW_CONSUMER, notify=False, flush=False)
+            return
+        if not self._pump_scheduled:
+            self._pump_scheduled = True
+            asyncio.get_running_loop().call_soon(self.pump)
+
+    def drop_queue(self, stream: StreamOutlet) -> None:
+        self.queued -= stream.queued
+        stream.queue.clear()
+        stream.queued = 0
+
+    def pump(self, everything: bool = False) -> None:
+        """Hand queued frames to the socket, control first, then one frame per stream in turn.
+
+        ``everything`` (when closing) writes all that is queued at once.
+        """
+        self._pump_scheduled = False
+        sock = self.outlet
+        if getattr(sock, "destroyed", False) or (self.closing and not everything):
+            return
+        parts: list[bytes] = []
+        budget = self.queued + 1 if everything else PUMP_BUDGET
+        control = self.control
+        while control.queue and budget > 0:
+            f = control.queue.popleft()
+            control.queued -= len(f)
+            parts.append(f)
+            budget -= len(f)
+        ready = self._ready
+        while ready and budget > 0 and (everything or not sock.congested):
+            st = ready.popleft()
+            if not st.queue:
+                continue
+            f = st.queue.popleft()
+            st.queued -= len(f)
+            parts.append(f)
+            budget -= len(f)
+            if st.queue:
+                ready.append(st)
+        if parts:
+            data = b"".join(parts)
+            self.queued -= len(data)
+            self.hub.bytes_out += len(data)
+            sock.write(data)
+        if (ready or control.queue) and not sock.congested and not self._pump_scheduled:
+            # More is queued and the socket can take it: continue after other work.
+            self._pump_scheduled = True
+            asyncio.get_running_loop().call_soon(self.pump)
+        # When congested, the socket's "drain" event calls pump again.
+
+    # --- input ------------------------------------------------------------
+    def feed(self, data: bytes) -> None:
+        if self.closing:
+            return
+        hub = self.hub
+        hub.bytes_in += len(data)
+        frames = self.decoder.feed(data)
+        streams = self.streams
+        for frame in frames:
+            sid = frame.stream_id
+            if sid == 0:
+                self.msgs_in += 1
+                hub.msgs_in += 1
+                self.control.frames_in += 1
+                self.control.bytes_read += len(frame.payload)
+                self.on_control(frame.payload)
+            else:
+                st = streams.get(sid)
+                if st is None or st.session is None:
+                    self.control_error("unknown_stream", f"Stream {sid} is not open", sid)
+                    continue
+                st.frames_in += 1
+                st.bytes_read += len(frame.payload)
+                st.session.feed(frame.payload)
+            if self.closing:
+                return
+        err = self.decoder.error
+        if err is not None and not self.closing:
+            self.control_error(err.code, err.message)
+            self.close(CloseReason.FRAME_TOO_LARGE, detail=err.code)
+
+    def control_error(self, code: str, message: str, stream_id: int | None = None) -> None:
+        obj: dict[str, Any] = {"type": "error", "code": code, "message": message}
+        if stream_id is not None:
+            obj["streamId"] = stream_id
+        self.send_control(obj)
+
+    def on_control(self, payload: bytes) -> None:
+        sid: Any = None
+        try:
+            msg = m.parse_control(payload)
+            sid = msg.get("streamId")
+            m.validate_control(msg)
+        except ProtocolError as exc:
+            self.control_error(exc.code, exc.message, sid if type(sid) is int else None)
+            return
+        kind = msg["type"]
+        if kind == "ping":
+            pong: dict[str, Any] = {"type": "pong", "timestamp": int(time.time() * 1000)}
+            ref = msg.get("ref")
+            if (type(ref) is str and len(ref) <= 64) or type(ref) is int:
+                pong["ref"] = ref
+            self.send_control(pong)
+        elif kind == "stream_create":
+            self.create_stream(sid, msg["streamType"])
+        else:  # stream_close
+            st = self.streams.get(sid)
+            if st is None:
+                self.control_error("unknown_stream", f"Stream {sid} is not open", sid)
+                return
+            self.end_stream(st, announce=False, reason=CloseReason.CLIENT_CLOSED)
+            self.send_control({"type": "stream_closed", "streamId": sid})
+
+    def create_stream(self, sid: int, kind: str) -> None:
+        if sid == 0 or sid % 2 == 0 or sid in self.streams:
+            self.control_error("bad_stream", f"Stream id {sid} is not a free odd id", sid)
+            return
+        if kind not in STREAM_KINDS:
+            self.control_error("unknown_stream_type", f"Unknown stream type: {kind}", sid)
+            return
+        if len(self.streams) >= self.hub.settings.max_streams:
+            self.control_error(
+                "too_many_streams", f"At most {self.hub.settings.max_streams} open streams", sid
+            )
+            return
+        st = StreamOutlet(self, sid)
+        self.streams[sid] = st
+        session = self.hub.factories[kind](
+            self.hub, st, f"{self.id}#{sid}", self.address, self.port, self.id
+        )
+        st.session = session
+        self.hub.sessions[session.id] = session
+        self.send_control({"type": "stream_created", "streamId": sid})
+        self.hub.event("connect", f"{session.id} opened ({kind} stream)")
+        session.start()
+
+    def end_stream(self, st: StreamOutlet, *, announce: bool, reason: str | None = None) -> None:
+        """Forget a stream; ``announce`` sends ``stream_close`` (the server ended it)."""
+        if st.destroyed:
+            return
+        st.destroyed = True
+        if self.streams.get(st.stream_id) is st:
+            del self.streams[st.stream_id]
+        if st.queue and not announce:
+            self.drop_queue(st)
+        session = st.session
+        if announce and not self.closing:
+            if st.queue:
+                # After the stream's last bytes (e.g. its closing message), not before.
+                frame = m.encode_control({"type": "stream_close", "streamId": st.stream_id})
+                self.control.frames_out += 1
+                self.enqueue(st, [frame])
+            else:
+                self.send_control({"type": "stream_close", "streamId": st.stream_id})
+        if session is not None:
+            if reason is not None and session.close_reason is None:
+                session.close_reason = reason
+            session.closing = True
+            self.hub.end_session(session, session.close_reason or CloseReason.CLIENT_CLOSED)
+
+    # --- closing ----------------------------------------------------------
+    def close(
+        self, reason: str, *, notify: bool = True, flush: bool = True, detail: str = ""
+    ) -> None:
+        if self.closing:
+            return
+        if notify and flush:
+            # Each stream session says goodbye in its own protocol (and gets its
+            # stream_close), then the connection itself on the control stream.
+            for st in list(self.streams.values()):
+                if st.session is not None and not st.session.closing:
+                    st.session.close(reason, detail=detail)
+            wire = WIRE_REASON.get(reason)
+            if wire is not None:
+                self.send_control({"type": "closing", "reason": wire})
+        if flush:
+            self.pump(everything=True)
+        super().close(reason, notify=False, flush=flush, detail=detail)
+
+    def notify(self, message: dict[str, Any]) -> None:
+        if not self.closing:
+            self.send_control(message)
+
+    def closed(self) -> None:
+        reason = self.close_reason or CloseReason.CLIENT_CLOSED
+        for st in list(self.streams.values()):
+            st.destroyed = True
+            session = st.session
+            if session is not None:
+                if session.close_reason is None:
+                    session.close_reason = reason
+                self.hub.end_session(session, session.close_reason)
+        self.streams.clear()
+        self._ready.clear()
+        super().closed()
+
+    def mux_info(self) -> MuxConnectionInfo:
+        return MuxConnectionInfo(
+            id=self.id,
+            connected_at=self.connected_at,
+            streams=tuple(
+                StreamInfo(
+                    stream_id=st.stream_id,
+                    kind=st.session.protocol if st.session is not None else "?",
+                    session_id=st.session.id if st.session is not None else "",
+                    bytes_in=st.bytes_read,
+                    bytes_out=st.bytes_written,
+                    frames_in=st.frames_in,
+                    frames_out=st.frames_out,
+                    opened_at=st.opened_at,
+                )
+                for st in self.streams.values()
+            ),
+        )
