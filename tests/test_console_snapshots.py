@@ -1,0 +1,134 @@
+"""Pictures of every pane and dialog of the console, at 80x24 and 120x40.
+
+The clock is frozen and the hub is a FixedHubView, so the pictures never change
+unless the console's look does.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from textual.pilot import Pilot
+
+from verb_console.console import VerbConsoleApp
+from verb_console.console.fixtures import FixedHubView, FrozenClock
+
+SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
+
+
+@pytest.fixture(autouse=True)
+def utc() -> Iterator[None]:
+    """Log times are local wall-clock times; pin the zone so pictures match anywhere."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    mp.undo()
+    time.tzset()
+
+
+def make_app(*, read_only: bool = False) -> VerbConsoleApp:
+    clock = FrozenClock()
+    return VerbConsoleApp(FixedHubView(clock), clock=clock, read_only=read_only)
+
+
+async def warm_up(pilot: Pilot) -> None:
+    """Let a minute of (fake) time pass so the sparklines have history."""
+    app = pilot.app
+    assert isinstance(app, VerbConsoleApp)
+    clock = app.clock
+    assert isinstance(clock, FrozenClock)
+    for _ in range(60):
+        clock.advance(1.0)
+        app.refresh_once()
+    await pilot.pause()
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_the_connections_pane_and_header_show_first(snap_compare, size) -> None:
+    assert snap_compare(make_app(), terminal_size=size, run_before=warm_up)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_c_shows_the_closed_sessions_with_their_reasons(snap_compare, size) -> None:
+    assert snap_compare(make_app(), terminal_size=size, press=["c"])
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_the_throttle_pane_shows_the_blocked_client_first(snap_compare, size) -> None:
+    assert snap_compare(make_app(), terminal_size=size, press=["2"])
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_the_rooms_pane_lists_the_members_of_the_selected_room(snap_compare, size) -> None:
+    assert snap_compare(make_app(), terminal_size=size, press=["3", "down"])
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_the_streams_pane_lists_mux_connections_and_their_streams(snap_compare, size) -> None:
+    assert snap_compare(make_app(), terminal_size=size, press=["4"])
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_the_transfers_pane_shows_progress_and_outcomes(snap_compare, size) -> None:
+    assert snap_compare(make_app(), terminal_size=size, press=["5"])
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_the_log_pane_follows_the_tail(snap_compare, size) -> None:
+    assert snap_compare(make_app(), terminal_size=size, press=["6"])
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_b_opens_the_broadcast_dialog(snap_compare, size) -> None:
+    assert snap_compare(make_app(), terminal_size=size, press=["b", *"maintenance at 22:00"])
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_x_asks_before_closing_the_selected_session(snap_compare, size) -> None:
+    assert snap_compare(make_app(), terminal_size=size, press=["down", "down", "down", "x"])
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_s_asks_before_shutting_down(snap_compare, size) -> None:
+    assert snap_compare(make_app(), terminal_size=size, press=["s"])
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_enter_shows_every_field_of_the_selected_session(snap_compare, size) -> None:
+    assert snap_compare(make_app(), terminal_size=size, press=["down", "down", "down", "enter"])
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_question_mark_lists_every_key(snap_compare, size) -> None:
+    assert snap_compare(make_app(), terminal_size=size, press=["question_mark"])
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_the_drain_shows_sessions_and_time_left(snap_compare, size) -> None:
+    async def drain(pilot: Pilot) -> None:
+        app = pilot.app
+        assert isinstance(app, VerbConsoleApp)
+        app.view.begin_shutdown()
+        app.clock.advance(12.0)  # type: ignore[attr-defined]
+        app.refresh_once()
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=size, run_before=drain)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_p_shows_paused_in_the_header(snap_compare, size) -> None:
+    assert snap_compare(make_app(), terminal_size=size, press=["p"])
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_slash_filters_the_table(snap_compare, size) -> None:
+    assert snap_compare(make_app(), terminal_size=size, press=["slash", *"5000"])
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_a_read_only_console_refuses_broadcast_visibly(snap_compare, size) -> None:
+    assert snap_compare(make_app(read_only=True), terminal_size=size, press=["b"])

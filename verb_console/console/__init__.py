@@ -1,0 +1,5 @@
+"""The Textual operator console that hosts and watches the hub."""
+
+from .app import VerbConsoleApp
+
+__all__ = ["VerbConsoleApp"]

@@ -1,0 +1,286 @@
+"""The operator console: samples a :class:`HubView` on a timer and drives its actions."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterable
+
+from textual.app import App, SystemCommand
+from textual.screen import Screen
+
+from verb_console.hub.snapshot import HubView
+
+from . import hangup
+from .dialogs import BroadcastDialog, BroadcastRequest, ConfirmDialog, DetailScreen, HelpScreen
+from .screen import PANES, MainScreen
+
+# Stdin must look closed this many checks in a row (one a second) before the
+# console believes it, so a keystroke read mid-check is never mistaken for EOF.
+EOF_CHECKS = 3
+
+
+class VerbConsoleApp(App[int]):
+    """The live operator console for one hub.
+
+    The hub never calls the console: every ``1 / refresh_hz`` seconds the
+    console reads the view and repaints what changed. Operator actions are the
+    only calls the other way.
+    """
+
+    TITLE = "verb console"
+    ENABLE_COMMAND_PALETTE = True
+
+    def __init__(
+        self,
+        view: HubView,
+        *,
+        refresh_hz: float = 4.0,
+        read_only: bool = False,
+        clock: Callable[[], float] = time.time,
+        startup: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        super().__init__()
+        self.view = view
+        self.refresh_hz = refresh_hz
+        self.read_only = read_only
+        self.clock = clock
+        self.startup = startup
+        self.paused = False
+        self.terminal_gone = False
+        self._remove_sighup: Callable[[], None] = lambda: None
+        self._eof_seen = 0
+        self._exiting = False
+
+        self._main = MainScreen(view, clock)
+
+    @property
+    def main(self) -> MainScreen:
+        """The main screen (under any open dialog)."""
+        return self._main
+
+    async def on_mount(self) -> None:
+        self._remove_sighup = hangup.install_sighup(self.terminal_went_away)
+        await self.push_screen(self._main)
+        if self.startup is not None:
+            try:
+                await self.startup()
+            except Exception as error:
+                self.exit(1, return_code=1, message=f"startup failed: {error}")
+                return
+        self.refresh_once()
+        self.set_interval(1.0 / self.refresh_hz, self.refresh_once)
+        if not self.is_headless:
+            self.set_interval(1.0, self._check_stdin)
+
+    def on_unmount(self) -> None:
+        self._remove_sighup()
+
+    # ----- the tick -----------------------------------------------------------
+
+    def refresh_once(self) -> None:
+        """One sample of the view: header always, the pane on show unless paused."""
+        if self._exiting:
+            return
+        now = self.clock()
+        overview = self.view.overview()
+        main = self.main
+        main.header.update_overview(overview, self.paused, self.read_only)
+        main.show_state(overview, now, self.read_only)
+        if overview.state == "stopped":
+            self._exiting = True
+            self.exit(0, return_code=0)
+            return
+        # The log is collected even while hidden or paused so no event is missed.
+        main.pane("log").collect()  # type: ignore[attr-defined]
+        if self.paused:
+            return
+        main.refresh_active(now)
+        if isinstance(self.screen, DetailScreen):
+            self.screen.reload()
+
+    # ----- terminal going away ------------------------------------------------
+
+    def terminal_went_away(self) -> None:
+        """Drain the server and exit once stopped; the terminal is not used again."""
+        if self.terminal_gone:
+            return
+        self.terminal_gone = True
+        hangup.release_terminal(getattr(self, "_driver", None))
+        if self.view.overview().state == "running":
+            self.view.begin_shutdown()
+
+    def _check_stdin(self) -> None:
+        stdin = sys.__stdin__
+        if stdin is None or self.terminal_gone:
+            return
+        try:
+            fd = stdin.fileno()
+        except (OSError, ValueError):
+            self._eof_seen = EOF_CHECKS
+        else:
+            self._eof_seen = self._eof_seen + 1 if hangup.stdin_at_eof(fd) else 0
+        if self._eof_seen >= EOF_CHECKS:
+            self.terminal_went_away()
+
+    # ----- operator actions ---------------------------------------------------
+
+    def _refuse_if_read_only(self, what: str) -> bool:
+        if self.read_only:
+            self.notify(f"Read-only console: {what} is disabled.", severity="warning")
+            return True
+        return False
+
+    def action_broadcast(self) -> None:
+        """Ask for a message and send it to every session or one room."""
+        if self._refuse_if_read_only("broadcast"):
+            return
+        rooms = [r.name for r in self.view.rooms()]
+        selected = None
+        if self.main.current == "rooms":
+            item = self.main.pane("rooms").table.cursor_item
+            selected = getattr(item, "name", None)
+
+        def send(request: BroadcastRequest | None) -> None:
+            if request is None:
+                return
+            text, room = request
+            count = self.view.operator_broadcast(text, room)
+            where = f"room {room}" if room else "every session"
+            self.notify(f"Broadcast to {where}: {count:,} sessions.")
+
+        self.push_screen(BroadcastDialog(rooms, selected), send)
+
+    def action_close_session(self) -> None:
+        """Close the session under the cursor, after confirmation."""
+        if self._refuse_if_read_only("closing sessions"):
+            return
+        session_id = self.main.active_pane.selected_session_id()
+        if session_id is None:
+            self.notify("Select a live session first (1 Connections).", severity="warning")
+            return
+
+        def close(yes: bool | None) -> None:
+            if not yes:
+                return
+            if self.view.operator_close(session_id):
+                self.notify(f"Closed session {session_id}.")
+            else:
+                self.notify(f"Session {session_id} had already gone.", severity="warning")
+            self.refresh_once()
+
+        self.push_screen(
+            ConfirmDialog(f"Close session {session_id}?", "The client is disconnected now."),
+            close,
+        )
+
+    def action_shutdown(self) -> None:
+        """Begin a graceful shutdown; during the drain, offer to close everything now."""
+        if self._refuse_if_read_only("shutdown"):
+            return
+        state = self.view.overview().state
+        if state == "draining":
+            self._offer_force()
+            return
+        if state != "running":
+            return
+
+        def begin(yes: bool | None) -> None:
+            if yes:
+                self.view.begin_shutdown()
+                self.refresh_once()
+
+        self.push_screen(
+            ConfirmDialog(
+                "Shut down gracefully?",
+                "New connections are refused; sessions get the grace period to finish.",
+            ),
+            begin,
+        )
+
+    def _offer_force(self) -> None:
+        def force(yes: bool | None) -> None:
+            if yes:
+                self.view.force_shutdown()
+                self.refresh_once()
+
+        sessions = self.view.overview().sessions
+        self.push_screen(
+            ConfirmDialog(
+                "Close everything now?",
+                f"{sessions:,} sessions are still draining; they are cut off at once.",
+                danger=True,
+            ),
+            force,
+        )
+
+    def action_force_shutdown(self) -> None:
+        """Close every session now (only offered while draining)."""
+        if self._refuse_if_read_only("forced shutdown"):
+            return
+        if self.view.overview().state != "draining":
+            self.notify("Start a graceful shutdown (s) first.", severity="warning")
+            return
+        self._offer_force()
+
+    def action_quit_console(self) -> None:
+        """Quit: the server drains first. A read-only console just leaves."""
+        if self.read_only:
+
+            def leave(yes: bool | None) -> None:
+                if yes:
+                    self.exit(0, return_code=0)
+
+            self.push_screen(
+                ConfirmDialog("Quit the console?", "The server is not touched."), leave
+            )
+            return
+        self.action_shutdown()
+
+    async def action_quit(self) -> None:
+        """Route ctrl+q through the same confirmation and graceful shutdown as ``q``."""
+        self.action_quit_console()
+
+    def action_pause(self) -> None:
+        """Freeze or resume the panes; the header keeps ticking."""
+        self.paused = not self.paused
+        self.notify("Live view paused." if self.paused else "Live view resumed.", timeout=2)
+        self.refresh_once()
+
+    def action_help(self) -> None:
+        """Show every key."""
+        self.push_screen(HelpScreen(self.read_only))
+
+    # ----- command palette ----------------------------------------------------
+
+    def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
+        # The stock "Quit" would stop the server without draining it.
+        yield from (c for c in super().get_system_commands(screen) if c.title != "Quit")
+        main = self.main
+        for n, (name, pane_class) in enumerate(PANES, 1):
+            yield SystemCommand(
+                f"Show {pane_class.label}",
+                f"Switch to pane {n}",
+                lambda name=name: main.action_show_pane(name),
+            )
+        yield SystemCommand(
+            "Broadcast", "Send a message to every session or a room (b)", self.action_broadcast
+        )
+        yield SystemCommand(
+            "Close session", "Close the selected session (x)", self.action_close_session
+        )
+        yield SystemCommand(
+            "Shut down gracefully", "Drain and stop the server (s)", self.action_shutdown
+        )
+        yield SystemCommand(
+            "Close everything now", "Force the shutdown while draining", self.action_force_shutdown
+        )
+        yield SystemCommand("Pause / resume", "Freeze the live view (p)", self.action_pause)
+        yield SystemCommand("Filter", "Filter the current table (/)", main.action_filter)
+        yield SystemCommand(
+            "Details", "Every field of the selected row (enter)", main.action_detail
+        )
+        yield SystemCommand("Keys", "Show every key (?)", self.action_help)
+        yield SystemCommand(
+            "Quit console", "Shut down gracefully and quit (q)", self.action_quit_console
+        )

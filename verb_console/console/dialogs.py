@@ -1,0 +1,233 @@
+"""Modal dialogs: confirmation, broadcast, record details and key help."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.content import Content
+from textual.screen import ModalScreen
+from textual.widgets import Button, Input, Label, Select, Static
+
+from .panes.base import DetailFetch, DetailRows
+
+DIALOG_CSS = """
+    align: center middle;
+    background: $background 60%;
+    & > Vertical {
+        width: 72;
+        max-width: 100%;
+        height: auto;
+        max-height: 100%;
+        border: round $primary;
+        border-title-color: $text-primary;
+        border-title-style: bold;
+        background: $surface;
+        padding: 0 1;
+    }
+    & .hint { color: $text-muted; height: 1; }
+    & .buttons { height: auto; align-horizontal: right; margin-top: 1; }
+    & .buttons Button { margin-left: 2; min-width: 10; }
+"""
+
+
+class ConfirmDialog(ModalScreen[bool]):
+    """Ask a yes/no question; ``y`` answers yes, ``n`` or Escape answers no."""
+
+    DEFAULT_CSS = "ConfirmDialog {" + DIALOG_CSS + "& #question { text-style: bold; } }"
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y", "answer(True)", "Yes"),
+        Binding("n,escape", "answer(False)", "No"),
+    ]
+
+    def __init__(self, question: str, detail: str = "", *, danger: bool = False) -> None:
+        super().__init__()
+        self.question = question
+        self.detail = detail
+        self.danger = danger
+
+    def compose(self) -> ComposeResult:
+        with Vertical() as box:
+            box.border_title = "Confirm"
+            yield Label(self.question, id="question", markup=False)
+            if self.detail:
+                yield Label(self.detail, classes="hint", markup=False)
+            with Horizontal(classes="buttons"):
+                yield Button("Yes (y)", id="yes", variant="error" if self.danger else "primary")
+                yield Button("No (n)", id="no")
+
+    def on_mount(self) -> None:
+        self.query_one("#no", Button).focus()
+
+    def action_answer(self, yes: bool) -> None:
+        """Close the dialog with the answer."""
+        self.dismiss(yes)
+
+    @on(Button.Pressed)
+    def _pressed(self, event: Button.Pressed) -> None:
+        self.dismiss(event.button.id == "yes")
+
+
+BroadcastRequest = tuple[str, str | None]
+"""The text to send, and the room it is for (``None`` for every session)."""
+
+
+class BroadcastDialog(ModalScreen[BroadcastRequest | None]):
+    """Type a message; Enter sends it to every session or to the chosen room."""
+
+    DEFAULT_CSS = (
+        "BroadcastDialog {"
+        + DIALOG_CSS
+        + "& Input { margin: 1 0 0 0; } & Select { margin: 1 0 0 0; } }"
+    )
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
+
+    _EVERYONE = "\x00everyone"
+
+    def __init__(self, rooms: Sequence[str], room: str | None = None) -> None:
+        super().__init__()
+        self.rooms = list(rooms)
+        self.room = room if room in self.rooms else None
+
+    def compose(self) -> ComposeResult:
+        with Vertical() as box:
+            box.border_title = "Broadcast"
+            yield Input(placeholder="message to send", id="text", compact=True)
+            options = [("every session", self._EVERYONE)] + [(f"room {r}", r) for r in self.rooms]
+            yield Select(
+                options,
+                value=self.room or self._EVERYONE,
+                allow_blank=False,
+                id="room",
+                compact=True,
+            )
+            yield Label("enter send · tab choose room · esc cancel", classes="hint")
+
+    def on_mount(self) -> None:
+        self.query_one("#text", Input).focus()
+
+    @on(Input.Submitted)
+    def _submit(self) -> None:
+        text = self.query_one("#text", Input).value
+        if not text.strip():
+            self.notify("Type a message first.", severity="warning")
+            return
+        room = self.query_one("#room", Select).value
+        self.dismiss((text, None if room == self._EVERYONE else str(room)))
+
+    def action_cancel(self) -> None:
+        """Close without sending."""
+        self.dismiss(None)
+
+
+class DetailScreen(ModalScreen[None]):
+    """Every field of one record, re-read on each refresh while it is open."""
+
+    DEFAULT_CSS = (
+        "DetailScreen {"
+        + DIALOG_CSS
+        + "& VerticalScroll { height: auto; max-height: 1fr; } & #fields { width: 100%; } }"
+    )
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,enter,q", "close", "Close"),
+    ]
+
+    def __init__(self, title: str, fetch: DetailFetch) -> None:
+        super().__init__()
+        self.title_text = title
+        self.fetch = fetch
+        self._rows: DetailRows | None = None
+        self.gone = False
+
+    def compose(self) -> ComposeResult:
+        with Vertical() as box:
+            box.border_title = self.title_text
+            with VerticalScroll():
+                yield Static(id="fields")
+            yield Label("esc close", classes="hint")
+
+    def on_mount(self) -> None:
+        self.reload()
+
+    def reload(self) -> None:
+        """Fetch the record again; keep the last values (marked gone) once it disappears."""
+        rows = self.fetch()
+        if rows is None:
+            if self.gone or self._rows is None:
+                self.gone = True
+                if self._rows is None:
+                    self.query_one("#fields", Static).update("(no longer present)")
+                return
+            self.gone = True
+            rows = [*self._rows, ("", "no longer present: last values shown")]
+        if rows == self._rows:
+            return
+        self._rows = rows
+        width = max((len(label) for label, _ in rows), default=0)
+        lines = [
+            Content.assemble((label.ljust(width), "$text-muted"), "  ", value)
+            for label, value in rows
+        ]
+        self.query_one("#fields", Static).update(Content("\n").join(lines))
+
+    def action_close(self) -> None:
+        """Close the details."""
+        self.dismiss(None)
+
+
+HELP_KEYS: tuple[tuple[str, str], ...] = (
+    ("1 … 6", "Connections, Throttle, Rooms, Streams, Transfers, Log"),
+    ("↑ ↓ j k", "move the cursor (PgUp PgDn Home End g G)"),
+    ("enter", "details of the selected row"),
+    ("/", "filter the current table (esc clears)"),
+    ("< > r", "sort by previous/next column, reverse the order"),
+    ("p", "pause / resume the live view (header keeps ticking)"),
+    ("c", "Connections: live / recently closed sessions"),
+    ("tab", "Rooms, Streams: move to the lower table"),
+    ("t", "Log: pause / follow the tail"),
+    ("b", "broadcast a message to every session or one room"),
+    ("x", "close the selected session (asks first)"),
+    ("s", "graceful shutdown (asks first); again to close all now"),
+    ("q", "quit: same as s, the server drains first"),
+    ("ctrl+p", "command palette: every action by name"),
+    ("?", "this help"),
+)
+
+
+class HelpScreen(ModalScreen[None]):
+    """Every key, on one screen."""
+
+    DEFAULT_CSS = "HelpScreen {" + DIALOG_CSS + "& VerticalScroll { height: auto; } }"
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,question_mark,q,enter", "close", "Close"),
+    ]
+
+    def __init__(self, read_only: bool = False) -> None:
+        super().__init__()
+        self.read_only = read_only
+
+    def compose(self) -> ComposeResult:
+        width = max(len(k) for k, _ in HELP_KEYS)
+        lines = [
+            Content.assemble((k.ljust(width), "bold $text-accent"), "  ", text)
+            for k, text in HELP_KEYS
+        ]
+        with Vertical() as box:
+            box.border_title = "Keys"
+            with VerticalScroll():
+                yield Static(Content("\n").join(lines))
+            if self.read_only:
+                yield Label("read-only: b, x and s are disabled", classes="hint")
+            yield Label("esc close", classes="hint")
+
+    def action_close(self) -> None:
+        """Close the help."""
+        self.dismiss(None)

@@ -1,0 +1,128 @@
+"""Short, fixed-width text for numbers, sizes, durations and rates.
+
+Every helper here is pure and cheap: the tables call them for visible rows only,
+several times a second, so they avoid allocation-heavy formatting.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+_BYTE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
+_COUNT_UNITS = ("", "k", "M", "G", "T")
+# Eight heights; the first is a baseline so an idle period still shows a trace.
+_SPARK = "▁▂▃▄▅▆▇█"
+
+
+def fmt_bytes(n: float) -> str:
+    """Return a byte count in binary units, e.g. ``1.5 KiB`` or ``512 B``."""
+    if n < 0:
+        return "-" + fmt_bytes(-n)
+    if n < 1024:
+        return f"{int(n)} B"
+    value = float(n)
+    for unit in _BYTE_UNITS[1:]:
+        value /= 1024.0
+        if value < 1024 or unit == _BYTE_UNITS[-1]:
+            return f"{value:.1f} {unit}" if value < 100 else f"{value:.0f} {unit}"
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def fmt_count(n: float) -> str:
+    """Return a count with a metric suffix once it no longer fits, e.g. ``12.3k``."""
+    if n < 0:
+        return "-" + fmt_count(-n)
+    if n < 10_000:
+        return f"{int(n)}"
+    value = float(n)
+    for unit in _COUNT_UNITS[1:]:
+        value /= 1000.0
+        if value < 1000 or unit == _COUNT_UNITS[-1]:
+            return f"{value:.1f}{unit}" if value < 100 else f"{value:.0f}{unit}"
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def fmt_int(n: int) -> str:
+    """Return an exact integer with thousands separators, e.g. ``12,345``."""
+    return f"{n:,}"
+
+
+def fmt_rate(per_second: float) -> str:
+    """Return a count rate, e.g. ``1.2k/s``."""
+    if per_second < 10 and per_second != int(per_second):
+        return f"{per_second:.1f}/s"
+    if per_second < 1000:
+        return f"{int(per_second)}/s"
+    # Rates jitter, so three significant digits are plenty (unlike exact counts).
+    value, unit = per_second / 1000.0, "k"
+    if value >= 1000:
+        value, unit = value / 1000.0, "M"
+    return f"{value:.1f}{unit}/s" if value < 100 else f"{value:.0f}{unit}/s"
+
+
+def fmt_byte_rate(per_second: float) -> str:
+    """Return a byte rate, e.g. ``3.4 MiB/s``."""
+    return f"{fmt_bytes(per_second)}/s"
+
+
+def fmt_duration(seconds: float) -> str:
+    """Return a duration at the two most useful units: ``42s``, ``3m05s``, ``2h03m``, ``4d07h``.
+
+    Negative durations (clock skew between sampler and hub) read as zero rather
+    than confusing the operator with a minus sign.
+    """
+    s = int(seconds) if seconds > 0 else 0
+    if s < 60:
+        return f"{s}s"
+    m, s = divmod(s, 60)
+    if m < 60:
+        return f"{m}m{s:02d}s"
+    h, m = divmod(m, 60)
+    if h < 24:
+        return f"{h}h{m:02d}m"
+    d, h = divmod(h, 24)
+    return f"{d}d{h:02d}h"
+
+
+def fmt_clock(epoch: float) -> str:
+    """Return the local wall-clock time of an epoch timestamp as ``HH:MM:SS``."""
+    return time.strftime("%H:%M:%S", time.localtime(epoch))
+
+
+def sparkline(values: Sequence[float], width: int) -> str:
+    """Return the last ``width`` values as a block-character sparkline.
+
+    The line is right-aligned (newest sample at the right edge) and padded with
+    spaces on the left while the history is still shorter than ``width``.
+    """
+    if width <= 0:
+        return ""
+    tail = list(values[-width:])
+    if not tail:
+        return " " * width
+    top = max(tail)
+    last = len(_SPARK) - 1
+    if top <= 0:
+        chars = _SPARK[0] * len(tail)
+    else:
+        chars = "".join(_SPARK[min(last, int(v / top * last + 0.5))] for v in tail)
+    return chars.rjust(width)
+
+
+def progress_bar(done: int, total: int, width: int) -> str:
+    """Return a bar such as ``██████░░░░ 60%`` exactly ``width`` cells wide."""
+    fraction = 0.0 if total <= 0 else min(1.0, max(0.0, done / total))
+    label = f"{int(fraction * 100):>3d}%"
+    bar_width = width - len(label) - 1
+    if bar_width < 3:
+        return label.rjust(width)[:width]
+    filled = int(fraction * bar_width)
+    return "█" * filled + "░" * (bar_width - filled) + " " + label
+
+
+def fmt_eta(remaining_bytes: int, bytes_per_second: float) -> str:
+    """Return the time left for a transfer, or ``--`` while no speed is known."""
+    if bytes_per_second <= 0:
+        return "--"
+    return fmt_duration(remaining_bytes / bytes_per_second)

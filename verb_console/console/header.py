@@ -1,0 +1,157 @@
+"""The four-line header: state, listeners, counters and traffic sparklines."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Callable
+
+from textual.content import Content
+from textual.widget import Widget
+
+from verb_console.hub.snapshot import Overview, Rates
+
+from .format import fmt_byte_rate, fmt_duration, fmt_int, fmt_rate, sparkline
+
+HISTORY = 240
+"""Sparkline samples kept (one a second), enough for the widest terminal."""
+
+_STATE_STYLES = {
+    "running": "bold $text-success",
+    "draining": "bold $text-warning",
+    "stopped": "bold $text-error",
+}
+_LABEL = "$text-muted"
+_VALUE = "bold"
+
+
+class HeaderBar(Widget):
+    """Server-wide figures, redrawn only when their text changes."""
+
+    DEFAULT_CSS = """
+    HeaderBar {
+        height: 4;
+        background: $panel;
+        color: $text;
+        padding: 0 1;
+    }
+    """
+
+    def __init__(self, clock: Callable[[], float], *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.clock = clock
+        self.overview: Overview | None = None
+        self.paused = False
+        self.read_only = False
+        self.history: deque[Rates] = deque(maxlen=HISTORY)
+        self._last_sample: float | None = None
+        self._content: Content = Content("")
+        self._key: tuple[object, ...] = ()
+
+    def update_overview(self, overview: Overview, paused: bool, read_only: bool) -> None:
+        """Take a fresh overview; sample the rates at most once per clock second."""
+        now = self.clock()
+        if self._last_sample is None or now - self._last_sample >= 1.0:
+            # Sampling on clock time (not on ticks) keeps the sparklines
+            # independent of the refresh rate and stable under a frozen clock.
+            self.history.append(overview.rates)
+            self._last_sample = now
+        self.overview, self.paused, self.read_only = overview, paused, read_only
+        key = (overview, int(now), paused, read_only, len(self.history), self.size.width)
+        if key != self._key:
+            self._key = key
+            self._content = self._build(now)
+            self.refresh()
+
+    def render(self) -> Content:
+        return self._content
+
+    def on_resize(self) -> None:
+        if self.overview is not None:
+            self._content = self._build(self.clock())
+
+    def _build(self, now: float) -> Content:
+        ov = self.overview
+        if ov is None:
+            return Content("")
+        width = max(20, self.content_region.width)
+        return Content("\n").join(
+            [
+                self._line_state(ov, now, width),
+                self._line_counts(ov, width),
+                *self._lines_traffic(width),
+            ]
+        )
+
+    def _line_state(self, ov: Overview, now: float, width: int) -> Content:
+        parts: list[str | tuple[str, str]] = [
+            ("VERB ", "bold $text-accent"),
+            ("● " + ov.state.upper(), _STATE_STYLES.get(ov.state, "bold")),
+        ]
+        if ov.state == "draining" and ov.drain_deadline is not None:
+            parts += [
+                ("  ", ""),
+                (f"{ov.sessions:,} left", "bold $text-warning"),
+                (f" · {fmt_duration(ov.drain_deadline - now)} to go", "$text-warning"),
+            ]
+        if self.paused:
+            parts.append(("  ⏸ PAUSED", "bold reverse $text-warning"))
+        if self.read_only or ov.read_only:
+            parts.append(("  READ-ONLY", "bold $text-accent"))
+        parts += [("  up ", _LABEL), (fmt_duration(now - ov.started_at), _VALUE)]
+        head = Content.assemble(*parts)
+        room = width - head.cell_length - 2
+        listeners = ", ".join(ov.listeners) or "not listening"
+        if room > 8:
+            if len(listeners) > room:
+                listeners = listeners[: room - 1] + "…"
+            head = Content.assemble(head, ("  ", ""), (listeners, "$text-muted"))
+        return head
+
+    def _line_counts(self, ov: Overview, width: int) -> Content:
+        t = ov.totals
+        slow_style = "bold $text-warning" if t.slow_consumers else _VALUE
+        throttle_style = "bold $text-warning" if t.rejected_throttle else _VALUE
+        max_style = "bold $text-warning" if t.rejected_max else _VALUE
+        parts: list[str | tuple[str, str]] = [
+            ("sessions ", _LABEL),
+            (fmt_int(ov.sessions), _VALUE),
+            (" peak ", _LABEL),
+            (fmt_int(ov.peak_sessions), _VALUE),
+            ("  slow ", _LABEL),
+            (fmt_int(t.slow_consumers), slow_style),
+            ("  throttled ", _LABEL),
+            (fmt_int(t.rejected_throttle), throttle_style),
+            ("  rejected ", _LABEL),
+            (fmt_int(t.rejected_max), max_style),
+        ]
+        line = Content.assemble(*parts)
+        extra = Content.assemble(("  accepted ", _LABEL), (fmt_int(t.accepted), _VALUE))
+        if line.cell_length + extra.cell_length <= width:
+            line = Content.assemble(line, extra)
+        return line
+
+    def _lines_traffic(self, width: int) -> list[Content]:
+        history = list(self.history)
+        current = history[-1] if history else Rates()
+        # Two value columns of fixed width keep the sparklines aligned in/out.
+        spark = max(0, (width - 31) // 2)
+        lines = []
+        for label, msgs, data in (
+            ("in ", "msgs_in", "bytes_in"),
+            ("out", "msgs_out", "bytes_out"),
+        ):
+            msg_values = [getattr(r, msgs) for r in history]
+            byte_values = [getattr(r, data) for r in history]
+            lines.append(
+                Content.assemble(
+                    (label + " ", _LABEL),
+                    (fmt_rate(getattr(current, msgs)).rjust(8), _VALUE),
+                    (" msg ", _LABEL),
+                    (sparkline(msg_values, spark), "$text-accent"),
+                    ("  ", ""),
+                    (fmt_byte_rate(getattr(current, data)).rjust(11), _VALUE),
+                    (" ", ""),
+                    (sparkline(byte_values, spark), "$text-success"),
+                )
+            )
+        return lines

@@ -1,0 +1,1 @@
+"""The six numbered panes of the console, and the table they share."""

@@ -1,0 +1,104 @@
+"""What every numbered pane has in common: a title line, a table, a refresh."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import ClassVar
+
+from textual.app import ComposeResult
+from textual.containers import Vertical
+from textual.widgets import Static
+
+from verb_console.hub.snapshot import HubView
+
+from .table import LiveTable
+
+Clock = Callable[[], float]
+DetailRows = list[tuple[str, str]]
+"""Label/value pairs shown by the detail dialog."""
+DetailFetch = Callable[[], DetailRows | None]
+"""Re-reads one record from the view; ``None`` once the record is gone."""
+
+
+class Pane(Vertical):
+    """Base class for the panes switched with ``1`` to ``6``."""
+
+    DEFAULT_CSS = """
+    Pane {
+        height: 1fr;
+        & > .pane-title {
+            height: 1;
+            padding: 0 1;
+            background: $boost;
+            color: $text-muted;
+            text-wrap: nowrap;
+            text-overflow: ellipsis;
+        }
+        & > .pane-subtitle {
+            height: 1;
+            padding: 0 1;
+            background: $boost;
+            color: $text-muted;
+            text-wrap: nowrap;
+            text-overflow: ellipsis;
+        }
+    }
+    """
+
+    key: ClassVar[str] = ""
+    """The digit that shows this pane."""
+    label: ClassVar[str] = ""
+    """The name on the tab bar."""
+    hints: ClassVar[str] = ""
+    """Pane-specific keys, listed on the title line."""
+
+    def __init__(self, view: HubView, clock: Clock, *, id: str | None = None) -> None:
+        super().__init__(id=id)
+        self.view = view
+        self.clock = clock
+        self._title_text = ""
+
+    def compose(self) -> ComposeResult:
+        yield Static("", classes="pane-title", markup=False)
+
+    @property
+    def table(self) -> LiveTable:
+        """The table that filtering, the cursor and ``enter`` act on."""
+        raise NotImplementedError
+
+    def refresh_view(self, now: float) -> None:
+        """Sample the view once and repaint what changed."""
+        raise NotImplementedError
+
+    def detail(self) -> tuple[str, DetailFetch] | None:
+        """Return a title and a re-fetching function for the selected row."""
+        return None
+
+    def selected_session_id(self) -> str | None:
+        """The live session under the cursor, for panes that list sessions."""
+        return None
+
+    def focus_table(self) -> None:
+        """Give the keyboard to this pane's table."""
+        self.table.focus()
+
+    def set_title(self, text: str) -> None:
+        """Update the title line, touching the widget only if the text changed."""
+        if text != self._title_text:
+            self._title_text = text
+            self.query_one(".pane-title", Static).update(text)
+
+    def describe_table(self, noun: str, extra: str = "") -> str:
+        """The standard title: counts, filter, sort order and pane keys."""
+        table = self.table
+        shown, total = len(table.rows), table.total
+        count = f"{shown:,} of {total:,}" if table.filter_text else f"{total:,}"
+        parts = [f"{self.label.upper()}  {count} {noun}"]
+        if table.filter_text:
+            parts.append(f"filter “{table.filter_text}”")
+        if extra:
+            parts.append(extra)
+        parts.append(f"sort {table.sort_label}")
+        if self.hints:
+            parts.append(self.hints)
+        return "  ·  ".join(parts)

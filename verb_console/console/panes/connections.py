@@ -1,0 +1,258 @@
+"""Pane 1: live sessions, and the recently closed ones a toggle away."""
+
+from __future__ import annotations
+
+from operator import attrgetter
+from typing import ClassVar
+
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+
+from verb_console.hub.snapshot import ClosedSessionInfo, SessionInfo
+
+from ..format import fmt_bytes, fmt_clock, fmt_count, fmt_duration, fmt_int
+from .base import DetailFetch, DetailRows, Pane
+from .table import Cell, Column, LiveTable
+
+# Unsent output above these marks means the client is not keeping up.
+UNSENT_WARN = 64 * 1024
+UNSENT_ERROR = 1024 * 1024
+IDLE_WARN = 60.0
+
+REASON_TONES: dict[str, str] = {
+    "client_closed": "muted",
+    "shutdown": "muted",
+    "operator": "accent",
+    "idle_timeout": "warn",
+    "slow_consumer": "warn",
+    "throttled": "warn",
+    "over_max_connections": "warn",
+    "frame_too_large": "error",
+    "protocol_error": "error",
+}
+
+
+def _unsent(s: SessionInfo, _now: float) -> Cell:
+    if s.unsent <= 0:
+        return ("0", "muted")
+    tone = "error" if s.unsent >= UNSENT_ERROR else "warn" if s.unsent >= UNSENT_WARN else ""
+    return (fmt_bytes(s.unsent), tone) if tone else fmt_bytes(s.unsent)
+
+
+def _idle(s: SessionInfo, now: float) -> Cell:
+    idle = now - s.last_activity
+    text = fmt_duration(idle)
+    return (text, "warn") if idle >= IDLE_WARN else text
+
+
+def _protocol(s: SessionInfo | ClosedSessionInfo, _now: float) -> Cell:
+    return (s.protocol, "muted") if s.protocol == "detecting" else s.protocol
+
+
+def _id_width(s: SessionInfo | ClosedSessionInfo) -> int:
+    return len(s.id)
+
+
+LIVE_COLUMNS = (
+    Column("SESSION", 16, lambda s, _: s.id, attrgetter("id"), measure=_id_width),
+    Column("PROTO", 9, _protocol, attrgetter("protocol"), priority=4),
+    Column("ADDRESS", 15, lambda s, _: s.address, attrgetter("address"), priority=9),
+    Column(
+        "UPTIME",
+        7,
+        lambda s, now: fmt_duration(now - s.connected_at),
+        lambda s: -s.connected_at,
+        "right",
+        priority=5,
+    ),
+    Column("IDLE", 6, _idle, lambda s: -s.last_activity, "right", priority=2),
+    Column("MSG IN", 7, lambda s, _: fmt_count(s.msgs_in), attrgetter("msgs_in"), "right"),
+    Column("MSG OUT", 7, lambda s, _: fmt_count(s.msgs_out), attrgetter("msgs_out"), "right"),
+    Column(
+        "BYTES IN",
+        9,
+        lambda s, _: fmt_bytes(s.bytes_in),
+        attrgetter("bytes_in"),
+        "right",
+        priority=7,
+    ),
+    Column(
+        "BYTES OUT",
+        9,
+        lambda s, _: fmt_bytes(s.bytes_out),
+        attrgetter("bytes_out"),
+        "right",
+        priority=7,
+    ),
+    Column("UNSENT", 9, _unsent, attrgetter("unsent"), "right", priority=3),
+    Column("ROOMS", 8, lambda s, _: ",".join(s.rooms), lambda s: s.rooms, priority=8, flex=True),
+)
+
+CLOSED_COLUMNS = (
+    Column("SESSION", 16, lambda s, _: s.id, attrgetter("id"), measure=_id_width),
+    Column("PROTO", 9, _protocol, attrgetter("protocol"), priority=4),
+    Column(
+        "CLOSED",
+        10,
+        lambda s, now: fmt_duration(now - s.closed_at) + " ago",
+        lambda s: -s.closed_at,
+        "right",
+        priority=1,
+    ),
+    Column(
+        "LIVED",
+        7,
+        lambda s, _: fmt_duration(s.closed_at - s.connected_at),
+        lambda s: s.closed_at - s.connected_at,
+        "right",
+        priority=5,
+    ),
+    Column(
+        "REASON",
+        20,
+        lambda s, _: (s.reason, REASON_TONES.get(s.reason, "")),
+        attrgetter("reason"),
+    ),
+    Column("MSG IN", 7, lambda s, _: fmt_count(s.msgs_in), attrgetter("msgs_in"), "right", 6),
+    Column("MSG OUT", 7, lambda s, _: fmt_count(s.msgs_out), attrgetter("msgs_out"), "right", 6),
+    Column("BYTES IN", 9, lambda s, _: fmt_bytes(s.bytes_in), attrgetter("bytes_in"), "right", 7),
+    Column(
+        "BYTES OUT", 9, lambda s, _: fmt_bytes(s.bytes_out), attrgetter("bytes_out"), "right", 7
+    ),
+    Column("DETAIL", 8, lambda s, _: s.detail, attrgetter("detail"), priority=3, flex=True),
+)
+
+
+def _session_search(s: SessionInfo) -> str:
+    return f"{s.id} {s.protocol} {' '.join(s.rooms)}"
+
+
+def _closed_search(s: ClosedSessionInfo) -> str:
+    return f"{s.id} {s.protocol} {s.reason} {s.detail}"
+
+
+def session_rows(s: SessionInfo, now: float) -> DetailRows:
+    """Every field of a live session, for the detail dialog."""
+    return [
+        ("Session", s.id),
+        ("Protocol", s.protocol),
+        ("Address", f"{s.address} port {s.port}"),
+        ("Mux connection", s.parent or "-"),
+        ("Connected", f"{fmt_clock(s.connected_at)} ({fmt_duration(now - s.connected_at)} ago)"),
+        ("Idle", fmt_duration(now - s.last_activity)),
+        ("Messages in / out", f"{fmt_int(s.msgs_in)} / {fmt_int(s.msgs_out)}"),
+        ("Bytes in / out", f"{fmt_bytes(s.bytes_in)} / {fmt_bytes(s.bytes_out)}"),
+        ("Unsent output", f"{fmt_bytes(s.unsent)} ({fmt_int(s.unsent)} bytes)"),
+        ("Rooms", ", ".join(s.rooms) or "-"),
+    ]
+
+
+def closed_rows(s: ClosedSessionInfo, now: float) -> DetailRows:
+    """Every field of a closed session, for the detail dialog."""
+    return [
+        ("Session", s.id),
+        ("Protocol", s.protocol),
+        ("Address", f"{s.address} port {s.port}"),
+        ("Close reason", s.reason),
+        ("Detail", s.detail or "-"),
+        ("Connected", fmt_clock(s.connected_at)),
+        ("Closed", f"{fmt_clock(s.closed_at)} ({fmt_duration(now - s.closed_at)} ago)"),
+        ("Lived", fmt_duration(s.closed_at - s.connected_at)),
+        ("Messages in / out", f"{fmt_int(s.msgs_in)} / {fmt_int(s.msgs_out)}"),
+        ("Bytes in / out", f"{fmt_bytes(s.bytes_in)} / {fmt_bytes(s.bytes_out)}"),
+    ]
+
+
+class ConnectionsPane(Pane):
+    """Live sessions; ``c`` flips to the last closed sessions and their reasons."""
+
+    key = "1"
+    label = "Connections"
+    hints = "c closed"
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("c", "toggle_closed", "Live/closed", show=False),
+    ]
+
+    DEFAULT_CSS = """
+    ConnectionsPane #closed { display: none; }
+    ConnectionsPane.-closed #closed { display: block; }
+    ConnectionsPane.-closed #live { display: none; }
+    """
+
+    showing_closed = False
+
+    def compose(self) -> ComposeResult:
+        yield from super().compose()
+        yield LiveTable(
+            LIVE_COLUMNS,
+            key=attrgetter("id"),
+            search=_session_search,
+            sort_column=3,
+            empty_text="no live sessions",
+            id="live",
+        )
+        yield LiveTable(
+            CLOSED_COLUMNS,
+            key=lambda s: f"{s.id}@{s.closed_at}",
+            search=_closed_search,
+            sort_column=2,
+            empty_text="no closed sessions yet",
+            id="closed",
+        )
+
+    @property
+    def live_table(self) -> LiveTable:
+        """The table of live sessions."""
+        return self.query_one("#live", LiveTable)
+
+    @property
+    def closed_table(self) -> LiveTable:
+        """The table of recently closed sessions."""
+        return self.query_one("#closed", LiveTable)
+
+    @property
+    def table(self) -> LiveTable:
+        return self.closed_table if self.showing_closed else self.live_table
+
+    def refresh_view(self, now: float) -> None:
+        """Sample live (or closed) sessions once and repaint the changed lines."""
+        if self.showing_closed:
+            self.closed_table.set_items(self.view.closed_sessions(), now)
+            self.set_title(self.describe_table("recently closed"))
+        else:
+            self.live_table.set_items(self.view.sessions(), now)
+            self.set_title(self.describe_table("live sessions"))
+
+    def action_toggle_closed(self) -> None:
+        """Switch between live and recently closed sessions."""
+        self.showing_closed = not self.showing_closed
+        self.set_class(self.showing_closed, "-closed")
+        self.hints = "c live" if self.showing_closed else "c closed"
+        self.refresh_view(self.clock())
+        self.table.focus()
+
+    def selected_session_id(self) -> str | None:
+        """The live session under the cursor, if the live table is showing."""
+        if self.showing_closed:
+            return None
+        item = self.live_table.cursor_item
+        return item.id if item is not None else None
+
+    def detail(self) -> tuple[str, DetailFetch] | None:
+        item = self.table.cursor_item
+        if item is None:
+            return None
+        view, clock = self.view, self.clock
+        if isinstance(item, ClosedSessionInfo):
+            closed = item
+            return f"Closed session {closed.id}", lambda: closed_rows(closed, clock())
+        session_id = item.id
+
+        def fetch() -> DetailRows | None:
+            for s in view.sessions():
+                if s.id == session_id:
+                    return session_rows(s, clock())
+            return None
+
+        return f"Session {session_id}", fetch

@@ -1,0 +1,158 @@
+"""Pane 3: rooms, and the members of the room under the cursor."""
+
+from __future__ import annotations
+
+from operator import attrgetter
+
+from textual import on
+from textual.app import ComposeResult
+from textual.widgets import Static
+
+from verb_console.hub.snapshot import RoomInfo, SessionInfo
+
+from ..format import fmt_bytes, fmt_clock, fmt_count, fmt_duration, fmt_int
+from .base import DetailFetch, DetailRows, Pane
+from .table import Column, LiveTable
+
+ROOM_COLUMNS = (
+    Column("ROOM", 12, lambda r, _: r.name, attrgetter("name"), measure=lambda r: len(r.name)),
+    Column("MEMBERS", 7, lambda r, _: fmt_int(len(r.members)), lambda r: len(r.members), "right"),
+    Column("MESSAGES", 8, lambda r, _: fmt_count(r.messages), attrgetter("messages"), "right"),
+    Column(
+        "AGE",
+        7,
+        lambda r, now: fmt_duration(now - r.created_at),
+        lambda r: -r.created_at,
+        "right",
+        priority=2,
+    ),
+)
+
+
+def _member_protocol(m: tuple[str, SessionInfo | None], _now: float) -> str:
+    return m[1].protocol if m[1] else "?"
+
+
+MEMBER_COLUMNS = (
+    Column("MEMBER", 16, lambda m, _: m[0], lambda m: m[0], measure=lambda m: len(m[0])),
+    Column("PROTO", 6, _member_protocol, lambda m: m[1].protocol if m[1] else ""),
+    Column(
+        "IDLE",
+        6,
+        lambda m, now: fmt_duration(now - m[1].last_activity) if m[1] else "-",
+        lambda m: -m[1].last_activity if m[1] else 0.0,
+        "right",
+    ),
+    Column("MSG IN", 7, lambda m, _: fmt_count(m[1].msgs_in) if m[1] else "-", None, "right", 2),
+    Column("MSG OUT", 7, lambda m, _: fmt_count(m[1].msgs_out) if m[1] else "-", None, "right", 2),
+    Column("UNSENT", 9, lambda m, _: fmt_bytes(m[1].unsent) if m[1] else "-", None, "right", 3),
+)
+
+
+def room_rows(r: RoomInfo, now: float) -> DetailRows:
+    """Every field of a room, for the detail dialog."""
+    return [
+        ("Room", r.name),
+        ("Created", f"{fmt_clock(r.created_at)} ({fmt_duration(now - r.created_at)} ago)"),
+        ("Messages", fmt_int(r.messages)),
+        ("Members", fmt_int(len(r.members))),
+        *((f"  #{i}", m) for i, m in enumerate(r.members, 1)),
+    ]
+
+
+class RoomsPane(Pane):
+    """Rooms on top; the selected room's members below."""
+
+    key = "3"
+    label = "Rooms"
+    hints = "tab members"
+
+    DEFAULT_CSS = """
+    RoomsPane #rooms { height: 1fr; }
+    RoomsPane #members { height: 1fr; }
+    """
+
+    def compose(self) -> ComposeResult:
+        yield from super().compose()
+        yield LiveTable(
+            ROOM_COLUMNS,
+            key=attrgetter("name"),
+            search=lambda r: f"{r.name} {' '.join(r.members)}",
+            sort_column=0,
+            empty_text="no rooms",
+            id="rooms",
+        )
+        yield Static("", classes="pane-subtitle", markup=False)
+        yield LiveTable(
+            MEMBER_COLUMNS,
+            key=lambda m: m[0],
+            search=lambda m: m[0],
+            sort_column=0,
+            empty_text="no members",
+            id="members",
+        )
+
+    @property
+    def table(self) -> LiveTable:
+        members = self.query_one("#members", LiveTable)
+        return members if members.has_focus else self.query_one("#rooms", LiveTable)
+
+    def focus_table(self) -> None:
+        self.query_one("#rooms", LiveTable).focus()
+
+    def selected_session_id(self) -> str | None:
+        members = self.query_one("#members", LiveTable)
+        item = members.cursor_item if members.has_focus else None
+        return item[0] if item is not None and item[1] is not None else None
+
+    def refresh_view(self, now: float) -> None:
+        """Sample rooms once; look up the selected room's members among the sessions."""
+        rooms_table = self.query_one("#rooms", LiveTable)
+        rooms_table.set_items(self.view.rooms(), now)
+        self._refresh_members(now)
+        self.set_title(self.describe_table("rooms"))
+
+    def _refresh_members(self, now: float) -> None:
+        room: RoomInfo | None = self.query_one("#rooms", LiveTable).cursor_item
+        members_table = self.query_one("#members", LiveTable)
+        subtitle = self.query_one(".pane-subtitle", Static)
+        if room is None:
+            members_table.set_items([], now)
+            subtitle.update("MEMBERS")
+            return
+        wanted = set(room.members)
+        # Only the members are looked up, so a large room costs one pass over sessions.
+        found = {s.id: s for s in self.view.sessions() if s.id in wanted} if wanted else {}
+        members_table.set_items([(m, found.get(m)) for m in room.members], now)
+        subtitle.update(f"MEMBERS of {room.name}  ·  {len(room.members):,}")
+
+    @on(LiveTable.CursorMoved, "#rooms")
+    def _room_changed(self) -> None:
+        self._refresh_members(self.clock())
+
+    def detail(self) -> tuple[str, DetailFetch] | None:
+        item = self.table.cursor_item
+        if item is None:
+            return None
+        view, clock = self.view, self.clock
+        if isinstance(item, RoomInfo):
+            name = item.name
+
+            def fetch_room() -> DetailRows | None:
+                for r in view.rooms():
+                    if r.name == name:
+                        return room_rows(r, clock())
+                return None
+
+            return f"Room {name}", fetch_room
+        from .connections import session_rows
+
+        member = item[0]
+
+        def fetch_member() -> DetailRows | None:
+            for s in view.sessions():
+                if s.id == member:
+                    return session_rows(s, clock())
+            return None
+
+        return f"Session {member}", fetch_member

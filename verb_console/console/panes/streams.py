@@ -1,0 +1,175 @@
+"""Pane 4: mux connections, and the streams of the one under the cursor."""
+
+from __future__ import annotations
+
+from operator import attrgetter
+
+from textual import on
+from textual.app import ComposeResult
+from textual.widgets import Static
+
+from verb_console.hub.snapshot import MuxConnectionInfo, StreamInfo
+
+from ..format import fmt_bytes, fmt_clock, fmt_count, fmt_duration, fmt_int
+from .base import DetailFetch, DetailRows, Pane
+from .table import Column, LiveTable
+
+
+def _sum(m: MuxConnectionInfo, field: str) -> int:
+    return sum(getattr(s, field) for s in m.streams)
+
+
+MUX_COLUMNS = (
+    Column("MUX CONNECTION", 16, lambda m, _: m.id, attrgetter("id"), measure=lambda m: len(m.id)),
+    Column("STREAMS", 7, lambda m, _: fmt_int(len(m.streams)), lambda m: len(m.streams), "right"),
+    Column(
+        "UPTIME",
+        7,
+        lambda m, now: fmt_duration(now - m.connected_at),
+        lambda m: -m.connected_at,
+        "right",
+    ),
+    Column(
+        "BYTES IN",
+        9,
+        lambda m, _: fmt_bytes(_sum(m, "bytes_in")),
+        lambda m: _sum(m, "bytes_in"),
+        "right",
+        2,
+    ),
+    Column(
+        "BYTES OUT",
+        9,
+        lambda m, _: fmt_bytes(_sum(m, "bytes_out")),
+        lambda m: _sum(m, "bytes_out"),
+        "right",
+        2,
+    ),
+)
+
+STREAM_COLUMNS = (
+    Column("STREAM", 6, lambda s, _: f"#{s.stream_id}", attrgetter("stream_id"), "right"),
+    Column("KIND", 6, lambda s, _: s.kind, attrgetter("kind")),
+    Column(
+        "SESSION",
+        16,
+        lambda s, _: s.session_id,
+        attrgetter("session_id"),
+        measure=lambda s: len(s.session_id),
+        priority=3,
+    ),
+    Column(
+        "AGE", 7, lambda s, now: fmt_duration(now - s.opened_at), lambda s: -s.opened_at, "right"
+    ),
+    Column("FRM IN", 7, lambda s, _: fmt_count(s.frames_in), attrgetter("frames_in"), "right"),
+    Column("FRM OUT", 7, lambda s, _: fmt_count(s.frames_out), attrgetter("frames_out"), "right"),
+    Column("BYTES IN", 9, lambda s, _: fmt_bytes(s.bytes_in), attrgetter("bytes_in"), "right", 2),
+    Column(
+        "BYTES OUT", 9, lambda s, _: fmt_bytes(s.bytes_out), attrgetter("bytes_out"), "right", 2
+    ),
+)
+
+
+def mux_rows(m: MuxConnectionInfo, now: float) -> DetailRows:
+    """Every field of a mux connection, for the detail dialog."""
+    return [
+        ("Mux connection", m.id),
+        ("Connected", f"{fmt_clock(m.connected_at)} ({fmt_duration(now - m.connected_at)} ago)"),
+        ("Streams", fmt_int(len(m.streams))),
+        *((f"  #{s.stream_id}", f"{s.kind}  {s.session_id}") for s in m.streams),
+    ]
+
+
+def stream_rows(s: StreamInfo, now: float) -> DetailRows:
+    """Every field of a mux stream, for the detail dialog."""
+    return [
+        ("Stream", f"#{s.stream_id}"),
+        ("Kind", s.kind),
+        ("Session", s.session_id),
+        ("Opened", f"{fmt_clock(s.opened_at)} ({fmt_duration(now - s.opened_at)} ago)"),
+        ("Frames in / out", f"{fmt_int(s.frames_in)} / {fmt_int(s.frames_out)}"),
+        ("Bytes in / out", f"{fmt_bytes(s.bytes_in)} / {fmt_bytes(s.bytes_out)}"),
+    ]
+
+
+class StreamsPane(Pane):
+    """Mux connections on top; the selected connection's streams below."""
+
+    key = "4"
+    label = "Streams"
+    hints = "tab streams"
+
+    def compose(self) -> ComposeResult:
+        yield from super().compose()
+        yield LiveTable(
+            MUX_COLUMNS,
+            key=attrgetter("id"),
+            search=lambda m: " ".join([m.id, *(s.session_id for s in m.streams)]),
+            sort_column=0,
+            empty_text="no mux connections",
+            id="mux",
+        )
+        yield Static("", classes="pane-subtitle", markup=False)
+        yield LiveTable(
+            STREAM_COLUMNS,
+            key=lambda s: s.session_id,
+            search=lambda s: f"{s.session_id} {s.kind}",
+            sort_column=0,
+            empty_text="no streams",
+            id="streams",
+        )
+
+    @property
+    def table(self) -> LiveTable:
+        streams = self.query_one("#streams", LiveTable)
+        return streams if streams.has_focus else self.query_one("#mux", LiveTable)
+
+    def focus_table(self) -> None:
+        self.query_one("#mux", LiveTable).focus()
+
+    def selected_session_id(self) -> str | None:
+        streams = self.query_one("#streams", LiveTable)
+        item = streams.cursor_item if streams.has_focus else None
+        return item.session_id if item is not None else None
+
+    def refresh_view(self, now: float) -> None:
+        """Sample mux connections once and repaint the changed lines."""
+        self.query_one("#mux", LiveTable).set_items(self.view.mux_connections(), now)
+        self._refresh_streams(now)
+        self.set_title(self.describe_table("mux connections"))
+
+    def _refresh_streams(self, now: float) -> None:
+        mux: MuxConnectionInfo | None = self.query_one("#mux", LiveTable).cursor_item
+        subtitle = self.query_one(".pane-subtitle", Static)
+        self.query_one("#streams", LiveTable).set_items(mux.streams if mux else [], now)
+        subtitle.update(f"STREAMS of {mux.id}  ·  {len(mux.streams):,}" if mux else "STREAMS")
+
+    @on(LiveTable.CursorMoved, "#mux")
+    def _mux_changed(self) -> None:
+        self._refresh_streams(self.clock())
+
+    def detail(self) -> tuple[str, DetailFetch] | None:
+        item = self.table.cursor_item
+        if item is None:
+            return None
+        view, clock = self.view, self.clock
+        if isinstance(item, MuxConnectionInfo):
+            mux_id = item.id
+
+            def fetch_mux() -> DetailRows | None:
+                for m in view.mux_connections():
+                    if m.id == mux_id:
+                        return mux_rows(m, clock())
+                return None
+
+            return f"Mux connection {mux_id}", fetch_mux
+        session_id = item.session_id
+
+        def fetch_stream() -> DetailRows | None:
+            for m in view.mux_connections():
+                for s in m.streams:
+                    if s.session_id == session_id:
+                        return stream_rows(s, clock())
+            return None
+
+        return f"Stream {session_id}", fetch_stream

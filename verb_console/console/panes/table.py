@@ -1,0 +1,429 @@
+"""A table that renders only the rows in view.
+
+Textual's DataTable keeps a widget-side copy of every row and re-measures on
+update, which is too slow to rebuild several times a second with thousands of
+sessions. :class:`LiveTable` instead holds a plain sorted list of the view's
+records and formats a row only when its line is on screen. On each refresh it
+compares the text of the visible lines with what it drew last time and repaints
+only the lines that changed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from rich.cells import cell_len
+from rich.segment import Segment
+from rich.style import Style
+from textual import events
+from textual.binding import Binding, BindingType
+from textual.geometry import Region, Size
+from textual.message import Message
+from textual.scroll_view import ScrollView
+from textual.strip import Strip
+
+Cell = str | tuple[str, str]
+"""A cell's text, or ``(text, tone)`` where tone is muted, warn, error, ok or accent."""
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    """One column of a :class:`LiveTable`."""
+
+    label: str
+    width: int
+    render: Callable[[Any, float], Cell]
+    sort_key: Callable[[Any], Any] | None = None
+    align: Literal["left", "right"] = "left"
+    priority: int = 0
+    """Columns with higher numbers are hidden first when the table is narrow; 0 never hides."""
+    measure: Callable[[Any], int] | None = None
+    """Grow the column to the widest value, so identifiers are never cut short."""
+    flex: bool = False
+    """Take whatever width is left over."""
+
+
+def _fit(text: str, width: int, align: str) -> str:
+    size = len(text) if text.isascii() else cell_len(text)
+    if size > width:
+        if width <= 0:
+            return ""
+        # Cut by cells, not characters, so wide characters do not overflow.
+        out, used = [], 0
+        for ch in text:
+            w = cell_len(ch)
+            if used + w > width - 1:
+                break
+            out.append(ch)
+            used += w
+        return "".join(out) + "…" + " " * (width - 1 - used)
+    pad = " " * (width - size)
+    return pad + text if align == "right" else text + pad
+
+
+class LiveTable(ScrollView, can_focus=True):
+    """A sortable, filterable table over a list of immutable records."""
+
+    DEFAULT_CSS = """
+    LiveTable {
+        background: $surface;
+        overflow-x: hidden;
+        overflow-y: auto;
+        scrollbar-size-vertical: 1;
+        height: 1fr;
+        & > .live-table--header { background: $panel; color: $text; text-style: bold; }
+        & > .live-table--cursor {
+            background: $block-cursor-background;
+            color: $block-cursor-foreground;
+            text-style: bold;
+        }
+        & > .live-table--cursor-blur {
+            background: $block-cursor-blurred-background;
+            color: $block-cursor-blurred-foreground;
+        }
+        & > .live-table--muted { color: $text-muted; }
+        & > .live-table--warn { color: $text-warning; }
+        & > .live-table--error { color: $text-error; text-style: bold; }
+        & > .live-table--ok { color: $text-success; }
+        & > .live-table--accent { color: $text-accent; }
+    }
+    """
+
+    COMPONENT_CLASSES: ClassVar[set[str]] = {
+        "live-table--header",
+        "live-table--cursor",
+        "live-table--cursor-blur",
+        "live-table--muted",
+        "live-table--warn",
+        "live-table--error",
+        "live-table--ok",
+        "live-table--accent",
+    }
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("up,k", "cursor(-1)", "Up", show=False),
+        Binding("down,j", "cursor(1)", "Down", show=False),
+        Binding("pageup", "page(-1)", "Page up", show=False),
+        Binding("pagedown", "page(1)", "Page down", show=False),
+        Binding("home,g", "jump(0)", "First", show=False),
+        Binding("end,G", "jump(-1)", "Last", show=False),
+        Binding("less_than_sign", "sort_column(-1)", "Sort left", show=False),
+        Binding("greater_than_sign", "sort_column(1)", "Sort right", show=False),
+        Binding("r", "reverse_sort", "Reverse sort", show=False),
+    ]
+
+    class CursorMoved(Message):
+        """The row under the cursor changed (to another record, or to none)."""
+
+        def __init__(self, table: LiveTable, item: Any | None) -> None:
+            super().__init__()
+            self.table = table
+            self.item = item
+
+        @property
+        def control(self) -> LiveTable:
+            return self.table
+
+    class Activated(Message):
+        """A row was double-clicked: show its details."""
+
+    def __init__(
+        self,
+        columns: Sequence[Column],
+        *,
+        key: Callable[[Any], str],
+        search: Callable[[Any], str],
+        sort_column: int = 0,
+        sort_reverse: bool = False,
+        empty_text: str = "nothing here",
+        id: str | None = None,
+    ) -> None:
+        super().__init__(id=id)
+        self.columns = tuple(columns)
+        self._key = key
+        self._search = search
+        self.sort_column = sort_column
+        self.sort_reverse = sort_reverse
+        self.empty_text = empty_text
+        self.filter_text = ""
+        self._source: Sequence[Any] = ()
+        self._rows: list[Any] = []
+        self._now = 0.0
+        self._cursor = 0
+        self._cursor_key: str | None = None
+        self._measured: tuple[int, ...] = ()
+        self._fit_cache: tuple[tuple[int, tuple[int, ...]], list[tuple[int, int]]] | None = None
+        self._strips: dict[int, tuple[tuple[Any, ...], Strip]] = {}
+
+    # ----- data -------------------------------------------------------------
+
+    def set_items(self, items: Sequence[Any], now: float) -> None:
+        """Replace the records and repaint only the visible lines that changed.
+
+        This is the whole per-tick cost of the table: one filter pass, one sort
+        (by a plain attribute key) and formatting of the rows on screen.
+        """
+        self._source = items
+        self._now = now
+        rows = list(items)
+        if self.filter_text:
+            needle = self.filter_text.lower()
+            search = self._search
+            rows = [r for r in rows if needle in search(r).lower()]
+        column = self.columns[self.sort_column] if self.columns else None
+        if column is not None and column.sort_key is not None:
+            rows.sort(key=column.sort_key, reverse=self.sort_reverse)
+        self._rows = rows
+        self._measured = tuple(
+            max(map(c.measure, rows), default=0) if c.measure else 0 for c in self.columns
+        )
+        self._place_cursor()
+        height = len(rows) + 1
+        if self.virtual_size.height != height:
+            self.virtual_size = Size(self.size.width, height)
+        self._scroll_cursor_into_view()
+        self._repaint_changed()
+
+    def set_filter(self, text: str) -> None:
+        """Show only rows whose searchable text contains ``text`` (case-insensitive)."""
+        if text != self.filter_text:
+            self.filter_text = text
+            self.set_items(self._source, self._now)
+
+    @property
+    def rows(self) -> list[Any]:
+        """The records in display order, after filtering."""
+        return self._rows
+
+    @property
+    def total(self) -> int:
+        """How many records there are before filtering."""
+        return len(self._source)
+
+    @property
+    def cursor_item(self) -> Any | None:
+        """The record under the cursor, if any."""
+        if 0 <= self._cursor < len(self._rows):
+            return self._rows[self._cursor]
+        return None
+
+    @property
+    def sort_label(self) -> str:
+        """A short description of the sort order, e.g. ``idle ▼``."""
+        if not self.columns:
+            return ""
+        label = self.columns[self.sort_column].label.strip().lower()
+        return f"{label} {'▼' if self.sort_reverse else '▲'}"
+
+    def _place_cursor(self) -> None:
+        # The cursor follows its record when rows reorder, like htop does.
+        rows, key = self._rows, self._key
+        if self._cursor_key is not None:
+            for index, row in enumerate(rows):
+                if key(row) == self._cursor_key:
+                    self._cursor = index
+                    return
+        self._cursor = max(0, min(self._cursor, len(rows) - 1))
+        self._cursor_key = key(rows[self._cursor]) if rows else None
+
+    # ----- geometry ---------------------------------------------------------
+
+    @property
+    def _width(self) -> int:
+        return self.scrollable_content_region.width
+
+    @property
+    def _page(self) -> int:
+        return max(1, self.scrollable_content_region.height - 1)
+
+    def _layout(self, width: int) -> list[tuple[int, int]]:
+        """Return ``(column index, width)`` for the columns that fit in ``width``."""
+        token = (width, self._measured)
+        if self._fit_cache is not None and self._fit_cache[0] == token:
+            return self._fit_cache[1]
+        widths = []
+        for index, column in enumerate(self.columns):
+            w = max(column.width, cell_len(column.label) + 1)
+            if column.measure is not None and index < len(self._measured):
+                w = max(w, self._measured[index])
+            widths.append(w)
+        shown = list(range(len(self.columns)))
+
+        def total() -> int:
+            return sum(widths[i] for i in shown) + len(shown) - 1
+
+        for index in sorted(shown, key=lambda i: -self.columns[i].priority):
+            if total() <= width or self.columns[index].priority == 0:
+                break
+            shown.remove(index)
+        spare = width - total()
+        layout = []
+        for index in shown:
+            w = widths[index]
+            if self.columns[index].flex and spare > 0:
+                w += spare
+                spare = 0
+            layout.append((index, w))
+        self._fit_cache = (token, layout)
+        return layout
+
+    # ----- painting ---------------------------------------------------------
+
+    def _signature(self, y: int) -> tuple[Any, ...]:
+        """What line ``y`` of the widget shows; equal signatures draw equal strips."""
+        width = self._width
+        if y == 0:
+            return ("header", width, self.sort_column, self.sort_reverse, self._measured)
+        index = int(self.scroll_offset.y) + y - 1
+        if index >= len(self._rows):
+            empty = index == 0
+            return ("empty" if empty else "blank", width, self.filter_text if empty else "")
+        row = self._rows[index]
+        now = self._now
+        cells = tuple(c.render(row, now) for c in self.columns)
+        return ("row", width, cells, index == self._cursor, self.has_focus, self._measured)
+
+    def _repaint_changed(self) -> None:
+        width = self._width
+        for y in range(self.scrollable_content_region.height):
+            cached = self._strips.get(y)
+            if cached is None or cached[0] != self._signature(y):
+                self.refresh(Region(0, y, width, 1))
+
+    def render_line(self, y: int) -> Strip:
+        signature = self._signature(y)
+        cached = self._strips.get(y)
+        if cached is not None and cached[0] == signature:
+            return cached[1]
+        strip = self._draw(signature)
+        self._strips[y] = (signature, strip)
+        return strip
+
+    def _tone(self, name: str) -> Style:
+        return self.get_component_rich_style(f"live-table--{name}", partial=True)
+
+    def _draw(self, signature: tuple[Any, ...]) -> Strip:
+        kind, width = signature[0], signature[1]
+        base = self.rich_style
+        if kind == "blank":
+            return Strip.blank(width, base)
+        if kind == "empty":
+            text = f"no rows match “{self.filter_text}”" if self.filter_text else self.empty_text
+            line = _fit(f" {text}", width, "left")
+            return Strip([Segment(line, base + self._tone("muted"))], width)
+        layout = self._layout(width)
+        segments: list[Segment] = []
+        used = 0
+        if kind == "header":
+            style = self.get_component_rich_style("live-table--header")
+            for index, w in layout:
+                column = self.columns[index]
+                label = column.label
+                if index == self.sort_column:
+                    arrow = "▼" if self.sort_reverse else "▲"
+                    label = f"{arrow}{label}" if column.align == "right" else f"{label}{arrow}"
+                segments.append(Segment(_fit(label, w, column.align) + " ", style))
+                used += w + 1
+            if used < width:
+                segments.append(Segment(" " * (width - used), style))
+            return Strip(segments).crop_extend(0, width, style)
+        cells, is_cursor, focused = signature[2], signature[3], signature[4]
+        if is_cursor:
+            name = "live-table--cursor" if focused else "live-table--cursor-blur"
+            # The full style blends the translucent blurred cursor into the background.
+            row_style = base + self.get_component_rich_style(name)
+        else:
+            row_style = base
+        for index, w in layout:
+            column = self.columns[index]
+            cell = cells[index]
+            if isinstance(cell, tuple):
+                text, tone = cell
+                style = row_style if is_cursor or not tone else row_style + self._tone(tone)
+            else:
+                text, style = cell, row_style
+            segments.append(Segment(_fit(text, w, column.align), style))
+            segments.append(Segment(" ", row_style))
+            used += w + 1
+        if used < width:
+            segments.append(Segment(" " * (width - used), row_style))
+        return Strip(segments).crop_extend(0, width, row_style)
+
+    def notify_style_update(self) -> None:
+        self._strips.clear()
+        super().notify_style_update()
+
+    def on_resize(self) -> None:
+        self._strips.clear()
+        self._scroll_cursor_into_view()
+
+    def on_focus(self) -> None:
+        self.refresh()
+
+    def on_blur(self) -> None:
+        self.refresh()
+
+    # ----- cursor and sorting -------------------------------------------------
+
+    def _scroll_cursor_into_view(self) -> None:
+        top = int(self.scroll_offset.y)
+        if self._cursor < top:
+            self.scroll_to(y=self._cursor, animate=False)
+        elif self._cursor > top + self._page - 1:
+            self.scroll_to(y=self._cursor - self._page + 1, animate=False)
+
+    def move_cursor(self, index: int) -> None:
+        """Put the cursor on row ``index`` (clamped) and keep it in view."""
+        if not self._rows:
+            return
+        index = max(0, min(index, len(self._rows) - 1))
+        if index == self._cursor and self._cursor_key is not None:
+            return
+        self._cursor = index
+        self._cursor_key = self._key(self._rows[index])
+        self._scroll_cursor_into_view()
+        self._repaint_changed()
+        self.post_message(self.CursorMoved(self, self._rows[index]))
+
+    def action_cursor(self, delta: int) -> None:
+        self.move_cursor(self._cursor + delta)
+
+    def action_page(self, direction: int) -> None:
+        self.move_cursor(self._cursor + direction * self._page)
+
+    def action_jump(self, where: int) -> None:
+        self.move_cursor(0 if where == 0 else len(self._rows) - 1)
+
+    def sort_by(self, column: int, reverse: bool | None = None) -> None:
+        """Sort by ``column``; picking the current column again flips the order."""
+        if self.columns[column].sort_key is None:
+            return
+        if reverse is None:
+            reverse = not self.sort_reverse if column == self.sort_column else False
+        self.sort_column, self.sort_reverse = column, reverse
+        self.set_items(self._source, self._now)
+
+    def action_sort_column(self, step: int) -> None:
+        sortable = [i for i, c in enumerate(self.columns) if c.sort_key is not None]
+        if not sortable:
+            return
+        here = sortable.index(self.sort_column) if self.sort_column in sortable else 0
+        self.sort_by(sortable[(here + step) % len(sortable)], self.sort_reverse)
+
+    def action_reverse_sort(self) -> None:
+        self.sort_by(self.sort_column, not self.sort_reverse)
+
+    def on_click(self, event: events.Click) -> None:
+        if event.y == 0:
+            x = event.x
+            for index, w in self._layout(self._width):
+                if x < w + 1:
+                    self.sort_by(index)
+                    return
+                x -= w + 1
+            return
+        self.move_cursor(int(self.scroll_offset.y) + event.y - 1)
+        if event.chain >= 2:
+            self.post_message(self.Activated())

@@ -1,0 +1,224 @@
+"""The main screen: header, drain banner, tab bar, the six panes and the filter bar."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from textual import on
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.content import Content
+from textual.screen import Screen
+from textual.widgets import ContentSwitcher, Footer, Input, Static
+
+from verb_console.hub.snapshot import HubView, Overview
+
+from .format import fmt_duration
+from .header import HeaderBar
+from .panes.base import Clock, Pane
+from .panes.connections import ConnectionsPane
+from .panes.log import LogPane
+from .panes.rooms import RoomsPane
+from .panes.streams import StreamsPane
+from .panes.table import LiveTable
+from .panes.throttle import ThrottlePane
+from .panes.transfers import TransfersPane
+
+PANES: tuple[tuple[str, type[Pane]], ...] = (
+    ("connections", ConnectionsPane),
+    ("throttle", ThrottlePane),
+    ("rooms", RoomsPane),
+    ("streams", StreamsPane),
+    ("transfers", TransfersPane),
+    ("log", LogPane),
+)
+
+
+class FilterInput(Input):
+    """The ``/`` filter line; Escape clears the filter and closes it."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "clear", "Clear filter")]
+
+    def action_clear(self) -> None:
+        self.value = ""
+        self.post_message(self.Submitted(self, ""))
+
+
+class MainScreen(Screen[None]):
+    """Everything the operator sees when no dialog is open."""
+
+    DEFAULT_CSS = """
+    MainScreen {
+        layout: vertical;
+        #drain {
+            display: none;
+            height: 1;
+            padding: 0 1;
+            background: $warning;
+            color: $background;
+            text-style: bold;
+            text-wrap: nowrap;
+            text-overflow: ellipsis;
+        }
+        &.-draining #drain { display: block; }
+        #panes { height: 1fr; }
+        #tabs {
+            height: 1;
+            background: $panel;
+            text-wrap: nowrap;
+            text-overflow: ellipsis;
+            link-style: none;
+            link-style-hover: bold;
+            link-background-hover: $boost;
+        }
+        #filter-bar { display: none; height: 1; }
+        &.-filtering #filter-bar { display: block; }
+        #filter-bar { background: $boost; }
+    }
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        *(
+            Binding(str(n), f"show_pane('{name}')", name.title(), show=False)
+            for n, (name, _) in enumerate(PANES, 1)
+        ),
+        Binding("b", "app.broadcast", "Broadcast"),
+        Binding("x", "app.close_session", "Close"),
+        Binding("s", "app.shutdown", "Shutdown"),
+        Binding("slash", "filter", "Filter"),
+        Binding("p", "app.pause", "Pause"),
+        Binding("enter", "detail", "Detail", show=False),
+        Binding("question_mark", "app.help", "Help"),
+        Binding("q", "app.quit_console", "Quit"),
+    ]
+
+    def __init__(self, view: HubView, clock: Clock) -> None:
+        super().__init__()
+        self.view = view
+        self.clock = clock
+        self.current = PANES[0][0]
+        self._drawn: set[str] = set()
+        self._drain_text = ""
+
+    def compose(self) -> ComposeResult:
+        yield HeaderBar(self.clock, id="header")
+        yield Static("", id="drain", markup=False)
+        yield Static(self._tabs_content(), id="tabs")
+        with ContentSwitcher(initial=self.current, id="panes"):
+            for name, pane_class in PANES:
+                yield pane_class(self.view, self.clock, id=name)
+        yield FilterInput(
+            placeholder="filter: type to narrow, enter keep, esc clear",
+            id="filter-bar",
+            compact=True,
+        )
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        self.active_pane.focus_table()
+
+    # ----- panes --------------------------------------------------------------
+
+    @property
+    def header(self) -> HeaderBar:
+        """The header widget."""
+        return self.query_one(HeaderBar)
+
+    @property
+    def active_pane(self) -> Pane:
+        """The pane on show."""
+        return self.query_one(f"#{self.current}", Pane)
+
+    def pane(self, name: str) -> Pane:
+        """The pane called ``name`` (``connections``, ``throttle``, ...)."""
+        return self.query_one(f"#{name}", Pane)
+
+    def refresh_active(self, now: float) -> None:
+        """Refresh the pane on show; hidden panes cost nothing."""
+        self.active_pane.refresh_view(now)
+        self._drawn.add(self.current)
+
+    def _tabs_content(self) -> Content:
+        parts: list[Content | str | tuple[str, str]] = []
+        for n, (name, pane_class) in enumerate(PANES, 1):
+            label = f" {n} {pane_class.label} "
+            style = "bold $text on $primary" if name == self.current else "$text-muted"
+            # Names and labels are fixed identifiers, so plain markup is safe here.
+            markup = f"[@click=screen.show_pane('{name}')]{label}[/]"
+            parts.append(Content.from_markup(markup).stylize(style))
+            parts.append(" ")
+        return Content.assemble(*parts)
+
+    def action_show_pane(self, name: str) -> None:
+        """Show pane ``name`` and focus its table."""
+        if name not in dict(PANES):
+            return
+        self.current = name
+        self.query_one(ContentSwitcher).current = name
+        self.query_one("#tabs", Static).update(self._tabs_content())
+        pane = self.active_pane
+        paused = getattr(self.app, "paused", False)
+        # While paused, a pane keeps its frozen values, but one never drawn gets drawn once.
+        if not paused or name not in self._drawn:
+            self.refresh_active(self.clock())
+        filter_bar = self.query_one(FilterInput)
+        if self.has_class("-filtering"):
+            filter_bar.value = pane.table.filter_text
+        pane.focus_table()
+
+    # ----- drain --------------------------------------------------------------
+
+    def show_state(self, overview: Overview, now: float, read_only: bool) -> None:
+        """Show or hide the drain banner."""
+        draining = overview.state == "draining"
+        self.set_class(draining, "-draining")
+        if not draining:
+            return
+        left = (
+            fmt_duration(overview.drain_deadline - now)
+            if overview.drain_deadline is not None
+            else "?"
+        )
+        text = (
+            f"SHUTTING DOWN  {overview.sessions:,} sessions left  ·  {left} until they are closed"
+        )
+        if not read_only:
+            text += "  ·  s close all now"
+        if text != self._drain_text:
+            self._drain_text = text
+            self.query_one("#drain", Static).update(text)
+
+    # ----- filter and detail --------------------------------------------------
+
+    def action_filter(self) -> None:
+        """Open the filter line for the table on show."""
+        filter_bar = self.query_one(FilterInput)
+        filter_bar.value = self.active_pane.table.filter_text
+        self.add_class("-filtering")
+        filter_bar.focus()
+
+    @on(Input.Changed, "#filter-bar")
+    def _filter_changed(self, event: Input.Changed) -> None:
+        pane = self.active_pane
+        pane.table.set_filter(event.value)
+        pane.refresh_view(self.clock())
+
+    @on(Input.Submitted, "#filter-bar")
+    def _filter_done(self, event: Input.Submitted) -> None:
+        self.remove_class("-filtering")
+        self.active_pane.focus_table()
+
+    def action_detail(self) -> None:
+        """Show every field of the selected row."""
+        found = self.active_pane.detail()
+        if found is None:
+            self.notify("Nothing selected.", severity="warning")
+            return
+        from .dialogs import DetailScreen
+
+        title, fetch = found
+        self.app.push_screen(DetailScreen(title, fetch))
+
+    @on(LiveTable.Activated)
+    def _double_clicked(self) -> None:
+        self.action_detail()
