@@ -163,3 +163,27 @@ class JsonClient:
 
 
 ClientFactory = Callable[..., Awaitable[JsonClient]]
+
+
+class FrameSplitter:
+    """Cuts a byte stream from the server into json frame bodies, fed in any pieces."""
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+
+    def feed(self, data: bytes) -> list[bytes]:
+        buf = self._buf
+        buf += data
+        out: list[bytes] = []
+        off = 0
+        while True:
+            nl = buf.find(b"\n", off)
+            if nl < 0:
+                break
+            size = int(buf[off:nl])
+            if nl + 1 + size > len(buf):
+                break
+            out.append(bytes(buf[nl + 1 : nl + 1 + size]))
+            off = nl + 1 + size
+        del buf[:off]
+        return out
