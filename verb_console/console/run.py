@@ -1,0 +1,80 @@
+"""``verb-console`` with no ``--headless``: the console hosting the server in its own loop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import tempfile
+
+from ..demo import Demo
+from ..hub.view import LiveHubView
+from ..runtime import Runtime
+from ..settings import Settings
+from .app import VerbConsoleApp
+
+
+class _ToHubLog(logging.Handler):
+    """Warnings and errors go to the console's Log pane; the terminal belongs to the UI."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        super().__init__(logging.WARNING)
+        self.runtime = runtime
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.runtime.hub.event("error", record.getMessage())
+        except Exception:  # pragma: no cover - logging must never raise
+            self.handleError(record)
+
+
+def build_app(settings: Settings) -> tuple[VerbConsoleApp, Runtime]:
+    """The console app and the server runtime it starts on mount."""
+    temp_dir = None
+    if settings.demo and settings.upload_dir == Settings().upload_dir:
+        # The demo's uploads go to a scratch directory, not the operator's.
+        temp_dir = tempfile.mkdtemp(prefix="verb-console-demo-")
+        settings.upload_dir = temp_dir
+    runtime = Runtime(settings)
+    demo: Demo | None = None
+
+    async def startup() -> None:
+        nonlocal demo
+        await runtime.start()
+        runtime.install_signal_handlers()
+        if settings.demo:
+            demo = Demo(settings.host, runtime.port)
+            demo.start()
+            runtime.hub.on_shutdown.insert(0, demo.stop)
+        if temp_dir is not None:
+            runtime.hub.on_shutdown.append(lambda: shutil.rmtree(temp_dir, ignore_errors=True))
+
+    view = LiveHubView(runtime.hub, read_only=settings.read_only)
+    app = VerbConsoleApp(
+        view, refresh_hz=settings.refresh, read_only=settings.read_only, startup=startup
+    )
+    return app, runtime
+
+
+def run_console(settings: Settings) -> int:
+    """Run the console until the server has shut down; returns the exit status."""
+    root = logging.getLogger("verb_console")
+    app, runtime = build_app(settings)
+    handler = _ToHubLog(runtime)
+    root.addHandler(handler)
+    root.propagate = False
+    try:
+        _use_uvloop()
+        rc = app.run()
+    finally:
+        root.removeHandler(handler)
+    return 0 if rc is None else int(rc)
+
+
+def _use_uvloop() -> None:
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover
+        return
+    # The server and the UI share one loop; uvloop makes the server's side cheaper.
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
