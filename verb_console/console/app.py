@@ -106,7 +106,8 @@ class VerbConsoleApp(App[int]):
         if self.terminal_gone:
             return
         self.terminal_gone = True
-        hangup.release_terminal(getattr(self, "_driver", None))
+        if not self.is_headless:
+            hangup.release_terminal(getattr(self, "_driver", None))
         if self.view.overview().state == "running":
             self.view.begin_shutdown()
 
