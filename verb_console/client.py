@@ -272,6 +272,9 @@ class JsonClient:
                     break
         except (OSError, asyncio.IncompleteReadError) as exc:
             conn.lost = exc
+        except Exception as exc:  # a bug must end this connection, not the client
+            log.exception("reading from the server failed")
+            conn.lost = exc
         finally:
             conn.writer.close()
             self._lost(conn)
@@ -381,7 +384,7 @@ class JsonClient:
                 return None
             try:
                 return await self._open()
-            except (OSError, TimeoutError) as exc:
+            except (OSError, TimeoutError, ValueError) as exc:
                 last = exc
                 log.info("reconnection attempt %d failed: %s", attempt + 1, exc)
         raise ReconnectFailed(self.max_attempts, last)
