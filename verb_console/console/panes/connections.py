@@ -49,23 +49,20 @@ def _protocol(s: SessionInfo | ClosedSessionInfo, _now: float) -> Cell:
     return (s.protocol, "muted") if s.protocol == "detecting" else s.protocol
 
 
-def _id_width(s: SessionInfo | ClosedSessionInfo) -> int:
-    return len(s.id)
-
-
 LIVE_COLUMNS = (
-    Column("SESSION", 16, lambda s, _: s.id, attrgetter("id"), measure=_id_width),
+    Column("SESSION", 16, lambda s, _: s.id, attrgetter("id"), measure=attrgetter("id")),
     Column("PROTO", 9, _protocol, attrgetter("protocol"), priority=4),
     Column("ADDRESS", 15, lambda s, _: s.address, attrgetter("address"), priority=9),
     Column(
         "UPTIME",
         7,
         lambda s, now: fmt_duration(now - s.connected_at),
-        lambda s: -s.connected_at,
+        attrgetter("connected_at"),
         "right",
         priority=5,
+        descending=True,
     ),
-    Column("IDLE", 6, _idle, lambda s: -s.last_activity, "right", priority=2),
+    Column("IDLE", 6, _idle, attrgetter("last_activity"), "right", 2, descending=True),
     Column("MSG IN", 7, lambda s, _: fmt_count(s.msgs_in), attrgetter("msgs_in"), "right"),
     Column("MSG OUT", 7, lambda s, _: fmt_count(s.msgs_out), attrgetter("msgs_out"), "right"),
     Column(
@@ -89,15 +86,16 @@ LIVE_COLUMNS = (
 )
 
 CLOSED_COLUMNS = (
-    Column("SESSION", 16, lambda s, _: s.id, attrgetter("id"), measure=_id_width),
+    Column("SESSION", 16, lambda s, _: s.id, attrgetter("id"), measure=attrgetter("id")),
     Column("PROTO", 9, _protocol, attrgetter("protocol"), priority=4),
     Column(
         "CLOSED",
         10,
         lambda s, now: fmt_duration(now - s.closed_at) + " ago",
-        lambda s: -s.closed_at,
+        attrgetter("closed_at"),
         "right",
         priority=1,
+        descending=True,
     ),
     Column(
         "LIVED",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 
 from textual import on
 from textual.app import ComposeResult
@@ -15,7 +15,7 @@ from .base import DetailFetch, DetailRows, Pane
 from .table import Column, LiveTable
 
 ROOM_COLUMNS = (
-    Column("ROOM", 12, lambda r, _: r.name, attrgetter("name"), measure=lambda r: len(r.name)),
+    Column("ROOM", 12, lambda r, _: r.name, attrgetter("name"), measure=attrgetter("name")),
     Column("MEMBERS", 7, lambda r, _: fmt_int(len(r.members)), lambda r: len(r.members), "right"),
     Column("MESSAGES", 8, lambda r, _: fmt_count(r.messages), attrgetter("messages"), "right"),
     Column(
@@ -34,7 +34,7 @@ def _member_protocol(m: tuple[str, SessionInfo | None], _now: float) -> str:
 
 
 MEMBER_COLUMNS = (
-    Column("MEMBER", 16, lambda m, _: m[0], lambda m: m[0], measure=lambda m: len(m[0])),
+    Column("MEMBER", 16, lambda m, _: m[0], lambda m: m[0], measure=itemgetter(0)),
     Column("PROTO", 6, _member_protocol, lambda m: m[1].protocol if m[1] else ""),
     Column(
         "IDLE",

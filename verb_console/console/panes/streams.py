@@ -20,7 +20,7 @@ def _sum(m: MuxConnectionInfo, field: str) -> int:
 
 
 MUX_COLUMNS = (
-    Column("MUX CONNECTION", 16, lambda m, _: m.id, attrgetter("id"), measure=lambda m: len(m.id)),
+    Column("MUX CONNECTION", 16, lambda m, _: m.id, attrgetter("id"), measure=attrgetter("id")),
     Column("STREAMS", 7, lambda m, _: fmt_int(len(m.streams)), lambda m: len(m.streams), "right"),
     Column(
         "UPTIME",
@@ -55,7 +55,7 @@ STREAM_COLUMNS = (
         16,
         lambda s, _: s.session_id,
         attrgetter("session_id"),
-        measure=lambda s: len(s.session_id),
+        measure=attrgetter("session_id"),
         priority=3,
     ),
     Column(

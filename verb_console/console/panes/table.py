@@ -39,10 +39,15 @@ class Column:
     align: Literal["left", "right"] = "left"
     priority: int = 0
     """Columns with higher numbers are hidden first when the table is narrow; 0 never hides."""
-    measure: Callable[[Any], int] | None = None
-    """Grow the column to the widest value, so identifiers are never cut short."""
+    measure: Callable[[Any], str] | None = None
+    """Grow the column to fit the longest of these strings, so identifiers are never cut.
+
+    An ``attrgetter`` keeps this pass over every row in C.
+    """
     flex: bool = False
     """Take whatever width is left over."""
+    descending: bool = False
+    """The key's natural order reads backwards (e.g. a start time sorted as an age)."""
 
 
 def _fit(text: str, width: int, align: str) -> str:
@@ -174,10 +179,10 @@ class LiveTable(ScrollView, can_focus=True):
             rows = [r for r in rows if needle in search(r).lower()]
         column = self.columns[self.sort_column] if self.columns else None
         if column is not None and column.sort_key is not None:
-            rows.sort(key=column.sort_key, reverse=self.sort_reverse)
+            rows.sort(key=column.sort_key, reverse=self.sort_reverse != column.descending)
         self._rows = rows
         self._measured = tuple(
-            max(map(c.measure, rows), default=0) if c.measure else 0 for c in self.columns
+            max(map(len, map(c.measure, rows)), default=0) if c.measure else 0 for c in self.columns
         )
         self._place_cursor()
         height = len(rows) + 1

@@ -22,7 +22,7 @@ def _rejected(t: ThrottleInfo, _now: float) -> Cell:
 
 
 COLUMNS = (
-    Column("CLIENT", 15, lambda t, _: t.key, attrgetter("key"), measure=lambda t: len(t.key)),
+    Column("CLIENT", 15, lambda t, _: t.key, attrgetter("key"), measure=attrgetter("key")),
     Column("LIVE", 5, lambda t, _: fmt_int(t.live), attrgetter("live"), "right"),
     Column("IN WINDOW", 9, lambda t, _: fmt_int(t.in_window), attrgetter("in_window"), "right"),
     Column(

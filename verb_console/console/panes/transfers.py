@@ -52,7 +52,7 @@ COLUMNS = (
         16,
         lambda t, _: t.session_id,
         attrgetter("session_id"),
-        measure=lambda t: len(t.session_id),
+        measure=attrgetter("session_id"),
         priority=4,
     ),
     Column("FILE", 12, lambda t, _: t.filename, attrgetter("filename"), flex=True),
