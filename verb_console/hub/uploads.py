@@ -33,15 +33,14 @@ if TYPE_CHECKING:
     from .session import Session
     from .transfers import UploadStore
 
-__all__ = ["JSON_HANDLERS", "PROGRESS_EVERY_CHUNKS", "PROGRESS_STEP_BYTES", "binary_file_frame"]
+__all__ = ["JSON_HANDLERS", "PROGRESS_EVERY_CHUNKS", "PROGRESS_MAX_GAP", "binary_file_frame"]
 
 log = logging.getLogger(__name__)
 
 #: json: a ``file_progress`` follows the ack of every chunk whose index is a multiple of this.
 PROGRESS_EVERY_CHUNKS = 100
-#: binary: a ``file_progress`` each time this many more bytes have arrived. Frames are
-#: at most 1 MiB by default, so consecutive reports are well under 8 MiB apart.
-PROGRESS_STEP_BYTES = 4 << 20
+#: binary: consecutive ``file_progress`` reports are at most this many bytes apart.
+PROGRESS_MAX_GAP = 8 << 20
 
 _a2b_base64 = binascii.a2b_base64
 _b64_errors = (binascii.Error, ValueError)
@@ -346,13 +345,18 @@ JSON_HANDLERS: dict[str, JsonHandler] = {
 
 
 class _BinaryTransfer:
-    """A binary session's one open upload and when its next progress report is due."""
+    """A binary session's one open upload and when its next progress report is due.
 
-    __slots__ = ("next_progress", "upload")
+    A report is due once ``step`` more bytes have arrived, ``step`` leaving room
+    for one more frame, so that reports are never more than 8 MiB apart.
+    """
 
-    def __init__(self, upload: Upload) -> None:
+    __slots__ = ("next_progress", "step", "upload")
+
+    def __init__(self, upload: Upload, max_frame: int) -> None:
         self.upload = upload
-        self.next_progress = PROGRESS_STEP_BYTES
+        self.step = PROGRESS_MAX_GAP - min(max_frame, PROGRESS_MAX_GAP // 2)
+        self.next_progress = self.step
 
 
 def _file_error(session: BinarySession, code: str, message: str, tid: str | None = None) -> None:
@@ -417,7 +421,7 @@ def _binary_start(session: BinarySession, current: _BinaryTransfer | None, paylo
         limit=1 + finishing,
         protocol="binary",
     )
-    session.transfers = _BinaryTransfer(upload)
+    session.transfers = _BinaryTransfer(upload, session.hub.settings.max_frame)
     _watch_backlog(session, upload)
     session.reply_file(
         {"type": "file_start_ack", "transferId": upload.transfer_id, "status": "ready"}
@@ -434,9 +438,8 @@ def _binary_chunk(session: BinarySession, current: _BinaryTransfer | None, paylo
             session.transfers = None
         raise
     received = upload.received
-    if received >= current.next_progress or (received == upload.size and payload):
-        while current.next_progress <= received:
-            current.next_progress += PROGRESS_STEP_BYTES
+    if received >= current.next_progress:
+        current.next_progress = received + current.step
         session.reply_file(
             {
                 "type": "file_progress",
