@@ -378,6 +378,9 @@ class MuxClient:
         self._refs = itertools.count(1)
         self._opening: dict[int, asyncio.Future[None]] = {}
         self._closing: dict[int, asyncio.Future[None]] = {}
+        # Streams the server closed while our stream_close was on its way: the
+        # server answers that one with unknown_stream, which is no news.
+        self._crossed: set[int] = set()
         self._pings: dict[Any, asyncio.Future[Message]] = {}
         self._control: deque[Message] = deque()
         self._control_waiter: asyncio.Future[None] | None = None
@@ -567,8 +570,10 @@ class MuxClient:
         if kind == "stream_close" and sid in self.streams:
             stream = self.streams.pop(sid)
             stream._end("server")
-            # A close of ours crossing the server's: the server ended it either way.
-            self._resolve_close(sid)
+            if sid in self._closing:
+                # A close of ours crossing the server's: the server ended it either way.
+                self._crossed.add(sid)
+                self._resolve_close(sid)
             return
         if kind == "stream_closed" and sid in self._closing:
             stream_c = self.streams.pop(sid, None)
@@ -577,6 +582,9 @@ class MuxClient:
             self._resolve_close(sid)
             return
         if kind == "error" and sid is not None:
+            if sid in self._crossed and msg.get("code") == "unknown_stream":
+                self._crossed.discard(sid)
+                return
             if sid in self._opening:
                 fut = self._opening.pop(sid)
                 if not fut.done():
