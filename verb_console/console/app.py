@@ -13,7 +13,7 @@ from verb_console.hub.snapshot import HubView
 
 from . import hangup
 from .dialogs import BroadcastDialog, BroadcastRequest, ConfirmDialog, DetailScreen, HelpScreen
-from .screen import PANES, MainScreen
+from .screen import PANES, MainScreen, ReadOnlyMainScreen
 
 # Stdin must look closed this many checks in a row (one a second) before the
 # console believes it, so a keystroke read mid-check is never mistaken for EOF.
@@ -52,7 +52,7 @@ class VerbConsoleApp(App[int]):
         self._eof_seen = 0
         self._exiting = False
 
-        self._main = MainScreen(view, clock)
+        self._main = (ReadOnlyMainScreen if read_only else MainScreen)(view, clock)
 
     @property
     def main(self) -> MainScreen:

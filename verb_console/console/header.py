@@ -87,12 +87,6 @@ class HeaderBar(Widget):
             ("VERB ", "bold $text-accent"),
             ("● " + ov.state.upper(), _STATE_STYLES.get(ov.state, "bold")),
         ]
-        if ov.state == "draining" and ov.drain_deadline is not None:
-            parts += [
-                ("  ", ""),
-                (f"{ov.sessions:,} left", "bold $text-warning"),
-                (f" · {fmt_duration(ov.drain_deadline - now)} to go", "$text-warning"),
-            ]
         if self.paused:
             parts.append(("  ⏸ PAUSED", "bold reverse $text-warning"))
         if self.read_only or ov.read_only:

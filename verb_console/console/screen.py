@@ -7,9 +7,10 @@ from typing import ClassVar
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
+from textual.containers import Horizontal
 from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import ContentSwitcher, Footer, Input, Static
+from textual.widgets import ContentSwitcher, Footer, Input, Label, Static
 
 from verb_console.hub.snapshot import HubView, Overview
 
@@ -71,9 +72,9 @@ class MainScreen(Screen[None]):
             link-style-hover: bold;
             link-background-hover: $boost;
         }
-        #filter-bar { display: none; height: 1; }
+        #filter-bar { display: none; height: 1; background: $boost; }
         &.-filtering #filter-bar { display: block; }
-        #filter-bar { background: $boost; }
+        #filter-prompt { width: 2; padding: 0 0 0 1; color: $text-accent; text-style: bold; }
     }
     """
 
@@ -107,11 +108,11 @@ class MainScreen(Screen[None]):
         with ContentSwitcher(initial=self.current, id="panes"):
             for name, pane_class in PANES:
                 yield pane_class(self.view, self.clock, id=name)
-        yield FilterInput(
-            placeholder="filter: type to narrow, enter keep, esc clear",
-            id="filter-bar",
-            compact=True,
-        )
+        with Horizontal(id="filter-bar"):
+            yield Label("/", id="filter-prompt")
+            yield FilterInput(
+                placeholder="type to filter · enter keep · esc clear", id="filter", compact=True
+            )
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
@@ -179,11 +180,9 @@ class MainScreen(Screen[None]):
             if overview.drain_deadline is not None
             else "?"
         )
-        text = (
-            f"SHUTTING DOWN  {overview.sessions:,} sessions left  ·  {left} until they are closed"
-        )
+        text = f"SHUTTING DOWN  {overview.sessions:,} sessions left  ·  {left} to go"
         if not read_only:
-            text += "  ·  s close all now"
+            text += "  ·  s: close all now"
         if text != self._drain_text:
             self._drain_text = text
             self.query_one("#drain", Static).update(text)
@@ -197,13 +196,13 @@ class MainScreen(Screen[None]):
         self.add_class("-filtering")
         filter_bar.focus()
 
-    @on(Input.Changed, "#filter-bar")
+    @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:
         pane = self.active_pane
         pane.table.set_filter(event.value)
         pane.refresh_view(self.clock())
 
-    @on(Input.Submitted, "#filter-bar")
+    @on(Input.Submitted, "#filter")
     def _filter_done(self, event: Input.Submitted) -> None:
         self.remove_class("-filtering")
         self.active_pane.focus_table()
@@ -222,3 +221,16 @@ class MainScreen(Screen[None]):
     @on(LiveTable.Activated)
     def _double_clicked(self) -> None:
         self.action_detail()
+
+
+class ReadOnlyMainScreen(MainScreen):
+    """The main screen without the keys that change the server in its footer.
+
+    The keys still answer, with a notice, so nobody wonders whether they were heard.
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("b", "app.broadcast", "Broadcast", show=False),
+        Binding("x", "app.close_session", "Close", show=False),
+        Binding("s", "app.shutdown", "Shutdown", show=False),
+    ]
