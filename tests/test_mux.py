@@ -436,6 +436,18 @@ async def test_a_json_frame_split_across_mux_frames_is_one_message(mux) -> None:
     assert pong["type"] == "pong" and pong["ref"] == "split"
 
 
+async def test_pings_pipelined_in_separate_mux_frames_are_answered_together(raw) -> None:
+    conn = await raw()
+    await conn.open(1, "json")
+    await conn.recv()  # welcome
+    ping = frame({"type": "ping"})
+    conn.writer.write(b"".join(HEADER.pack(1, len(ping)) + ping for _ in range(20)))
+    sid, payload = await conn.recv()
+    # Consecutive frames of one stream are handled as one piece: one reply frame.
+    assert sid == 1
+    assert payload.count(b'"type":"pong"') == 20
+
+
 async def test_a_broadcast_from_one_json_stream_reaches_the_other_streams_of_its_connection(
     mux,
 ) -> None:
