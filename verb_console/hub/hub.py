@@ -234,6 +234,9 @@ class Hub:
         """Release what a finished session held and remember why it ended."""
         if self.sessions.get(session.id) is session:
             del self.sessions[session.id]
+        # Sessions that end with it (a mux connection's streams) end for the same reason.
+        if session.close_reason is None:
+            session.close_reason = reason
         for name in list(session.rooms):
             room = self.rooms.leave(session, name)
             if room is not None and room.members:
