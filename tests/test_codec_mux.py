@@ -343,3 +343,37 @@ def test_any_object_with_a_known_type_validates_or_is_bad_message(
         if kind != "ping":
             assert type(sid) is int
             assert 0 <= sid < 2**32
+
+
+def _per_stream_bytes(runs: list[tuple[int, bytes, int]]) -> dict[int, bytes]:
+    out: dict[int, bytes] = {}
+    for sid, payload, _ in runs:
+        out[sid] = out.get(sid, b"") + payload
+    return out
+
+
+@FUZZ
+@given(frames=frames_st, data=st.data())
+def test_runs_carry_every_stream_s_bytes_and_frame_count_in_order(
+    frames: list[MuxFrame], data: st.DataObject
+) -> None:
+    blob = encode_all(frames)
+    cuts = data.draw(st.lists(st.integers(0, len(blob)), max_size=20))
+    decoder = MuxDecoder()
+    runs: list[tuple[int, bytes, int]] = []
+    for piece in split_at(blob, cuts):
+        runs += decoder.feed_runs(piece)
+    expected: dict[int, bytes] = {}
+    for f in frames:
+        expected[f.stream_id] = expected.get(f.stream_id, b"") + f.payload
+    assert _per_stream_bytes(runs) == {k: v for k, v in expected.items()}
+    assert sum(count for _, _, count in runs) == len(frames)
+    # Control frames are never joined: each is one JSON object.
+    assert all(count == 1 for sid, _, count in runs if sid == 0)
+
+
+def test_consecutive_frames_of_one_stream_come_as_one_run() -> None:
+    blob = encode_all(
+        [MuxFrame(1, b"ab"), MuxFrame(1, b"cd"), MuxFrame(3, b"x"), MuxFrame(1, b"e")]
+    )
+    assert MuxDecoder().feed_runs(blob) == [(1, b"abcd", 2), (3, b"x", 1), (1, b"e", 1)]

@@ -103,7 +103,7 @@ class MuxSession(Session):
     protocol = "mux"
     accepts_notices = False
 
-    __slots__ = ("_pump_scheduled", "_ready", "control", "decoder", "queued", "streams")
+    __slots__ = ("_feeding", "_pump_scheduled", "_ready", "control", "decoder", "queued", "streams")
 
     def __init__(
         self,
@@ -122,6 +122,8 @@ class MuxSession(Session):
         self._ready: deque[StreamOutlet] = deque()
         self.queued = 0
         self._pump_scheduled = False
+        # While a read is being handled, output is pumped once at its end.
+        self._feeding = False
 
     def start(self) -> None:
         sock: TCPSocket = self.outlet  # type: ignore[assignment]
@@ -158,7 +160,7 @@ class MuxSession(Session):
             self.hub.slow_consumers += 1
             self.close(CloseReason.SLOW_CONSUMER, notify=False, flush=False)
             return
-        if not self._pump_scheduled:
+        if not self._pump_scheduled and not self._feeding:
             self._pump_scheduled = True
             asyncio.get_running_loop().call_soon(self.pump)
 
@@ -210,26 +212,35 @@ class MuxSession(Session):
     def feed(self, data: bytes) -> None:
         if self.closing:
             return
+        self._feeding = True
+        try:
+            self._feed(data)
+        finally:
+            self._feeding = False
+        if not self.closing and (self._ready or self.control.queue):
+            self.pump()
+
+    def _feed(self, data: bytes) -> None:
         hub = self.hub
         hub.bytes_in += len(data)
-        frames = self.decoder.feed(data)
         streams = self.streams
-        for frame in frames:
-            sid = frame.stream_id
+        # Consecutive frames of one stream arrive joined: the session handles
+        # (and answers) a run of pipelined messages at once, as on plain TCP.
+        for sid, payload, count in self.decoder.feed_runs(data):
             if sid == 0:
                 self.msgs_in += 1
                 hub.msgs_in += 1
                 self.control.frames_in += 1
-                self.control.bytes_read += len(frame.payload)
-                self.on_control(frame.payload)
+                self.control.bytes_read += len(payload)
+                self.on_control(payload)
             else:
                 st = streams.get(sid)
                 if st is None or st.session is None:
                     self.control_error("unknown_stream", f"Stream {sid} is not open", sid)
                     continue
-                st.frames_in += 1
-                st.bytes_read += len(frame.payload)
-                st.session.feed(frame.payload)
+                st.frames_in += count
+                st.bytes_read += len(payload)
+                st.session.feed(payload)
             if self.closing:
                 return
         err = self.decoder.error
