@@ -54,6 +54,7 @@ class Result:
     filename: str
     size: int
     seconds: float  # from file_start to file_complete, measured here
+    sent_seconds: float  # from file_start to the last byte handed to the kernel
     server: dict[str, Any]  # the file_complete message
     local_sha256: str
 
@@ -176,11 +177,12 @@ async def upload_json(
         if not done.done():
             writer.write(json_frame({"type": "file_end", "transferId": tid}))
             await writer.drain()
+        sent = time.perf_counter() - t0
         msg = await done
         seconds = time.perf_counter() - t0
         replies.cancel()
         _check(msg, "file_complete")
-        return Result(name, size, seconds, msg, local)
+        return Result(name, size, seconds, sent, msg, local)
     finally:
         writer.close()
         with contextlib.suppress(Exception):
@@ -264,11 +266,12 @@ async def upload_binary(
         if not done.done():
             writer.write(binary_frame(FILE, b"", END))
             await writer.drain()
+        sent_seconds = time.perf_counter() - t0
         msg = await done
         seconds = time.perf_counter() - t0
         replies.cancel()
         _check(msg, "file_complete")
-        return Result(name, size, seconds, msg, local)
+        return Result(name, size, seconds, sent_seconds, msg, local)
     finally:
         writer.close()
         with contextlib.suppress(Exception):
@@ -355,6 +358,7 @@ async def run(args: argparse.Namespace) -> int:
                     "filename": result.filename,
                     "bytes": result.size,
                     "seconds": result.seconds,
+                    "sent_seconds": result.sent_seconds,
                     "server": server,
                     "local_sha256": result.local_sha256,
                 }
