@@ -119,7 +119,7 @@ async def test_s_then_y_begins_shutdown_and_the_app_exits_zero_once_the_view_is_
 
 
 async def test_the_drain_shows_sessions_left_and_time_left() -> None:
-    app, view, clock = make()
+    app, _, clock = make()
     async with app.run_test(size=SIZE) as pilot:
         await pilot.press("s", "y")
         clock.advance(12)

@@ -34,9 +34,11 @@ async def test_one_connections_refresh_with_10000_sessions_takes_under_20_ms() -
             for _ in range(5):
                 view.bump()  # every row changes, as under real traffic
                 clock.advance(0.25)
-                start = time.perf_counter()
+                # CPU time of this thread: the refresh's own cost, not time lost to
+                # other processes on a busy machine.
+                start = time.thread_time()
                 pane.refresh_view(clock())
-                timings.append(time.perf_counter() - start)
+                timings.append(time.thread_time() - start)
         assert len(pane.table.rows) == SESSIONS + len(FixedHubView().sessions())
         assert statistics.median(timings) < BUDGET * SLACK, timings
 

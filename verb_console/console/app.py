@@ -7,6 +7,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 
 from textual.app import App, SystemCommand
+from textual.css.query import NoMatches
 from textual.screen import Screen
 
 from verb_console.hub.snapshot import HubView
@@ -15,9 +16,11 @@ from . import hangup
 from .dialogs import BroadcastDialog, BroadcastRequest, ConfirmDialog, DetailScreen, HelpScreen
 from .screen import PANES, MainScreen, ReadOnlyMainScreen
 
-# Stdin must look closed this many checks in a row (one a second) before the
-# console believes it, so a keystroke read mid-check is never mistaken for EOF.
-EOF_CHECKS = 3
+# Stdin must look closed this many checks in a row before the console believes
+# it, so a keystroke read mid-check is never mistaken for end-of-file. Checks are
+# frequent because Textual's input thread spins while stdin is at end-of-file.
+EOF_CHECKS = 4
+EOF_CHECK_INTERVAL = 0.25
 
 
 class VerbConsoleApp(App[int]):
@@ -71,7 +74,7 @@ class VerbConsoleApp(App[int]):
         self.refresh_once()
         self.set_interval(1.0 / self.refresh_hz, self.refresh_once)
         if not self.is_headless:
-            self.set_interval(1.0, self._check_stdin)
+            self.set_interval(EOF_CHECK_INTERVAL, self._check_stdin)
 
     def on_unmount(self) -> None:
         self._remove_sighup()
@@ -82,9 +85,19 @@ class VerbConsoleApp(App[int]):
         """One sample of the view: header always, the pane on show unless paused."""
         if self._exiting:
             return
+        main = self.main
+        if not main.is_mounted or not main.is_attached:
+            return
+        try:
+            self._sample(main)
+        except NoMatches:
+            # Only a tick that lands while the app tears the screen down gets here:
+            # the widgets are gone and there is nothing left to update.
+            return
+
+    def _sample(self, main: MainScreen) -> None:
         now = self.clock()
         overview = self.view.overview()
-        main = self.main
         main.header.update_overview(overview, self.paused, self.read_only)
         main.show_state(overview, now, self.read_only)
         if overview.state == "stopped":

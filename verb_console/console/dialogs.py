@@ -150,32 +150,35 @@ class DetailScreen(ModalScreen[None]):
         with Vertical() as box:
             box.border_title = self.title_text
             with VerticalScroll():
-                yield Static(id="fields")
+                # Filled in before the first paint, so the box has its final size at once.
+                yield Static(self._next_content() or "", id="fields")
             yield Label("esc close", classes="hint")
-
-    def on_mount(self) -> None:
-        self.reload()
 
     def reload(self) -> None:
         """Fetch the record again; keep the last values (marked gone) once it disappears."""
+        content = self._next_content()
+        if content is not None:
+            self.query_one("#fields", Static).update(content)
+
+    def _next_content(self) -> Content | None:
+        """The fields as they are now, or ``None`` if nothing changed."""
         rows = self.fetch()
         if rows is None:
-            if self.gone or self._rows is None:
-                self.gone = True
-                if self._rows is None:
-                    self.query_one("#fields", Static).update("(no longer present)")
-                return
+            if self.gone:
+                return None
             self.gone = True
+            if self._rows is None:
+                return Content("(no longer present)")
             rows = [*self._rows, ("", "no longer present: last values shown")]
         if rows == self._rows:
-            return
+            return None
         self._rows = rows
         width = max((len(label) for label, _ in rows), default=0)
         lines = [
             Content.assemble((label.ljust(width), "$text-muted"), "  ", value)
             for label, value in rows
         ]
-        self.query_one("#fields", Static).update(Content("\n").join(lines))
+        return Content("\n").join(lines)
 
     def action_close(self) -> None:
         """Close the details."""

@@ -69,6 +69,16 @@ def release_terminal(driver: Any) -> None:
     exit_event = getattr(driver, "exit_event", None)
     if exit_event is not None:
         exit_event.set()
+    # Textual's writer thread dies on the first write that fails with EIO, and
+    # its bounded queue then blocks the event loop; a fresh writer that talks
+    # to /dev/null keeps the loop (and so the draining server) running.
+    if getattr(driver, "_writer_thread", None) is not None:
+        with contextlib.suppress(Exception):
+            from textual.drivers._writer_thread import WriterThread
+
+            fresh = WriterThread(open(os.devnull, "w"))  # noqa: SIM115 - lives with the app
+            fresh.start()
+            driver._writer_thread = fresh
     # Textual draws on stderr; stdout may be the same terminal.
     for stream in (sys.__stdout__, sys.__stderr__):
         if stream is None:
