@@ -261,7 +261,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--json-size", type=int, help="json upload size (default: --size)")
     parser.add_argument("--dir", type=Path, help="where to write (default: a temp directory)")
     parser.add_argument("--pingers", type=int, default=50)
-    parser.add_argument("--ping-interval", type=float, default=0.02, help="seconds between pings")
+    parser.add_argument("--ping-interval", type=float, default=0.1, help="seconds between pings")
     parser.add_argument("--out", type=Path, help="also write the results here as JSON")
     parser.add_argument("--keep", action="store_true", help="keep the work directory")
     return parser.parse_args()
