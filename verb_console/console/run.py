@@ -40,8 +40,8 @@ def build_app(settings: Settings) -> tuple[VerbConsoleApp, Runtime]:
 
     async def startup() -> None:
         nonlocal demo
-        await runtime.start()
         runtime.install_signal_handlers()
+        await runtime.start()
         if settings.demo:
             demo = Demo(settings.host, runtime.port)
             demo.start()

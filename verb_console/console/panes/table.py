@@ -11,8 +11,7 @@ only the lines that changed.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from rich.cells import cell_len
 from rich.segment import Segment
@@ -24,48 +23,9 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
-Cell = str | tuple[str, str]
-"""A cell's text, or ``(text, tone)`` where tone is muted, warn, error, ok or accent."""
+from .columns import Cell, Column, fit
 
-
-@dataclass(frozen=True, slots=True)
-class Column:
-    """One column of a :class:`LiveTable`."""
-
-    label: str
-    width: int
-    render: Callable[[Any, float], Cell]
-    sort_key: Callable[[Any], Any] | None = None
-    align: Literal["left", "right"] = "left"
-    priority: int = 0
-    """Columns with higher numbers are hidden first when the table is narrow; 0 never hides."""
-    measure: Callable[[Any], str] | None = None
-    """Grow the column to fit the longest of these strings, so identifiers are never cut.
-
-    An ``attrgetter`` keeps this pass over every row in C.
-    """
-    flex: bool = False
-    """Take whatever width is left over."""
-    descending: bool = False
-    """The key's natural order reads backwards (e.g. a start time sorted as an age)."""
-
-
-def _fit(text: str, width: int, align: str) -> str:
-    size = len(text) if text.isascii() else cell_len(text)
-    if size > width:
-        if width <= 0:
-            return ""
-        # Cut by cells, not characters, so wide characters do not overflow.
-        out, used = [], 0
-        for ch in text:
-            w = cell_len(ch)
-            if used + w > width - 1:
-                break
-            out.append(ch)
-            used += w
-        return "".join(out) + "…" + " " * (width - 1 - used)
-    pad = " " * (width - size)
-    return pad + text if align == "right" else text + pad
+__all__ = ["Cell", "Column", "LiveTable"]
 
 
 class LiveTable(ScrollView, can_focus=True):
@@ -316,7 +276,7 @@ class LiveTable(ScrollView, can_focus=True):
             return Strip.blank(width, base)
         if kind == "empty":
             text = f"no rows match “{self.filter_text}”" if self.filter_text else self.empty_text
-            line = _fit(f" {text}", width, "left")
+            line = fit(f" {text}", width, "left")
             return Strip([Segment(line, base + self._tone("muted"))], width)
         layout = self._layout(width)
         segments: list[Segment] = []
@@ -329,7 +289,7 @@ class LiveTable(ScrollView, can_focus=True):
                 if index == self.sort_column:
                     arrow = "▼" if self.sort_reverse else "▲"
                     label = f"{arrow}{label}" if column.align == "right" else f"{label}{arrow}"
-                segments.append(Segment(_fit(label, w, column.align) + " ", style))
+                segments.append(Segment(fit(label, w, column.align) + " ", style))
                 used += w + 1
             if used < width:
                 segments.append(Segment(" " * (width - used), style))
@@ -349,7 +309,7 @@ class LiveTable(ScrollView, can_focus=True):
                 style = row_style if is_cursor or not tone else row_style + self._tone(tone)
             else:
                 text, style = cell, row_style
-            segments.append(Segment(_fit(text, w, column.align), style))
+            segments.append(Segment(fit(text, w, column.align), style))
             segments.append(Segment(" ", row_style))
             used += w + 1
         if used < width:
