@@ -403,11 +403,6 @@ async def test_the_hub_totals_of_relayed_messages_agree_with_what_the_clients_re
     )
 
 
-@pytest.mark.xfail(
-    reason="the welcome and the framing-error error frame are written with Session.deliver, "
-    "which leaves Hub.msgs_out/bytes_out to its callers, and nobody counts them",
-    strict=True,
-)
 async def test_the_hub_totals_out_count_every_frame_sent_welcome_and_errors_included(
     server, connect
 ) -> None:

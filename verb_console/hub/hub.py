@@ -93,9 +93,9 @@ class Hub:
         self._last_sample: tuple[float, int, int, int, int] | None = None
         self._ticker: asyncio.TimerHandle | None = None
         self._ticks = 0
-        self._drained: asyncio.Event | None = None
-        self._force: asyncio.Event | None = None
-        self._stopped: asyncio.Event | None = None
+        self._drained = asyncio.Event()
+        self._force = asyncio.Event()
+        self._stopped = asyncio.Event()
         self._drain_task: asyncio.Task[None] | None = None
         # Called (awaited) at the very end of shutdown, e.g. to abort open uploads.
         self.on_shutdown: list[Callable[[], Any]] = []
@@ -104,9 +104,6 @@ class Hub:
     def start(self) -> None:
         """Start the once-a-second figures ticker on the running loop."""
         loop = asyncio.get_running_loop()
-        self._drained = asyncio.Event()
-        self._force = asyncio.Event()
-        self._stopped = asyncio.Event()
         self._last_sample = (
             time.monotonic(),
             self.msgs_in,
@@ -193,10 +190,8 @@ class Hub:
         return new
 
     def binary_file_frame(self, session: BinarySession, frame: Any) -> None:
-        """A binary FILE frame; replaced by the upload handlers when they are installed."""
-        session.reply_file(
-            {"type": "error", "code": "unknown_transfer", "message": "Transfer not found"}
-        )
+        """A binary FILE frame: the upload handlers take it, as json file messages."""
+        uploads.binary_file_frame(session, frame)
 
     def _idle(self, sock: TCPSocket) -> None:
         session = self.connections.get(sock.id)
@@ -227,7 +222,7 @@ class Hub:
             CloseReason.CONNECTION_ERROR if sock.had_error else CloseReason.CLIENT_CLOSED
         )
         self.end_session(session, reason)
-        if not self.connections and self.state == "draining" and self._drained is not None:
+        if not self.connections and self.state == "draining":
             self._drained.set()
 
     def end_session(self, session: Session, reason: str) -> None:
@@ -273,8 +268,6 @@ class Hub:
             if member is not exclude:
                 member.deliver(f)
                 n += 1
-        self.msgs_out += n
-        self.bytes_out += n * len(f)
         return n
 
     # ----------------------------------------------------------- log
@@ -352,11 +345,9 @@ class Hub:
         """Close every session now (a second signal, or the operator's choice during the drain)."""
         if self.state == "running":
             self.begin_shutdown()
-        if self._force is not None:
-            self._force.set()
+        self._force.set()
 
     async def _drain(self, grace: float) -> None:
-        assert self._drained is not None and self._force is not None
         if self.connections:
             waits = [
                 asyncio.ensure_future(self._drained.wait()),
@@ -382,11 +373,9 @@ class Hub:
         if self._ticker is not None:
             self._ticker.cancel()
         self.event("server", "shutdown complete")
-        assert self._stopped is not None
         self._stopped.set()
 
     async def wait_stopped(self) -> None:
-        assert self._stopped is not None, "Hub.start() was not called"
         await self._stopped.wait()
 
     # ----------------------------------------------------------- HubView

@@ -181,14 +181,9 @@ def handle_ping(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
 def handle_broadcast(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
     data = _require(msg, "data")
     f = frame({"type": "broadcast", "from": s.id, "data": data, "timestamp": int(_time() * 1000)})
-    hub = s.hub
-    n = 0
-    for other in hub.json_sessions.values():
+    for other in s.hub.json_sessions.values():
         if other is not s:
             other.deliver(f)
-            n += 1
-    hub.msgs_out += n
-    hub.bytes_out += n * len(f)
 
 
 def handle_private(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
@@ -199,8 +194,6 @@ def handle_private(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
         raise MessageError("unknown_target", f"No session {target}")
     f = frame({"type": "private", "from": s.id, "data": data, "timestamp": int(_time() * 1000)})
     other.deliver(f)
-    s.hub.msgs_out += 1
-    s.hub.bytes_out += len(f)
 
 
 def handle_join_room(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:

@@ -136,6 +136,8 @@ class MuxSession(Session):
         self.control.bytes_written += len(frame) - m.HEADER_SIZE
         self.msgs_out += 1
         self.hub.msgs_out += 1
+        # Stream sessions count their own payloads; the connection counts the rest.
+        self.hub.bytes_out += len(frame)
         self.enqueue(self.control, [frame])
 
     def encode_notice(self, message: dict[str, Any]) -> bytes:
@@ -200,7 +202,6 @@ class MuxSession(Session):
         if parts:
             data = b"".join(parts)
             self.queued -= len(data)
-            self.hub.bytes_out += len(data)
             sock.write(data)
         if (ready or control.queue) and not sock.congested and not self._pump_scheduled:
             # More is queued and the socket can take it: continue after other work.
@@ -240,6 +241,8 @@ class MuxSession(Session):
                     continue
                 st.frames_in += count
                 st.bytes_read += len(payload)
+                # The stream session counts its own payload bytes in.
+                hub.bytes_in -= len(payload)
                 st.session.feed(payload)
             if self.closing:
                 return

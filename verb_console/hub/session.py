@@ -135,6 +135,9 @@ class Session:
             out.append(frame)
             return
         self.msgs_out += 1
+        hub = self.hub
+        hub.msgs_out += 1
+        hub.bytes_out += len(frame)
         outlet = self.outlet
         outlet.write(frame)
         if outlet.congested:
@@ -169,8 +172,6 @@ class Session:
         frame = self.encode_notice(message)
         self.flush()
         self.deliver(frame)
-        self.hub.msgs_out += 1
-        self.hub.bytes_out += len(frame)
 
     # ----------------------------------------------------------- closing
     def close(
