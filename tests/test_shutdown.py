@@ -161,8 +161,6 @@ async def test_a_signal_drains_the_server_and_it_exits_0_when_the_last_client_le
 
 async def test_a_signal_with_no_client_connected_exits_0_at_once(spawn) -> None:
     server = await spawn(grace=10)
-    # A signal sent the very moment the line appears is pinned in-process below.
-    await asyncio.sleep(0.3)
     started = time.monotonic()
     server.signal(signal.SIGTERM)
     assert await server.exit_status(3) == 0
@@ -207,11 +205,6 @@ async def test_a_second_signal_during_the_drain_closes_everything_at_once(
             await client.close()
 
 
-@pytest.mark.xfail(
-    reason="Runtime.run logs the listening line in start() and only then installs the "
-    "signal handlers, so a SIGTERM sent as soon as the line appears kills the process",
-    strict=True,
-)
 async def test_the_signal_handlers_are_installed_before_the_listening_line_is_logged() -> None:
     seen: dict[str, object] = {}
 

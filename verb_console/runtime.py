@@ -37,8 +37,10 @@ class Runtime:
 
     @property
     def port(self) -> int:
-        assert self.server is not None
-        return self.server.address().port
+        addr = self.server.address() if self.server is not None else None
+        if addr is None:
+            raise RuntimeError("the server is not listening")
+        return addr.port
 
     def tcp_options(self) -> TCPOptions:
         s = self.settings
@@ -81,6 +83,8 @@ class Runtime:
             hub.event("server", f"removed {removed} unfinished uploads left by an earlier run")
         hub.uploads = store
         hub.start()
+        if hub.state != "running":  # a signal arrived while starting
+            return
         server = create_server(ServerProtocol.TCP).with_options(
             port=s.port, host=s.host, tcp=self.tcp_options()
         )
@@ -88,6 +92,7 @@ class Runtime:
         await server.listen()
         self.server = server
         addr = server.address()
+        assert addr is not None
         line = format_listen(addr.address, addr.port, s.protocol)
         hub.listeners.append(line)
         hub.stop_accepting = server.stop_accepting
@@ -114,8 +119,9 @@ class Runtime:
 
     async def run(self) -> int:
         """Start, serve until shut down, and return the exit status (0 after a clean shutdown)."""
-        await self.start()
+        # Handlers first: a script may signal as soon as the listening line appears.
         self.install_signal_handlers()
+        await self.start()
         await self.hub.wait_stopped()
         return 0
 
