@@ -169,12 +169,13 @@ class TCPServer:
         else:
             log.error("TCP server error: %s", exc)
 
-    def address(self) -> Address:
-        """The bound address (the real port when listening on port 0)."""
-        if self._sock is None:
-            raise RuntimeError("the server is not listening")
-        name = self._sock.getsockname()
-        family = "IPv6" if self._sock.family == _socket.AF_INET6 else "IPv4"
+    def address(self) -> Address | None:
+        """The bound address (the real port when listening on port 0); None once closed."""
+        sock = self._sock
+        if sock is None or sock.fileno() < 0:
+            return None
+        name = sock.getsockname()
+        family = "IPv6" if sock.family == _socket.AF_INET6 else "IPv4"
         return Address(name[0], family, name[1])
 
     def stop_accepting(self) -> None:
