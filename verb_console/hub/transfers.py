@@ -57,6 +57,12 @@ MAX_TRANSFER_ID = 64
 FINISHED_KEPT = 100
 TEMP_PREFIX = ".verb-upload-"
 TEMP_SUFFIX = ".part"
+# Queued chunks are merged into write jobs of at most this size, so the backlog
+# falls (and a paused reader resumes) while the disk is still busy.
+MAX_JOB_BYTES = 2 << 20
+# Ask the kernel to start writing back every this many bytes, so the final fsync
+# has little left to do and a large upload does not flood the page cache.
+WRITEBACK_EVERY = 16 << 20
 _TEMP_RE = re.compile(r"\.verb-upload-[0-9a-f]{32}\.part")
 _SHA256_RE = re.compile(r"[0-9a-fA-F]{64}")
 
@@ -192,6 +198,8 @@ class Upload:
         self._loop = loop
         self._t0 = time.monotonic()
         self._fd = fd  # touched only by this upload's jobs, one at a time
+        self._on_disk = 0  # bytes written by the jobs so far (worker side)
+        self._writeback_from = 0
         self._hash = hashlib.sha256()
         self._jobs: deque[_Job] = deque()
         self._inflight = False
@@ -263,7 +271,7 @@ class Upload:
             self.received += n
             self._backlog += n
             last = self._jobs[-1] if self._jobs else None
-            if last is not None and last.kind == "write":
+            if last is not None and last.kind == "write" and last.nbytes < MAX_JOB_BYTES:
                 # Coalescing queued chunks into one job saves a loop round trip each.
                 last.bufs.append(data)  # type: ignore[union-attr]
                 last.nbytes += n
@@ -475,6 +483,12 @@ class Upload:
             view = memoryview(buf)
             while view:
                 view = view[os.write(fd, view) :]
+        self._on_disk += job.nbytes
+        start = self._writeback_from
+        if self._on_disk - start >= WRITEBACK_EVERY and hasattr(os, "posix_fadvise"):
+            # DONTNEED starts writeback of the dirty range without waiting for it.
+            os.posix_fadvise(fd, start, self._on_disk - start, os.POSIX_FADV_DONTNEED)
+            self._writeback_from = self._on_disk
 
     def _do_finish(self, job: _Job) -> tuple[str, str]:
         dirfd = self._store._dirfd
