@@ -244,6 +244,15 @@ async def test_a_read_only_console_refuses_every_change_with_a_notice() -> None:
         assert "READ-ONLY" in str(app.main.header.render())
 
 
+async def test_q_on_a_read_only_console_still_drains_the_hosted_server_gracefully() -> None:
+    app, view, _ = make(read_only=True)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("q")
+        assert isinstance(app.screen, ConfirmDialog)
+        await pilot.press("y")
+        assert [a.name for a in view.actions] == ["begin_shutdown"]
+
+
 async def test_session_ids_are_never_cut_short_at_120_columns() -> None:
     app, view, _ = make()
     async with app.run_test(size=SIZE):

@@ -192,6 +192,9 @@ class VerbConsoleApp(App[int]):
         """Begin a graceful shutdown; during the drain, offer to close everything now."""
         if self._refuse_if_read_only("shutdown"):
             return
+        self._confirm_shutdown()
+
+    def _confirm_shutdown(self) -> None:
         state = self.view.overview().state
         if state == "draining":
             self._offer_force()
@@ -238,18 +241,12 @@ class VerbConsoleApp(App[int]):
         self._offer_force()
 
     def action_quit_console(self) -> None:
-        """Quit: the server drains first. A read-only console just leaves."""
-        if self.read_only:
+        """Quit: the server this console hosts drains first.
 
-            def leave(yes: bool | None) -> None:
-                if yes:
-                    self.exit(0, return_code=0)
-
-            self.push_screen(
-                ConfirmDialog("Quit the console?", "The server is not touched."), leave
-            )
-            return
-        self.action_shutdown()
+        Also when read-only: quitting stops the server running in this process,
+        and a graceful drain is kinder to its clients than cutting them off.
+        """
+        self._confirm_shutdown()
 
     async def action_quit(self) -> None:
         """Route ctrl+q through the same confirmation and graceful shutdown as ``q``."""
