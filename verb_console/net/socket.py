@@ -46,6 +46,36 @@ class TCPSocket(asyncio.BufferedProtocol):
     ``connect`` (client sockets).
     """
 
+    # Slots: a server holds one of these per connection, 10,000 of them idle.
+    __slots__ = (
+        "_closed_waiter",
+        "_data_listeners",
+        "_decoder",
+        "_holds",
+        "_listeners",
+        "_rbuf",
+        "_reading_paused",
+        "_timeout_s",
+        "_timer",
+        "_user_paused",
+        "allow_half_open",
+        "bytes_read",
+        "bytes_written",
+        "congested",
+        "connected_at",
+        "destroyed",
+        "had_error",
+        "last_received",
+        "local_address",
+        "local_port",
+        "pause_reads_when_congested",
+        "remote_address",
+        "remote_family",
+        "remote_port",
+        "transport",
+        "writable_high_water_mark",
+    )
+
     def __init__(
         self,
         *,
@@ -78,7 +108,7 @@ class TCPSocket(asyncio.BufferedProtocol):
         # Stop reading while our own output is congested (the server turns this on).
         self.pause_reads_when_congested = False
         self._user_paused = False
-        self._holds: set[object] = set()
+        self._holds: set[object] | None = None  # made on first hold()
         self._reading_paused = False
         self._decoder: codecs.IncrementalDecoder | None = None
         self._timeout_s = 0.0
@@ -297,11 +327,14 @@ class TCPSocket(asyncio.BufferedProtocol):
 
     def hold(self, token: object) -> None:
         """Stop reading until every holder has called :meth:`release` (e.g. a slow disk)."""
+        if self._holds is None:
+            self._holds = set()
         self._holds.add(token)
         self._sync_reading()
 
     def release(self, token: object) -> None:
-        self._holds.discard(token)
+        if self._holds is not None:
+            self._holds.discard(token)
         self._sync_reading()
 
     @property

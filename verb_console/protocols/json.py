@@ -56,7 +56,7 @@ class JsonDecoder:
         """Bytes held while waiting for the rest of a frame."""
         return len(self._buf)
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes) -> list[bytearray]:
         if self.error is not None:
             return []
         buf = self._buf
@@ -102,7 +102,8 @@ class JsonDecoder:
             end = off + need
             if end > n:
                 break
-            out.append(bytes(buf[off:end]))
+            # One copy; orjson reads a bytearray as well as bytes.
+            out.append(buf[off:end])
             off = end
             need = -1
         self._need = need
