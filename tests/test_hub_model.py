@@ -610,8 +610,8 @@ class HubModel(RuleBasedStateMachine):
 
 TestHubModel = HubModel.TestCase
 TestHubModel.settings = settings(
-    max_examples=60,
-    stateful_step_count=40,
+    max_examples=150,
+    stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
