@@ -160,10 +160,8 @@ class Hub:
         )
         sid = session.id
         self.connections[sid] = session
-        self.sessions[sid] = session
+        self.register(session)
         self.accepted += 1
-        if len(self.connections) > self.peak_sessions:
-            self.peak_sessions = len(self.connections)
         sock.pause_reads_when_congested = True
         sock.on("data", session.feed)
         sock.on("close", lambda had_error: self._connection_closed(sock))
@@ -172,6 +170,12 @@ class Hub:
         self.event("connect", f"{sid} connected ({protocol})")
         session.start()
         return session
+
+    def register(self, session: Session) -> None:
+        """Add a session (a connection's, or a mux stream's) to the registry."""
+        self.sessions[session.id] = session
+        if len(self.sessions) > self.peak_sessions:
+            self.peak_sessions = len(self.sessions)
 
     def hand_over(self, old: Session, protocol: str, first_bytes: bytes) -> Session:
         """Replace a detecting session by the detected protocol's, which then starts
@@ -397,7 +401,8 @@ class Hub:
             started_at=self.started_at,
             now=time.time(),
             listeners=tuple(self.listeners),
-            sessions=len(self.connections),
+            # Every session the Connections pane lists: mux streams count too.
+            sessions=len(self.sessions),
             peak_sessions=self.peak_sessions,
             totals=self.totals(),
             rates=self._rates,

@@ -301,7 +301,7 @@ class MuxSession(Session):
             self.hub, st, f"{self.id}#{sid}", self.address, self.port, self.id
         )
         st.session = session
-        self.hub.sessions[session.id] = session
+        self.hub.register(session)
         self.send_control({"type": "stream_created", "streamId": sid})
         self.hub.event("connect", f"{session.id} opened ({kind} stream)")
         session.start()
