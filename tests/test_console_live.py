@@ -335,7 +335,8 @@ async def test_s_then_y_drains_and_the_app_exits_zero_within_a_second_of_the_las
 
         await eventually(lambda: live.app.main.has_class("-draining"), WAIT)
         banner = str(live.app.main.query_one("#drain").render())
-        assert "4 sessions left" in banner  # json, binary, echo and the mux connection
+        # json, binary, echo, the mux connection and its json stream
+        assert "5 sessions left" in banner
         assert re.search(r"\b(19|20)s to go\b", banner), banner
 
         # Sessions keep working during the drain.
