@@ -176,7 +176,16 @@ async def test_the_view_reports_overview_sessions_rooms_and_throttle(server, con
     sessions = {s.id: s for s in view.sessions()}
     assert set(sessions) == {a.id, b.id}
     info = sessions[a.id]
-    assert isinstance(info, SessionInfo)
+    # A live view with the record's fields; snapshot() freezes it.
+    snap = info.snapshot()
+    assert isinstance(snap, SessionInfo)
+    assert (snap.id, snap.rooms, snap.msgs_in, snap.bytes_in, snap.bytes_out) == (
+        info.id,
+        info.rooms,
+        info.msgs_in,
+        info.bytes_in,
+        info.bytes_out,
+    )
     assert info.protocol == "json"
     assert (info.address, info.port) == ("127.0.0.1", int(a.id.rsplit(":", 1)[1]))
     assert info.rooms == ("alpha", "zeta")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 from verb_console.hub.snapshot import (
     ClosedSessionInfo,
@@ -382,7 +382,7 @@ class FixedHubView:
         """Make every live counter move, as real traffic would."""
         self._bumps += 1
         self._sessions = [
-            replace(s, msgs_in=s.msgs_in + 1, bytes_in=s.bytes_in + 100) for s in self._sessions
+            s._replace(msgs_in=s.msgs_in + 1, bytes_in=s.bytes_in + 100) for s in self._sessions
         ]
 
     def _note(self, text: str) -> None:

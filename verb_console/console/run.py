@@ -9,7 +9,7 @@ import tempfile
 
 from ..demo import Demo
 from ..hub.view import LiveHubView
-from ..runtime import Runtime
+from ..runtime import Runtime, tune_gc
 from ..settings import Settings
 from .app import VerbConsoleApp
 
@@ -49,6 +49,7 @@ def build_app(settings: Settings) -> tuple[VerbConsoleApp, Runtime]:
         if temp_dir is not None:
             runtime.hub.on_shutdown.append(lambda: shutil.rmtree(temp_dir, ignore_errors=True))
 
+    tune_gc()
     view = LiveHubView(runtime.hub, read_only=settings.read_only)
     app = VerbConsoleApp(
         view, refresh_hz=settings.refresh, read_only=settings.read_only, startup=startup

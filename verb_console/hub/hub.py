@@ -20,7 +20,7 @@ from .echo_session import EchoSession
 from .json_session import HANDLERS, JsonSession, frame
 from .mux_session import MuxSession
 from .rooms import Room, RoomRegistry
-from .session import CLOSE_FLUSH_S, CloseReason, Session
+from .session import CLOSE_FLUSH_S, CloseReason, Session, refresh_wall_offset
 from .snapshot import (
     ClosedSessionInfo,
     LogEvent,
@@ -114,6 +114,7 @@ class Hub:
         self._ticker = loop.call_later(1.0, self._tick)
 
     def _tick(self) -> None:
+        refresh_wall_offset()
         self._sample_rates()
         self._ticks += 1
         if self._ticks % 10 == 0:

@@ -7,13 +7,19 @@ epoch seconds (floats) so a frozen clock is easy to fake.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
-@dataclass(frozen=True, slots=True)
-class SessionInfo:
-    """One live session (a TCP connection, or one stream of a mux connection)."""
+class SessionInfo(NamedTuple):
+    """One live session (a TCP connection, or one stream of a mux connection).
+
+    A NamedTuple, not a dataclass: the console asks for ten thousand of these
+    several times a second. A tuple is built several times faster, and the
+    garbage collector stops tracking one that holds only strings and numbers,
+    so the records do not fill the older generations and slow full collections.
+    """
 
     id: str
     protocol: str  # "json", "binary", "echo", "mux" or "detecting"
@@ -28,6 +34,38 @@ class SessionInfo:
     unsent: int  # bytes written but not yet sent to the client
     rooms: tuple[str, ...] = ()
     parent: str | None = None  # mux connection id for a stream session
+
+
+class SessionRecord(Protocol):
+    """What the console reads of a live session: :class:`SessionInfo`, or the hub's
+    live view of a session with the same fields (see ``hub.session.SessionView``)."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def protocol(self) -> str: ...
+    @property
+    def address(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def connected_at(self) -> float: ...
+    @property
+    def last_activity(self) -> float: ...
+    @property
+    def msgs_in(self) -> int: ...
+    @property
+    def msgs_out(self) -> int: ...
+    @property
+    def bytes_in(self) -> int: ...
+    @property
+    def bytes_out(self) -> int: ...
+    @property
+    def unsent(self) -> int: ...
+    @property
+    def rooms(self) -> tuple[str, ...]: ...
+    @property
+    def parent(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,7 +199,7 @@ class HubView(Protocol):
 
     def overview(self) -> Overview: ...
 
-    def sessions(self) -> list[SessionInfo]: ...
+    def sessions(self) -> Sequence[SessionRecord]: ...
 
     def closed_sessions(self) -> list[ClosedSessionInfo]: ...
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from .hub import Hub
+from .session import SessionView
 from .snapshot import (
     ClosedSessionInfo,
     LogEvent,
     MuxConnectionInfo,
     Overview,
     RoomInfo,
-    SessionInfo,
     ThrottleInfo,
     TransferInfo,
 )
@@ -26,8 +26,9 @@ class LiveHubView:
     def overview(self) -> Overview:
         return self.hub.overview()
 
-    def sessions(self) -> list[SessionInfo]:
-        return self.hub.sessions_info()
+    def sessions(self) -> list[SessionView]:
+        # Live views, not copies: see SessionView for why.
+        return [s.view for s in self.hub.sessions.values()]
 
     def closed_sessions(self) -> list[ClosedSessionInfo]:
         return self.hub.closed_sessions()

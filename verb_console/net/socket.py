@@ -218,6 +218,9 @@ class TCPSocket(asyncio.BufferedProtocol):
         self._emit("close", self.had_error)
         if self._closed_waiter is not None and not self._closed_waiter.done():
             self._closed_waiter.set_result(None)
+        # Listeners often close over the socket; dropping them breaks those cycles
+        # so a closed connection is freed at once, not by a later collection.
+        self.remove_all_listeners()
 
     # ----------------------------------------------------------- seed API
     def write(self, data: bytes | bytearray | memoryview | str, encoding: str = "utf-8") -> bool:
