@@ -40,6 +40,17 @@ def build_app(settings: Settings) -> tuple[VerbConsoleApp, Runtime]:
 
     async def startup() -> None:
         nonlocal demo
+        # The terminal belongs to the UI: warnings go to the Log pane while it runs.
+        root = logging.getLogger("verb_console")
+        handler = _ToHubLog(runtime)
+        root.addHandler(handler)
+        propagate, root.propagate = root.propagate, False
+
+        def restore_logging() -> None:
+            root.removeHandler(handler)
+            root.propagate = propagate
+
+        runtime.hub.on_shutdown.append(restore_logging)
         runtime.install_signal_handlers()
         await runtime.start()
         if settings.demo:
@@ -59,16 +70,9 @@ def build_app(settings: Settings) -> tuple[VerbConsoleApp, Runtime]:
 
 def run_console(settings: Settings) -> int:
     """Run the console until the server has shut down; returns the exit status."""
-    root = logging.getLogger("verb_console")
-    app, runtime = build_app(settings)
-    handler = _ToHubLog(runtime)
-    root.addHandler(handler)
-    root.propagate = False
-    try:
-        _use_uvloop()
-        rc = app.run()
-    finally:
-        root.removeHandler(handler)
+    app, _runtime = build_app(settings)
+    _use_uvloop()
+    rc = app.run()
     return 0 if rc is None else int(rc)
 
 
