@@ -25,6 +25,7 @@ import argparse
 import asyncio
 import base64
 import contextlib
+import ctypes
 import gc
 import hashlib
 import json
@@ -38,9 +39,11 @@ import struct
 import sys
 import tempfile
 import time
-from collections import Counter
+from collections import Counter, deque
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 TEMP_RE = re.compile(r"\.verb-upload-[0-9a-f]{32}\.part")
 MEMORY_TOLERANCE = 0.10
@@ -48,6 +51,12 @@ REPLY_TIMEOUT = 15.0
 
 
 # ----------------------------------------------------------------- the server side
+
+
+def release_free_memory() -> None:
+    """Hand freed heap memory back to the OS (glibc), so RSS shows what is in use."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
 
 
 def rss_bytes() -> int:
@@ -79,6 +88,7 @@ def server_figures(rt: Any) -> dict[str, Any]:
     hub = rt.hub
     store = hub.uploads
     gc.collect()
+    release_free_memory()
     fds = len(os.listdir("/proc/self/fd")) - 1  # less the one listdir itself holds
     return {
         "sessions": len(hub.sessions),
@@ -91,13 +101,42 @@ def server_figures(rt: Any) -> dict[str, Any]:
         "fds": fds,
         "temp_files": sum(1 for n in os.listdir(store.directory) if TEMP_RE.fullmatch(n)),
         "rss": rss_bytes(),
+        "allocated_blocks": sys.getallocatedblocks(),
         "accepted": hub.accepted,
         "msgs_in": hub.msgs_in,
         "msgs_out": hub.msgs_out,
         "slow_consumers": hub.slow_consumers,
         "closed": dict(Counter(c.reason for c in hub.closed_log)),
+        "objects": dict(Counter(type(o).__name__ for o in gc.get_objects()).most_common(25)),
         "server_errors": ERRORS.count,
         "server_error_samples": ERRORS.samples,
+    }
+
+
+def inspect_session(rt: Any, session_id: str) -> dict[str, Any]:
+    """What holds a session up: its socket's reading state and its uploads."""
+    session = rt.hub.sessions.get(session_id)
+    if session is None:
+        return {"id": session_id, "gone": True}
+    sock = session.outlet
+    return {
+        "id": session_id,
+        "closing": session.closing,
+        "reading_paused": getattr(sock, "_reading_paused", None),
+        "holds": len(getattr(sock, "_holds", None) or ()),
+        "congested": sock.congested,
+        "unsent": sock.unsent,
+        "uploads": [
+            repr(u) + f" backlog={u.backlog}" for u in rt.hub.uploads.uploads_of(session_id)
+        ],
+        "disk_jobs": rt.hub.uploads.pending_jobs,
+        "transport_reading": sock.transport.is_reading() if sock.transport else None,
+        "bytes_read": sock.bytes_read,
+        "bytes_written": sock.bytes_written,
+        "msgs_in": session.msgs_in,
+        "msgs_out": session.msgs_out,
+        "decoder_buffered": getattr(getattr(session, "decoder", None), "buffered", None),
+        "decoder_need": getattr(getattr(session, "decoder", None), "_need", None),
     }
 
 
@@ -133,6 +172,8 @@ async def serve(upload_dir: str) -> None:
         if command == "figures":
             await rt.hub.uploads.wait_idle()
             print(json.dumps(server_figures(rt)), flush=True)
+        elif command.startswith("inspect "):
+            print(json.dumps(inspect_session(rt, command.split(" ", 1)[1])), flush=True)
         elif command == "quit":
             break
     rt.hub.force_shutdown()
@@ -175,14 +216,21 @@ def mframe(sid: int, payload: bytes) -> bytes:
 
 
 class Conn:
-    """One TCP connection: a reader task parses what arrives into an inbox."""
+    """One TCP connection: a reader task hands each awaited answer to its waiter."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, kind: str):
         self.reader = reader
         self.writer = writer
         self.kind = kind
-        self.inbox: asyncio.Queue[Any] = asyncio.Queue()
+        # What the client waits for; everything else (broadcasts, progress) is counted
+        # and dropped by the reader itself, so a busy room never delays an answer.
+        self.waiting: tuple[Any, asyncio.Future[Any]] | None = None
+        # An answer that came while the request was still being sent (drain yields).
+        self.unmatched: deque[Any] = deque(maxlen=1024)
         self.received = 0
+        self.session_id = ""
+        self.sent = 0
+        self.ended = ""
         self.task = asyncio.create_task(self._read())
 
     @classmethod
@@ -198,7 +246,7 @@ class Conn:
             while True:
                 if self.kind == "json":
                     header = await r.readuntil(b"\n")
-                    msg: Any = json.loads(await r.readexactly(int(header)))
+                    msg: Any = orjson.loads(await r.readexactly(int(header)))
                 elif self.kind == "echo":
                     msg = await r.readuntil(b"\n")
                 elif self.kind == "binary":
@@ -208,21 +256,39 @@ class Conn:
                     sid, n = struct.unpack(">II", await r.readexactly(8))
                     msg = (sid, await r.readexactly(n))
                 self.received += 1
-                self.inbox.put_nowait(msg)
+                waiting = self.waiting
+                if waiting is not None and waiting[0](msg) and not waiting[1].done():
+                    self.waiting = None
+                    waiting[1].set_result(msg)
+                else:
+                    self.unmatched.append(msg)
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
-            self.inbox.put_nowait(None)
+            self.ended = "connection closed"
+        except Exception as exc:  # a reply the client cannot parse
+            self.ended = f"unreadable reply: {type(exc).__name__}: {exc}"
+        if self.waiting is not None and not self.waiting[1].done():
+            self.waiting[1].set_exception(Mismatch(f"{self.kind}: {self.ended} while waiting"))
 
-    async def expect(self, match: Any) -> Any:
-        """The first message ``match`` accepts; others (broadcasts, progress) are skipped."""
-        deadline = time.monotonic() + REPLY_TIMEOUT
-        while True:
-            msg = await asyncio.wait_for(self.inbox.get(), deadline - time.monotonic())
-            if msg is None:
-                raise Mismatch(f"{self.kind}: connection closed while waiting")
+    async def expect(self, match: Any, what: str = "a reply") -> Any:
+        """The first message from now on that ``match`` accepts."""
+        for msg in self.unmatched:
             if match(msg):
+                self.unmatched.remove(msg)
                 return msg
+        self.unmatched.clear()
+        if self.ended:
+            raise Mismatch(f"{self.kind}: {self.ended} while waiting for {what}")
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.waiting = (match, fut)
+        try:
+            return await asyncio.wait_for(fut, REPLY_TIMEOUT)
+        except TimeoutError:
+            raise Mismatch(f"{self.kind}: no {what} within {REPLY_TIMEOUT:g} s") from None
+        finally:
+            self.waiting = None
 
     async def send(self, data: bytes) -> None:
+        self.sent += len(data)
         self.writer.write(data)
         await self.writer.drain()
 
@@ -256,7 +322,15 @@ class Conn:
 
 
 class Driver:
-    def __init__(self, port: int, upload_dir: Path, stats: Stats, rng: random.Random) -> None:
+    def __init__(
+        self,
+        port: int,
+        upload_dir: Path,
+        stats: Stats,
+        rng: random.Random,
+        server: Server,
+    ) -> None:
+        self.server = server
         self.port = port
         self.upload_dir = upload_dir
         self.stats = stats
@@ -297,7 +371,11 @@ class Driver:
             stats.counts["disconnects"] += 1
             await conn.leave(how, partial)
         except Mismatch as exc:
-            stats.error(str(exc))
+            if conn is not None and conn.session_id:
+                state = await self.server.ask(f"inspect {conn.session_id}")
+                stats.error(f"{exc}; client sent {conn.sent} bytes; server side: {state}")
+            else:
+                stats.error(str(exc))
         except (TimeoutError, ConnectionError, OSError, asyncio.IncompleteReadError) as exc:
             stats.error(f"{kind}: {type(exc).__name__}: {exc}")
         finally:
@@ -321,7 +399,7 @@ class Driver:
             msg["ref"] = ref
             await c.send(jframe(msg))
             counts["messages_sent"] += 1
-            reply = await c.expect(lambda m: m.get("ref") == ref)
+            reply = await c.expect(lambda m: m.get("ref") == ref, f"answer to {msg['type']}")
             if reply["type"] != want:
                 raise Mismatch(f"json: {msg['type']} got {reply}")
             return reply
@@ -329,7 +407,7 @@ class Driver:
         await c.send(jframe({"type": "ping"}))
         welcome = await c.expect(lambda m: m["type"] == "welcome")
         await c.expect(lambda m: m["type"] == "pong")
-        me = welcome["id"]
+        me = c.session_id = welcome["id"]
         rooms: set[str] = set()
         while time.monotonic() < until:
             roll = rng.random()
@@ -351,7 +429,7 @@ class Driver:
                 await c.send(jframe({"type": "private", "target": me, "data": roll}))
                 counts["messages_sent"] += 1
                 await c.expect(lambda m, r=roll: m["type"] == "private" and m["data"] == r)
-            elif roll < 0.86:
+            elif roll < 0.853:
                 await c.send(jframe({"type": "broadcast", "data": "hello all"}))
                 counts["messages_sent"] += 1
             elif roll < 0.9:
@@ -497,21 +575,29 @@ class Driver:
         return mframe(1, b"x" * 50)[:20]
 
 
-async def figures(proc: asyncio.subprocess.Process) -> dict[str, Any]:
-    assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write(b"figures\n")
-    await proc.stdin.drain()
-    return json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))
+class Server:
+    """The server process and its command pipe (one question at a time)."""
 
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.lock = asyncio.Lock()
 
-async def settle(proc: asyncio.subprocess.Process, timeout: float = 15.0) -> dict[str, Any]:
-    """The server's figures once every client has gone (or the timeout passed)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        f = await figures(proc)
-        if (f["connections"] == 0 and f["disk_jobs"] == 0) or time.monotonic() > deadline:
-            return f
-        await asyncio.sleep(0.2)
+    async def ask(self, command: str) -> dict[str, Any]:
+        proc = self.proc
+        assert proc.stdin is not None and proc.stdout is not None
+        async with self.lock:
+            proc.stdin.write(command.encode() + b"\n")
+            await proc.stdin.drain()
+            return json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))  # type: ignore[no-any-return]
+
+    async def settle(self, timeout: float = 15.0) -> dict[str, Any]:
+        """The server's figures once every client has gone (or the timeout passed)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            f = await self.ask("figures")
+            if (f["connections"] == 0 and f["disk_jobs"] == 0) or time.monotonic() > deadline:
+                return f
+            await asyncio.sleep(0.2)
 
 
 async def traffic(driver: Driver, clients: int, seconds: float) -> None:
@@ -541,15 +627,21 @@ async def soak(seconds: float, clients: int, seed: int) -> dict[str, Any]:
         assert proc.stdout is not None
         port = json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))["port"]
         stats = Stats()
-        driver = Driver(port, upload_dir, stats, random.Random(seed))
-        # Warm-up: one short round, so that one-time allocations are in the baseline.
-        await traffic(driver, clients, min(3.0, seconds / 5))
-        before = await settle(proc)
+        server = Server(proc)
+        driver = Driver(port, upload_dir, stats, random.Random(seed), server)
+        # Warm-up, so that one-time allocations are in the baseline. The server keeps
+        # the last 1,000 closed sessions and log events: the
+        # baseline is taken once they are full, as they are for the rest of the run.
+        for _ in range(15):
+            await traffic(driver, clients, 2.0)
+            before = await server.settle()
+            if sum(before["closed"].values()) >= 1000:
+                break
         stats.counts.clear()
         started = time.monotonic()
         await traffic(driver, clients, seconds)
         elapsed = time.monotonic() - started
-        after = await settle(proc)
+        after = await server.settle()
     finally:
         if proc.returncode is None:
             with contextlib.suppress(Exception):
@@ -601,6 +693,9 @@ async def soak(seconds: float, clients: int, seed: int) -> dict[str, Any]:
         "rss_after": after["rss"],
         "rss_growth": round(growth, 4),
         "memory_ok": growth <= MEMORY_TOLERANCE,
+        # Python objects alive (pymalloc blocks): flat when RSS is only allocator slack.
+        "blocks_before": before["allocated_blocks"],
+        "blocks_after": after["allocated_blocks"],
         "before": before,
         "after": after,
     }
@@ -622,7 +717,8 @@ def print_report(r: dict[str, Any]) -> None:
     print(f"  leaks found   {r['leaks_found']}  {r['leaks']}")
     print(
         f"  memory (RSS)  {r['rss_before'] / mib:.1f} MiB before, "
-        f"{r['rss_after'] / mib:.1f} MiB after ({r['rss_growth'] * 100:+.1f}%)"
+        f"{r['rss_after'] / mib:.1f} MiB after ({r['rss_growth'] * 100:+.1f}%); "
+        f"Python blocks {r['blocks_before']} before, {r['blocks_after']} after"
     )
 
 
