@@ -55,6 +55,7 @@ except ImportError:  # pragma: no cover - pybase64 is a dependency
     def _b64decode(data: str) -> bytes:
         return binascii.a2b_base64(data, strict_mode=True)
 
+
 _b64_errors = (binascii.Error, ValueError)
 
 # Finish tasks still running: the loop keeps only weak references to tasks.
