@@ -13,7 +13,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
-from .errors import ProtocolError
+from .framing import HeaderDecoder
 
 __all__ = [
     "DATA",
@@ -85,80 +85,20 @@ def encode_json(type: int, obj: Any) -> bytes:
     return encode_frame(type, orjson.dumps(obj))
 
 
-class BinaryDecoder:
-    """Splits a byte stream into :class:`BinaryFrame` objects.
+class BinaryDecoder(HeaderDecoder[BinaryFrame]):
+    """Splits a byte stream into :class:`BinaryFrame` objects (see :class:`HeaderDecoder`).
 
-    ``feed(data)`` returns the frames completed by ``data``, in order. A framing
-    error stops the decoder: the frames before the bad header are still
-    returned, and :attr:`error` holds the :class:`ProtocolError`
-    (``frame_too_large``); every later feed returns nothing. The length is
-    checked as soon as the header is read, so an oversized body is never
-    awaited or buffered. Frame types are not checked here: an unknown type is
-    a session-level error, and the frame is returned like any other.
+    Frame types are not checked here: an unknown type is a session-level error,
+    and the frame is returned like any other.
     """
 
-    __slots__ = ("_buf", "_flags", "_need", "_type", "error", "max_frame")
+    HEADER = _HEADER
+    LENGTH_FIELD = 1
+
+    __slots__ = ()
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
-        self.max_frame = max_frame
-        self._buf = bytearray()
-        # Header of the frame whose payload is being awaited; _need is -1 while
-        # reading a header. Keeping it means a payload arriving in many reads is
-        # never re-parsed.
-        self._need = -1
-        self._type = 0
-        self._flags = 0
-        self.error: ProtocolError | None = None
+        super().__init__(max_frame)
 
-    @property
-    def buffered(self) -> int:
-        """Bytes held while waiting for the rest of a frame."""
-        return len(self._buf)
-
-    def feed(self, data: bytes) -> list[BinaryFrame]:
-        """Take the next bytes of the stream; return the frames they complete."""
-        if self.error is not None:
-            return []
-        buf = self._buf
-        buf += data
-        n = len(buf)
-        need = self._need
-        # Most reads of a large payload complete nothing: return before any
-        # slicing so each read costs only its own append.
-        if need >= 0 and n < need:
-            return []
-        out: list[BinaryFrame] = []
-        off = 0
-        ftype = self._type
-        flags = self._flags
-        # A memoryview slices the payload straight into bytes: one copy.
-        with memoryview(buf) as view:
-            while True:
-                if need < 0:
-                    if n - off < HEADER_SIZE:
-                        break
-                    ftype, need, flags = _HEADER.unpack_from(buf, off)
-                    if need > self.max_frame:
-                        self.error = ProtocolError(
-                            "frame_too_large",
-                            f"Frame of {need} bytes exceeds the maximum of {self.max_frame}",
-                        )
-                        break
-                    off += HEADER_SIZE
-                end = off + need
-                if end > n:
-                    break
-                out.append(BinaryFrame(ftype, flags, view[off:end].tobytes()))
-                off = end
-                need = -1
-        if self.error is not None:
-            self._buf = bytearray()
-            self._need = -1
-            return out
-        self._need = need
-        self._type = ftype
-        self._flags = flags
-        if off:
-            # Deleting from the front of a bytearray is amortized O(1) in CPython.
-            del buf[:off]
-        return out
+    def _frame(self, head: tuple[int, ...], payload: memoryview) -> BinaryFrame:
+        return BinaryFrame(head[0], head[2], payload.tobytes())

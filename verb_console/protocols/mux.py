@@ -14,6 +14,7 @@ from typing import Any, NamedTuple
 import orjson
 
 from .errors import ProtocolError
+from .framing import HeaderDecoder
 
 __all__ = [
     "CONTROL_STREAM",
@@ -87,80 +88,23 @@ def encode_chunked(
     return frames
 
 
-class MuxDecoder:
-    """Splits a byte stream into :class:`MuxFrame` objects.
+class MuxDecoder(HeaderDecoder[MuxFrame]):
+    """Splits a byte stream into :class:`MuxFrame` objects (see :class:`HeaderDecoder`).
 
-    ``feed(data)`` returns the frames completed by ``data``, in order. A framing
-    error stops the decoder: the frames before the bad header are still
-    returned, and :attr:`error` holds the :class:`ProtocolError`
-    (``frame_too_large``); every later feed returns nothing. The length is
-    checked as soon as the header is read, so an oversized body is never
-    awaited or buffered. Stream ids are not checked here: which streams are
-    open is the session's business.
+    Stream ids are not checked here: which streams are open is the session's
+    business.
     """
 
-    __slots__ = ("_buf", "_need", "_stream", "error", "max_frame")
+    HEADER = _HEADER
+    LENGTH_FIELD = 1
+
+    __slots__ = ()
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
-        self.max_frame = max_frame
-        self._buf = bytearray()
-        # Header of the frame whose payload is being awaited; _need is -1 while
-        # reading a header. Keeping it means a payload arriving in many reads is
-        # never re-parsed.
-        self._need = -1
-        self._stream = 0
-        self.error: ProtocolError | None = None
+        super().__init__(max_frame)
 
-    @property
-    def buffered(self) -> int:
-        """Bytes held while waiting for the rest of a frame."""
-        return len(self._buf)
-
-    def feed(self, data: bytes) -> list[MuxFrame]:
-        """Take the next bytes of the stream; return the frames they complete."""
-        if self.error is not None:
-            return []
-        buf = self._buf
-        buf += data
-        n = len(buf)
-        need = self._need
-        # Most reads of a large payload complete nothing: return before any
-        # slicing so each read costs only its own append.
-        if need >= 0 and n < need:
-            return []
-        out: list[MuxFrame] = []
-        off = 0
-        stream = self._stream
-        # A memoryview slices the payload straight into bytes: one copy.
-        with memoryview(buf) as view:
-            while True:
-                if need < 0:
-                    if n - off < HEADER_SIZE:
-                        break
-                    stream, need = _HEADER.unpack_from(buf, off)
-                    if need > self.max_frame:
-                        self.error = ProtocolError(
-                            "frame_too_large",
-                            f"Frame of {need} bytes exceeds the maximum of {self.max_frame}",
-                        )
-                        break
-                    off += HEADER_SIZE
-                end = off + need
-                if end > n:
-                    break
-                out.append(MuxFrame(stream, view[off:end].tobytes()))
-                off = end
-                need = -1
-        if self.error is not None:
-            self._buf = bytearray()
-            self._need = -1
-            return out
-        self._need = need
-        self._stream = stream
-        if off:
-            # Deleting from the front of a bytearray is amortized O(1) in CPython.
-            del buf[:off]
-        return out
+    def _frame(self, head: tuple[int, ...], payload: memoryview) -> MuxFrame:
+        return MuxFrame(head[0], payload.tobytes())
 
     def feed_runs(self, data: bytes) -> list[tuple[int, bytes, int]]:
         """Like :meth:`feed`, but consecutive frames of one stream come joined.
@@ -168,57 +112,31 @@ class MuxDecoder:
         Returns ``(stream_id, payload, frames)`` per run. A stream's payload is a
         byte stream, so a session that receives a run in one piece sees the same
         bytes; the server uses this to answer twenty pipelined pings at once.
+        Control frames (stream 0) are never joined: each is one JSON object.
         """
-        if self.error is not None:
-            return []
-        buf = self._buf
-        buf += data
-        n = len(buf)
-        need = self._need
-        if need >= 0 and n < need:
-            return []
-        out: list[tuple[int, bytes, int]] = []
-        off = 0
-        stream = self._stream
-        run_stream = -1
-        run: list[memoryview] = []
-        unpack = _HEADER.unpack_from
-        with memoryview(buf) as view:
-            while True:
-                if need < 0:
-                    if n - off < HEADER_SIZE:
-                        break
-                    stream, need = unpack(buf, off)
-                    if need > self.max_frame:
-                        self.error = ProtocolError(
-                            "frame_too_large",
-                            f"Frame of {need} bytes exceeds the maximum of {self.max_frame}",
-                        )
-                        break
-                    off += HEADER_SIZE
-                end = off + need
-                if end > n:
-                    break
-                if stream != run_stream or stream == CONTROL_STREAM:
-                    if run:
-                        out.append((run_stream, b"".join(run), len(run)))
-                        run = []
-                    run_stream = stream
-                run.append(view[off:end])
-                off = end
-                need = -1
-            if run:
-                out.append((run_stream, b"".join(run), len(run)))
-            run = []
-        if self.error is not None:
-            self._buf = bytearray()
-            self._need = -1
-            return out
-        self._need = need
-        self._stream = stream
-        if off:
-            del buf[:off]
-        return out
+        return self._decode(data, _piece, _join_runs)
+
+
+def _piece(head: tuple[int, ...], payload: memoryview) -> tuple[int, memoryview]:
+    return head[0], payload
+
+
+def _join_runs(pieces: list[tuple[int, memoryview]]) -> list[tuple[int, bytes, int]]:
+    out: list[tuple[int, bytes, int]] = []
+    i, n = 0, len(pieces)
+    while i < n:
+        sid, first = pieces[i]
+        j = i + 1
+        if sid != CONTROL_STREAM:
+            while j < n and pieces[j][0] == sid:
+                j += 1
+        if j == i + 1:
+            out.append((sid, first.tobytes(), 1))
+        else:
+            out.append((sid, b"".join([p for _, p in pieces[i:j]]), j - i))
+        i = j
+    pieces.clear()  # release the views before the buffer is trimmed
+    return out
 
 
 def parse_control(payload: bytes) -> dict[str, Any]:

@@ -1,0 +1,103 @@
+"""The decoder loop shared by the binary and mux codecs: a fixed-size header that
+holds the payload length, then the payload."""
+
+from __future__ import annotations
+
+import struct
+from typing import Any, ClassVar, Generic, TypeVar
+
+from .errors import ProtocolError
+
+F = TypeVar("F")
+
+
+class HeaderDecoder(Generic[F]):
+    """Splits a byte stream into frames of ``HEADER`` followed by a payload.
+
+    ``feed(data)`` returns the frames completed by ``data``, in order. A framing
+    error stops the decoder: the frames before the bad header are still
+    returned, and :attr:`error` holds the :class:`ProtocolError`
+    (``frame_too_large``); every later feed returns nothing. The length is
+    checked as soon as the header is read, so an oversized body is never
+    awaited or buffered. Subclasses name the header layout and build frames.
+    """
+
+    HEADER: ClassVar[struct.Struct]
+    LENGTH_FIELD: ClassVar[int]  # index of the length in the unpacked header
+
+    __slots__ = ("_buf", "_head", "_need", "error", "max_frame")
+
+    def __init__(self, max_frame: int) -> None:
+        self.max_frame = max_frame
+        self._buf = bytearray()
+        # Header of the frame whose payload is being awaited; _need is -1 while
+        # reading a header. Keeping it means a payload arriving in many reads is
+        # never re-parsed.
+        self._need = -1
+        self._head: tuple[int, ...] = ()
+        self.error: ProtocolError | None = None
+
+    @property
+    def buffered(self) -> int:
+        """Bytes held while waiting for the rest of a frame."""
+        return len(self._buf)
+
+    def _frame(self, head: tuple[int, ...], payload: memoryview) -> F:  # pragma: no cover
+        raise NotImplementedError
+
+    def feed(self, data: bytes) -> list[F]:
+        """Take the next bytes of the stream; return the frames they complete."""
+        return self._decode(data, self._frame)
+
+    def _decode(self, data: bytes, make: Any, finish: Any = None) -> list[Any]:
+        """The loop: ``make(head, payload_view)`` per frame, then ``finish(made)``
+        while the payload views are still valid (they must not outlive it)."""
+        if self.error is not None:
+            return []
+        buf = self._buf
+        buf += data
+        n = len(buf)
+        need = self._need
+        # Most reads of a large payload complete nothing: return before any
+        # slicing so each read costs only its own append.
+        if need >= 0 and n < need:
+            return []
+        out: list[Any] = []
+        off = 0
+        head = self._head
+        size = self.HEADER.size
+        unpack = self.HEADER.unpack_from
+        length_field = self.LENGTH_FIELD
+        # A memoryview slices the payload straight into bytes: one copy.
+        with memoryview(buf) as view:
+            while True:
+                if need < 0:
+                    if n - off < size:
+                        break
+                    head = unpack(buf, off)
+                    need = head[length_field]
+                    if need > self.max_frame:
+                        self.error = ProtocolError(
+                            "frame_too_large",
+                            f"Frame of {need} bytes exceeds the maximum of {self.max_frame}",
+                        )
+                        break
+                    off += size
+                end = off + need
+                if end > n:
+                    break
+                out.append(make(head, view[off:end]))
+                off = end
+                need = -1
+            if finish is not None:
+                out = finish(out)
+        if self.error is not None:
+            self._buf = bytearray()
+            self._need = -1
+            return out
+        self._need = need
+        self._head = head
+        if off:
+            # Deleting from the front of a bytearray is amortized O(1) in CPython.
+            del buf[:off]
+        return out
