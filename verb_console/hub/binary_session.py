@@ -8,8 +8,7 @@ from ..protocols import binary as b
 from .session import CloseReason, Session
 
 if TYPE_CHECKING:
-    from .hub import Hub
-    from .session import Outlet
+    pass
 
 _PONG = b.encode_frame(b.HEARTBEAT_ACK, b"pong")
 
@@ -21,17 +20,8 @@ class BinarySession(Session):
 
     __slots__ = ("decoder", "transfers")
 
-    def __init__(
-        self,
-        hub: Hub,
-        outlet: Outlet,
-        session_id: str,
-        address: str,
-        port: int,
-        parent: str | None = None,
-    ) -> None:
-        super().__init__(hub, outlet, session_id, address, port, parent)
-        self.decoder = b.BinaryDecoder(hub.settings.max_frame)
+    def setup(self) -> None:
+        self.decoder = b.BinaryDecoder(self.hub.settings.max_frame)
         self.transfers: Any = None
 
     def encode_notice(self, message: dict[str, Any]) -> bytes:

@@ -9,8 +9,7 @@ from ..protocols.detect import detect_protocol
 from .session import CloseReason, Session
 
 if TYPE_CHECKING:
-    from .hub import Hub
-    from .session import Outlet
+    pass
 
 
 class DetectingSession(Session):
@@ -25,16 +24,7 @@ class DetectingSession(Session):
 
     __slots__ = ("_buf", "_timer")
 
-    def __init__(
-        self,
-        hub: Hub,
-        outlet: Outlet,
-        session_id: str,
-        address: str,
-        port: int,
-        parent: str | None = None,
-    ) -> None:
-        super().__init__(hub, outlet, session_id, address, port, parent)
+    def setup(self) -> None:
         self._buf = b""
         self._timer: asyncio.TimerHandle | None = None
 

@@ -10,8 +10,7 @@ from ..protocols.echo import WELCOME, EchoDecoder, encode_echo, encode_notice
 from .session import CloseReason, Session
 
 if TYPE_CHECKING:
-    from .hub import Hub
-    from .session import Outlet
+    pass
 
 
 def notice_text(message: dict[str, Any]) -> str:
@@ -36,17 +35,8 @@ class EchoSession(Session):
 
     __slots__ = ("decoder",)
 
-    def __init__(
-        self,
-        hub: Hub,
-        outlet: Outlet,
-        session_id: str,
-        address: str,
-        port: int,
-        parent: str | None = None,
-    ) -> None:
-        super().__init__(hub, outlet, session_id, address, port, parent)
-        self.decoder = EchoDecoder(hub.settings.max_line)
+    def setup(self) -> None:
+        self.decoder = EchoDecoder(self.hub.settings.max_line)
 
     def start(self) -> None:
         self.deliver(WELCOME)

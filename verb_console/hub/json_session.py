@@ -14,8 +14,7 @@ from .rooms import valid_room_name
 from .session import CloseReason, Session
 
 if TYPE_CHECKING:
-    from .hub import Hub
-    from .session import Outlet
+    pass
 
 _loads = orjson.loads
 _dumps = orjson.dumps
@@ -57,17 +56,8 @@ class JsonSession(Session):
 
     __slots__ = ("decoder", "transfers")
 
-    def __init__(
-        self,
-        hub: Hub,
-        outlet: Outlet,
-        session_id: str,
-        address: str,
-        port: int,
-        parent: str | None = None,
-    ) -> None:
-        super().__init__(hub, outlet, session_id, address, port, parent)
-        self.decoder = JsonDecoder(hub.settings.max_frame)
+    def setup(self) -> None:
+        self.decoder = JsonDecoder(self.hub.settings.max_frame)
         self.transfers: Any = None  # per-session transfer state, set by the transfer handlers
 
     def start(self) -> None:

@@ -20,7 +20,6 @@ from .snapshot import MuxConnectionInfo, StreamInfo
 
 if TYPE_CHECKING:
     from ..net.socket import TCPSocket
-    from .hub import Hub
 
 MAX_PAYLOAD = 64 * 1024
 # Bytes one pump pass hands to the socket at most, so other work gets a turn.
@@ -105,17 +104,8 @@ class MuxSession(Session):
 
     __slots__ = ("_feeding", "_pump_scheduled", "_ready", "control", "decoder", "queued", "streams")
 
-    def __init__(
-        self,
-        hub: Hub,
-        outlet: Any,
-        session_id: str,
-        address: str,
-        port: int,
-        parent: str | None = None,
-    ) -> None:
-        super().__init__(hub, outlet, session_id, address, port, parent)
-        self.decoder = m.MuxDecoder(hub.settings.max_frame)
+    def setup(self) -> None:
+        self.decoder = m.MuxDecoder(self.hub.settings.max_frame)
         self.streams: dict[int, StreamOutlet] = {}
         self.control = StreamOutlet(self, 0)
         # Streams with queued frames, in round-robin order (control is served first).

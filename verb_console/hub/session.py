@@ -200,8 +200,12 @@ class Session:
         self._out: list[bytes] | None = None
         self._flush_timer: asyncio.TimerHandle | None = None
         self.view = SessionView(self)
+        self.setup()
 
     # ----------------------------------------------------------- protocol hooks
+    def setup(self) -> None:
+        """Make the protocol's own state (its decoder...); called by ``__init__``."""
+
     def start(self) -> None:
         """Send the protocol's greeting, if it has one."""
 
