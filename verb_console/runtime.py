@@ -128,17 +128,17 @@ class Runtime:
 
 
 def tune_gc() -> None:
-    """Collect young objects less often, and never rescan what startup made.
+    """Never rescan what startup made: freeze it out of the collector's reach.
 
-    A server keeps a few dozen long-lived objects per connection and allocates
-    in bursts; with the default gen0 threshold of 700 the full collections came
-    every second or so under load and stalled the loop for 150 to 240 ms at
-    10,000 connections (measured with bench/console_cost.py). At 50,000, none
-    ran in the same measurement. Process-wide, so only the entry points call it.
+    Full collections walk every tracked object; at 10,000 connections they
+    stalled the loop for 150 to 240 ms (bench/console_cost.py). Freezing the
+    objects made at startup shrinks that walk. A higher gen0 threshold was
+    tried too: it hid the stalls but let the heap grow 20% under churn
+    (bench/soak.py), so the thresholds stay at Python's defaults.
+    Process-wide, so only the entry points call it.
     """
     gc.collect()
     gc.freeze()
-    gc.set_threshold(50_000, 20, 10)
 
 
 def run_headless(settings: Settings) -> int:
