@@ -47,6 +47,36 @@ def exit_on_signals() -> None:
         signal.signal(sig, bail)
 
 
+def _cpu_sets() -> tuple[set[int], set[int]] | None:
+    """Server on one core, load generator on the others.
+
+    On two cores, where the kernel happened to put the server and the load
+    generator swung one server's CPU per message by up to 2x between rounds;
+    pinning them apart makes rounds comparable. BENCH_PIN=0 turns it off.
+    """
+    if os.environ.get("BENCH_PIN", "1") == "0" or not hasattr(os, "sched_getaffinity"):
+        return None
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        return None
+    return {cpus[0]}, set(cpus[1:])
+
+
+CPU_SETS = _cpu_sets()
+
+
+def pin_server() -> None:
+    """preexec_fn for a server process."""
+    if CPU_SETS is not None:
+        os.sched_setaffinity(0, CPU_SETS[0])
+
+
+def pin_load() -> None:
+    """preexec_fn for a load-generator process (its children inherit it)."""
+    if CPU_SETS is not None:
+        os.sched_setaffinity(0, CPU_SETS[1])
+
+
 def shared_dir(path: str | None) -> Path:
     d = Path(path) if path else DEFAULT_SHARED
     missing = [
@@ -120,6 +150,7 @@ class Server:
         return self.proc.pid
 
     def _preexec(self) -> None:
+        pin_server()
         if self.nofile:
             _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
             resource.setrlimit(resource.RLIMIT_NOFILE, (min(self.nofile, hard), hard))
@@ -135,7 +166,7 @@ class Server:
             stderr=subprocess.STDOUT,
             cwd=self.cwd,
             env=env,
-            preexec_fn=self._preexec if self.nofile else None,
+            preexec_fn=self._preexec,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -240,7 +271,9 @@ def cpu_per_msg(shared: Path, pid: int, load: Sequence[str | int], timeout: floa
         str(shared / "loadgen.js"),
         *map(str, load),
     ]
-    res = subprocess.run(cmd, capture_output=True, text=True, cwd=shared, timeout=timeout)
+    res = subprocess.run(
+        cmd, capture_output=True, text=True, cwd=shared, timeout=timeout, preexec_fn=pin_load
+    )
     lines = res.stdout.strip().splitlines()
     if res.returncode != 0 or not lines:
         raise RuntimeError(f"load failed ({res.returncode}): {res.stdout}\n{res.stderr}")

@@ -30,6 +30,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from benchlib import pin_load, pin_server  # noqa: E402
 
 from verb_console.protocols import json as jcodec  # noqa: E402
 from verb_console.protocols import mux as mcodec  # noqa: E402
@@ -168,7 +171,7 @@ def run_round(args: argparse.Namespace, pid: int, port: int, mux: bool) -> dict[
     cmd += ["--conns", str(args.conns), "--window", str(args.window)]
     cmd += ["--seconds", str(args.seconds), "--mux-framing", args.mux_framing]
     cmd += ["--mux"] if mux else []
-    gen = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    gen = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, preexec_fn=pin_load)
     assert gen.stdout is not None
     c0 = c1 = 0.0
     result: dict[str, float] = {}
@@ -236,6 +239,7 @@ def main() -> int:
             command,
             stdout=subprocess.DEVNULL,
             stderr=open(Path(tmp) / "server.log", "wb"),  # noqa: SIM115
+            preexec_fn=pin_server,
         )
         try:
             wait_listening(port, server)
