@@ -49,9 +49,9 @@ class HeaderDecoder(Generic[F]):
         """Take the next bytes of the stream; return the frames they complete."""
         return self._decode(data, self._frame)
 
-    def _decode(self, data: bytes, make: Any, finish: Any = None) -> list[Any]:
-        """The loop: ``make(head, payload_view)`` per frame, then ``finish(made)``
-        while the payload views are still valid (they must not outlive it)."""
+    def _decode(self, data: bytes, make: Any) -> list[Any]:
+        """The loop: ``make(head, payload_view)`` per frame (the view is valid only
+        during the call)."""
         if self.error is not None:
             return []
         buf = self._buf
@@ -89,8 +89,6 @@ class HeaderDecoder(Generic[F]):
                 out.append(make(head, view[off:end]))
                 off = end
                 need = -1
-            if finish is not None:
-                out = finish(out)
         if self.error is not None:
             self._buf = bytearray()
             self._need = -1
