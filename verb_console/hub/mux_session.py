@@ -9,6 +9,7 @@ not congested, so a ping on one stream is answered while another stream is busy.
 from __future__ import annotations
 
 import asyncio
+import struct
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from ..net.socket import TCPSocket
 
 MAX_PAYLOAD = 64 * 1024
+_MUX_HEADER = struct.Struct(">II")
 # Bytes one pump pass hands to the socket at most, so other work gets a turn.
 PUMP_BUDGET = 256 * 1024
 STREAM_KINDS = ("json", "binary", "echo")
@@ -74,11 +76,15 @@ class StreamOutlet:
     def write(self, data: bytes) -> bool:
         if self.destroyed:
             return False
-        self.bytes_written += len(data)
-        frames = m.encode_chunked(self.stream_id, data, MAX_PAYLOAD)
+        n = len(data)
+        self.bytes_written += n
+        if n <= MAX_PAYLOAD:  # the usual case: one frame, no chunking
+            frames = [_MUX_HEADER.pack(self.stream_id, n) + data]
+        else:
+            frames = m.encode_chunked(self.stream_id, data, MAX_PAYLOAD)
         self.frames_out += len(frames)
         self.mux.enqueue(self, frames)
-        return not self.congested
+        return True
 
     def end(self) -> None:
         """The stream's session ended on purpose: tell the client with ``stream_close``."""
@@ -141,14 +147,18 @@ class MuxSession(Session):
     def enqueue(self, stream: StreamOutlet, frames: list[bytes]) -> None:
         if not frames or (self.closing and stream is not self.control):
             return
-        was_empty = not stream.queue
-        stream.queue.extend(frames)
-        size = sum(map(len, frames))
+        queue = stream.queue
+        if not queue and stream is not self.control:
+            self._ready.append(stream)
+        queue.extend(frames)
+        size = len(frames[0]) if len(frames) == 1 else sum(map(len, frames))
         stream.queued += size
         self.queued += size
-        if was_empty and stream is not self.control:
-            self._ready.append(stream)
-        if self.queued + self.outlet.unsent > self.hub.settings.max_pending:
+        sock = self.outlet
+        # Below the writable high-water mark the socket's own backlog is small;
+        # it is only read when it is not.
+        pending = self.queued + (sock.unsent if sock.congested else 0)
+        if pending > self.hub.settings.max_pending:
             self.hub.slow_consumers += 1
             self.close(CloseReason.SLOW_CONSUMER, notify=False, flush=False)
             return
