@@ -56,7 +56,8 @@ def build_app(settings: Settings) -> tuple[VerbConsoleApp, Runtime]:
         if settings.demo:
             demo = Demo(settings.host, runtime.port)
             demo.start()
-            runtime.hub.on_shutdown.insert(0, demo.stop)
+            # Simulated clients leave when the drain begins, as polite ones would.
+            runtime.hub.on_drain.append(demo.stop)
         if temp_dir is not None:
             runtime.hub.on_shutdown.append(lambda: shutil.rmtree(temp_dir, ignore_errors=True))
 

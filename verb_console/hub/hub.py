@@ -99,6 +99,9 @@ class Hub:
         self._drain_task: asyncio.Task[None] | None = None
         # Called (awaited) at the very end of shutdown, e.g. to abort open uploads.
         self.on_shutdown: list[Callable[[], Any]] = []
+        # Called when the graceful shutdown begins (a coroutine result runs as a task).
+        self.on_drain: list[Callable[[], Any]] = []
+        self._hook_tasks: set[asyncio.Task[Any]] = set()
 
     # ----------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -344,7 +347,13 @@ class Hub:
         for session in list(self.sessions.values()):
             if session.accepts_notices and not session.closing:
                 session.notify(notice)
-        self._drain_task = asyncio.get_running_loop().create_task(self._drain(grace))
+        loop = asyncio.get_running_loop()
+        for hook in self.on_drain:
+            result = hook()
+            if asyncio.iscoroutine(result):
+                self._hook_tasks.add(task := loop.create_task(result))
+                task.add_done_callback(self._hook_tasks.discard)
+        self._drain_task = loop.create_task(self._drain(grace))
 
     def force_shutdown(self) -> None:
         """Close every session now (a second signal, or the operator's choice during the drain)."""
