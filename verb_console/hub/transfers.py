@@ -34,10 +34,11 @@ import threading
 import time
 import unicodedata
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .snapshot import TransferInfo
 
@@ -282,13 +283,16 @@ class Upload:
                 self._paused = True
         return self._paused
 
-    async def finish(self) -> CompletedUpload:
+    def finish(self) -> Coroutine[Any, Any, CompletedUpload]:
         """Verify the upload and put it in place under its final name.
 
-        Raises ``size_mismatch`` if fewer than ``size`` bytes were received,
-        ``checksum_mismatch`` if the expected sha256 differs, ``file_exists`` if a
-        file took the name meanwhile, ``io_error`` on a disk failure, ``aborted``
-        if :meth:`abort` cuts it off first. On any error the upload has ended and
+        Raises at once (not when awaited) ``size_mismatch`` if fewer than ``size``
+        bytes were received and ``unknown_transfer`` if the upload is not taking
+        bytes, so a caller answers those in order with its other replies. The
+        returned future then fails with ``checksum_mismatch`` if the expected
+        sha256 differs, ``file_exists`` if a file took the name meanwhile,
+        ``io_error`` on a disk failure, ``aborted`` if :meth:`abort` cuts it off
+        first. On any error the upload has ended and
         its temporary file is (or is queued to be) deleted. Cancelling the caller
         aborts the upload unless the final link is already under way.
         """
@@ -305,6 +309,9 @@ class Upload:
         self._finish_fut = fut
         self._jobs.append(_Job("finish"))
         self._pump()
+        return self._finished(fut)
+
+    async def _finished(self, fut: asyncio.Future[CompletedUpload]) -> CompletedUpload:
         try:
             return await fut
         except asyncio.CancelledError:

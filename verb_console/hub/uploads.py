@@ -18,10 +18,11 @@ from __future__ import annotations
 import asyncio
 import binascii
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 import orjson
+import pybase64
 
 from ..protocols import binary as b
 from .json_session import MessageError, error_frame
@@ -42,18 +43,11 @@ PROGRESS_EVERY_CHUNKS = 100
 #: binary: consecutive ``file_progress`` reports are at most this many bytes apart.
 PROGRESS_MAX_GAP = 8 << 20
 
-try:
+
+def _b64decode(data: str) -> bytes:
     # SIMD base64: the standard library's strict decoder tops out near 130-300 MB/s
-    # here, which would cap json uploads; pybase64 validates just as strictly.
-    import pybase64
-
-    def _b64decode(data: str) -> bytes:
-        return pybase64.b64decode(data, validate=True)
-
-except ImportError:  # pragma: no cover - pybase64 is a dependency
-
-    def _b64decode(data: str) -> bytes:
-        return binascii.a2b_base64(data, strict_mode=True)
+    # here, which would cap json uploads; pybase64 is no looser (a test pins it).
+    return pybase64.b64decode(data, validate=True)
 
 
 _b64_errors = (binascii.Error, ValueError)
@@ -115,16 +109,10 @@ def _start_finish(
     Raises ``size_mismatch`` / ``unknown_transfer`` at once (before any await)
     so that those errors are answered in order with the session's other replies.
     """
-    if upload.state != "active":
-        raise TransferError("unknown_transfer", "Transfer not found", upload.transfer_id)
-    if upload.received < upload.size:
-        upload.abort("size_mismatch")
-        raise TransferError(
-            "size_mismatch",
-            f"Received {upload.received} of {upload.size} bytes",
-            upload.transfer_id,
-        )
-    task = asyncio.get_running_loop().create_task(_finish(session, upload, on_done, on_error))
+    finishing = upload.finish()  # its immediate errors raise here
+    task = asyncio.get_running_loop().create_task(
+        _finish(session, upload, finishing, on_done, on_error)
+    )
     _tasks.add(task)
     task.add_done_callback(_tasks.discard)
 
@@ -132,11 +120,12 @@ def _start_finish(
 async def _finish(
     session: Session,
     upload: Upload,
+    finishing: Coroutine[Any, Any, CompletedUpload],
     on_done: Callable[[CompletedUpload], None],
     on_error: Callable[[TransferError], None],
 ) -> None:
     try:
-        done = await upload.finish()
+        done = await finishing
     except TransferError as exc:
         # "aborted": the client's own abort (already answered by file_aborted),
         # the session's end or shutdown (nobody left to tell).
