@@ -12,12 +12,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+from ..protocols.json import encode
 from ..settings import Settings
 from . import uploads
 from .binary_session import BinarySession
 from .detect_session import DetectingSession
 from .echo_session import EchoSession
-from .json_session import HANDLERS, JsonSession, frame
+from .json_session import HANDLERS, JsonSession
 from .mux_session import MuxSession
 from .rooms import Room, RoomRegistry
 from .session import CLOSE_FLUSH_S, CloseReason, Session, refresh_wall_offset
@@ -270,7 +271,7 @@ class Hub:
     def to_room(self, room: Room, message: dict[str, Any], exclude: Session | None = None) -> int:
         """Send ``message`` (stamped with the time) to a room's members but ``exclude``."""
         message["timestamp"] = int(time.time() * 1000)
-        f = frame(message)
+        f = encode(message)
         n = 0
         for member in room.members.values():
             if member is not exclude:

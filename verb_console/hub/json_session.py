@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .. import __version__
-from ..protocols.json import JsonDecoder
+from ..protocols.json import JsonDecoder, encode
 from .rooms import valid_room_name
 from .session import CloseReason, Session
 
@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     pass
 
 _loads = orjson.loads
-_dumps = orjson.dumps
 _JSONDecodeError = orjson.JSONDecodeError
 _time = time.time
 
@@ -26,17 +25,12 @@ MAX_REF_CHARS = 64
 Handler = Callable[["JsonSession", dict[str, Any], Any], None]
 
 
-def frame(message: dict[str, Any]) -> bytes:
-    body = _dumps(message)
-    return b"%d\n%s" % (len(body), body)
-
-
 def error_frame(code: str, message: str, ref: Any = None, **extra: Any) -> bytes:
     obj: dict[str, Any] = {"type": "error", "code": code, "message": message}
     if ref is not None:
         obj["ref"] = ref
     obj.update(extra)
-    return frame(obj)
+    return encode(obj)
 
 
 class MessageError(Exception):
@@ -63,7 +57,7 @@ class JsonSession(Session):
     def start(self) -> None:
         self.hub.json_sessions[self.id] = self
         self.deliver(
-            frame(
+            encode(
                 {
                     "type": "welcome",
                     "id": self.id,
@@ -75,7 +69,7 @@ class JsonSession(Session):
         )
 
     def encode_notice(self, message: dict[str, Any]) -> bytes:
-        return frame(message)
+        return encode(message)
 
     def feed(self, data: bytes) -> None:
         if self.closing:
@@ -140,8 +134,7 @@ class JsonSession(Session):
         """Answer this session's own message (``ref`` copied in when it had one)."""
         if ref is not None:
             message["ref"] = ref
-        body = _dumps(message)
-        f = b"%d\n%s" % (len(body), body)
+        f = encode(message)
         out = self._out
         # While a read is handled (the usual case) replies join its one write.
         if out is not None and not self.closing:
@@ -178,7 +171,7 @@ def handle_ping(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
 
 def handle_broadcast(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
     data = _require(msg, "data")
-    f = frame({"type": "broadcast", "from": s.id, "data": data, "timestamp": int(_time() * 1000)})
+    f = encode({"type": "broadcast", "from": s.id, "data": data, "timestamp": int(_time() * 1000)})
     for other in s.hub.json_sessions.values():
         if other is not s:
             other.deliver(f)
@@ -190,7 +183,7 @@ def handle_private(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
     other = s.hub.json_sessions.get(target)
     if other is None:
         raise MessageError("unknown_target", f"No session {target}")
-    f = frame({"type": "private", "from": s.id, "data": data, "timestamp": int(_time() * 1000)})
+    f = encode({"type": "private", "from": s.id, "data": data, "timestamp": int(_time() * 1000)})
     other.deliver(f)
 
 
