@@ -36,6 +36,7 @@ from typing import Any
 
 import orjson
 
+from .protocols.errors import ServerError
 from .protocols.json import DEFAULT_MAX_FRAME, JsonDecoder, encode
 
 __all__ = [
@@ -54,16 +55,6 @@ DELIBERATE_REASONS = frozenset({"operator", "shutdown", "protocol_error"})
 READ_SIZE = 256 * 1024
 
 Message = dict[str, Any]
-
-
-class ServerError(Exception):
-    """The server answered a request with ``{"type": "error", ...}``."""
-
-    def __init__(self, code: str, message: str, reply: Message | None = None) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.reply = reply or {}
 
 
 class ClientClosed(ConnectionError):
@@ -303,11 +294,7 @@ class JsonClient:
             if future is not None:
                 if not future.done():
                     if kind == "error":
-                        future.set_exception(
-                            ServerError(
-                                str(message.get("code")), str(message.get("message")), message
-                            )
-                        )
+                        future.set_exception(ServerError.from_reply(message))
                     else:
                         future.set_result(message)
                 return

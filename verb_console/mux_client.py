@@ -44,6 +44,7 @@ import orjson
 from .protocols import binary as b
 from .protocols import json as j
 from .protocols import mux as m
+from .protocols.errors import ServerError
 
 __all__ = [
     "BinaryStream",
@@ -63,17 +64,9 @@ DEFAULT_TIMEOUT = 10.0
 Message = dict[str, Any]
 
 
-class MuxError(Exception):
-    """The server answered with a control ``error`` (or a stream session's ``error``)."""
-
-    def __init__(
-        self, code: str, message: str, stream_id: int | None = None, reply: Message | None = None
-    ) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.stream_id = stream_id
-        self.reply = reply or {}
+#: The server answered with a control ``error`` (or a stream session's ``error``):
+#: the clients' one error class, whose ``stream_id`` is the reply's ``streamId``.
+MuxError = ServerError
 
 
 class MuxClosed(ConnectionError):
@@ -588,9 +581,7 @@ class MuxClient:
             if sid in self._opening:
                 fut = self._opening.pop(sid)
                 if not fut.done():
-                    fut.set_exception(
-                        MuxError(str(msg.get("code")), str(msg.get("message")), sid, msg)
-                    )
+                    fut.set_exception(ServerError.from_reply(msg))
                 return
             if sid in self._closing and msg.get("code") == "unknown_stream":
                 stream_e = self.streams.pop(sid, None)

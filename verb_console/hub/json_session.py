@@ -9,7 +9,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .. import __version__
-from ..protocols.json import JsonDecoder, encode
+from ..protocols.errors import ProtocolError
+from ..protocols.json import JsonDecoder, encode, encode_error
 from .rooms import valid_room_name
 from .session import CloseReason, Session
 
@@ -23,24 +24,6 @@ _time = time.time
 MAX_REF_CHARS = 64
 
 Handler = Callable[["JsonSession", dict[str, Any], Any], None]
-
-
-def error_frame(code: str, message: str, ref: Any = None, **extra: Any) -> bytes:
-    obj: dict[str, Any] = {"type": "error", "code": code, "message": message}
-    if ref is not None:
-        obj["ref"] = ref
-    obj.update(extra)
-    return encode(obj)
-
-
-class MessageError(Exception):
-    """A message-level error: reported to the client, the connection stays open."""
-
-    def __init__(self, code: str, message: str, **extra: Any) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.extra = extra
 
 
 class JsonSession(Session):
@@ -86,19 +69,27 @@ class JsonSession(Session):
                 try:
                     msg = _loads(body)
                 except _JSONDecodeError:
-                    out.append(error_frame("bad_json", "Body is not valid UTF-8 JSON"))
+                    out.append(
+                        encode_error(ProtocolError("bad_json", "Body is not valid UTF-8 JSON"))
+                    )
                     continue
                 if type(msg) is not dict:
-                    out.append(error_frame("bad_message", "A message must be a JSON object"))
+                    out.append(
+                        encode_error(
+                            ProtocolError("bad_message", "A message must be a JSON object")
+                        )
+                    )
                     continue
                 ref = msg.get("ref")
                 if ref is not None or "ref" in msg:
                     tr = type(ref)
                     if not ((tr is str and len(ref) <= MAX_REF_CHARS) or tr is int):
                         out.append(
-                            error_frame(
-                                "bad_message",
-                                "ref must be a string of at most 64 characters or an integer",
+                            encode_error(
+                                ProtocolError(
+                                    "bad_message",
+                                    "ref must be a string of at most 64 characters or an integer",
+                                )
                             )
                         )
                         continue
@@ -106,23 +97,22 @@ class JsonSession(Session):
                 handler = handlers.get(kind) if type(kind) is str else None
                 if handler is None:
                     if type(kind) is str:
-                        out.append(
-                            error_frame("unknown_type", f"Unknown message type: {kind}", ref)
-                        )
+                        err = ProtocolError("unknown_type", f"Unknown message type: {kind}")
                     else:
-                        out.append(error_frame("bad_message", "A message needs a string type", ref))
+                        err = ProtocolError("bad_message", "A message needs a string type")
+                    out.append(encode_error(err, ref))
                     continue
                 try:
                     handler(self, msg, ref)
-                except MessageError as exc:
-                    out.append(error_frame(exc.code, exc.message, ref, **exc.extra))
+                except ProtocolError as exc:
+                    out.append(encode_error(exc, ref))
                 if self.closing:
                     break
             hub.msgs_in += len(bodies)
             self.flush()
         if decoder.error is not None and not self.closing:
             err = decoder.error
-            self.deliver(error_frame(err.code, err.message))
+            self.deliver(encode_error(err))
             reason = (
                 CloseReason.FRAME_TOO_LARGE
                 if err.code == "frame_too_large"
@@ -149,17 +139,17 @@ class JsonSession(Session):
 
 def _require(msg: dict[str, Any], field: str, kind: type | None = None) -> Any:
     if field not in msg:
-        raise MessageError("bad_message", f"Missing field: {field}")
+        raise ProtocolError("bad_message", f"Missing field: {field}")
     value = msg[field]
     if kind is not None and type(value) is not kind:
-        raise MessageError("bad_message", f"Field {field} must be a {kind.__name__}")
+        raise ProtocolError("bad_message", f"Field {field} must be a {kind.__name__}")
     return value
 
 
 def _room(msg: dict[str, Any]) -> str:
     room = _require(msg, "room", str)
     if not valid_room_name(room):
-        raise MessageError(
+        raise ProtocolError(
             "bad_room", "A room name is 1 to 64 characters with no control characters"
         )
     return room
@@ -182,7 +172,7 @@ def handle_private(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
     data = _require(msg, "data")
     other = s.hub.json_sessions.get(target)
     if other is None:
-        raise MessageError("unknown_target", f"No session {target}")
+        raise ProtocolError("unknown_target", f"No session {target}")
     f = encode({"type": "private", "from": s.id, "data": data, "timestamp": int(_time() * 1000)})
     other.deliver(f)
 
@@ -191,7 +181,7 @@ def handle_join_room(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
     name = _room(msg)
     hub = s.hub
     if name not in s.rooms and len(s.rooms) >= hub.settings.max_rooms:
-        raise MessageError(
+        raise ProtocolError(
             "too_many_rooms", f"A session may be in at most {hub.settings.max_rooms} rooms"
         )
     room, added = hub.rooms.join(s, name)
@@ -205,7 +195,7 @@ def handle_leave_room(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
     hub = s.hub
     room = hub.rooms.leave(s, name)
     if room is None:
-        raise MessageError("not_in_room", f"Not a member of room {name}")
+        raise ProtocolError("not_in_room", f"Not a member of room {name}")
     s.reply({"type": "left", "room": name}, ref)
     if room.members:
         hub.to_room(room, {"type": "user_left", "connectionId": s.id, "room": name})
@@ -216,7 +206,7 @@ def handle_room_message(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
     data = _require(msg, "data")
     room = s.hub.rooms.get(name)
     if room is None or s.id not in room.members:
-        raise MessageError("not_in_room", f"Not a member of room {name}")
+        raise ProtocolError("not_in_room", f"Not a member of room {name}")
     room.messages += 1
     s.hub.to_room(
         room, {"type": "room_message", "room": name, "from": s.id, "data": data}, exclude=s

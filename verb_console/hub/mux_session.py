@@ -237,7 +237,9 @@ class MuxSession(Session):
             else:
                 st = streams.get(sid)
                 if st is None or st.session is None:
-                    self.control_error("unknown_stream", f"Stream {sid} is not open", sid)
+                    self.control_error(
+                        ProtocolError("unknown_stream", f"Stream {sid} is not open", streamId=sid)
+                    )
                     continue
                 st.frames_in += count
                 st.bytes_read += len(payload)
@@ -248,14 +250,12 @@ class MuxSession(Session):
                 return
         err = self.decoder.error
         if err is not None and not self.closing:
-            self.control_error(err.code, err.message)
+            self.control_error(err)
             self.close(CloseReason.FRAME_TOO_LARGE, detail=err.code)
 
-    def control_error(self, code: str, message: str, stream_id: int | None = None) -> None:
-        obj: dict[str, Any] = {"type": "error", "code": code, "message": message}
-        if stream_id is not None:
-            obj["streamId"] = stream_id
-        self.send_control(obj)
+    def control_error(self, error: ProtocolError) -> None:
+        """Report ``error`` on the control stream (with its ``streamId``, if any)."""
+        self.send_control(error.as_message())
 
     def on_control(self, payload: bytes) -> None:
         sid: Any = None
@@ -264,7 +264,9 @@ class MuxSession(Session):
             sid = msg.get("streamId")
             m.validate_control(msg)
         except ProtocolError as exc:
-            self.control_error(exc.code, exc.message, sid if type(sid) is int else None)
+            if type(sid) is int:
+                exc.extra["streamId"] = sid
+            self.control_error(exc)
             return
         kind = msg["type"]
         if kind == "ping":
@@ -278,21 +280,28 @@ class MuxSession(Session):
         else:  # stream_close
             st = self.streams.get(sid)
             if st is None:
-                self.control_error("unknown_stream", f"Stream {sid} is not open", sid)
+                self.control_error(
+                    ProtocolError("unknown_stream", f"Stream {sid} is not open", streamId=sid)
+                )
                 return
             self.end_stream(st, announce=False, reason=CloseReason.CLIENT_CLOSED)
             self.send_control({"type": "stream_closed", "streamId": sid})
 
     def create_stream(self, sid: int, kind: str) -> None:
         if sid == 0 or sid % 2 == 0 or sid in self.streams:
-            self.control_error("bad_stream", f"Stream id {sid} is not a free odd id", sid)
+            self.control_error(
+                ProtocolError("bad_stream", f"Stream id {sid} is not a free odd id", streamId=sid)
+            )
             return
         if kind not in STREAM_KINDS:
-            self.control_error("unknown_stream_type", f"Unknown stream type: {kind}", sid)
+            self.control_error(
+                ProtocolError("unknown_stream_type", f"Unknown stream type: {kind}", streamId=sid)
+            )
             return
         if len(self.streams) >= self.hub.settings.max_streams:
+            limit = self.hub.settings.max_streams
             self.control_error(
-                "too_many_streams", f"At most {self.hub.settings.max_streams} open streams", sid
+                ProtocolError("too_many_streams", f"At most {limit} open streams", streamId=sid)
             )
             return
         st = StreamOutlet(self, sid)

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..protocols.errors import ProtocolError
 from .snapshot import TransferInfo
 
 __all__ = [
@@ -90,23 +91,23 @@ ERROR_CODES = frozenset(_DEFAULT_MESSAGES) - {"aborted"}
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-class TransferError(Exception):
+class TransferError(ProtocolError):
     """An upload rule was broken; ``code`` is the PROTOCOL.md error code.
 
     Codes beyond section 2.3: ``bad_message`` (a malformed field), ``io_error``
     (the disk failed) and ``aborted`` (a pending :meth:`Upload.finish` was cut
-    off by :meth:`Upload.abort`, e.g. at disconnect or shutdown).
+    off by :meth:`Upload.abort`, e.g. at disconnect or shutdown). The transfer
+    it is about, when known, is the error's ``transferId``.
     """
 
-    def __init__(self, code: str, message: str | None = None, transfer_id: str | None = None):
+    def __init__(
+        self, code: str, message: str | None = None, transfer_id: str | None = None
+    ) -> None:
         message = message or _DEFAULT_MESSAGES.get(code, code)
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.transfer_id = transfer_id
-
-    def __repr__(self) -> str:
-        return f"TransferError({self.code!r}, {self.message!r}, {self.transfer_id!r})"
+        if transfer_id is None:
+            super().__init__(code, message)
+        else:
+            super().__init__(code, message, transferId=transfer_id)
 
 
 @dataclass(frozen=True, slots=True)

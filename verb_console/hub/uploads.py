@@ -3,7 +3,8 @@
 The sessions decode the wire; :mod:`.transfers` checks the rules and owns the
 disk. This module sits between them: it validates the message fields, keeps the
 per-session state (the next chunk index of each json transfer, the one open
-binary transfer), turns :class:`TransferError` codes into error replies, and
+binary transfer), answers a broken rule (a :class:`TransferError`) with an
+error reply naming its transfer, and
 connects an upload's write backlog to the session's reading (backpressure).
 
 ``file_end`` / END complete asynchronously: a task awaits :meth:`Upload.finish`
@@ -25,7 +26,8 @@ import orjson
 import pybase64
 
 from ..protocols import binary as b
-from .json_session import MessageError, error_frame
+from ..protocols.errors import ProtocolError
+from ..protocols.json import encode_error
 from .transfers import MAX_TRANSFER_ID, CompletedUpload, TransferError, Upload
 
 if TYPE_CHECKING:
@@ -163,7 +165,7 @@ def _json_state(s: JsonSession) -> dict[str, _JsonTransfer]:
 
 def _field(msg: dict[str, Any], name: str, tid: str | None) -> Any:
     if name not in msg:
-        raise MessageError("bad_message", f"Missing field: {name}", **_tid_extra(tid))
+        raise ProtocolError("bad_message", f"Missing field: {name}", **_tid_extra(tid))
     return msg[name]
 
 
@@ -173,10 +175,10 @@ def _tid_extra(tid: str | None) -> dict[str, Any]:
 
 def _transfer_id(msg: dict[str, Any]) -> str:
     if "transferId" not in msg:
-        raise MessageError("bad_message", "Missing field: transferId")
+        raise ProtocolError("bad_message", "Missing field: transferId")
     tid = msg["transferId"]
     if type(tid) is not str or not 1 <= len(tid) <= MAX_TRANSFER_ID:
-        raise MessageError(
+        raise ProtocolError(
             "bad_message", f"transferId must be a string of 1 to {MAX_TRANSFER_ID} characters"
         )
     return tid
@@ -185,13 +187,15 @@ def _transfer_id(msg: dict[str, Any]) -> str:
 def _int_field(msg: dict[str, Any], name: str, tid: str) -> int:
     value = _field(msg, name, tid)
     if type(value) is not int:
-        raise MessageError("bad_message", f"Field {name} must be an integer", transferId=tid)
+        raise ProtocolError("bad_message", f"Field {name} must be an integer", transferId=tid)
     return value
 
 
-def _as_message_error(exc: TransferError, tid: str | None) -> MessageError:
-    tid = exc.transfer_id or tid
-    return MessageError(exc.code, exc.message, **_tid_extra(tid))
+def _about(exc: TransferError, tid: str | None) -> TransferError:
+    """``exc``, naming the transfer ``tid`` when it does not name one itself."""
+    if exc.transfer_id is None and tid is not None:
+        exc.transfer_id = tid
+    return exc
 
 
 def _lookup(s: JsonSession, tid: str) -> tuple[_JsonTransfer, Upload]:
@@ -201,11 +205,11 @@ def _lookup(s: JsonSession, tid: str) -> tuple[_JsonTransfer, Upload]:
         upload = _store(s).get(s.id, tid)
     except TransferError as exc:
         state.pop(tid, None)
-        raise _as_message_error(exc, tid) from None
+        raise _about(exc, tid) from None
     entry = state.get(tid)
     if entry is None or entry.upload is not upload:
         # Known to the store but no longer taking chunks: file_end was sent.
-        raise MessageError("unknown_transfer", "Transfer not found", transferId=tid)
+        raise ProtocolError("unknown_transfer", "Transfer not found", transferId=tid)
     return entry, upload
 
 
@@ -213,14 +217,14 @@ def handle_file_start(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
     tid = _transfer_id(msg)
     filename = _field(msg, "filename", tid)
     if type(filename) is not str:
-        raise MessageError("bad_message", "Field filename must be a string", transferId=tid)
+        raise ProtocolError("bad_message", "Field filename must be a string", transferId=tid)
     size = _int_field(msg, "fileSize", tid)
     if size < 0:
-        raise MessageError("bad_message", "fileSize must not be negative", transferId=tid)
+        raise ProtocolError("bad_message", "fileSize must not be negative", transferId=tid)
     if "chunkSize" in msg:
         chunk = msg["chunkSize"]
         if type(chunk) is not int or chunk < 1:
-            raise MessageError(
+            raise ProtocolError(
                 "bad_message", "chunkSize must be a positive integer", transferId=tid
             )
     sha256 = msg.get("sha256")
@@ -231,7 +235,7 @@ def handle_file_start(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
     try:
         upload = _store(s).open(s.id, tid, filename, size, sha256, protocol="json")
     except TransferError as exc:
-        raise _as_message_error(exc, tid) from None
+        raise _about(exc, tid) from None
     state[tid] = _JsonTransfer(upload)
     _watch_backlog(s, upload)
     s.reply({"type": "file_start_ack", "transferId": tid, "status": "ready"}, ref)
@@ -242,13 +246,13 @@ def handle_file_chunk(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
     index = _int_field(msg, "chunkIndex", tid)
     data = _field(msg, "data", tid)
     if type(data) is not str:
-        raise MessageError("bad_message", "Field data must be a base64 string", transferId=tid)
+        raise ProtocolError("bad_message", "Field data must be a base64 string", transferId=tid)
     entry, upload = _lookup(s, tid)
     state = _json_state(s)
     if index != entry.next_index:
         upload.abort("bad_chunk")
         del state[tid]
-        raise MessageError(
+        raise ProtocolError(
             "bad_chunk",
             f"Expected chunk {entry.next_index}, got {index}; transfer aborted",
             transferId=tid,
@@ -258,7 +262,7 @@ def handle_file_chunk(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
     except _b64_errors:
         upload.abort("bad_chunk")
         del state[tid]
-        raise MessageError(
+        raise ProtocolError(
             "bad_chunk", "Chunk data is not valid base64; transfer aborted", transferId=tid
         ) from None
     try:
@@ -266,7 +270,7 @@ def handle_file_chunk(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
     except TransferError as exc:
         if upload.ended or upload.state != "active":
             state.pop(tid, None)
-        raise _as_message_error(exc, tid) from None
+        raise _about(exc, tid) from None
     entry.next_index = index + 1
     received = upload.received
     s.reply(
@@ -307,7 +311,7 @@ def handle_file_end(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
     except TransferError as exc:
         if upload.state != "active":
             state.pop(tid, None)
-        raise _as_message_error(exc, tid) from None
+        raise _about(exc, tid) from None
     # The store keeps the upload (and its name) until the finish is decided;
     # this session is done with it.
     state.pop(tid, None)
@@ -320,7 +324,7 @@ def handle_file_abort(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
         upload = _store(s).get(s.id, tid)
     except TransferError as exc:
         state.pop(tid, None)
-        raise _as_message_error(exc, tid) from None
+        raise _about(exc, tid) from None
     upload.abort("client_abort")
     state.pop(tid, None)
     if upload.state == "complete" or not upload.ended:
@@ -330,7 +334,7 @@ def handle_file_abort(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
 
 
 def _error_frame_json(exc: TransferError, tid: str, ref: Any) -> bytes:
-    return error_frame(exc.code, exc.message, ref, transferId=exc.transfer_id or tid)
+    return encode_error(_about(exc, tid), ref)
 
 
 JsonHandler = Callable[["JsonSession", dict[str, Any], Any], None]
@@ -361,11 +365,8 @@ class _BinaryTransfer:
         self.next_progress = self.step
 
 
-def _file_error(session: BinarySession, code: str, message: str, tid: str | None = None) -> None:
-    obj: dict[str, Any] = {"type": "error", "code": code, "message": message}
-    if tid is not None:
-        obj["transferId"] = tid
-    session.reply_file(obj)
+def _file_error(session: BinarySession, error: ProtocolError) -> None:
+    session.reply_file(error.as_message())
 
 
 def binary_file_frame(session: BinarySession, frame: Any) -> None:
@@ -375,12 +376,15 @@ def binary_file_frame(session: BinarySession, frame: Any) -> None:
     handler = _BINARY_FLAGS.get(flags)
     if handler is None:
         tid = current.upload.transfer_id if current is not None else None
-        _file_error(session, "bad_message", f"Unknown FILE flags: 0x{flags:04X}", tid)
+        error = ProtocolError(
+            "bad_message", f"Unknown FILE flags: 0x{flags:04X}", **_tid_extra(tid)
+        )
+        _file_error(session, error)
         return
     try:
         handler(session, current, frame.payload)
     except TransferError as exc:
-        _file_error(session, exc.code, exc.message, exc.transfer_id)
+        _file_error(session, exc)
 
 
 def _active(current: _BinaryTransfer | None) -> Upload:
@@ -462,7 +466,7 @@ def _binary_end(session: BinarySession, current: _BinaryTransfer | None, payload
         session.reply_file(_complete(tid, result))
 
     def failed(exc: TransferError) -> None:
-        _file_error(session, exc.code, exc.message, exc.transfer_id or tid)
+        _file_error(session, _about(exc, tid))
 
     _start_finish(session, upload, done, failed)
 

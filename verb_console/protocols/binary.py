@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from .errors import ProtocolError
 from .framing import HeaderDecoder
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "NOTICE",
     "BinaryDecoder",
     "BinaryFrame",
+    "encode_error",
     "encode_frame",
     "encode_json",
 ]
@@ -83,6 +85,15 @@ def encode_frame(type: int, payload: bytes = b"", flags: int = 0) -> bytes:
 def encode_json(type: int, obj: Any) -> bytes:
     """Frame one JSON value, for FILE_REPLY, NOTICE and ERROR frames."""
     return encode_frame(type, orjson.dumps(obj))
+
+
+def encode_error(error: ProtocolError) -> bytes:
+    """Frame ``error`` as an ERROR frame: ``{"code": ..., "message": ...}``.
+
+    An upload's errors are FILE_REPLY frames instead, which carry the whole
+    ``error`` message: ``encode_json(FILE_REPLY, error.as_message())``.
+    """
+    return encode_frame(ERROR, orjson.dumps({"code": error.code, "message": error.message}))
 
 
 class BinaryDecoder(HeaderDecoder[BinaryFrame]):

@@ -13,7 +13,14 @@ import orjson
 
 from .errors import ProtocolError
 
-__all__ = ["MAX_HEADER_DIGITS", "JsonDecoder", "MessageHandler", "encode", "encode_body"]
+__all__ = [
+    "MAX_HEADER_DIGITS",
+    "JsonDecoder",
+    "MessageHandler",
+    "encode",
+    "encode_body",
+    "encode_error",
+]
 
 MAX_HEADER_DIGITS = 10
 DEFAULT_MAX_FRAME = 1024 * 1024
@@ -30,6 +37,11 @@ def encode(message: Any) -> bytes:
     """Serialize ``message`` to one frame."""
     body = _dumps(message)
     return b"%d\n%s" % (len(body), body)
+
+
+def encode_error(error: ProtocolError, ref: Any = None) -> bytes:
+    """Frame ``error`` as an ``error`` message answering the message whose ``ref`` is given."""
+    return encode(error.as_message(ref))
 
 
 class JsonDecoder:
