@@ -36,7 +36,7 @@ from typing import Any
 
 import orjson
 
-from .protocols.errors import ServerError
+from .protocols.errors import ProtocolError, ServerError
 from .protocols.json import DEFAULT_MAX_FRAME, JsonDecoder, encode
 
 __all__ = [
@@ -223,14 +223,15 @@ class JsonClient:
             reader, writer = await asyncio.open_connection(self.host, self.port)
             try:
                 decoder = JsonDecoder(self.max_frame)
-                bodies: list[bytes] = []
+                bodies: list[bytearray] = []
                 while not bodies:
                     data = await reader.read(READ_SIZE)
                     if not data:
                         raise ConnectionError("the server closed the connection before welcome")
-                    bodies = decoder.feed(data)
-                    if decoder.error is not None:
-                        raise ConnectionError(f"bad frame from the server: {decoder.error}")
+                    for body in decoder.receive(data):
+                        if isinstance(body, ProtocolError):
+                            raise ConnectionError(f"bad frame from the server: {body}")
+                        bodies.append(body)
                 welcome = orjson.loads(bodies[0])
                 if not isinstance(welcome, dict) or welcome.get("type") != "welcome":
                     raise ConnectionError(f"expected a welcome, got {welcome!r}")
@@ -256,11 +257,11 @@ class JsonClient:
                 data = await conn.reader.read(READ_SIZE)
                 if not data:
                     break
-                for body in decoder.feed(data):
+                for body in decoder.receive(data):
+                    if isinstance(body, ProtocolError):
+                        conn.lost = body
+                        return
                     self._dispatch(conn, body)
-                if decoder.error is not None:
-                    conn.lost = decoder.error
-                    break
         except (OSError, asyncio.IncompleteReadError) as exc:
             conn.lost = exc
         except Exception as exc:  # a bug must end this connection, not the client
@@ -270,7 +271,7 @@ class JsonClient:
             conn.writer.close()
             self._lost(conn)
 
-    def _dispatch(self, conn: _Connection, body: bytes) -> None:
+    def _dispatch(self, conn: _Connection, body: bytes | bytearray) -> None:
         try:
             message = orjson.loads(body)
         except orjson.JSONDecodeError:

@@ -44,7 +44,7 @@ import orjson
 from .protocols import binary as b
 from .protocols import json as j
 from .protocols import mux as m
-from .protocols.errors import ServerError
+from .protocols.errors import ProtocolError, ServerError
 
 __all__ = [
     "BinaryStream",
@@ -242,10 +242,10 @@ class JsonStream:
             chunk = await self.stream.read(left)
             if not chunk:
                 raise self.stream._ended_error()
-            for body in self._decoder.feed(chunk):
+            for body in self._decoder.receive(chunk):
+                if isinstance(body, ProtocolError):
+                    raise body
                 self._pending.append(orjson.loads(body))
-            if self._decoder.error is not None:
-                raise self._decoder.error
         return self._pending.popleft()
 
     async def request(self, message: Message, timeout: float | None = DEFAULT_TIMEOUT) -> Message:
@@ -290,9 +290,10 @@ class BinaryStream:
             chunk = await self.stream.read(left)
             if not chunk:
                 raise self.stream._ended_error()
-            self._pending.extend(self._decoder.feed(chunk))
-            if self._decoder.error is not None:
-                raise self._decoder.error
+            for frame in self._decoder.receive(chunk):
+                if isinstance(frame, ProtocolError):
+                    raise frame
+                self._pending.append(frame)
         return self._pending.popleft()
 
     async def heartbeat(self, timeout: float | None = DEFAULT_TIMEOUT) -> b.BinaryFrame:
@@ -518,11 +519,11 @@ class MuxClient:
                 if not data:
                     break
                 self.bytes_in += len(data)
-                for frame in self._decoder.feed(data):
+                for frame in self._decoder.receive(data):
+                    if isinstance(frame, ProtocolError):
+                        reason = f"protocol error: {frame.message}"
+                        return
                     self._dispatch(frame.stream_id, frame.payload)
-                if self._decoder.error is not None:
-                    reason = f"protocol error: {self._decoder.error.message}"
-                    break
         except asyncio.CancelledError:
             reason = "client"
         except (ConnectionError, OSError) as exc:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from ..protocols import binary as b
+from ..protocols.errors import ProtocolError
 from .session import CloseReason, Session
 
 if TYPE_CHECKING:
@@ -32,10 +33,16 @@ class BinarySession(Session):
             return
         hub = self.hub
         hub.bytes_in += len(data)
-        frames = self.decoder.feed(data)
+        frames = self.decoder.receive(data)
         if frames:
             self._out = out = []
+            # A framing error is always the last event.
+            last = frames[-1]
+            failed = last if isinstance(last, ProtocolError) else None
+            count = len(frames) - (failed is not None)
             for frame in frames:
+                if isinstance(frame, ProtocolError):
+                    break
                 kind = frame.type
                 if kind == b.HEARTBEAT:
                     out.append(_PONG)
@@ -44,24 +51,16 @@ class BinarySession(Session):
                 elif kind == b.FILE:
                     hub.binary_file_frame(self, frame)
                 else:
-                    out.append(
-                        b.encode_json(
-                            b.ERROR,
-                            {
-                                "code": "unknown_type",
-                                "message": f"Unknown message type: 0x{kind:04X}",
-                            },
-                        )
-                    )
+                    error = ProtocolError("unknown_type", f"Unknown message type: 0x{kind:04X}")
+                    out.append(b.encode_error(error))
                 if self.closing:
                     break
-            self.msgs_in += len(frames)
-            hub.msgs_in += len(frames)
+            self.msgs_in += count
+            hub.msgs_in += count
             self.flush()
-        err = self.decoder.error
-        if err is not None and not self.closing:
-            self.deliver(b.encode_json(b.ERROR, {"code": err.code, "message": err.message}))
-            self.close(CloseReason.FRAME_TOO_LARGE, detail=err.code)
+            if failed is not None and not self.closing:
+                self.deliver(b.encode_error(failed))
+                self.close(CloseReason.FRAME_TOO_LARGE, detail=failed.code)
 
     def reply_file(self, message: dict[str, Any]) -> None:
         """A FILE_REPLY frame (section 2.3 objects)."""

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..protocols.echo import WELCOME, EchoDecoder, encode_echo, encode_notice
+from ..protocols.errors import ProtocolError
 from .session import CloseReason, Session
 
 if TYPE_CHECKING:
@@ -48,11 +49,17 @@ class EchoSession(Session):
         if self.closing:
             return
         self.hub.bytes_in += len(data)
-        lines = self.decoder.feed(data)
+        lines = self.decoder.receive(data)
         if lines:
-            self._out = out = [encode_echo(line) for line in lines]
+            self._out = out = []
+            failed = None
+            for line in lines:
+                if isinstance(line, ProtocolError):
+                    failed = line  # a line too long: always the last event
+                    break
+                out.append(encode_echo(line))
             self.msgs_in += len(out)
             self.hub.msgs_in += len(out)
             self.flush()
-        if self.decoder.error is not None:
-            self.close(CloseReason.FRAME_TOO_LARGE, detail=self.decoder.error.code)
+            if failed is not None:
+                self.close(CloseReason.FRAME_TOO_LARGE, detail=failed.code)

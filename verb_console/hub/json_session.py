@@ -60,11 +60,16 @@ class JsonSession(Session):
         hub = self.hub
         hub.bytes_in += len(data)
         decoder = self.decoder
-        bodies = decoder.feed(data)
+        bodies = decoder.receive(data)
         if bodies:
             self._out = out = []
             handlers = HANDLERS
+            # A framing error is always the last event.
+            last = bodies[-1]
+            failed = last if isinstance(last, ProtocolError) else None
             for body in bodies:
+                if isinstance(body, ProtocolError):
+                    break
                 self.msgs_in += 1
                 try:
                     msg = _loads(body)
@@ -108,17 +113,16 @@ class JsonSession(Session):
                     out.append(encode_error(exc, ref))
                 if self.closing:
                     break
-            hub.msgs_in += len(bodies)
+            hub.msgs_in += len(bodies) - (failed is not None)
             self.flush()
-        if decoder.error is not None and not self.closing:
-            err = decoder.error
-            self.deliver(encode_error(err))
-            reason = (
-                CloseReason.FRAME_TOO_LARGE
-                if err.code == "frame_too_large"
-                else CloseReason.PROTOCOL_ERROR
-            )
-            self.close(reason, detail=err.code)
+            if failed is not None and not self.closing:
+                self.deliver(encode_error(failed))
+                reason = (
+                    CloseReason.FRAME_TOO_LARGE
+                    if failed.code == "frame_too_large"
+                    else CloseReason.PROTOCOL_ERROR
+                )
+                self.close(reason, detail=failed.code)
 
     def reply(self, message: dict[str, Any], ref: Any) -> None:
         """Answer this session's own message (``ref`` copied in when it had one)."""

@@ -227,7 +227,13 @@ class MuxSession(Session):
         streams = self.streams
         # Consecutive frames of one stream arrive joined: the session handles
         # (and answers) a run of pipelined messages at once, as on plain TCP.
-        for sid, payload, count in self.decoder.feed_runs(data):
+        for run in self.decoder.feed_runs(data):
+            if isinstance(run, ProtocolError):
+                # The framing broke (always the last event): say why, then close.
+                self.control_error(run)
+                self.close(CloseReason.FRAME_TOO_LARGE, detail=run.code)
+                return
+            sid, payload, count = run
             if sid == 0:
                 self.msgs_in += 1
                 hub.msgs_in += 1
@@ -248,10 +254,6 @@ class MuxSession(Session):
                 st.session.feed(payload)
             if self.closing:
                 return
-        err = self.decoder.error
-        if err is not None and not self.closing:
-            self.control_error(err)
-            self.close(CloseReason.FRAME_TOO_LARGE, detail=err.code)
 
     def control_error(self, error: ProtocolError) -> None:
         """Report ``error`` on the control stream (with its ``streamId``, if any)."""

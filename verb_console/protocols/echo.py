@@ -6,6 +6,8 @@ complete lines; it never touches a socket or a clock.
 
 from __future__ import annotations
 
+from typing import cast
+
 from .errors import ProtocolError
 
 __all__ = ["DEFAULT_MAX_LINE", "WELCOME", "EchoDecoder", "encode_echo", "encode_notice"]
@@ -32,13 +34,14 @@ def encode_notice(text: str) -> bytes:
 class EchoDecoder:
     """Splits a byte stream into lines.
 
-    ``feed(data)`` returns the lines completed by ``data``, in order, each
+    ``receive(data)`` returns the lines completed by ``data``, in order, each
     without its ``\\n`` but otherwise verbatim (a ``\\r`` before the ``\\n`` is
     kept and counts toward the limit). A line longer than ``max_line`` bytes
     stops the decoder as soon as more than ``max_line`` bytes are held without
-    a newline: the lines before it are still returned, and :attr:`error` holds
-    the :class:`ProtocolError` ``line_too_long``; every later feed returns
-    nothing. At most ``max_line`` bytes are ever buffered between feeds.
+    a newline: the lines before it are still returned, then the
+    :class:`ProtocolError` ``line_too_long`` as the last event; every later call
+    returns nothing, and :attr:`error` keeps the error. At most ``max_line``
+    bytes are ever buffered between calls. ``feed(data)`` gives the lines alone.
     """
 
     __slots__ = ("_buf", "error", "max_line")
@@ -56,19 +59,28 @@ class EchoDecoder:
         return len(self._buf)
 
     def feed(self, data: bytes) -> list[bytes]:
-        """Take the next bytes of the stream; return the lines they complete."""
+        """Like :meth:`receive`, without the error event: the lines alone (the
+        error, if any, is in :attr:`error`)."""
+        out = self.receive(data)
+        if out and isinstance(out[-1], ProtocolError):
+            out.pop()
+        return cast("list[bytes]", out)  # the one error event is gone
+
+    def receive(self, data: bytes) -> list[bytes | ProtocolError]:
+        """Take the next bytes of the stream; return the lines they complete,
+        then the error if a line was too long."""
         if self.error is not None:
             return []
         buf = self._buf
         limit = self.max_line
-        out: list[bytes] = []
+        out: list[bytes | ProtocolError] = []
         start = 0
         while True:
             nl = data.find(b"\n", start)
             if nl < 0:
                 break
             if len(buf) + nl - start > limit:
-                self._fail()
+                out.append(self._fail())
                 return out
             if buf:
                 buf += data[start:nl]
@@ -78,13 +90,14 @@ class EchoDecoder:
                 out.append(bytes(data[start:nl]))
             start = nl + 1
         if len(buf) + len(data) - start > limit:
-            self._fail()
+            out.append(self._fail())
             return out
         buf += data[start:]
         return out
 
-    def _fail(self) -> None:
-        self.error = ProtocolError(
+    def _fail(self) -> ProtocolError:
+        self.error = error = ProtocolError(
             "line_too_long", f"Line longer than the maximum of {self.max_line} bytes"
         )
         self._buf = bytearray()
+        return error

@@ -14,12 +14,13 @@ F = TypeVar("F")
 class HeaderDecoder(Generic[F]):
     """Splits a byte stream into frames of ``HEADER`` followed by a payload.
 
-    ``feed(data)`` returns the frames completed by ``data``, in order. A framing
-    error stops the decoder: the frames before the bad header are still
-    returned, and :attr:`error` holds the :class:`ProtocolError`
-    (``frame_too_large``); every later feed returns nothing. The length is
-    checked as soon as the header is read, so an oversized body is never
-    awaited or buffered. Subclasses name the header layout and build frames.
+    ``receive(data)`` returns the events ``data`` completes, in order: the
+    frames, and after them, if the stream broke, the :class:`ProtocolError`
+    (``frame_too_large``) as the last event. A framing error stops the decoder:
+    every later call returns nothing, and :attr:`error` keeps the error. The
+    length is checked as soon as the header is read, so an oversized body is
+    never awaited or buffered. ``feed(data)`` gives the frames alone. Subclasses
+    name the header layout and build frames.
     """
 
     HEADER: ClassVar[struct.Struct]
@@ -45,13 +46,22 @@ class HeaderDecoder(Generic[F]):
     def _frame(self, head: tuple[int, ...], payload: memoryview) -> F:  # pragma: no cover
         raise NotImplementedError
 
-    def feed(self, data: bytes) -> list[F]:
-        """Take the next bytes of the stream; return the frames they complete."""
+    def receive(self, data: bytes) -> list[F | ProtocolError]:
+        """Take the next bytes of the stream; return the frames they complete,
+        then the framing error if the stream broke."""
         return self._decode(data, self._frame)
+
+    def feed(self, data: bytes) -> list[F]:
+        """Like :meth:`receive`, without the error event: the frames alone (the
+        error, if any, is in :attr:`error`)."""
+        out = self._decode(data, self._frame)
+        if out and isinstance(out[-1], ProtocolError):
+            out.pop()
+        return out
 
     def _decode(self, data: bytes, make: Any) -> list[Any]:
         """The loop: ``make(head, payload_view)`` per frame (the view is valid only
-        during the call)."""
+        during the call), then the framing error, if any."""
         if self.error is not None:
             return []
         buf = self._buf
@@ -92,6 +102,7 @@ class HeaderDecoder(Generic[F]):
         if self.error is not None:
             self._buf = bytearray()
             self._need = -1
+            out.append(self.error)
             return out
         self._need = need
         self._head = head

@@ -7,7 +7,7 @@ the server, by the clients and by the tests alike.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import orjson
 
@@ -47,11 +47,12 @@ def encode_error(error: ProtocolError, ref: Any = None) -> bytes:
 class JsonDecoder:
     """Splits a byte stream into frame bodies.
 
-    ``feed(data)`` returns the bodies completed by ``data``, in order. A framing
-    error stops the decoder: the bodies before the bad header are still returned,
-    and :attr:`error` holds the :class:`ProtocolError` (``bad_header`` or
-    ``frame_too_large``); every later feed returns nothing. ``frame_too_large`` is
-    raised as soon as the header is read, so the body is never buffered.
+    ``receive(data)`` returns the events ``data`` completes, in order: the
+    bodies, and after them, if the stream broke, the :class:`ProtocolError`
+    (``bad_header`` or ``frame_too_large``) as the last event. A framing error
+    stops the decoder: every later call returns nothing, and :attr:`error` keeps
+    the error. ``frame_too_large`` is reported as soon as the header is read, so
+    the body is never buffered. ``feed(data)`` gives the bodies alone.
     """
 
     __slots__ = ("_buf", "_need", "error", "max_frame")
@@ -69,11 +70,21 @@ class JsonDecoder:
         return len(self._buf)
 
     def feed(self, data: bytes) -> list[bytearray]:
+        """Like :meth:`receive`, without the error event: the bodies alone (the
+        error, if any, is in :attr:`error`)."""
+        out = self.receive(data)
+        if out and isinstance(out[-1], ProtocolError):
+            out.pop()
+        return cast("list[bytearray]", out)  # the one error event is gone
+
+    def receive(self, data: bytes) -> list[bytearray | ProtocolError]:
+        """Take the next bytes of the stream; return the bodies they complete,
+        then the framing error if the stream broke."""
         if self.error is not None:
             return []
         buf = self._buf
         buf += data
-        out: list[bytes] = []
+        out: list[bytearray | ProtocolError] = []
         off = 0
         n = len(buf)
         need = self._need
@@ -118,6 +129,9 @@ class JsonDecoder:
             out.append(buf[off:end])
             off = end
             need = -1
+        if self.error is not None:
+            out.append(self.error)
+            return out
         self._need = need
         if off:
             del buf[:off]
@@ -139,7 +153,6 @@ class MessageHandler:
     def __init__(self, socket: Any, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self.socket = socket
         self._decoder = JsonDecoder(max_frame)
-        self._failed = False
         self._listeners: dict[str, list[Any]] = {"message": [], "error": []}
         socket.on("data", self._on_data)
 
@@ -152,17 +165,18 @@ class MessageHandler:
     def _on_data(self, data: bytes | str) -> None:
         if isinstance(data, str):
             data = data.encode()
-        for body in self._decoder.feed(data):
+        for body in self._decoder.receive(data):
+            if isinstance(body, ProtocolError):
+                # The stream cannot be trusted past a framing error, which the
+                # decoder reports once, as its last event.
+                self._emit("error", body)
+                break
             try:
                 message = orjson.loads(body)
             except orjson.JSONDecodeError as exc:
                 self._emit("error", ProtocolError("bad_json", f"Invalid JSON message: {exc}"))
                 continue
             self._emit("message", message)
-        if self._decoder.error is not None and not self._failed:
-            # The stream cannot be trusted past a framing error: report it once.
-            self._failed = True
-            self._emit("error", self._decoder.error)
 
     def _emit(self, event: str, value: Any) -> None:
         for listener in list(self._listeners[event]):

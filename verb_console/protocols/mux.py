@@ -106,10 +106,11 @@ class MuxDecoder(HeaderDecoder[MuxFrame]):
     def _frame(self, head: tuple[int, ...], payload: memoryview) -> MuxFrame:
         return MuxFrame(head[0], payload.tobytes())
 
-    def feed_runs(self, data: bytes) -> list[tuple[int, bytes, int]]:
-        """Like :meth:`feed`, but consecutive frames of one stream come joined.
+    def feed_runs(self, data: bytes) -> list[tuple[int, bytes, int] | ProtocolError]:
+        """Like :meth:`receive`, but consecutive frames of one stream come joined.
 
-        Returns ``(stream_id, payload, frames)`` per run. A stream's payload is a
+        Returns ``(stream_id, payload, frames)`` per run, then the framing error
+        (the last event) if the stream broke. A stream's payload is a
         byte stream, so a session that receives a run in one piece sees the same
         bytes; the server uses this to answer twenty pipelined pings at once.
         Control frames (stream 0) are never joined: each is one JSON object.
@@ -124,7 +125,7 @@ class MuxDecoder(HeaderDecoder[MuxFrame]):
         need = self._need
         if need >= 0 and n < need:
             return []
-        out: list[tuple[int, bytes, int]] = []
+        out: list[tuple[int, bytes, int] | ProtocolError] = []
         off = 0
         sid = self._head[0] if self._head else 0
         unpack = _HEADER.unpack_from
@@ -162,6 +163,7 @@ class MuxDecoder(HeaderDecoder[MuxFrame]):
         if self.error is not None:
             self._buf = bytearray()
             self._need = -1
+            out.append(self.error)
             return out
         self._need = need
         self._head = (sid, need)
