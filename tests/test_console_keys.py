@@ -7,10 +7,10 @@ import os
 import signal
 
 import pytest
+from console_fake import Action, FixedHubView, FrozenClock
 
 from verb_console.console import VerbConsoleApp
 from verb_console.console.dialogs import BroadcastDialog, ConfirmDialog, DetailScreen, HelpScreen
-from verb_console.console.fixtures import Action, FixedHubView, FrozenClock
 from verb_console.console.panes.connections import ConnectionsPane
 from verb_console.console.panes.table import LiveTable
 

@@ -6,8 +6,9 @@ import os
 import statistics
 import time
 
+from console_fake import FixedHubView, FrozenClock
+
 from verb_console.console import VerbConsoleApp
-from verb_console.console.fixtures import FixedHubView, FrozenClock
 from verb_console.console.panes.connections import ConnectionsPane
 
 SESSIONS = 10_000

@@ -10,10 +10,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from console_fake import FixedHubView, FrozenClock
 from textual.pilot import Pilot
 
 from verb_console.console import VerbConsoleApp
-from verb_console.console.fixtures import FixedHubView, FrozenClock
 
 SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
 

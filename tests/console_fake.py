@@ -1,4 +1,4 @@
-"""A fixed, deterministic :class:`HubView` for snapshots, tests and benchmarks.
+"""A fixed, deterministic :class:`HubView`: the console tests' fake hub.
 
 It holds a little of everything the real hub can report (every protocol, an
 IPv6 client, mux streams, rooms, a blocked throttle entry, transfers in every
