@@ -5,22 +5,43 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from functools import partial
+from typing import ClassVar
 
 from textual.app import App, SystemCommand
+from textual.command import Hit, Hits, Provider
 from textual.css.query import NoMatches
+from textual.reactive import var
 from textual.screen import Screen
+from textual.system_commands import SystemCommandsProvider
 
 from verb_console.hub.snapshot import HubView
 
 from . import hangup
 from .dialogs import BroadcastDialog, BroadcastRequest, ConfirmDialog, DetailScreen, HelpScreen
-from .screen import PANES, MainScreen, ReadOnlyMainScreen
+from .keys import Key, key_display, palette_keys
+from .screen import MainScreen, ReadOnlyMainScreen
 
 # Stdin must look closed this many checks in a row before the console believes
 # it, so a keystroke read mid-check is never mistaken for end-of-file. Checks are
 # frequent because Textual's input thread spins while stdin is at end-of-file.
 EOF_CHECKS = 4
 EOF_CHECK_INTERVAL = 0.25
+
+# Textual's own entries that this console replaces: the stock "Quit" would stop
+# the server without draining it, and "Keys" would be listed twice.
+_REPLACED_COMMANDS = frozenset({"Quit", "Keys"})
+
+
+class Commands(SystemCommandsProvider):
+    """The palette's commands, found by their name or by what they do ("pane", "sort")."""
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for name, help_text, callback, *_ in self.app.get_system_commands(self.screen):
+            score = max(matcher.match(name), matcher.match(help_text) * 0.9)
+            if score > 0:
+                yield Hit(score, matcher.highlight(name), callback, help=help_text)
 
 
 class VerbConsoleApp(App[int]):
@@ -33,6 +54,10 @@ class VerbConsoleApp(App[int]):
 
     TITLE = "verb console"
     ENABLE_COMMAND_PALETTE = True
+    COMMANDS: ClassVar[set[type[Provider] | Callable[[], type[Provider]]]] = {Commands}
+
+    paused: var[bool] = var(False, init=False)
+    """Panes keep their values while paused; the header keeps ticking."""
 
     def __init__(
         self,
@@ -49,7 +74,6 @@ class VerbConsoleApp(App[int]):
         self.read_only = read_only
         self.clock = clock
         self.startup = startup
-        self.paused = False
         self.terminal_gone = False
         self._remove_sighup: Callable[[], None] = lambda: None
         self._eof_seen = 0
@@ -255,7 +279,9 @@ class VerbConsoleApp(App[int]):
     def action_pause(self) -> None:
         """Freeze or resume the panes; the header keeps ticking."""
         self.paused = not self.paused
-        self.notify("Live view paused." if self.paused else "Live view resumed.", timeout=2)
+
+    def watch_paused(self, paused: bool) -> None:
+        self.notify("Live view paused." if paused else "Live view resumed.", timeout=2)
         self.refresh_once()
 
     def action_help(self) -> None:
@@ -265,33 +291,26 @@ class VerbConsoleApp(App[int]):
     # ----- command palette ----------------------------------------------------
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
-        # The stock "Quit" would stop the server without draining it.
-        yield from (c for c in super().get_system_commands(screen) if c.title != "Quit")
-        main = self.main
-        for n, (name, pane_class) in enumerate(PANES, 1):
+        yield from (
+            c for c in super().get_system_commands(screen) if c.title not in _REPLACED_COMMANDS
+        )
+        for key in palette_keys():
+            shown = key_display(key.keys)
+            where = "" if key.scope in ("screen", "table") else f"{key.scope.title()}: "
             yield SystemCommand(
-                f"Show {pane_class.label}",
-                f"Switch to pane {n}",
-                lambda name=name: main.action_show_pane(name),
+                key.title,
+                f"{where}{key.help}" + (f" ({shown})" if shown else ""),
+                partial(self._run_key, key),
             )
-        yield SystemCommand(
-            "Broadcast", "Send a message to every session or a room (b)", self.action_broadcast
-        )
-        yield SystemCommand(
-            "Close session", "Close the selected session (x)", self.action_close_session
-        )
-        yield SystemCommand(
-            "Shut down gracefully", "Drain and stop the server (s)", self.action_shutdown
-        )
-        yield SystemCommand(
-            "Close everything now", "Force the shutdown while draining", self.action_force_shutdown
-        )
-        yield SystemCommand("Pause / resume", "Freeze the live view (p)", self.action_pause)
-        yield SystemCommand("Filter", "Filter the current table (/)", main.action_filter)
-        yield SystemCommand(
-            "Details", "Every field of the selected row (enter)", main.action_detail
-        )
-        yield SystemCommand("Keys", "Show every key (?)", self.action_help)
-        yield SystemCommand(
-            "Quit console", "Shut down gracefully and quit (q)", self.action_quit_console
-        )
+
+    async def _run_key(self, key: Key) -> None:
+        """Run a key's action from the palette, where pressing the key would run it."""
+        main = self.main
+        if key.scope == "table":
+            namespace: object = main.active_pane.table
+        elif key.scope == "screen":
+            namespace = main
+        else:
+            main.current = key.scope
+            namespace = main.pane(key.scope)
+        await self.run_action(key.action, namespace)  # type: ignore[arg-type]

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from typing import ClassVar
 
 from textual import on
-from textual.app import ComposeResult
+from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
+from .keys import changing_keys, help_lines
 from .panes.base import DetailFetch, DetailRows
 
 DIALOG_CSS = """
@@ -186,28 +188,22 @@ class DetailScreen(ModalScreen[None]):
 
 
 HELP_KEYS: tuple[tuple[str, str], ...] = (
-    ("1 … 6", "Connections, Throttle, Rooms, Streams, Transfers, Log"),
-    ("↑ ↓ j k", "move the cursor (PgUp PgDn Home End g G)"),
-    ("enter", "details of the selected row"),
-    ("/", "filter the current table (esc clears)"),
-    ("< > r", "sort by previous/next column, reverse the order"),
-    ("p", "pause / resume the live view (header keeps ticking)"),
-    ("c", "Connections: live / recently closed sessions"),
-    ("tab", "Rooms, Streams: move to the lower table"),
-    ("t", "Log: pause / follow the tail"),
-    ("b", "broadcast a message to every session or one room"),
-    ("x", "close the selected session (asks first)"),
-    ("s", "graceful shutdown (asks first); again to close all now"),
-    ("q", "quit: same as s, the server drains first"),
-    ("ctrl+p", "command palette: every action by name"),
-    ("?", "this help"),
+    *help_lines(),
+    (App.COMMAND_PALETTE_BINDING, "command palette: every action by name"),
 )
+"""The help screen's lines, made from the console's key table."""
+HELP_KEY_WIDTH = 11
+HELP_TEXT_WIDTH = 52
 
 
 class HelpScreen(ModalScreen[None]):
     """Every key, on one screen."""
 
-    DEFAULT_CSS = "HelpScreen {" + DIALOG_CSS + "& VerticalScroll { height: auto; } }"
+    DEFAULT_CSS = (
+        "HelpScreen {"
+        + DIALOG_CSS
+        + "& VerticalScroll { height: auto; } & Static { text-wrap: nowrap; } }"
+    )
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,question_mark,q,enter", "close", "Close"),
@@ -218,17 +214,26 @@ class HelpScreen(ModalScreen[None]):
         self.read_only = read_only
 
     def compose(self) -> ComposeResult:
-        width = max(len(k) for k, _ in HELP_KEYS)
-        lines = [
-            Content.assemble((k.ljust(width), "bold $text-accent"), "  ", text)
-            for k, text in HELP_KEYS
-        ]
+        lines = []
+        for keys, text in HELP_KEYS:
+            wrapped = textwrap.wrap(text, HELP_TEXT_WIDTH)
+            if len(keys) > HELP_KEY_WIDTH:
+                # A long run of keys takes a line of its own; its meaning goes below.
+                lines.append(Content.styled(keys, "bold $text-accent"))
+                keys = ""
+            lines.append(
+                Content.assemble(
+                    (keys.ljust(HELP_KEY_WIDTH), "bold $text-accent"), "  ", wrapped[0]
+                )
+            )
+            lines.extend(Content(" " * (HELP_KEY_WIDTH + 2) + more) for more in wrapped[1:])
         with Vertical() as box:
             box.border_title = "Keys"
             with VerticalScroll():
                 yield Static(Content("\n").join(lines))
             if self.read_only:
-                yield Label("read-only: b, x and s are disabled", classes="hint")
+                refused = ", ".join(changing_keys())
+                yield Label(f"read-only: {refused} are disabled", classes="hint")
             yield Label("esc close", classes="hint")
 
     def action_close(self) -> None:

@@ -9,6 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.content import Content
+from textual.reactive import var
 from textual.screen import Screen
 from textual.widgets import ContentSwitcher, Footer, Input, Label, Static
 
@@ -16,6 +17,7 @@ from verb_console.hub.snapshot import HubView, Overview
 
 from .format import fmt_duration
 from .header import HeaderBar
+from .keys import PANE_NAMES, bindings
 from .panes.base import Clock, Pane
 from .panes.connections import ConnectionsPane
 from .panes.log import LogPane
@@ -33,6 +35,7 @@ PANES: tuple[tuple[str, type[Pane]], ...] = (
     ("transfers", TransfersPane),
     ("log", LogPane),
 )
+assert tuple(name for name, _ in PANES) == PANE_NAMES
 
 
 class FilterInput(Input):
@@ -78,26 +81,15 @@ class MainScreen(Screen[None]):
     }
     """
 
-    BINDINGS: ClassVar[list[BindingType]] = [
-        *(
-            Binding(str(n), f"show_pane('{name}')", name.title(), show=False)
-            for n, (name, _) in enumerate(PANES, 1)
-        ),
-        Binding("b", "app.broadcast", "Broadcast"),
-        Binding("x", "app.close_session", "Close"),
-        Binding("s", "app.shutdown", "Shutdown"),
-        Binding("slash", "filter", "Filter"),
-        Binding("p", "app.pause", "Pause"),
-        Binding("enter", "detail", "Detail", show=False),
-        Binding("question_mark", "app.help", "Help"),
-        Binding("q", "app.quit_console", "Quit"),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = bindings("screen")
+
+    current: var[str] = var(PANES[0][0], init=False)
+    """The name of the pane on show."""
 
     def __init__(self, view: HubView, clock: Clock) -> None:
         super().__init__()
         self.view = view
         self.clock = clock
-        self.current = PANES[0][0]
         self._drawn: set[str] = set()
         self._drain_text = ""
 
@@ -152,9 +144,14 @@ class MainScreen(Screen[None]):
 
     def action_show_pane(self, name: str) -> None:
         """Show pane ``name`` and focus its table."""
-        if name not in dict(PANES):
-            return
+        if name == self.current:
+            self.active_pane.focus_table()
         self.current = name
+
+    def validate_current(self, name: str) -> str:
+        return name if name in dict(PANES) else self.current
+
+    def watch_current(self, name: str) -> None:
         self.query_one(ContentSwitcher).current = name
         self.query_one("#tabs", Static).update(self._tabs_content())
         pane = self.active_pane
@@ -229,8 +226,4 @@ class ReadOnlyMainScreen(MainScreen):
     The keys still answer, with a notice, so nobody wonders whether they were heard.
     """
 
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("b", "app.broadcast", "Broadcast", show=False),
-        Binding("x", "app.close_session", "Close", show=False),
-        Binding("s", "app.shutdown", "Shutdown", show=False),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = bindings("screen", read_only=True)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import ClassVar
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from textual.app import ComposeResult
 from textual.containers import Vertical
@@ -18,6 +19,23 @@ DetailRows = list[tuple[str, str]]
 """Label/value pairs shown by the detail dialog."""
 DetailFetch = Callable[[], DetailRows | None]
 """Re-reads one record from the view; ``None`` once the record is gone."""
+
+
+@dataclass(frozen=True, slots=True)
+class Detail:
+    """How a pane shows the record under the cursor in the detail dialog.
+
+    While the dialog is open, the record is found again on every refresh: the
+    first record of :attr:`source` whose :attr:`key` equals :attr:`wanted`.
+    """
+
+    title: str
+    rows: Callable[[Any, float], DetailRows]
+    """Every field of the record, at a given time."""
+    wanted: object
+    source: Callable[[], Iterable[Any]]
+    """Where the record is looked up again (a fixed record: a one-item tuple)."""
+    key: Callable[[Any], object]
 
 
 class Pane(Vertical):
@@ -45,8 +63,6 @@ class Pane(Vertical):
     }
     """
 
-    key: ClassVar[str] = ""
-    """The digit that shows this pane."""
     label: ClassVar[str] = ""
     """The name on the tab bar."""
     hints: ClassVar[str] = ""
@@ -70,9 +86,25 @@ class Pane(Vertical):
         """Sample the view once and repaint what changed."""
         raise NotImplementedError
 
+    def describe(self, item: Any) -> Detail | None:
+        """How to show ``item``, a record of :attr:`table`, in the detail dialog."""
+        return None
+
     def detail(self) -> tuple[str, DetailFetch] | None:
         """Return a title and a re-fetching function for the selected row."""
-        return None
+        item = self.table.cursor_item
+        found = self.describe(item) if item is not None else None
+        if found is None:
+            return None
+        clock = self.clock
+
+        def fetch() -> DetailRows | None:
+            for record in found.source():
+                if found.key(record) == found.wanted:
+                    return found.rows(record, clock())
+            return None
+
+        return found.title, fetch
 
     def selected_session_id(self) -> str | None:
         """The live session under the cursor, for panes that list sessions."""

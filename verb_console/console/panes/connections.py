@@ -6,12 +6,14 @@ from operator import attrgetter
 from typing import ClassVar
 
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
+from textual.reactive import var
 
 from verb_console.hub.snapshot import ClosedSessionInfo, SessionInfo
 
 from ..format import fmt_bytes, fmt_clock, fmt_count, fmt_duration, fmt_int
-from .base import DetailFetch, DetailRows, Pane
+from ..keys import bindings
+from .base import Detail, DetailRows, Pane
 from .table import Cell, Column, LiveTable
 
 # Unsent output above these marks means the client is not keeping up.
@@ -164,13 +166,9 @@ def closed_rows(s: ClosedSessionInfo, now: float) -> DetailRows:
 class ConnectionsPane(Pane):
     """Live sessions; ``c`` flips to the last closed sessions and their reasons."""
 
-    key = "1"
     label = "Connections"
-    hints = "c closed"
 
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("c", "toggle_closed", "Live/closed", show=False),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = bindings("connections")
 
     DEFAULT_CSS = """
     ConnectionsPane #closed { display: none; }
@@ -178,7 +176,12 @@ class ConnectionsPane(Pane):
     ConnectionsPane.-closed #live { display: none; }
     """
 
-    showing_closed = False
+    showing_closed: var[bool] = var(False, init=False)
+    """Whether the recently closed sessions are on show instead of the live ones."""
+
+    @property
+    def hints(self) -> str:  # type: ignore[override]
+        return "c live" if self.showing_closed else "c closed"
 
     def compose(self) -> ComposeResult:
         yield from super().compose()
@@ -225,8 +228,9 @@ class ConnectionsPane(Pane):
     def action_toggle_closed(self) -> None:
         """Switch between live and recently closed sessions."""
         self.showing_closed = not self.showing_closed
-        self.set_class(self.showing_closed, "-closed")
-        self.hints = "c live" if self.showing_closed else "c closed"
+
+    def watch_showing_closed(self, closed: bool) -> None:
+        self.set_class(closed, "-closed")
         self.refresh_view(self.clock())
         self.table.focus()
 
@@ -237,20 +241,15 @@ class ConnectionsPane(Pane):
         item = self.live_table.cursor_item
         return item.id if item is not None else None
 
-    def detail(self) -> tuple[str, DetailFetch] | None:
-        item = self.table.cursor_item
-        if item is None:
-            return None
-        view, clock = self.view, self.clock
+    def describe(self, item: SessionInfo | ClosedSessionInfo) -> Detail:
         if isinstance(item, ClosedSessionInfo):
-            closed = item
-            return f"Closed session {closed.id}", lambda: closed_rows(closed, clock())
-        session_id = item.id
+            # A closed session no longer changes: the record is its own source.
+            return Detail(f"Closed session {item.id}", closed_rows, item, lambda: (item,), _same)
+        return Detail(f"Session {item.id}", session_rows, item.id, self.view.sessions, _id)
 
-        def fetch() -> DetailRows | None:
-            for s in view.sessions():
-                if s.id == session_id:
-                    return session_rows(s, clock())
-            return None
 
-        return f"Session {session_id}", fetch
+def _same(record: object) -> object:
+    return record
+
+
+_id = attrgetter("id")

@@ -8,12 +8,14 @@ from typing import ClassVar
 
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
+from textual.reactive import var
 
 from verb_console.hub.snapshot import HubView, LogEvent
 
 from ..format import fmt_clock
-from .base import Clock, DetailFetch, Pane
+from ..keys import bindings
+from .base import Clock, Detail, DetailRows, Pane
 from .table import Column, LiveTable
 
 MAX_EVENTS = 2000
@@ -29,17 +31,16 @@ COLUMNS = (
 class LogPane(Pane):
     """The last :data:`MAX_EVENTS` events; the tail follows new ones unless paused."""
 
-    key = "6"
     label = "Log"
 
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("t", "toggle_tail", "Follow tail", show=False),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = bindings("log")
+
+    following: var[bool] = var(True, init=False)
+    """Whether the cursor stays on the newest event as events arrive."""
 
     def __init__(self, view: HubView, clock: Clock, *, id: str | None = None) -> None:
         super().__init__(view, clock, id=id)
         self.events: deque[LogEvent] = deque(maxlen=MAX_EVENTS)
-        self.following = True
         self._seq = 0
         self._version = 0
         self._shown_version = -1
@@ -95,26 +96,30 @@ class LogPane(Pane):
     def action_toggle_tail(self) -> None:
         """Stop or resume following new events."""
         self.following = not self.following
-        if self.following:
+
+    def watch_following(self, following: bool) -> None:
+        if following:
             self._to_tail()
         self._update_title()
 
     @on(LiveTable.CursorMoved)
     def _cursor_moved(self, event: LiveTable.CursorMoved) -> None:
         # Reading back through the log should not be yanked away by new events.
-        at_tail = event.item is not None and event.item is self.table.rows[-1]
-        if at_tail != self.following:
-            self.following = at_tail
-            self._update_title()
+        self.following = event.item is not None and event.item is self.table.rows[-1]
 
-    def detail(self) -> tuple[str, DetailFetch] | None:
-        item: LogEvent | None = self.table.cursor_item
-        if item is None:
-            return None
-        rows = [
-            ("Time", fmt_clock(item.time)),
-            ("Kind", item.kind),
-            ("Sequence", str(item.seq)),
-            ("Event", item.text),
-        ]
-        return f"Log event {item.seq}", lambda: rows
+    def describe(self, item: LogEvent) -> Detail:
+        # An event never changes: the record is its own source.
+        return Detail(f"Log event {item.seq}", event_rows, item.seq, lambda: (item,), _seq)
+
+
+_seq = attrgetter("seq")
+
+
+def event_rows(e: LogEvent, _now: float) -> DetailRows:
+    """Every field of a log event, for the detail dialog."""
+    return [
+        ("Time", fmt_clock(e.time)),
+        ("Kind", e.kind),
+        ("Sequence", str(e.seq)),
+        ("Event", e.text),
+    ]

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from operator import attrgetter, itemgetter
+from typing import ClassVar
 
 from textual import on
 from textual.app import ComposeResult
+from textual.binding import BindingType
 from textual.widgets import Static
 
 from verb_console.hub.snapshot import RoomInfo, SessionInfo
 
 from ..format import fmt_bytes, fmt_clock, fmt_count, fmt_duration, fmt_int
-from .base import DetailFetch, DetailRows, Pane
+from ..keys import bindings
+from .base import Detail, DetailRows, Pane
 from .table import Column, LiveTable
 
 ROOM_COLUMNS = (
@@ -63,8 +66,8 @@ def room_rows(r: RoomInfo, now: float) -> DetailRows:
 class RoomsPane(Pane):
     """Rooms on top; the selected room's members below."""
 
-    key = "3"
     label = "Rooms"
+    BINDINGS: ClassVar[list[BindingType]] = bindings("rooms")
     hints = "tab members"
 
     DEFAULT_CSS = """
@@ -130,29 +133,14 @@ class RoomsPane(Pane):
     def _room_changed(self) -> None:
         self._refresh_members(self.clock())
 
-    def detail(self) -> tuple[str, DetailFetch] | None:
-        item = self.table.cursor_item
-        if item is None:
-            return None
-        view, clock = self.view, self.clock
+    def describe(self, item: RoomInfo | tuple[str, SessionInfo | None]) -> Detail:
         if isinstance(item, RoomInfo):
-            name = item.name
-
-            def fetch_room() -> DetailRows | None:
-                for r in view.rooms():
-                    if r.name == name:
-                        return room_rows(r, clock())
-                return None
-
-            return f"Room {name}", fetch_room
+            return Detail(f"Room {item.name}", room_rows, item.name, self.view.rooms, _name)
         from .connections import session_rows
 
         member = item[0]
+        return Detail(f"Session {member}", session_rows, member, self.view.sessions, _id)
 
-        def fetch_member() -> DetailRows | None:
-            for s in view.sessions():
-                if s.id == member:
-                    return session_rows(s, clock())
-            return None
 
-        return f"Session {member}", fetch_member
+_id = attrgetter("id")
+_name = attrgetter("name")

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 from operator import attrgetter
+from typing import ClassVar
 
 from textual import on
 from textual.app import ComposeResult
+from textual.binding import BindingType
 from textual.widgets import Static
 
 from verb_console.hub.snapshot import MuxConnectionInfo, StreamInfo
 
 from ..format import fmt_bytes, fmt_clock, fmt_count, fmt_duration, fmt_int
-from .base import DetailFetch, DetailRows, Pane
+from ..keys import bindings
+from .base import Detail, DetailRows, Pane
 from .table import Column, LiveTable
 
 
@@ -95,8 +98,8 @@ def stream_rows(s: StreamInfo, now: float) -> DetailRows:
 class StreamsPane(Pane):
     """Mux connections on top; the selected connection's streams below."""
 
-    key = "4"
     label = "Streams"
+    BINDINGS: ClassVar[list[BindingType]] = bindings("streams")
     hints = "tab streams"
 
     def compose(self) -> ComposeResult:
@@ -148,28 +151,18 @@ class StreamsPane(Pane):
     def _mux_changed(self) -> None:
         self._refresh_streams(self.clock())
 
-    def detail(self) -> tuple[str, DetailFetch] | None:
-        item = self.table.cursor_item
-        if item is None:
-            return None
-        view, clock = self.view, self.clock
+    def describe(self, item: MuxConnectionInfo | StreamInfo) -> Detail:
+        view = self.view
         if isinstance(item, MuxConnectionInfo):
-            mux_id = item.id
+            return Detail(f"Mux connection {item.id}", mux_rows, item.id, view.mux_connections, _id)
+        return Detail(
+            f"Stream {item.session_id}",
+            stream_rows,
+            item.session_id,
+            lambda: (s for m in view.mux_connections() for s in m.streams),
+            _session_id,
+        )
 
-            def fetch_mux() -> DetailRows | None:
-                for m in view.mux_connections():
-                    if m.id == mux_id:
-                        return mux_rows(m, clock())
-                return None
 
-            return f"Mux connection {mux_id}", fetch_mux
-        session_id = item.session_id
-
-        def fetch_stream() -> DetailRows | None:
-            for m in view.mux_connections():
-                for s in m.streams:
-                    if s.session_id == session_id:
-                        return stream_rows(s, clock())
-            return None
-
-        return f"Stream {session_id}", fetch_stream
+_id = attrgetter("id")
+_session_id = attrgetter("session_id")

@@ -17,12 +17,13 @@ from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
 from textual import events
-from textual.binding import Binding, BindingType
+from textual.binding import BindingType
 from textual.geometry import Region, Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from ..keys import bindings
 from .columns import Cell, Column, fit
 
 __all__ = ["Cell", "Column", "LiveTable"]
@@ -67,17 +68,7 @@ class LiveTable(ScrollView, can_focus=True):
         "live-table--accent",
     }
 
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("up,k", "cursor(-1)", "Up", show=False),
-        Binding("down,j", "cursor(1)", "Down", show=False),
-        Binding("pageup", "page(-1)", "Page up", show=False),
-        Binding("pagedown", "page(1)", "Page down", show=False),
-        Binding("home,g", "jump(0)", "First", show=False),
-        Binding("end,G", "jump(-1)", "Last", show=False),
-        Binding("less_than_sign", "sort_column(-1)", "Sort left", show=False),
-        Binding("greater_than_sign", "sort_column(1)", "Sort right", show=False),
-        Binding("r", "reverse_sort", "Reverse sort", show=False),
-    ]
+    BINDINGS: ClassVar[list[BindingType]] = bindings("table")
 
     class CursorMoved(Message):
         """The row under the cursor changed (to another record, or to none)."""

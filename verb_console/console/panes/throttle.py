@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from verb_console.hub.snapshot import ThrottleInfo
 
 from ..format import fmt_clock, fmt_duration, fmt_int
-from .base import DetailFetch, DetailRows, Pane
+from .base import Detail, DetailRows, Pane
 from .table import Cell, Column, LiveTable
 
 
@@ -63,7 +63,6 @@ def throttle_rows(t: ThrottleInfo, now: float) -> DetailRows:
 class ThrottlePane(Pane):
     """Throttle state; blocked clients sort first."""
 
-    key = "2"
     label = "Throttle"
 
     def compose(self) -> ComposeResult:
@@ -88,16 +87,10 @@ class ThrottlePane(Pane):
         blocked = sum(1 for t in items if t.blocked)
         self.set_title(self.describe_table("clients", f"{blocked} blocked now"))
 
-    def detail(self) -> tuple[str, DetailFetch] | None:
-        item = self.table.cursor_item
-        if item is None:
-            return None
-        key, view, clock = item.key, self.view, self.clock
+    def describe(self, item: ThrottleInfo) -> Detail:
+        return Detail(
+            f"Throttle {item.key}", throttle_rows, item.key, self.view.throttle_state, _key
+        )
 
-        def fetch() -> DetailRows | None:
-            for t in view.throttle_state():
-                if t.key == key:
-                    return throttle_rows(t, clock())
-            return None
 
-        return f"Throttle {key}", fetch
+_key = attrgetter("key")

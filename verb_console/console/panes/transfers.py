@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from verb_console.hub.snapshot import TransferInfo
 
 from ..format import fmt_byte_rate, fmt_bytes, fmt_clock, fmt_duration, fmt_eta, progress_bar
-from .base import DetailFetch, DetailRows, Pane
+from .base import Detail, DetailRows, Pane
 from .table import Cell, Column, LiveTable
 
 BAR_WIDTH = 16
@@ -96,7 +96,6 @@ def transfer_rows(t: TransferInfo, now: float) -> DetailRows:
 class TransfersPane(Pane):
     """Transfers, active first."""
 
-    key = "5"
     label = "Transfers"
 
     def compose(self) -> ComposeResult:
@@ -121,16 +120,11 @@ class TransfersPane(Pane):
         active = sum(1 for t in items if t.state == "active")
         self.set_title(self.describe_table("transfers", f"{active} active"))
 
-    def detail(self) -> tuple[str, DetailFetch] | None:
-        item = self.table.cursor_item
-        if item is None:
-            return None
-        key, view, clock = (item.session_id, item.transfer_id), self.view, self.clock
+    def describe(self, item: TransferInfo) -> Detail:
+        return Detail(
+            f"Transfer {item.filename}", transfer_rows, _key(item), self.view.transfers, _key
+        )
 
-        def fetch() -> DetailRows | None:
-            for t in view.transfers():
-                if (t.session_id, t.transfer_id) == key:
-                    return transfer_rows(t, clock())
-            return None
 
-        return f"Transfer {item.filename}", fetch
+def _key(t: TransferInfo) -> tuple[str, str]:
+    return (t.session_id, t.transfer_id)
