@@ -16,6 +16,7 @@ from ..protocols.json import encode
 from ..settings import Settings
 from . import uploads
 from .binary_session import BinarySession
+from .bus import Bus
 from .detect_session import DetectingSession
 from .echo_session import EchoSession
 from .json_session import HANDLERS, JsonSession
@@ -103,6 +104,17 @@ class Hub:
         # Called when the graceful shutdown begins (a coroutine result runs as a task).
         self.on_drain: list[Callable[[], Any]] = []
         self._hook_tasks: set[asyncio.Task[Any]] = set()
+        # One node of a cluster (PROTOCOL.md section 10): the bus to the other nodes,
+        # and ``@<node>`` on every session id. None and "" on a single server.
+        self.bus: Bus | None = None
+        self.node = ""
+        self.id_suffix = ""
+
+    def join_cluster(self, bus: Bus) -> None:
+        """Become one node of a cluster; before the first session starts."""
+        self.bus = bus
+        self.node = bus.node
+        self.id_suffix = "@" + bus.node
 
     # ----------------------------------------------------------- lifecycle
     def start(self) -> None:
@@ -161,7 +173,7 @@ class Hub:
     def attach(self, sock: TCPSocket, protocol: str) -> Session:
         """Start a session of ``protocol`` on an accepted (admitted) connection."""
         session = self.factories[protocol](
-            self, sock, sock.id, sock.remote_address, sock.remote_port
+            self, sock, sock.id + self.id_suffix, sock.remote_address, sock.remote_port
         )
         sid = session.id
         self.connections[sid] = session
@@ -203,7 +215,7 @@ class Hub:
         uploads.binary_file_frame(session, frame)
 
     def _idle(self, sock: TCPSocket) -> None:
-        session = self.connections.get(sock.id)
+        session = self.connections.get(sock.id + self.id_suffix)
         if session is not None:
             session.close(CloseReason.IDLE_TIMEOUT)
 
@@ -223,7 +235,7 @@ class Hub:
         self.event("error", f"{sock.id}: {exc}")
 
     def _connection_closed(self, sock: TCPSocket) -> None:
-        session = self.connections.pop(sock.id, None)
+        session = self.connections.pop(sock.id + self.id_suffix, None)
         self.throttle.release(sock.remote_address)
         if session is None:
             return
@@ -241,10 +253,13 @@ class Hub:
         # Sessions that end with it (a mux connection's streams) end for the same reason.
         if session.close_reason is None:
             session.close_reason = reason
+        bus = self.bus
         for name in list(session.rooms):
             room = self.rooms.leave(session, name)
             if room is not None and room.members:
                 self.to_room(room, {"type": "user_left", "connectionId": session.id, "room": name})
+            if bus is not None and room is not None:
+                bus.room_left(name, session.id)
         session.closed()
         if self.uploads is not None:
             self.uploads.abort_owner(session.id, str(reason))
@@ -279,6 +294,41 @@ class Hub:
                 n += 1
         return n
 
+    # ----------------------------------------------------------- delivery from other nodes
+    def deliver_broadcast(self, frame: bytes) -> int:
+        """Another node's client broadcast: to every json session here."""
+        n = 0
+        for session in self.json_sessions.values():
+            session.deliver(frame)
+            n += 1
+        return n
+
+    def deliver_private(self, target: str, frame: bytes) -> bool:
+        """Another node's private message for ``target``; False if it is not (or no longer) here."""
+        session = self.json_sessions.get(target)
+        if session is None:
+            return False
+        session.deliver(frame)
+        return True
+
+    def deliver_room(self, name: str, frame: bytes) -> int:
+        """A framed message from another node for the members of ``name`` here."""
+        room = self.rooms.get(name)
+        if room is None:
+            return 0
+        n = 0
+        for member in room.members.values():
+            member.deliver(frame)
+            n += 1
+        return n
+
+    def room_notice(self, name: str, message: dict[str, Any]) -> int:
+        """Another node's ``user_joined`` or ``user_left`` for the members of ``name`` here."""
+        room = self.rooms.get(name)
+        if room is None or not room.members:
+            return 0
+        return self.to_room(room, message)
+
     # ----------------------------------------------------------- log
     def event(self, kind: str, text: str) -> None:
         self._seq += 1
@@ -289,13 +339,23 @@ class Hub:
             log.debug(text)
 
     # ----------------------------------------------------------- operator actions
-    def operator_broadcast(self, text: str, room: str | None = None) -> int:
-        """Send ``text`` from the server to every session (or to one room's members)."""
+    def operator_broadcast(
+        self, text: str, room: str | None = None, *, local_only: bool = False
+    ) -> int:
+        """Send ``text`` from the server to every session (or to one room's members).
+
+        In a cluster it reaches the other nodes too, unless ``local_only`` (the
+        delivery of another node's operator broadcast). Returns the sessions here.
+        """
         now = int(time.time() * 1000)
+        bus = None if local_only else self.bus
         if room is not None:
             r = self.rooms.get(room)
+            if bus is not None and (r is not None or any(bus.remote_members(room))):
+                bus.operator_broadcast(text, room)
             if r is None:
-                self.event("operator", f"broadcast to unknown room {room!r} dropped")
+                if bus is None or not any(bus.remote_members(room)):
+                    self.event("operator", f"broadcast to unknown room {room!r} dropped")
                 return 0
             r.messages += 1
             n = self.to_room(
@@ -304,6 +364,8 @@ class Hub:
             self.event("operator", f"broadcast to room {room} ({n} sessions): {text}")
             return n
         message = {"type": "broadcast", "from": "server", "data": text, "timestamp": now}
+        if bus is not None:
+            bus.operator_broadcast(text, None)
         n = 0
         for session in list(self.sessions.values()):
             if session.accepts_notices and not session.closing:
@@ -312,8 +374,16 @@ class Hub:
         self.event("operator", f"broadcast to {n} sessions: {text}")
         return n
 
-    def operator_close(self, session_id: str) -> bool:
+    def operator_close(self, session_id: str, *, local_only: bool = False) -> bool:
+        """Close a session (in a cluster, on whichever node holds it)."""
         session = self.sessions.get(session_id)
+        if session is None and self.bus is not None and not local_only:
+            if session_id.endswith(self.id_suffix):
+                return False
+            sent = self.bus.operator_close(session_id)
+            if sent:
+                self.event("operator", f"asked the node of {session_id} to close it")
+            return sent
         if session is None or session.closing:
             return False
         self.event("operator", f"closed session {session_id}")

@@ -38,18 +38,19 @@ class JsonSession(Session):
         self.transfers: Any = None  # per-session transfer state, set by the transfer handlers
 
     def start(self) -> None:
-        self.hub.json_sessions[self.id] = self
-        self.deliver(
-            encode(
-                {
-                    "type": "welcome",
-                    "id": self.id,
-                    "server": "verb-console",
-                    "version": __version__,
-                    "maxFrameBytes": self.hub.settings.max_frame,
-                }
-            )
-        )
+        hub = self.hub
+        hub.json_sessions[self.id] = self
+        welcome = {
+            "type": "welcome",
+            "id": self.id,
+            "server": "verb-console",
+            "version": __version__,
+            "maxFrameBytes": hub.settings.max_frame,
+        }
+        if hub.bus is not None:
+            welcome["node"] = hub.node
+            hub.bus.session_started(self.id)
+        self.deliver(encode(welcome))
 
     def encode_notice(self, message: dict[str, Any]) -> bytes:
         return encode(message)
@@ -137,7 +138,9 @@ class JsonSession(Session):
             self.deliver(f)
 
     def closed(self) -> None:
-        self.hub.json_sessions.pop(self.id, None)
+        hub = self.hub
+        if hub.json_sessions.pop(self.id, None) is not None and hub.bus is not None:
+            hub.bus.session_ended(self.id)
         super().closed()
 
 
@@ -166,16 +169,26 @@ def handle_ping(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
 def handle_broadcast(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
     data = _require(msg, "data")
     f = encode({"type": "broadcast", "from": s.id, "data": data, "timestamp": int(_time() * 1000)})
-    for other in s.hub.json_sessions.values():
+    hub = s.hub
+    for other in hub.json_sessions.values():
         if other is not s:
             other.deliver(f)
+    if hub.bus is not None:
+        hub.bus.broadcast(f)
 
 
 def handle_private(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
     target = _require(msg, "target", str)
     data = _require(msg, "data")
-    other = s.hub.json_sessions.get(target)
+    hub = s.hub
+    other = hub.json_sessions.get(target)
     if other is None:
+        if hub.bus is not None:
+            f = encode(
+                {"type": "private", "from": s.id, "data": data, "timestamp": int(_time() * 1000)}
+            )
+            if hub.bus.private(target, f):
+                return
         raise ProtocolError("unknown_target", f"No session {target}")
     f = encode({"type": "private", "from": s.id, "data": data, "timestamp": int(_time() * 1000)})
     other.deliver(f)
@@ -189,9 +202,16 @@ def handle_join_room(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
             "too_many_rooms", f"A session may be in at most {hub.settings.max_rooms} rooms"
         )
     room, added = hub.rooms.join(s, name)
-    s.reply({"type": "joined", "room": name, "members": sorted(room.members)}, ref)
+    bus = hub.bus
+    if bus is None:
+        members = sorted(room.members)
+    else:
+        members = sorted({*room.members, *bus.remote_members(name)})
+    s.reply({"type": "joined", "room": name, "members": members}, ref)
     if added:
         hub.to_room(room, {"type": "user_joined", "connectionId": s.id, "room": name}, exclude=s)
+        if bus is not None:
+            bus.room_joined(name, s.id)
 
 
 def handle_leave_room(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
@@ -203,18 +223,29 @@ def handle_leave_room(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
     s.reply({"type": "left", "room": name}, ref)
     if room.members:
         hub.to_room(room, {"type": "user_left", "connectionId": s.id, "room": name})
+    if hub.bus is not None:
+        hub.bus.room_left(name, s.id)
 
 
 def handle_room_message(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
     name = _room(msg)
     data = _require(msg, "data")
-    room = s.hub.rooms.get(name)
+    hub = s.hub
+    room = hub.rooms.get(name)
     if room is None or s.id not in room.members:
         raise ProtocolError("not_in_room", f"Not a member of room {name}")
     room.messages += 1
-    s.hub.to_room(
-        room, {"type": "room_message", "room": name, "from": s.id, "data": data}, exclude=s
-    )
+    message = {"type": "room_message", "room": name, "from": s.id, "data": data}
+    if hub.bus is None:
+        hub.to_room(room, message, exclude=s)
+        return
+    # One frame for the members here and, published once, for every other node's.
+    message["timestamp"] = int(_time() * 1000)
+    f = encode(message)
+    for member in room.members.values():
+        if member is not s:
+            member.deliver(f)
+    hub.bus.room_message(name, f)
 
 
 HANDLERS: dict[str, Handler] = {

@@ -289,6 +289,13 @@ class MuxSession(Session):
             self.end_stream(st, announce=False, reason=CloseReason.CLIENT_CLOSED)
             self.send_control({"type": "stream_closed", "streamId": sid})
 
+    def stream_session_id(self, sid: int) -> str:
+        """``<connection id>#<streamId>``, and ``@<node>`` after it in a cluster."""
+        suffix = self.hub.id_suffix
+        if suffix:
+            return f"{self.id.removesuffix(suffix)}#{sid}{suffix}"
+        return f"{self.id}#{sid}"
+
     def create_stream(self, sid: int, kind: str) -> None:
         if sid == 0 or sid % 2 == 0 or sid in self.streams:
             self.control_error(
@@ -309,7 +316,7 @@ class MuxSession(Session):
         st = StreamOutlet(self, sid)
         self.streams[sid] = st
         session = self.hub.factories[kind](
-            self.hub, st, f"{self.id}#{sid}", self.address, self.port, self.id
+            self.hub, st, self.stream_session_id(sid), self.address, self.port, self.id
         )
         st.session = session
         self.hub.register(session)

@@ -1,0 +1,53 @@
+"""The bus a hub publishes to when it is one node of a cluster (PROTOCOL.md section 10).
+
+The hub defines this small interface and never imports what implements it
+(``verb_console.cluster`` does, on Redis). A hub without a bus (``hub.bus is
+None``, the default) runs exactly as a single server: every hook below sits
+behind one ``is not None`` test on paths that already do far more work.
+
+The cluster layer delivers what other nodes publish through the hub's
+delivery entry points: :meth:`Hub.deliver_broadcast`, :meth:`Hub.deliver_private`,
+:meth:`Hub.deliver_room`, :meth:`Hub.operator_broadcast` with ``local_only``
+and :meth:`Hub.operator_close` with ``local_only``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Protocol
+
+
+class Bus(Protocol):
+    """What a hub tells the rest of the cluster. Every method returns at once (never blocks)."""
+
+    node: str
+
+    def session_started(self, session_id: str) -> None:
+        """A json session (a private-message target) started on this node."""
+
+    def session_ended(self, session_id: str) -> None:
+        """A json session of this node ended (its rooms were left first)."""
+
+    def broadcast(self, frame: bytes) -> None:
+        """A client broadcast, already framed, for every json session on other nodes."""
+
+    def private(self, target: str, frame: bytes) -> bool:
+        """A private message for a session of another node; False if no live node holds it."""
+
+    def room_joined(self, room: str, session_id: str) -> None:
+        """A session of this node joined ``room`` (newly: a repeated join is not told)."""
+
+    def room_left(self, room: str, session_id: str) -> None:
+        """A session of this node left ``room`` (or ended while in it)."""
+
+    def room_message(self, room: str, frame: bytes) -> None:
+        """A framed room message for the room's members on other nodes."""
+
+    def remote_members(self, room: str) -> Iterable[str]:
+        """The ids of ``room``'s members on other nodes."""
+
+    def operator_broadcast(self, text: str, room: str | None) -> None:
+        """An operator broadcast (to everyone, or to one room) for the other nodes."""
+
+    def operator_close(self, session_id: str) -> bool:
+        """Ask the node holding ``session_id`` to close it; False if no live node holds it."""
