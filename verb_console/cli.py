@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import tomllib
 from collections.abc import Sequence
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__
-from .settings import PROTOCOLS, Settings
+from .settings import PROTOCOLS, Settings, StartupRefused
 
 PROG = "verb-console"
 
@@ -45,6 +46,7 @@ _nonneg_int = _checked("an integer >= 0", int, lambda v: v >= 0)
 _nonneg_float = _checked("a number >= 0", float, lambda v: 0 <= v < _finite)
 _positive_float = _checked("a number > 0", float, lambda v: 0 < v < _finite)
 _port = _checked("a port from 0 to 65535", int, lambda v: 0 <= v <= 65535)
+_NODE = re.compile(r"[A-Za-z0-9_.-]{1,32}\Z")
 _protocol = _checked("one of " + ", ".join(PROTOCOLS), str, lambda v: v in PROTOCOLS)
 
 
@@ -93,6 +95,12 @@ FLAGS: dict[str, tuple[str, Any, str]] = {
         "graceful shutdown grace period in seconds (default 30)",
     ),
     "refresh": ("--refresh", _positive_float, "console refreshes per second (default 4)"),
+    "cluster": ("--cluster", str, "join a cluster through Redis at URL (redis://HOST:PORT/DB)"),
+    "node_name": (
+        "--node-name",
+        _checked("1 to 32 characters of A-Za-z0-9_.-", str, lambda v: _NODE.match(v)),
+        "this node's name in the cluster (default <hostname>-<port>)",
+    ),
 }
 
 # Settings only the config file sets (the command line is fixed).
@@ -106,6 +114,8 @@ CONFIG_ONLY: dict[str, Any] = {
     "log_level": str,
     "read_only": bool,
     "demo": bool,
+    "cluster_queue": _positive_int,
+    "reuse_port": bool,
 }
 
 
@@ -209,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .console.run import run_console
 
         return run_console(settings)
-    except UsageError as exc:
+    except (UsageError, StartupRefused) as exc:
         print(f"{PROG}: error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

@@ -8,6 +8,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,7 +17,7 @@ from .hub import Hub
 from .hub.transfers import UploadStore
 from .net import ServerProtocol, TCPOptions, TCPServer, create_server
 from .net.socket import TCPSocket
-from .settings import Settings
+from .settings import Settings, StartupRefused
 
 log = logging.getLogger("verb_console")
 
@@ -49,7 +50,8 @@ class Runtime:
             backlog=511,
             # An operator starting a second server on a taken port wants an error,
             # not two servers silently sharing it.
-            exclusive=True,
+            # A cluster's nodes on one host may share it (SO_REUSEPORT), when asked.
+            exclusive=not s.reuse_port,
             readable_high_water_mark=s.readable_high_water_mark,
             writable_high_water_mark=s.writable_high_water_mark,
             keep_alive=True,
@@ -86,6 +88,10 @@ class Runtime:
         hub.start()
         if hub.state != "running":  # a signal arrived while starting
             return
+        # A cluster node's name is known before listening unless it comes from port 0.
+        early = bool(s.cluster) and bool(s.node_name or s.port)
+        if early:
+            await self._join_cluster(s.port)
         server = create_server(ServerProtocol.TCP).with_options(
             port=s.port, host=s.host, tcp=self.tcp_options()
         )
@@ -94,12 +100,37 @@ class Runtime:
         self.server = server
         addr = server.address()
         assert addr is not None
+        if s.cluster and not early:
+            await self._join_cluster(addr.port)
         line = format_listen(addr.address, addr.port, s.protocol)
         hub.listeners.append(line)
         hub.stop_accepting = server.stop_accepting
         hub.on_shutdown.append(server.close)
         hub.on_shutdown.append(store.aclose)
         hub.event("server", f"listening on {line}")
+
+    async def _join_cluster(self, port: int) -> None:
+        """Become a node of the cluster at ``--cluster`` (PROTOCOL.md section 10)."""
+        from .cluster import RedisBus, valid_node_name
+        from .cluster.node import ClusterUnavailable, NodeNameTaken
+
+        s = self.settings
+        name = s.node_name or default_node_name(port)
+        if not valid_node_name(name):
+            raise StartupRefused(f"--node-name: {name!r} is not 1 to 32 characters of A-Za-z0-9_.-")
+        bus = RedisBus(
+            self.hub,
+            s.cluster,
+            name,
+            queue_limit=s.cluster_queue,
+            max_message=max(s.max_frame, 1024 * 1024) + 4096,
+        )
+        self.hub.join_cluster(bus)
+        try:
+            await bus.start()
+        except (NodeNameTaken, ClusterUnavailable) as exc:
+            raise StartupRefused(f"--cluster: {exc}") from None
+        self.hub.on_shutdown.append(bus.aclose)
 
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT: the first starts the graceful shutdown, the second closes everything."""
@@ -125,6 +156,13 @@ class Runtime:
         await self.start()
         await self.hub.wait_stopped()
         return 0
+
+
+def default_node_name(port: int) -> str:
+    """``<hostname>-<port>``, kept to the characters and length a node name may have."""
+    host = "".join(c if c.isalnum() or c in "_.-" else "-" for c in socket.gethostname())
+    tail = f"-{port}"
+    return (host[: 32 - len(tail)] or "node") + tail
 
 
 def tune_gc() -> None:

@@ -9,6 +9,10 @@ MiB = 1024 * 1024
 GiB = 1024 * MiB
 
 
+class StartupRefused(Exception):
+    """The server cannot start as configured: one line on stderr, exit status 2."""
+
+
 @dataclass(slots=True)
 class Settings:
     host: str = "127.0.0.1"
@@ -31,6 +35,11 @@ class Settings:
     max_line: int = 65536
     writable_high_water_mark: int = 64 * 1024  # output level at which reads pause
     readable_high_water_mark: int = 256 * 1024  # read size per receive call
+    # Cluster (PROTOCOL.md section 10): "" runs a single server with no Redis.
+    cluster: str = ""  # redis://HOST:PORT/DB, rediss://..., unix:///PATH
+    node_name: str = ""  # default <hostname>-<port>
+    cluster_queue: int = 10000  # messages queued for Redis at most; past it they are dropped
+    reuse_port: bool = False  # SO_REUSEPORT: nodes on one host may share the port
     # Console only
     refresh: float = 4.0
     read_only: bool = False

@@ -1,0 +1,68 @@
+"""The names this cluster uses in Redis, and the directory it keeps there.
+
+Channels (pub/sub):
+  ``vc:m``          membership and node events, every node (small, rare: joins, leaves, heartbeats)
+  ``vc:b``          client broadcasts, every node
+  ``vc:r:<room>``   room messages, only the nodes that have members of the room
+  ``vc:n:<node>``   one node's own: private messages, operator closes, its liveness probe
+
+Keys (the directory; any node prunes entries whose expiry has passed):
+  ``vc:hb:<node>``  the node's heartbeat (a token, with a TTL): a live node holds its name
+  ``vc:nodes``      HASH node -> its last figures
+  ``vc:sessions``   HASH session id -> node, with ``vc:sx`` ZSET session id -> expiry (ms)
+  ``vc:rm:<room>``  HASH member id -> node, with ``vc:rx:<room>`` ZSET member id -> expiry (ms)
+  ``vc:rooms``      ZSET room -> expiry (ms)
+"""
+
+from __future__ import annotations
+
+PREFIX = "vc"
+MEMBERS = f"{PREFIX}:m".encode()
+BROADCAST = f"{PREFIX}:b".encode()
+NODES = f"{PREFIX}:nodes"
+SESSIONS = f"{PREFIX}:sessions"
+SESSIONS_EXPIRY = f"{PREFIX}:sx"
+ROOMS = f"{PREFIX}:rooms"
+
+# How long a heartbeat lives, and directory entries between refreshes.
+HEARTBEAT_TTL_MS = 3000
+ENTRY_TTL_MS = 15000
+
+# Leave a room in the directory: drop the member, and the room once it has none.
+LEAVE_SCRIPT = """
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+if redis.call('HLEN', KEYS[1]) == 0 then redis.call('ZREM', KEYS[3], ARGV[2]) end
+return 0
+"""
+
+# Prune what has expired from one HASH + expiry ZSET pair (any reader may).
+PRUNE_SCRIPT = """
+local gone = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+for _, id in ipairs(gone) do redis.call('HDEL', KEYS[1], id) end
+if #gone > 0 then redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1]) end
+return #gone
+"""
+
+
+def node_channel(node: str) -> bytes:
+    return f"{PREFIX}:n:{node}".encode()
+
+
+def room_channel(room: str) -> bytes:
+    return f"{PREFIX}:r:".encode() + room.encode()
+
+
+ROOM_CHANNEL_PREFIX = f"{PREFIX}:r:".encode()
+
+
+def heartbeat_key(node: str) -> str:
+    return f"{PREFIX}:hb:{node}"
+
+
+def room_key(room: str) -> str:
+    return f"{PREFIX}:rm:{room}"
+
+
+def room_expiry_key(room: str) -> str:
+    return f"{PREFIX}:rx:{room}"

@@ -1,0 +1,412 @@
+"""The node's link to Redis: connect, subscribe, announce, and rebuild after any failure.
+
+A link lives until something fails: a command or the subscription errs or
+times out (a Redis frozen with no FIN answers nothing: every command has a
+timeout), the connection is killed, or the node's probe of its own
+subscription does not come back. Then everything is rebuilt from scratch, and
+since a restarted Redis is empty, the node announces its whole state again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from redis.asyncio import Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+from . import keys
+
+if TYPE_CHECKING:
+    from .node import RedisBus
+
+log = logging.getLogger("verb_console.cluster")
+
+HEARTBEAT_S = 1.0
+COMMAND_TIMEOUT_S = 1.0
+# A probe not back within this long means the subscription is dead.
+PROBE_DEADLINE_S = 2.5
+# A node neither heard from nor holding its heartbeat key this long is dead.
+DEAD_AFTER_S = 3.0
+REFRESH_S = 5.0
+RECONNECT_MAX_S = 0.5
+BATCH = 2000
+
+
+class LinkLost(Exception):
+    """The link must be rebuilt."""
+
+
+class Link:
+    """Connects the bus to Redis, and keeps it connected."""
+
+    def __init__(self, bus: RedisBus) -> None:
+        self.bus = bus
+        self.state = "connecting"
+        self.since = time.time()
+        self.reconnects = 0
+        self.token = secrets.token_hex(8)
+        self._up_at = 0.0
+        self._client: Redis | None = None
+        self._pubsub: PubSub | None = None
+        self._subscribed: set[bytes] = set()
+        self._confirm: dict[bytes, asyncio.Future[None]] = {}
+        self._probe_seq = 0
+        self._probe_back = 0.0
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._last_refresh = 0.0
+        self._last_rates = (time.monotonic(), 0, 0)
+
+    def _new_client(self) -> Redis:
+        return Redis.from_url(
+            self.bus.url,
+            socket_timeout=COMMAND_TIMEOUT_S,
+            socket_connect_timeout=COMMAND_TIMEOUT_S,
+            retry=Retry(NoBackoff(), 0),
+            health_check_interval=0,
+            client_name=f"verb-console-{self.bus.node}",
+        )
+
+    # ----------------------------------------------------------- lifecycle
+    async def claim(self) -> None:
+        """Take the node's name in Redis; refuses if a live node holds it."""
+        from .node import ClusterUnavailable, NodeNameTaken
+
+        client = self._new_client()
+        try:
+            taken = not await client.set(
+                keys.heartbeat_key(self.bus.node), self.token, nx=True, px=keys.HEARTBEAT_TTL_MS
+            )
+        except (OSError, TimeoutError, Exception) as exc:
+            raise ClusterUnavailable(f"cannot reach Redis at {self.bus.url}: {exc}") from None
+        finally:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.aclose(), 1)
+        if taken:
+            raise NodeNameTaken(f"node name {self.bus.node!r} is held by a live node")
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._supervise())
+
+    async def aclose(self) -> None:
+        bus = self.bus
+        if self.state == "up":
+            # Flush what the last sessions' leaving queued, then say goodbye.
+            deadline = time.monotonic() + 1.0
+            while bus.queue and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            client = self._client
+            if client is not None:
+                with contextlib.suppress(Exception):
+                    pipe = client.pipeline(transaction=False)
+                    pipe.publish(keys.MEMBERS, orjson.dumps({"o": "bye", "n": bus.node}))
+                    pipe.delete(keys.heartbeat_key(bus.node))
+                    pipe.hdel(keys.NODES, bus.node)
+                    await asyncio.wait_for(pipe.execute(), COMMAND_TIMEOUT_S)
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(BaseException):
+                await self._task
+        await self._teardown()
+
+    async def _supervise(self) -> None:
+        delay = 0.05
+        while not self._closing:
+            started = time.monotonic()
+            try:
+                await self._run()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                was_up = self.state == "up"
+                if was_up:
+                    log.warning("cluster: Redis link lost: %s", exc or type(exc).__name__)
+                    self.bus.hub.event("server", f"cluster: Redis link lost ({exc})")
+            self._down()
+            await self._teardown()
+            if time.monotonic() - started > 5:
+                delay = 0.05
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, RECONNECT_MAX_S)
+
+    def _down(self) -> None:
+        bus = self.bus
+        if self.state == "up":
+            self.since = time.time()
+            self.reconnects += 1
+        self.state = "down"
+        bus.dropped += len(bus.queue)
+        bus.queue.clear()
+        self._subscribed.clear()
+        for fut in self._confirm.values():
+            if not fut.done():
+                fut.cancel()
+        self._confirm.clear()
+
+    async def _teardown(self) -> None:
+        pubsub, client = self._pubsub, self._client
+        self._pubsub = self._client = None
+        # A frozen Redis must not hold the node: close without waiting for it.
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(pubsub.aclose(), 0.5)
+        if client is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(client.aclose(), 0.5)
+
+    # ----------------------------------------------------------- one link
+    async def _run(self) -> None:
+        bus = self.bus
+        client = self._client = self._new_client()
+        pubsub = self._pubsub = client.pubsub()
+        channels = [keys.MEMBERS, keys.BROADCAST, bus.own_channel, *bus.wanted]
+        await pubsub.subscribe(*channels)
+        await asyncio.wait_for(self._confirmed(pubsub, set(channels)), COMMAND_TIMEOUT_S * 2)
+        await client.set(keys.heartbeat_key(bus.node), self.token, px=keys.HEARTBEAT_TTL_MS)
+        await self._bootstrap(client)
+        # Up: from here on the hub's changes are queued, after this node's whole state.
+        sessions, rooms = bus.local_state()
+        self.state = "up"
+        self.since = time.time()
+        self._up_at = self._probe_back = time.monotonic()
+        for node_state in bus.directory.nodes.values():
+            node_state.last_heard = self._up_at
+        bus.queue.extendleft(reversed(self._announce(sessions, rooms)))
+        bus.wake.set()
+        bus.hub.event("server", f"cluster: node {bus.node} linked to Redis")
+        tasks = [
+            asyncio.ensure_future(self._read(pubsub)),
+            asyncio.ensure_future(self._write(client, pubsub)),
+            asyncio.ensure_future(self._heartbeat(client)),
+        ]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()
+            raise LinkLost("a link task ended")
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _confirmed(self, pubsub: PubSub, channels: set[bytes]) -> None:
+        while channels:
+            msg = await pubsub.get_message(timeout=COMMAND_TIMEOUT_S)
+            if msg is not None and msg["type"] == "subscribe":
+                channels.discard(msg["channel"])
+                self._subscribed.add(msg["channel"])
+
+    def _announce(self, sessions: list[str], rooms: dict[str, list[str]]) -> list[tuple[Any, ...]]:
+        """Queue entries that write this node's state into the directory and tell it."""
+        node = self.bus.node
+        expiry = int(time.time() * 1000) + keys.ENTRY_TTL_MS
+        out: list[tuple[Any, ...]] = []
+        if sessions:
+            out.append(("HSET", keys.SESSIONS, *_pairs(sessions, node)))
+            out.append(("ZADD", keys.SESSIONS_EXPIRY, *_pairs_rev(sessions, expiry)))
+        for room, members in rooms.items():
+            out.append(("HSET", keys.room_key(room), *_pairs(members, node)))
+            out.append(("ZADD", keys.room_expiry_key(room), *_pairs_rev(members, expiry)))
+            out.append(("ZADD", keys.ROOMS, expiry, room))
+        state = {"o": "st", "n": node, "s": sessions, "r": rooms}
+        out.append(("PUBLISH", keys.MEMBERS, orjson.dumps(state)))
+        return out
+
+    async def _bootstrap(self, client: Redis) -> None:
+        """Learn the other live nodes' sessions and members from the directory.
+
+        Only adds: what left while this node was away is told by its node's
+        state when that node links again, or by its death.
+        """
+        bus = self.bus
+        raw_names: list[Any] = await client.hkeys(keys.NODES)
+        names = [n.decode() for n in raw_names]
+        names = [n for n in names if n != bus.node]
+        pipe = client.pipeline(transaction=False)
+        for name in names:
+            pipe.exists(keys.heartbeat_key(name))
+        live = {n for n, alive in zip(names, await pipe.execute(), strict=True) if alive}
+        raw_rooms: list[Any] = await client.zrange(keys.ROOMS, 0, -1)
+        rooms = [r.decode() for r in raw_rooms]
+        pipe = client.pipeline(transaction=False)
+        pipe.hgetall(keys.SESSIONS)
+        for room in rooms:
+            pipe.hgetall(keys.room_key(room))
+        found = await pipe.execute()
+        d = bus.directory
+        for sid, node in found[0].items():
+            if node.decode() in live:
+                d.add_session(node.decode(), sid.decode())
+        joined = []
+        for room, members in zip(rooms, found[1:], strict=True):
+            for sid, node in members.items():
+                n = node.decode()
+                if n in live and d.join(n, room, sid.decode()):
+                    joined.append((room, sid.decode()))
+        for name in live:
+            d.heard(name)
+        bus.tell_members(joined, [])
+
+    async def _read(self, pubsub: PubSub) -> None:
+        bus = self.bus
+        on_message = bus.on_message
+        while True:
+            msg = await pubsub.get_message(timeout=COMMAND_TIMEOUT_S)
+            if msg is None:
+                continue
+            kind = msg["type"]
+            if kind == "message":
+                try:
+                    on_message(msg["channel"], msg["data"])
+                except Exception:  # a malformed message must not end the link
+                    log.exception("cluster: bad message on %r", msg["channel"])
+            elif kind == "subscribe":
+                channel = msg["channel"]
+                self._subscribed.add(channel)
+                fut = self._confirm.pop(channel, None)
+                if fut is not None and not fut.done():
+                    fut.set_result(None)
+            elif kind == "unsubscribe":
+                self._subscribed.discard(msg["channel"])
+
+    async def _write(self, client: Redis, pubsub: PubSub) -> None:
+        from .node import SUBSCRIBE, UNSUBSCRIBE
+
+        bus = self.bus
+        queue = bus.queue
+        while True:
+            if not queue:
+                bus.wake.clear()
+                await bus.wake.wait()
+                continue
+            head = queue[0]
+            if head[0] is SUBSCRIBE or head[0] is UNSUBSCRIBE:
+                queue.popleft()
+                await self._subscription(pubsub, head[0], head[1])
+                continue
+            pipe = client.pipeline(transaction=False)
+            n = 0
+            while queue and n < BATCH:
+                item = queue[0]
+                if item[0] is SUBSCRIBE or item[0] is UNSUBSCRIBE:
+                    break
+                queue.popleft()
+                pipe.execute_command(*item)
+                n += 1
+            await pipe.execute(raise_on_error=False)
+            bus.published += n
+
+    async def _subscription(self, pubsub: PubSub, kind: str, channel: bytes) -> None:
+        from .node import SUBSCRIBE
+
+        wanted = channel in self.bus.wanted
+        if kind is SUBSCRIBE:
+            if wanted and channel not in self._subscribed:
+                fut = self._confirm[channel] = asyncio.get_running_loop().create_future()
+                await pubsub.subscribe(channel)
+                await asyncio.wait_for(fut, COMMAND_TIMEOUT_S)
+        elif not wanted and channel in self._subscribed:
+            await pubsub.unsubscribe(channel)
+            self._subscribed.discard(channel)
+
+    def probe_returned(self, seq: bytes) -> None:
+        if seq == str(self._probe_seq).encode():
+            self._probe_back = time.monotonic()
+
+    async def _heartbeat(self, client: Redis) -> None:
+        bus = self.bus
+        hub = bus.hub
+        while True:
+            await asyncio.sleep(HEARTBEAT_S)
+            now = time.monotonic()
+            if now - self._probe_back > PROBE_DEADLINE_S:
+                raise LinkLost("the subscription's probe did not come back")
+            self._sample_rates(now)
+            self._probe_seq += 1
+            info = {"sessions": len(hub.sessions), "rooms": len(hub.rooms)}
+            names = list(bus.directory.nodes)
+            pipe = client.pipeline(transaction=False)
+            pipe.set(keys.heartbeat_key(bus.node), self.token, px=keys.HEARTBEAT_TTL_MS)
+            pipe.hset(keys.NODES, bus.node, orjson.dumps(info))
+            pipe.publish(keys.MEMBERS, orjson.dumps({"o": "hb", "n": bus.node, "i": info}))
+            pipe.publish(bus.own_channel, b"p%d" % self._probe_seq)
+            for name in names:
+                pipe.exists(keys.heartbeat_key(name))
+            refresh = now - self._last_refresh >= REFRESH_S
+            if refresh:
+                self._last_refresh = now
+                self._refresh(pipe)
+            results = await asyncio.wait_for(pipe.execute(), COMMAND_TIMEOUT_S * 2)
+            alive = results[4 : 4 + len(names)]
+            now = time.monotonic()
+            if now - self._up_at < DEAD_AFTER_S:
+                continue
+            for name, held in zip(names, alive, strict=True):
+                state = bus.directory.nodes.get(name)
+                if state is not None and not held and now - state.last_heard > DEAD_AFTER_S:
+                    bus.forget_node(name, "is gone (no heartbeat)")
+
+    def _refresh(self, pipe: Any) -> None:
+        """Renew this node's directory entries, and prune what expired (any reader may)."""
+        sessions, rooms = self.bus.local_state()
+        node = self.bus.node
+        now_ms = int(time.time() * 1000)
+        expiry = now_ms + keys.ENTRY_TTL_MS
+        if sessions:
+            pipe.hset(keys.SESSIONS, mapping=dict.fromkeys(sessions, node))
+            pipe.zadd(keys.SESSIONS_EXPIRY, dict.fromkeys(sessions, expiry))
+        pipe.eval(keys.PRUNE_SCRIPT, 2, keys.SESSIONS, keys.SESSIONS_EXPIRY, now_ms)
+        for room, members in rooms.items():
+            pipe.hset(keys.room_key(room), mapping=dict.fromkeys(members, node))
+            pipe.zadd(keys.room_expiry_key(room), dict.fromkeys(members, expiry))
+            pipe.zadd(keys.ROOMS, {room: expiry})
+            pipe.eval(keys.PRUNE_SCRIPT, 2, keys.room_key(room), keys.room_expiry_key(room), now_ms)
+        pipe.eval(PRUNE_ROOMS_SCRIPT, 1, keys.ROOMS, now_ms)
+
+    def _sample_rates(self, now: float) -> None:
+        bus = self.bus
+        last_t, last_out, last_in = self._last_rates
+        dt = now - last_t
+        if dt > 0:
+            bus.rate_out = (bus.published - last_out) / dt
+            bus.rate_in = (bus.received - last_in) / dt
+        self._last_rates = (now, bus.published, bus.received)
+
+
+# Rooms no node renewed: prune their expired members, and the room once empty.
+PRUNE_ROOMS_SCRIPT = """
+local rooms = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+for _, room in ipairs(rooms) do
+  local h, z = 'vc:rm:' .. room, 'vc:rx:' .. room
+  local gone = redis.call('ZRANGEBYSCORE', z, '-inf', ARGV[1])
+  for _, id in ipairs(gone) do redis.call('HDEL', h, id) end
+  redis.call('ZREMRANGEBYSCORE', z, '-inf', ARGV[1])
+  if redis.call('HLEN', h) == 0 then redis.call('ZREM', KEYS[1], room) end
+end
+return #rooms
+"""
+
+
+def _pairs(ids: list[str], value: str) -> list[str]:
+    out: list[str] = []
+    for sid in ids:
+        out.append(sid)
+        out.append(value)
+    return out
+
+
+def _pairs_rev(ids: list[str], score: int) -> list[Any]:
+    out: list[Any] = []
+    for sid in ids:
+        out.append(score)
+        out.append(sid)
+    return out
