@@ -354,12 +354,19 @@ async def test_a_flood_past_a_tiny_output_buffer_limit_recovers(
         await cb.request({"type": "join_room", "room": "flood"})
         await next_of(ca, "user_joined", connectionId=cb.id)
         blob = "x" * 4000
-        ca.writer.write(
-            b"".join(
-                frame({"type": "room_message", "room": "flood", "data": blob}) for _ in range(3000)
+        # b reads nothing for a second, so Redis buffers the flood for it, past the limit.
+        b.proc.send_signal(signal.SIGSTOP)
+        try:
+            ca.writer.write(
+                b"".join(
+                    frame({"type": "room_message", "room": "flood", "data": blob})
+                    for _ in range(1000)
+                )
             )
-        )
-        await ca.writer.drain()
+            await ca.writer.drain()
+            await asyncio.sleep(1.0)
+        finally:
+            b.proc.send_signal(signal.SIGCONT)
         # Redis cut b's subscriber off; b notices, links again, and traffic flows.
         await wait_for(lambda: _true(b"Redis link lost" in b"".join(b.log)), 10)
         assert b.proc.returncode is None and a.proc.returncode is None
