@@ -1,7 +1,10 @@
 """A terminal chat client on ``verb_console.client.JsonClient``.
 
-    python -m verb_console --headless --port 8080 --protocol json
+    python -m verb_console --headless --port 8080
     python examples/chat.py --port 8080 --room lobby --name alice
+
+It works on the default ``auto`` listener (the client speaks first) as on a
+pinned ``--protocol json`` one.
 
 Joins ``--room``, sends every line typed on stdin as a room message and prints what
 arrives. ``/msg ID TEXT`` sends a private message, ``/all TEXT`` a broadcast,
@@ -130,8 +133,9 @@ async def chat(args: argparse.Namespace) -> int:
     )
     try:
         await client.connect()
-    except OSError as exc:
-        print(f"chat: cannot connect to {args.host}:{args.port}: {exc}", file=sys.stderr)
+    except OSError as exc:  # refused, timed out, hung up: the client's error says which
+        reason = str(exc) or type(exc).__name__
+        print(f"chat: cannot connect to {args.host}:{args.port}: {reason}", file=sys.stderr)
         return 1
     try:
         joined = await client.join_room(args.room)

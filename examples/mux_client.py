@@ -15,7 +15,7 @@ import argparse
 import asyncio
 import sys
 
-from verb_console.mux_client import MuxClient, MuxError
+from verb_console.client import MuxClient, MuxError
 from verb_console.protocols import binary as b
 
 

@@ -12,7 +12,7 @@ import pytest
 from cluster_harness import RedisServer, wait_for
 from helpers import JsonClient
 
-from verb_console.mux_client import MuxClient
+from verb_console.client import MuxClient
 
 pytestmark = pytest.mark.timeout(60)
 

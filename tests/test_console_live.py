@@ -24,12 +24,12 @@ import orjson
 import pytest
 from helpers import JsonClient, eventually
 
+from verb_console.client import JsonStream, MuxClient
 from verb_console.console import VerbConsoleApp
 from verb_console.console.dialogs import BroadcastDialog, ConfirmDialog, DetailScreen
 from verb_console.console.panes.connections import ConnectionsPane
 from verb_console.console.panes.table import LiveTable
 from verb_console.console.run import build_app
-from verb_console.mux_client import JsonStream, MuxClient
 from verb_console.protocols import binary as b
 from verb_console.runtime import Runtime
 from verb_console.settings import Settings

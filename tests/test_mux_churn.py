@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from verb_console.client import MuxClient
 from verb_console.hub.mux_session import MuxSession
-from verb_console.mux_client import MuxClient
 
 pytestmark = pytest.mark.timeout(60)
 

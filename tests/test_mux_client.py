@@ -1,4 +1,4 @@
-"""The mux client library (verb_console.mux_client) and its example, against a real server."""
+"""The mux client library (verb_console.client) and its example, against a real server."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from helpers import eventually
 
+from verb_console.client import MuxClient, MuxClosed, MuxError
 from verb_console.hub.session import CloseReason
-from verb_console.mux_client import MuxClient, MuxClosed, MuxError
 from verb_console.protocols import binary as b
 
 pytestmark = pytest.mark.timeout(30)

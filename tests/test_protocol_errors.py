@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from verb_console import client, mux_client
+from verb_console import client
 from verb_console.hub.transfers import TransferError
 from verb_console.protocols import ProtocolError, ServerError
 from verb_console.protocols import binary as b
@@ -64,7 +64,7 @@ def test_the_clients_raise_one_server_error_built_from_the_reply() -> None:
     assert err.extra == {"streamId": 3, "ref": 1}
     assert str(err) == "bad_stream: no"
     assert client.ServerError is ServerError
-    assert mux_client.MuxError is ServerError
+    assert client.MuxError is ServerError
 
 
 @pytest.mark.parametrize(

@@ -1,9 +1,10 @@
 """``--demo``: real simulated clients on loopback so every console pane is alive.
 
-The clients are ordinary TCP clients of the running server: json chatters in
-rooms, an echo client, a binary client, a mux connection with three streams, and
-uploaders (one of which gives up half way). They connect from several loopback
-addresses (127.0.0.2, 127.0.0.3, ...) so the throttle pane has more than one row.
+The clients are the project's own (:mod:`verb_console.client`): json chatters in
+rooms (:class:`JsonClient`), an echo and a binary client (:class:`TcpPipe`), a mux
+connection with three streams (:class:`MuxClient`), and uploaders (one of which
+gives up half way). They connect from several loopback addresses (127.0.0.2,
+127.0.0.3, ...) so the throttle pane has more than one row.
 """
 
 from __future__ import annotations
@@ -15,16 +16,14 @@ import hashlib
 import logging
 import os
 import random
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
-import orjson
-
-from .protocols import binary as b
-from .protocols import mux as m
-from .protocols.json import JsonDecoder, encode
+from .client import JsonClient, JsonStream, MuxClient, ServerError, TcpPipe
 
 log = logging.getLogger("verb_console.demo")
+
+T = TypeVar("T")
 
 ROOMS = ("lobby", "ops", "random")
 WORDS = ("deploy", "ok", "latency", "spike", "queue", "drained", "retry", "cache", "warm", "ack")
@@ -34,11 +33,18 @@ def _line(rng: random.Random) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 6)))
 
 
+async def _discard(messages: AsyncIterator[Any]) -> None:
+    """Read and drop what a client receives, so nothing piles up unread."""
+    with contextlib.suppress(ConnectionError):
+        async for _ in messages:
+            pass
+
+
 class Demo:
     """Runs the simulated clients until :meth:`stop`."""
 
     def __init__(self, host: str, port: int, *, seed: int | None = None, clients: int = 8) -> None:
-        self.host = host
+        self.host = host if host not in ("0.0.0.0", "::", "") else "127.0.0.1"
         self.port = port
         self.clients = clients
         self.rng = random.Random(seed)
@@ -46,20 +52,26 @@ class Demo:
         self._stopping = False
         self._ids: list[str] = []
         self._addr = 1
-
-    def _source(self) -> str:
         # Spread clients over a few loopback addresses (Linux routes all of 127/8 to lo).
-        self._addr = self._addr % 5 + 2
-        return f"127.0.0.{self._addr}"
+        self._spread = self.host.startswith("127.")
 
-    async def _open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        host = self.host if self.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
-        if host.startswith("127."):
-            with contextlib.suppress(OSError):
-                return await asyncio.open_connection(
-                    host, self.port, local_addr=(self._source(), 0)
-                )
-        return await asyncio.open_connection(host, self.port)
+    async def _connect(self, make: Callable[[str | None], Awaitable[T]]) -> T:
+        """``make(local_host)`` from the next loopback address, or the default one."""
+        if self._spread:
+            self._addr = self._addr % 5 + 2
+            try:
+                return await make(f"127.0.0.{self._addr}")
+            except OSError:
+                self._spread = False  # not routable here: the default source from now on
+        return await make(None)
+
+    async def _json(self) -> JsonClient:
+        async def make(local_host: str | None) -> JsonClient:
+            client = JsonClient(self.host, self.port, reconnect=False, local_host=local_host)
+            await client.connect()
+            return client
+
+        return await self._connect(make)
 
     def start(self) -> None:
         spawn = self._spawn
@@ -75,7 +87,7 @@ class Demo:
             while not self._stopping:
                 try:
                     await fn(*args)
-                except (OSError, asyncio.IncompleteReadError, ConnectionError):
+                except (OSError, ServerError):  # refused, cut, timed out: try again later
                     pass
                 except asyncio.CancelledError:
                     raise
@@ -97,100 +109,89 @@ class Demo:
     # --- json chatter -----------------------------------------------------
     async def _chatter(self, index: int) -> None:
         rng = self.rng
-        reader, writer = await self._open()
-        dec = JsonDecoder()
-        reading = asyncio.get_running_loop().create_task(self._drain_json(reader, dec))
+        client = await self._json()
+        reading = asyncio.ensure_future(_discard(client.messages()))
         try:
-            writer.write(encode({"type": "ping", "ref": "hello"}))
+            self._ids.append(client.id)
+            del self._ids[:-50]
             rooms = rng.sample(ROOMS, rng.randint(1, 2))
             for room in rooms:
-                writer.write(encode({"type": "join_room", "room": room}))
+                await client.join_room(room)
             # Live for a while, then leave (so closed sessions appear too).
             for _ in range(rng.randint(20, 200)):
                 await asyncio.sleep(rng.uniform(0.05, 0.6))
                 roll = rng.random()
                 if roll < 0.5:
-                    msg = {"type": "room_message", "room": rng.choice(rooms), "data": _line(rng)}
+                    await client.room_message(rng.choice(rooms), _line(rng), confirm=False)
                 elif roll < 0.6:
-                    msg = {"type": "broadcast", "data": _line(rng)}
+                    await client.broadcast(_line(rng), confirm=False)
                 elif roll < 0.7 and self._ids:
-                    msg = {"type": "private", "target": rng.choice(self._ids), "data": _line(rng)}
+                    await client.private(rng.choice(self._ids), _line(rng), confirm=False)
                 else:
-                    msg = {"type": "ping", "ref": rng.randint(1, 1 << 30)}
-                writer.write(encode(msg))
-                await writer.drain()
+                    await client.ping()
         finally:
-            reading.cancel()
-            writer.close()
-
-    async def _drain_json(self, reader: asyncio.StreamReader, dec: JsonDecoder) -> None:
-        while data := await reader.read(65536):
-            for body in dec.feed(data):
-                msg = orjson.loads(body)
-                if msg.get("type") == "welcome":
-                    self._ids.append(msg["id"])
-                    del self._ids[:-50]
+            await client.close()
+            await reading
 
     # --- echo and binary --------------------------------------------------
+    async def _pipe(self) -> TcpPipe:
+        return await self._connect(
+            lambda local_host: TcpPipe.connect(self.host, self.port, local_host=local_host)
+        )
+
     async def _echo(self) -> None:
-        reader, writer = await self._open()
-        try:
+        async with await self._pipe() as pipe:
+            lines = pipe.lines()
             for _ in range(self.rng.randint(30, 120)):
-                writer.write((_line(self.rng) + "\n").encode())
-                await reader.readline()
+                await lines.send_line(_line(self.rng))
+                await lines.readline()  # the greeting first, then each echo in turn
                 await asyncio.sleep(self.rng.uniform(0.2, 1.0))
-        finally:
-            writer.close()
 
     async def _binary(self) -> None:
-        reader, writer = await self._open()
-        dec = b.BinaryDecoder()
-        try:
+        async with await self._pipe() as pipe:
+            frames = pipe.binary()
             for i in range(self.rng.randint(30, 120)):
                 if i % 3 == 0:
-                    writer.write(b.encode_frame(b.HEARTBEAT))
+                    await frames.heartbeat()
                 else:
-                    writer.write(b.encode_frame(b.DATA, os.urandom(self.rng.randint(16, 4096))))
-                dec.feed(await reader.read(65536))
+                    await frames.echo(os.urandom(self.rng.randint(16, 4096)))
                 await asyncio.sleep(self.rng.uniform(0.2, 1.0))
-        finally:
-            writer.close()
 
     # --- mux --------------------------------------------------------------
     async def _mux(self) -> None:
-        reader, writer = await self._open()
-        reading = asyncio.get_running_loop().create_task(self._discard(reader))
-        try:
-            for sid, kind in ((1, "json"), (3, "echo"), (5, "binary")):
-                writer.write(
-                    m.encode_control({"type": "stream_create", "streamId": sid, "streamType": kind})
-                )
-            writer.write(m.encode_frame(1, encode({"type": "join_room", "room": "ops"})))
-            for _ in range(self.rng.randint(30, 150)):
-                await asyncio.sleep(self.rng.uniform(0.1, 0.8))
-                roll = self.rng.random()
-                if roll < 0.4:
-                    msg = {"type": "room_message", "room": "ops", "data": _line(self.rng)}
-                    writer.write(m.encode_frame(1, encode(msg)))
-                elif roll < 0.7:
-                    writer.write(m.encode_frame(3, (_line(self.rng) + "\n").encode()))
-                elif roll < 0.9:
-                    writer.write(m.encode_frame(5, b.encode_frame(b.HEARTBEAT)))
-                else:
-                    writer.write(m.encode_control({"type": "ping"}))
-        finally:
-            reading.cancel()
-            writer.close()
-
-    async def _discard(self, reader: asyncio.StreamReader) -> None:
-        while await reader.read(65536):
-            pass
+        rng = self.rng
+        mux = await self._connect(
+            lambda local_host: MuxClient.connect(self.host, self.port, local_host=local_host)
+        )
+        async with mux as client:
+            chat: JsonStream = (await client.open_stream("json")).json()
+            lines = (await client.open_stream("echo")).lines()
+            frames = (await client.open_stream("binary")).binary()
+            await chat.join_room("ops")
+            reading = asyncio.ensure_future(_discard(chat.messages()))
+            try:
+                for _ in range(rng.randint(30, 150)):
+                    await asyncio.sleep(rng.uniform(0.1, 0.8))
+                    roll = rng.random()
+                    if roll < 0.4:
+                        await chat.room_message("ops", _line(rng), confirm=False)
+                    elif roll < 0.7:
+                        await lines.send_line(_line(rng))
+                        await lines.readline()
+                    elif roll < 0.9:
+                        await frames.heartbeat()
+                    else:
+                        await client.ping()
+            finally:
+                reading.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reading
 
     # --- uploads ----------------------------------------------------------
     async def _uploader(self) -> None:
         rng = self.rng
-        reader, writer = await self._open()
-        reading = asyncio.get_running_loop().create_task(self._discard(reader))
+        client = await self._json()
+        reading = asyncio.ensure_future(_discard(client.messages()))
         try:
             n = 0
             while not self._stopping:
@@ -200,39 +201,29 @@ class Demo:
                 data = os.urandom(size)
                 tid = f"demo-{os.getpid()}-{n}"
                 name = f"demo-{n:04d}-{rng.randint(0, 1 << 20):06x}.bin"
-                writer.write(
-                    encode(
-                        {
-                            "type": "file_start",
-                            "transferId": tid,
-                            "filename": name,
-                            "fileSize": size,
-                            "chunkSize": chunk,
-                            "sha256": hashlib.sha256(data).hexdigest(),
-                        }
-                    )
+                await client.request(
+                    {
+                        "type": "file_start",
+                        "transferId": tid,
+                        "filename": name,
+                        "fileSize": size,
+                        "chunkSize": chunk,
+                        "sha256": hashlib.sha256(data).hexdigest(),
+                    }
                 )
                 give_up = rng.random() < 0.2
                 for i, off in enumerate(range(0, size, chunk)):
                     if give_up and off > size // 2:
-                        writer.write(encode({"type": "file_abort", "transferId": tid}))
+                        await client.request({"type": "file_abort", "transferId": tid})
                         break
                     piece = base64.b64encode(data[off : off + chunk]).decode()
-                    writer.write(
-                        encode(
-                            {
-                                "type": "file_chunk",
-                                "transferId": tid,
-                                "chunkIndex": i,
-                                "data": piece,
-                            }
-                        )
+                    await client.send(
+                        {"type": "file_chunk", "transferId": tid, "chunkIndex": i, "data": piece}
                     )
-                    await writer.drain()
                     await asyncio.sleep(0.03)
                 else:
-                    writer.write(encode({"type": "file_end", "transferId": tid}))
+                    await client.request({"type": "file_end", "transferId": tid}, timeout=30)
                 await asyncio.sleep(rng.uniform(2.0, 6.0))
         finally:
-            reading.cancel()
-            writer.close()
+            await client.close()
+            await reading

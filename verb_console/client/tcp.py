@@ -1,0 +1,425 @@
+"""The json client over TCP, with connection recovery.
+
+::
+
+    async with JsonClient("127.0.0.1", 8080) as client:
+        await client.join_room("lobby")
+        await client.room_message("lobby", {"text": "hello"})
+        async for message in client.messages():
+            print(message)
+
+It runs on anyio, so on asyncio and on trio alike. The client speaks first: its
+first bytes are a ``ping``, so an ``auto`` listener (which waits for the client)
+and a pinned ``json`` listener (which greets at once) both work.
+
+Connection recovery follows the seed's ``TCPConnectionRecovery``: when the
+connection is lost unexpectedly the client reconnects as its :class:`Backoff`
+says (``base_delay * 2 ** attempt``, 1 s, 2 s, 4 s... with jitter, 5 attempts by
+default) and rejoins its rooms. A deliberate close does not reconnect: the
+client's own :meth:`JsonClient.close`, or the server's ``closing`` with reason
+``operator``, ``shutdown`` or ``protocol_error``, or any loss after the server
+announced ``server_shutdown``. An ``idle_timeout`` close, a reset or an EOF
+without ``closing`` (a crash, a slow-consumer cut) do reconnect.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import os
+import random
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from ..protocols.json import DEFAULT_MAX_FRAME
+from ._io import Background, Outbox, spawn
+from .backoff import Backoff
+from .core import DELIBERATE_REASONS, JsonCore, Message, Reply
+from .errors import ClientClosed, ReconnectFailed, ServerError
+
+__all__ = ["JsonClient", "dial"]
+
+log = logging.getLogger("verb_console.client")
+
+READ_SIZE = 256 * 1024
+
+
+async def dial(
+    host: str, port: int, timeout: float | None, local_host: str | None = None
+) -> anyio.abc.SocketStream:
+    """Open a TCP connection; every failure says why (refused, unreachable, timed out)."""
+    try:
+        with anyio.fail_after(timeout):
+            return await anyio.connect_tcp(host, port, local_host=local_host)
+    except TimeoutError:
+        raise TimeoutError(f"no TCP connection within {timeout:g}s") from None
+    except OSError as exc:
+        # anyio wraps the per-address failures; the first one says why (refused, unreachable).
+        cause = exc.__cause__
+        if isinstance(cause, ExceptionGroup):
+            cause = next((e for e in cause.exceptions if isinstance(e, OSError)), None)
+        if isinstance(cause, OSError):
+            exc = cause
+        if exc.errno is not None:  # "Connection refused", not "Connect call failed"
+            raise type(exc)(exc.errno, os.strerror(exc.errno)) from None
+        raise exc from None
+
+
+class _Connection:
+    """One TCP connection: its stream, its writer, and how it ended."""
+
+    def __init__(self, stream: anyio.abc.SocketStream) -> None:
+        self.stream = stream
+        self.outbox = Outbox(stream)
+        self.ready = False
+        self.lost: BaseException | None = None
+
+
+class JsonClient(JsonCore):
+    """A json-protocol client over TCP: requests matched by ``ref``, a message stream, recovery.
+
+    :param host: server address.
+    :param port: server port.
+    :param reconnect: reconnect after an unexpected loss (see the module docs).
+    :param backoff: the reconnection policy; else one is made of ``max_attempts``,
+        ``base_delay``, ``max_delay``, ``jitter`` and ``rng`` (see :class:`Backoff`).
+    :param connect_timeout: seconds for the TCP connect, and again for the ``welcome``.
+    :param local_host: the local address to connect from (None: the system's choice).
+    :param on_disconnect: called with the reason (a ``closing`` reason, or
+        ``"connection_lost"``) whenever the connection ends, before any reconnection.
+    :param on_reconnect: called with the new ``welcome`` once reconnected and back in the rooms.
+    :param on_give_up: called with the :class:`ReconnectFailed` when recovery gives up.
+
+    Callbacks may be plain functions or coroutine functions.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        *,
+        reconnect: bool = True,
+        backoff: Backoff | None = None,
+        max_attempts: int = 5,
+        base_delay: float = 1.0,
+        max_delay: float = 30.0,
+        jitter: float = 0.2,
+        rng: random.Random | None = None,
+        connect_timeout: float = 5.0,
+        local_host: str | None = None,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        on_disconnect: Callable[[str], Any] | None = None,
+        on_reconnect: Callable[[Message], Any] | None = None,
+        on_give_up: Callable[[ReconnectFailed], Any] | None = None,
+    ) -> None:
+        super().__init__(max_frame)
+        if backoff is None:
+            backoff = Backoff(max_attempts, base_delay, max_delay, jitter, rng or random.Random())
+        self.host = host
+        self.port = port
+        self.reconnect = reconnect
+        self.backoff = backoff
+        self.connect_timeout = connect_timeout
+        self.local_host = local_host
+        self.on_disconnect = on_disconnect
+        self.on_reconnect = on_reconnect
+        self.on_give_up = on_give_up
+        #: Successful reconnections so far.
+        self.reconnects = 0
+        #: Why the last connection ended (a ``closing`` reason or ``"connection_lost"``).
+        self.disconnect_reason: str | None = None
+        #: Delays (seconds) slept before each reconnection attempt, for inspection.
+        self.backoff_history: list[float] = []
+        self._conn: _Connection | None = None
+        self._runner: Background | None = None
+        self._closing = False
+        self._connected = False
+        self._changed: anyio.Event | None = None
+        self._done: anyio.Event | None = None
+
+    # ----------------------------------------------------------- state
+    @property
+    def max_attempts(self) -> int:
+        return self.backoff.max_attempts
+
+    @property
+    def base_delay(self) -> float:
+        return self.backoff.base_delay
+
+    def backoff_delay(self, attempt: int) -> float:
+        """Seconds to wait before reconnection attempt ``attempt`` (0-based), jitter included."""
+        return self.backoff.delay(attempt)
+
+    @property
+    def connected(self) -> bool:
+        """True while a connection is up (and, after a reconnection, rooms are rejoined)."""
+        return self._connected
+
+    def _set_connected(self, connected: bool) -> None:
+        self._connected = connected
+        self._notify()
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    # ----------------------------------------------------------- connecting
+    async def connect(self) -> Message:
+        """Connect, speak first and wait for the server's ``welcome``, which is returned.
+
+        The first connection is not retried: a refused connect raises ``OSError``
+        (``ConnectionRefusedError``), a server that never answers ``TimeoutError``,
+        one that refuses or hangs up ``ConnectionError``; each says why.
+        """
+        if self._runner is not None:
+            raise RuntimeError("already connected")
+        if self._finished:
+            raise ClientClosed("the client is closed")
+        if self._done is None:
+            self._done = anyio.Event()
+        stream = await dial(self.host, self.port, self.connect_timeout, self.local_host)
+        started = Reply()
+        self._runner = spawn(functools.partial(self._run, _Connection(stream), started))
+        try:
+            welcome: Message = await started.wait()
+        except BaseException:
+            self._runner = None
+            raise
+        return welcome
+
+    async def _run(self, conn: _Connection, started: Reply) -> None:
+        """The client's life: serve a connection, then recover or finish."""
+        error: ConnectionError | None = None
+        try:
+            await self._serve(conn, started)
+            attempt = 0
+            last: BaseException | None = None
+            while started.done and not self._closing:
+                if conn.ready:
+                    attempt, last = 0, None
+                    reason = self.disconnect_reason or "connection_lost"
+                    if reason in DELIBERATE_REASONS:
+                        log.info("server closed the connection (%s): not reconnecting", reason)
+                        break
+                    if not self.reconnect:
+                        error = ConnectionError(f"connection lost ({reason})")
+                        break
+                else:  # a reconnection that got no welcome: a failed attempt
+                    last = conn.lost
+                try:
+                    next_conn, attempt, last = await self._reconnect(attempt, last)
+                except ReconnectFailed as exc:
+                    error = exc
+                    self._call(self.on_give_up, exc)
+                    break
+                if next_conn is None:
+                    break
+                conn = next_conn
+                await self._serve(conn, started)
+        finally:
+            if not started.done:  # the first connection never got going
+                started.fail(conn.lost or ClientClosed("the client was closed while connecting"))
+            else:
+                self._finish(error)
+
+    async def _serve(self, conn: _Connection, started: Reply) -> None:
+        """Run one connection until it ends: the handshake, then reading and writing."""
+        self._conn = conn
+        self._new_connection()
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(conn.outbox.run)
+                tg.start_soon(self._read, conn, tg.cancel_scope)
+                try:
+                    with anyio.fail_after(self.connect_timeout):
+                        welcome = await self._handshake()
+                except TimeoutError:
+                    conn.lost = TimeoutError(
+                        f"no welcome from the server within {self.connect_timeout:g}s"
+                    )
+                    tg.cancel_scope.cancel()
+                    return
+                except (ConnectionError, ServerError) as exc:
+                    conn.lost = conn.lost or exc
+                    tg.cancel_scope.cancel()
+                    return
+                conn.ready = True
+                self.disconnect_reason = None
+                if not started.done:
+                    self._set_connected(True)
+                    started.set(welcome)
+                elif await self._rejoin():
+                    self.reconnects += 1
+                    self._set_connected(True)
+                    self._call(self.on_reconnect, welcome)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.aclose_forcefully(conn.stream)
+            if self._conn is conn:
+                self._conn = None
+            if conn.ready:
+                self._ended(conn)
+            else:
+                why = self._why(conn)
+                if conn.lost is None or not str(conn.lost):
+                    conn.lost = ConnectionError(why)
+                self._connection_ended(why)
+
+    def _why(self, conn: _Connection) -> str:
+        if conn.lost is not None and str(conn.lost):
+            return str(conn.lost)
+        if self.closing_reason is not None:
+            return f"the server closed the connection ({self.closing_reason})"
+        return "the server closed the connection before its welcome"
+
+    async def _read(self, conn: _Connection, scope: anyio.CancelScope) -> None:
+        """Read until the connection ends; never raises."""
+        try:
+            while True:
+                error = self._feed(await conn.stream.receive(READ_SIZE))
+                if error is not None:
+                    conn.lost = ConnectionError(f"bad frame from the server: {error}")
+                    break
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            pass
+        except (OSError, anyio.BrokenResourceError) as exc:
+            conn.lost = exc
+        finally:
+            conn.outbox.close()
+            scope.cancel()
+
+    def _ended(self, conn: _Connection) -> None:
+        """A connection that got going ended: fail what waited on it."""
+        self._set_connected(False)
+        reason = self._connection_ended(self._why(conn))
+        self.disconnect_reason = reason
+        if not self._closing:
+            self._call(self.on_disconnect, reason)
+
+    # ----------------------------------------------------------- recovery
+    async def _reconnect(
+        self, attempt: int, last: BaseException | None
+    ) -> tuple[_Connection | None, int, BaseException | None]:
+        """Dial again after the policy's delay; returns the connection and the attempts made."""
+        attempts = self.backoff.max_attempts
+        while attempt < attempts:
+            delay = self.backoff.delay(attempt)
+            self.backoff_history.append(delay)
+            attempt += 1
+            log.info(
+                "reconnecting to %s:%s in %.2fs (attempt %d of %d)",
+                *(self.host, self.port, delay, attempt, attempts),
+            )
+            await anyio.sleep(delay)
+            if self._closing:
+                return None, attempt, last
+            try:
+                stream = await dial(self.host, self.port, self.connect_timeout, self.local_host)
+            except OSError as exc:  # TimeoutError and ConnectionRefusedError among them
+                last = exc
+                log.info("reconnection attempt %d failed: %s", attempt, exc)
+            else:
+                return _Connection(stream), attempt, last
+        raise ReconnectFailed(attempts, last)
+
+    async def _rejoin(self) -> bool:
+        """Join the rooms again; False if the new connection was lost meanwhile."""
+        for room in sorted(self.rooms):
+            try:
+                await self.request({"type": "join_room", "room": room})
+            except ServerError as exc:
+                log.warning("could not rejoin room %r: %s", room, exc)
+                self.rooms.discard(room)
+            except (ConnectionError, TimeoutError):
+                return False
+        return self._conn is not None
+
+    def _finish(self, error: ConnectionError | None) -> None:
+        if self._finished:
+            return
+        super()._finish(error)
+        self._connected = False
+        self._notify()
+        if self._done is not None:
+            self._done.set()
+
+    def _call(self, callback: Callable[..., Any] | None, *args: Any) -> None:
+        if callback is None:
+            return
+        try:
+            result = callback(*args)
+        except Exception:
+            log.exception("client callback %r failed", callback)
+            return
+        if inspect.isawaitable(result):
+
+            async def finish() -> None:
+                await result
+
+            spawn(finish)
+
+    async def wait_connected(self, timeout: float | None = None) -> None:
+        """Wait until connected (after a reconnection: rooms rejoined).
+
+        Raises the client's error (or :class:`ClientClosed`) if it closes first, and
+        ``TimeoutError`` after ``timeout`` seconds.
+        """
+        with anyio.fail_after(timeout):
+            while not self._connected:
+                if self._finished:
+                    raise self._end_error()
+                if self._changed is None:
+                    self._changed = anyio.Event()
+                await self._changed.wait()
+
+    async def wait_closed(self) -> None:
+        """Wait until the client is closed for good (see :attr:`error` for why)."""
+        if self._done is None:
+            self._done = anyio.Event()
+        await self._done.wait()
+
+    # ----------------------------------------------------------- sending
+    def _write(self, data: bytes) -> None:
+        if self._finished or self._closing:
+            raise ClientClosed("the client is closed")
+        conn = self._conn
+        if conn is None or conn.outbox.closed:
+            raise ConnectionError("not connected")
+        conn.outbox.write(data)
+
+    async def _drain(self) -> None:
+        conn = self._conn
+        if conn is not None:
+            await conn.outbox.drain()
+
+    # ----------------------------------------------------------- closing
+    async def close(self) -> None:
+        """Close the connection for good; pending requests fail with ``ConnectionError``."""
+        conn = self._conn
+        if conn is not None and not self._closing and not conn.outbox.closed:
+            with anyio.move_on_after(1.0):  # what was written goes out first
+                await conn.outbox.drain()
+        self._closing = True
+        runner = self._runner
+        if runner is not None:
+            runner.cancel()
+            await runner.wait()
+        self._finish(None)
+
+    async def __aenter__(self) -> JsonClient:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
