@@ -11,13 +11,14 @@ from typing import ClassVar
 from textual.app import App, SystemCommand
 from textual.command import Hit, Hits, Provider
 from textual.css.query import NoMatches
+from textual.driver import Driver
 from textual.reactive import var
 from textual.screen import Screen
 from textual.system_commands import SystemCommandsProvider
 
 from verb_console.hub.snapshot import HubView
 
-from . import hangup
+from . import hangup, terminal_writer
 from .dialogs import BroadcastDialog, BroadcastRequest, ConfirmDialog, DetailScreen, HelpScreen
 from .keys import Key, key_display, palette_keys
 from .screen import MainScreen, ReadOnlyMainScreen
@@ -99,6 +100,10 @@ class VerbConsoleApp(App[int]):
         self.set_interval(1.0 / self.refresh_hz, self.refresh_once)
         if not self.is_headless:
             self.set_interval(EOF_CHECK_INTERVAL, self._check_stdin)
+
+    def get_driver_class(self) -> type[Driver]:
+        # The terminal must never hold up the event loop, and so the server.
+        return terminal_writer.driver_class(self) or super().get_driver_class()
 
     def on_unmount(self) -> None:
         self._remove_sighup()

@@ -69,6 +69,10 @@ def release_terminal(driver: Any) -> None:
     exit_event = getattr(driver, "exit_event", None)
     if exit_event is not None:
         exit_event.set()
+    # Our own writer (console/terminal_writer.py) just stops writing.
+    dropping = getattr(driver, "dropping", None)
+    if dropping is not None:
+        dropping.discard()
     # Textual's writer thread dies on the first write that fails with EIO, and
     # its bounded queue then blocks the event loop; a fresh writer that talks
     # to /dev/null keeps the loop (and so the draining server) running.
