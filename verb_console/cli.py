@@ -47,6 +47,7 @@ _nonneg_float = _checked("a number >= 0", float, lambda v: 0 <= v < _finite)
 _positive_float = _checked("a number > 0", float, lambda v: 0 < v < _finite)
 _port = _checked("a port from 0 to 65535", int, lambda v: 0 <= v <= 65535)
 _NODE = re.compile(r"[A-Za-z0-9_.-]{1,32}\Z")
+_on_hangup = _checked("keep or drain", str, lambda v: v in ("keep", "drain"))
 _protocol = _checked("one of " + ", ".join(PROTOCOLS), str, lambda v: v in PROTOCOLS)
 
 
@@ -94,6 +95,17 @@ FLAGS: dict[str, tuple[str, Any, str]] = {
         _nonneg_float,
         "graceful shutdown grace period in seconds (default 30)",
     ),
+    "admin_socket": (
+        "--admin-socket",
+        str,
+        "the server's admin socket (default $XDG_RUNTIME_DIR/verb-console/PORT.sock)",
+    ),
+    "on_hangup": (
+        "--on-hangup",
+        _on_hangup,
+        "keep (default) or drain: what a hosted server does when its terminal goes away",
+    ),
+    "log_file": ("--log-file", str, "where the server logs once no terminal shows it"),
     "refresh": ("--refresh", _positive_float, "console refreshes per second (default 4)"),
     "cluster": ("--cluster", str, "join a cluster through Redis at URL (redis://HOST:PORT/DB)"),
     "node_name": (

@@ -36,6 +36,10 @@ class Runtime:
         self.server: TCPServer | None = None
         self._signals = 0
         self._setups: list[Callable[[Runtime], None]] = []
+        # Called by reload() (``ctl reload``, SIGHUP when headless), in order. Each
+        # re-reads what it owns (an auth file, a certificate...); one that raises
+        # is logged and the others still run.
+        self.reload_hooks: list[Callable[[], None]] = []
 
     @property
     def port(self) -> int:
@@ -140,6 +144,26 @@ class Runtime:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._on_signal, sig)
 
+    def install_sighup_reload(self) -> None:
+        """SIGHUP reloads (as ``ctl reload`` does) and never stops the server."""
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(AttributeError, NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGHUP, self.reload, "SIGHUP")
+
+    def reload(self, why: str = "reload") -> list[str]:
+        """Run every reload hook; returns the errors of those that failed (logged too)."""
+        errors: list[str] = []
+        for hook in list(self.reload_hooks):
+            try:
+                hook()
+            except Exception as exc:
+                name = getattr(hook, "__qualname__", repr(hook))
+                errors.append(f"{name}: {exc}")
+                log.error("reload: %s failed: %s", name, exc)
+        outcome = f"{len(errors)} failed" if errors else "done"
+        self.hub.event("server", f"{why}: reload {outcome}")
+        return errors
+
     def _on_signal(self, sig: signal.Signals) -> None:
         self._signals += 1
         if self._signals == 1:
@@ -153,6 +177,7 @@ class Runtime:
         """Start, serve until shut down, and return the exit status (0 after a clean shutdown)."""
         # Handlers first: a script may signal as soon as the listening line appears.
         self.install_signal_handlers()
+        self.install_sighup_reload()
         await self.start()
         await self.hub.wait_stopped()
         return 0
@@ -163,6 +188,17 @@ def default_node_name(port: int) -> str:
     host = "".join(c if c.isalnum() or c in "_.-" else "-" for c in socket.gethostname())
     tail = f"-{port}"
     return (host[: 32 - len(tail)] or "node") + tail
+
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def log_file_handler(settings: Settings) -> logging.Handler:
+    """A handler appending to ``--log-file``, at the configured level."""
+    handler = logging.FileHandler(settings.log_file, encoding="utf-8")
+    handler.setLevel(getattr(logging, settings.log_level.upper(), logging.INFO))
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    return handler
 
 
 def tune_gc() -> None:
@@ -183,9 +219,11 @@ def run_headless(settings: Settings) -> int:
     """``verb-console --headless``: the server with no UI, logging to stderr."""
     logging.basicConfig(
         level=getattr(logging, settings.log_level.upper(), logging.INFO),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=LOG_FORMAT,
         stream=sys.stderr,
     )
+    if settings.log_file:
+        logging.getLogger().addHandler(log_file_handler(settings))
     runtime = Runtime(settings)
     tune_gc()
     return run_loop(runtime.run())

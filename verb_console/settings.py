@@ -40,6 +40,9 @@ class Settings:
     node_name: str = ""  # default <hostname>-<port>
     cluster_queue: int = 10000  # messages queued for Redis at most; past it they are dropped
     reuse_port: bool = False  # SO_REUSEPORT: nodes on one host may share the port
+    admin_socket: str = ""  # "": the default path (admin/paths.py)
+    on_hangup: str = "keep"  # what a hosted server does when its terminal goes away
+    log_file: str = ""  # where the server logs once no terminal shows it
     # Console only
     refresh: float = 4.0
     read_only: bool = False

@@ -68,6 +68,8 @@ class VerbConsoleApp(App[int]):
         read_only: bool = False,
         clock: Callable[[], float] = time.time,
         startup: Callable[[], Awaitable[None]] | None = None,
+        on_hangup: str = "drain",
+        after_hangup: Callable[[], None] | None = None,
     ) -> None:
         super().__init__()
         self.view = view
@@ -75,6 +77,10 @@ class VerbConsoleApp(App[int]):
         self.read_only = read_only
         self.clock = clock
         self.startup = startup
+        # What the server does once the terminal has gone: "drain" it, or "keep"
+        # it serving with no UI (then ``after_hangup`` sends its log elsewhere).
+        self.on_hangup = on_hangup
+        self.after_hangup = after_hangup
         self.terminal_gone = False
         self._remove_sighup: Callable[[], None] = lambda: None
         self._eof_seen = 0
@@ -114,6 +120,12 @@ class VerbConsoleApp(App[int]):
         """One sample of the view: header always, the pane on show unless paused."""
         if self._exiting:
             return
+        if self.terminal_gone:
+            # Nothing is drawn any more; only notice the end of the server.
+            if self.view.overview().state == "stopped":
+                self._exiting = True
+                self.exit(0, return_code=0)
+            return
         main = self.main
         if not main.is_mounted or not main.is_attached:
             return
@@ -144,12 +156,20 @@ class VerbConsoleApp(App[int]):
     # ----- terminal going away ------------------------------------------------
 
     def terminal_went_away(self) -> None:
-        """Drain the server and exit once stopped; the terminal is not used again."""
+        """Let go of the terminal; then drain the server, or keep it serving headless.
+
+        Either way the app exits once the server has stopped.
+        """
         if self.terminal_gone:
             return
         self.terminal_gone = True
+        self._remove_sighup()
         if not self.is_headless:
             hangup.release_terminal(getattr(self, "_driver", None))
+        if self.on_hangup == "keep":
+            if self.after_hangup is not None:
+                self.after_hangup()
+            return
         if self.view.overview().state == "running":
             self.view.begin_shutdown()
 

@@ -9,7 +9,7 @@ import tempfile
 
 from ..demo import Demo
 from ..hub.view import LiveHubView
-from ..runtime import Runtime, tune_gc
+from ..runtime import Runtime, log_file_handler, tune_gc
 from ..settings import Settings
 from .app import VerbConsoleApp
 
@@ -28,7 +28,9 @@ class _ToHubLog(logging.Handler):
             self.handleError(record)
 
 
-def build_app(settings: Settings) -> tuple[VerbConsoleApp, Runtime]:
+def build_app(
+    settings: Settings, log_file: logging.Handler | None = None
+) -> tuple[VerbConsoleApp, Runtime]:
     """The console app and the server runtime it starts on mount."""
     temp_dir = None
     if settings.demo and settings.upload_dir == Settings().upload_dir:
@@ -61,17 +63,35 @@ def build_app(settings: Settings) -> tuple[VerbConsoleApp, Runtime]:
         if temp_dir is not None:
             runtime.hub.on_shutdown.append(lambda: shutil.rmtree(temp_dir, ignore_errors=True))
 
+    def after_hangup() -> None:
+        # The server goes on with no terminal: later SIGHUPs reload, as headless.
+        runtime.install_sighup_reload()
+        if log_file is not None:
+            root = logging.getLogger("verb_console")
+            root.addHandler(log_file)
+            root.setLevel(min(root.getEffectiveLevel(), log_file.level))
+            runtime.hub.on_shutdown.append(lambda: root.removeHandler(log_file))
+        where = f"; logging to {settings.log_file}" if settings.log_file else ""
+        runtime.hub.event("server", f"terminal gone: serving on with no console{where}")
+
     tune_gc()
     view = LiveHubView(runtime.hub, read_only=settings.read_only)
     app = VerbConsoleApp(
-        view, refresh_hz=settings.refresh, read_only=settings.read_only, startup=startup
+        view,
+        refresh_hz=settings.refresh,
+        read_only=settings.read_only,
+        startup=startup,
+        on_hangup=settings.on_hangup,
+        after_hangup=after_hangup,
     )
     return app, runtime
 
 
 def run_console(settings: Settings) -> int:
     """Run the console until the server has shut down; returns the exit status."""
-    app, _runtime = build_app(settings)
+    # Opened now, so a bad --log-file is an error at start, not after a hang-up.
+    log_file = log_file_handler(settings) if settings.log_file else None
+    app, _runtime = build_app(settings, log_file)
     _use_uvloop()
     rc = app.run()
     return 0 if rc is None else int(rc)
