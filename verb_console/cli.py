@@ -218,6 +218,11 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args[:1] == ["ctl"]:
+        from .admin.ctl import main as ctl_main
+
+        return ctl_main(args[1:])
     try:
         settings = parse_settings(argv)
         if settings.headless:

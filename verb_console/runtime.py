@@ -13,8 +13,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from .admin import paths as admin_paths
+from .admin.server import AdminServer
 from .hub import Hub
 from .hub.transfers import UploadStore
+from .hub.view import LiveHubView
 from .net import ServerProtocol, TCPOptions, TCPServer, create_server
 from .net.socket import TCPSocket
 from .settings import Settings, StartupRefused
@@ -34,6 +37,7 @@ class Runtime:
         self.settings = settings or Settings()
         self.hub = hub or Hub(self.settings)
         self.server: TCPServer | None = None
+        self.admin: AdminServer | None = None
         self._signals = 0
         self._setups: list[Callable[[Runtime], None]] = []
         # Called by reload() (``ctl reload``, SIGHUP when headless), in order. Each
@@ -111,6 +115,11 @@ class Runtime:
         hub.stop_accepting = server.stop_accepting
         hub.on_shutdown.append(server.close)
         hub.on_shutdown.append(store.aclose)
+        try:
+            await self.start_admin(addr.port)
+        except OSError:
+            server.close()
+            raise
         hub.event("server", f"listening on {line}")
 
     async def _join_cluster(self, port: int) -> None:
@@ -135,6 +144,28 @@ class Runtime:
         except (NodeNameTaken, ClusterUnavailable) as exc:
             raise StartupRefused(f"--cluster: {exc}") from None
         self.hub.on_shutdown.append(bus.aclose)
+
+    @property
+    def admin_path(self) -> Path:
+        """Where this server's admin socket is (ARCHITECTURE.md gives the default)."""
+        s = self.settings
+        if s.admin_socket:
+            return Path(s.admin_socket)
+        if s.reuse_port:
+            # Nodes sharing one port each get their own socket, named by node too.
+            node = s.node_name or default_node_name(self.port)
+            return admin_paths.socket_dir() / f"{self.port}-{node}.sock"
+        return admin_paths.default_path(self.port)
+
+    async def start_admin(self, port: int) -> None:
+        """Open the admin socket; a live server already holding it is an error naming it."""
+        path = self.admin_path
+        view = LiveHubView(self.hub, read_only=self.settings.read_only)
+        admin = AdminServer(view, path, self.reload, port)
+        await admin.start(default_dir=not self.settings.admin_socket)
+        self.admin = admin
+        self.hub.on_shutdown.append(admin.close)
+        self.hub.event("server", f"admin socket {path}")
 
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT: the first starts the graceful shutdown, the second closes everything."""

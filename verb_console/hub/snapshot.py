@@ -223,3 +223,32 @@ class HubView(Protocol):
     def begin_shutdown(self) -> None: ...
 
     def force_shutdown(self) -> None: ...
+
+
+SESSION_SORT_KEYS = (
+    "id",
+    "protocol",
+    "address",
+    "connected_at",
+    "last_activity",
+    "msgs_in",
+    "msgs_out",
+    "bytes_in",
+    "bytes_out",
+    "unsent",
+    "rooms",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SessionPage:
+    """One page of the live sessions, sorted and filtered where the sessions are.
+
+    ``total`` counts every live session, ``matched`` those passing the filter;
+    ``rows`` are ``matched``'s slice ``[offset, offset + limit)`` in order.
+    """
+
+    total: int
+    matched: int
+    offset: int
+    rows: tuple[SessionInfo, ...]

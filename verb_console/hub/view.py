@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import heapq
+from operator import attrgetter
+from typing import Any
+
 from .hub import Hub
 from .session import SessionView
 from .snapshot import (
+    SESSION_SORT_KEYS,
     ClosedSessionInfo,
     LogEvent,
     MuxConnectionInfo,
     Overview,
     RoomInfo,
+    SessionInfo,
+    SessionPage,
     ThrottleInfo,
     TransferInfo,
 )
@@ -29,6 +36,19 @@ class LiveHubView:
     def sessions(self) -> list[SessionView]:
         # Live views, not copies: see SessionView for why.
         return [s.view for s in self.hub.sessions.values()]
+
+    def session_page(
+        self,
+        sort: str = "id",
+        reverse: bool = False,
+        filter: str = "",
+        offset: int = 0,
+        limit: int = 100,
+    ) -> SessionPage:
+        """One page of sessions; see :func:`page_of`."""
+        return page_of(
+            [s.view for s in self.hub.sessions.values()], sort, reverse, filter, offset, limit
+        )
 
     def closed_sessions(self) -> list[ClosedSessionInfo]:
         return self.hub.closed_sessions()
@@ -72,3 +92,61 @@ class LiveHubView:
     def force_shutdown(self) -> None:
         self._check("shutdown")
         self.hub.force_shutdown()
+
+
+def session_search_text(s: Any) -> str:
+    """What ``/`` matches a live session against (case-insensitive): id, protocol, rooms."""
+    return f"{s.id} {s.protocol} {' '.join(s.rooms)}"
+
+
+def page_of(
+    records: list[Any],
+    sort: str = "id",
+    reverse: bool = False,
+    filter: str = "",
+    offset: int = 0,
+    limit: int = 100,
+) -> SessionPage:
+    """Filter, sort and slice live session records into a :class:`SessionPage`.
+
+    Only the page's records are copied into :class:`SessionInfo`; a page near the
+    top or bottom picks its rows with a partial sort instead of sorting them all.
+    """
+    if sort not in SESSION_SORT_KEYS:
+        raise ValueError(f"unknown sort key {sort!r}")
+    total = len(records)
+    rows = records
+    if filter:
+        needle = filter.lower()
+        rows = [r for r in records if needle in session_search_text(r).lower()]
+    matched = len(rows)
+    offset = max(0, min(offset, matched))
+    limit = max(0, limit)
+    key = attrgetter(sort)
+    end = offset + limit
+    if end * 8 < matched:
+        picked = (heapq.nlargest if reverse else heapq.nsmallest)(end, rows, key=key)[offset:]
+    else:
+        picked = sorted(rows, key=key, reverse=reverse)[offset:end]
+    return SessionPage(total, matched, offset, tuple(map(as_info, picked)))
+
+
+def as_info(s: Any) -> SessionInfo:
+    """A frozen copy of a live session record."""
+    if isinstance(s, SessionInfo):
+        return s
+    return SessionInfo(
+        s.id,
+        s.protocol,
+        s.address,
+        s.port,
+        s.connected_at,
+        s.last_activity,
+        s.msgs_in,
+        s.msgs_out,
+        s.bytes_in,
+        s.bytes_out,
+        s.unsent,
+        tuple(s.rooms),
+        s.parent,
+    )

@@ -1,0 +1,165 @@
+"""``verb-console ctl`` from a shell, against a real headless server (issue 10, item 4)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from helpers import JsonClient
+
+pytestmark = [
+    pytest.mark.skipif(sys.platform != "linux", reason="Unix sockets with SO_PEERCRED"),
+    pytest.mark.timeout(90),
+]
+
+
+HEADLESS = [sys.executable, "-m", "verb_console", "--headless", "--port", "0", "--protocol", "json"]
+
+
+class Headless:
+    def __init__(self, env: dict[str, str], *args: str) -> None:
+        self.env = env
+        self.proc = subprocess.Popen(
+            [*HEADLESS, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=env,
+        )
+        assert self.proc.stderr is not None
+        self.lines: list[bytes] = []
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                break
+            self.lines.append(line)
+            found = re.search(rb"listening on 127\.0\.0\.1:(\d+)", line)
+            if found:
+                self.port = int(found.group(1))
+                rest = iter(self.proc.stderr.readline, b"")
+                threading.Thread(target=self.lines.extend, args=(rest,), daemon=True).start()
+                return
+        self.proc.kill()
+        raise AssertionError(f"no listening line: {self.lines!r}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+def ctl(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "verb_console", "ctl", *args],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def failed_with_one_line(result: subprocess.CompletedProcess[str], *words: str) -> None:
+    assert result.returncode == 1, result
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for word in words:
+        assert word in lines[0], lines[0]
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str]:
+    run = tmp_path / "run"
+    run.mkdir()
+    return dict(os.environ, XDG_RUNTIME_DIR=str(run))
+
+
+async def test_every_command_in_text_and_json_on_the_only_running_server(env, tmp_path) -> None:
+    server = await asyncio.to_thread(Headless, env, "--upload-dir", str(tmp_path / "up"))
+    try:
+        a = await JsonClient.connect(server.port)
+        b = await JsonClient.connect(server.port, source_ip="127.0.0.2")
+        c = await JsonClient.connect(server.port, source_ip="127.0.0.2")
+        await a.request({"type": "join_room", "room": "ops"})
+
+        status = await asyncio.to_thread(ctl, env, "status")
+        assert status.returncode == 0, status
+        assert "state: running" in status.stdout and "sessions: 3" in status.stdout
+        doc = json.loads((await asyncio.to_thread(ctl, env, "--json", "status")).stdout)
+        assert doc["state"] == "running" and doc["sessions"] == 3
+        assert doc["pid"] == server.proc.pid
+
+        text = (await asyncio.to_thread(ctl, env, "sessions")).stdout
+        for client in (a, b, c):
+            assert client.id in text
+        assert "3 of 3 matching, 3 live" in text
+        found = json.loads(
+            (await asyncio.to_thread(ctl, env, "--json", "sessions", "--filter", "ops")).stdout
+        )
+        assert [s["id"] for s in found["sessions"]] == [a.id]
+        assert found["sessions"][0]["rooms"] == ["ops"]
+
+        rooms = await asyncio.to_thread(ctl, env, "--port", str(server.port), "rooms")
+        assert re.search(r"^ops\s+1\s+", rooms.stdout, re.M), rooms.stdout
+
+        sent = await asyncio.to_thread(ctl, env, "broadcast", "maintenance at noon")
+        assert sent.stdout.strip() == "broadcast to every session: 3 sessions"
+        for client in (a, b, c):
+            assert (await client.recv())["data"] == "maintenance at noon"
+
+        closed = await asyncio.to_thread(ctl, env, "--json", "close", a.id)
+        assert json.loads(closed.stdout) == {"closed": True}
+        assert await a.recv() == {"type": "closing", "reason": "operator"}
+        failed_with_one_line(await asyncio.to_thread(ctl, env, "close", a.id), a.id)
+
+        by_ip = await asyncio.to_thread(ctl, env, "close-ip", "127.0.0.2")
+        assert by_ip.stdout.strip() == "closed 2 sessions of 127.0.0.2"
+        assert (await b.recv())["reason"] == "operator"
+
+        assert (await asyncio.to_thread(ctl, env, "reload")).stdout.strip() == "reloaded"
+        drained = await asyncio.to_thread(ctl, env, "drain")
+        assert drained.stdout.strip() in ("state: draining", "state: stopped")
+        assert await asyncio.to_thread(server.proc.wait, 20) == 0
+        failed_with_one_line(await asyncio.to_thread(ctl, env, "status"), "no running server")
+    finally:
+        server.stop()
+
+
+async def test_unreachable_or_ambiguous_servers_exit_1_with_one_line(env, tmp_path) -> None:
+    failed_with_one_line(await asyncio.to_thread(ctl, env, "status"), "no running server")
+    failed_with_one_line(
+        await asyncio.to_thread(ctl, env, "--admin-socket", str(tmp_path / "x.sock"), "status"),
+        "cannot reach",
+        "x.sock",
+    )
+    failed_with_one_line(await asyncio.to_thread(ctl, env, "--port", "1", "status"), "1.sock")
+    one = await asyncio.to_thread(Headless, env, "--upload-dir", str(tmp_path / "u1"))
+    two = await asyncio.to_thread(Headless, env, "--upload-dir", str(tmp_path / "u2"))
+    try:
+        failed_with_one_line(
+            await asyncio.to_thread(ctl, env, "status"), "2 servers", str(one.port), "--port"
+        )
+        picked = await asyncio.to_thread(ctl, env, "--json", "--port", str(two.port), "status")
+        assert json.loads(picked.stdout)["pid"] == two.proc.pid
+        # A server killed outright leaves its socket: ctl sees it as not running,
+        # and a new server on that port replaces it.
+        one.proc.send_signal(signal.SIGKILL)
+        one.proc.wait(10)
+        mine = await asyncio.to_thread(ctl, env, "--json", "status")
+        assert json.loads(mine.stdout)["pid"] == two.proc.pid
+    finally:
+        one.stop()
+        two.stop()
+    bad = await asyncio.to_thread(ctl, env, "frobnicate")
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1

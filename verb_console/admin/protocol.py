@@ -1,0 +1,124 @@
+"""The admin protocol, version 1: json frames (``<length>\\n<body>``) over a Unix socket.
+
+On connect the server sends ``{"v": 1, "type": "hello", ...}`` (or, to a peer it
+refuses, ``{"v": 1, "type": "refused", "error": {...}}`` and closes). Then the
+client sends requests and gets one response each, in order::
+
+    {"v": 1, "id": 7, "op": "sessions", "args": {"limit": 100}}
+    {"v": 1, "id": 7, "ok": true, "result": {...}}
+    {"v": 1, "id": 7, "ok": false, "error": {"code": "bad_request", "message": "..."}}
+
+The records are the view's (hub/snapshot.py) as JSON objects with the same
+field names; this module turns them into JSON and back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, TypeVar
+
+from ..hub.snapshot import (
+    ClosedSessionInfo,
+    LogEvent,
+    MuxConnectionInfo,
+    Overview,
+    Rates,
+    RoomInfo,
+    SessionInfo,
+    SessionPage,
+    StreamInfo,
+    ThrottleInfo,
+    Totals,
+    TransferInfo,
+)
+
+VERSION = 1
+
+# Operations and what they change; the read-only ones are allowed to every peer.
+READ_OPS = frozenset(
+    {
+        "hello",
+        "status",
+        "overview",
+        "sessions",
+        "closed_sessions",
+        "throttle",
+        "rooms",
+        "mux_connections",
+        "transfers",
+        "log_since",
+    }
+)
+ACTION_OPS = frozenset({"close", "close_ip", "broadcast", "drain", "force", "reload"})
+
+T = TypeVar("T")
+
+
+def session_to_wire(s: Any) -> list[Any]:
+    """A live session as a JSON array, in :class:`SessionInfo` field order (compact)."""
+    return [
+        s.id,
+        s.protocol,
+        s.address,
+        s.port,
+        s.connected_at,
+        s.last_activity,
+        s.msgs_in,
+        s.msgs_out,
+        s.bytes_in,
+        s.bytes_out,
+        s.unsent,
+        list(s.rooms),
+        s.parent,
+    ]
+
+
+def session_from_wire(row: list[Any]) -> SessionInfo:
+    fields = list(row)
+    fields[11] = tuple(fields[11])
+    return SessionInfo(*fields)
+
+
+def page_to_wire(page: SessionPage) -> dict[str, Any]:
+    return {
+        "total": page.total,
+        "matched": page.matched,
+        "offset": page.offset,
+        "fields": list(SessionInfo._fields),
+        "rows": [session_to_wire(s) for s in page.rows],
+    }
+
+
+def page_from_wire(data: dict[str, Any]) -> SessionPage:
+    rows = tuple(session_from_wire(r) for r in data["rows"])
+    return SessionPage(data["total"], data["matched"], data["offset"], rows)
+
+
+def to_wire(record: Any) -> Any:
+    """A frozen dataclass record (nested ones too) as plain JSON values."""
+    return dataclasses.asdict(record)
+
+
+def from_wire(cls: type[T], data: dict[str, Any]) -> T:
+    """The record of ``cls`` from :func:`to_wire`'s output; unknown fields are ignored."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    values = {k: v for k, v in data.items() if k in names}
+    if cls is Overview:
+        values["totals"] = Totals(**values["totals"])
+        values["rates"] = Rates(**values["rates"])
+        values["listeners"] = tuple(values["listeners"])
+    elif cls is RoomInfo:
+        values["members"] = tuple(values["members"])
+    elif cls is MuxConnectionInfo:
+        values["streams"] = tuple(StreamInfo(**s) for s in values["streams"])
+    return cls(**values)
+
+
+RECORDS: dict[str, type] = {
+    "closed_sessions": ClosedSessionInfo,
+    "throttle": ThrottleInfo,
+    "rooms": RoomInfo,
+    "mux_connections": MuxConnectionInfo,
+    "transfers": TransferInfo,
+    "log_since": LogEvent,
+}

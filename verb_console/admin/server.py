@@ -1,0 +1,231 @@
+"""The admin socket's server side, on the server's own asyncio loop.
+
+Each request is answered from the same :class:`~verb_console.hub.view.LiveHubView`
+that a hosted console reads, so ``ctl`` and ``attach`` see what the console
+sees. Only the socket's owner and root get in (``SO_PEERCRED``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import struct
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from .. import __version__
+from ..hub.view import LiveHubView
+from ..protocols.json import JsonDecoder, encode
+from . import paths
+from .protocol import ACTION_OPS, READ_OPS, RECORDS, VERSION, page_to_wire, to_wire
+
+log = logging.getLogger("verb_console.admin")
+
+MAX_REQUEST = 64 * 1024
+_CRED = struct.Struct("3i")
+
+
+class AdminRequestError(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def peer_uid(sock: Any) -> int | None:
+    """The uid of the process at the other end of a Unix socket (Linux: SO_PEERCRED)."""
+    option = getattr(socket, "SO_PEERCRED", None)
+    if option is None:  # pragma: no cover - not Linux
+        return None
+    raw = sock.getsockopt(socket.SOL_SOCKET, option, _CRED.size)
+    _pid, uid, _gid = _CRED.unpack(raw)
+    return int(uid)
+
+
+class AdminServer:
+    """Serves the admin protocol on a Unix socket for one running server."""
+
+    def __init__(
+        self,
+        view: LiveHubView,
+        path: Path,
+        reload: Callable[[], list[str]],
+        port: int,
+    ) -> None:
+        self.view = view
+        self.path = path
+        self.reload = reload
+        self.port = port
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def start(self, default_dir: bool) -> None:
+        """Bind the socket (mode 0600); in the default directory, make that 0700 first."""
+        if default_dir:
+            paths.prepare_dir(self.path.parent)
+        paths.claim(self.path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            # Linux gives the socket file the mode of the socket itself, so it
+            # is never reachable by others, not even between bind and chmod.
+            os.fchmod(sock.fileno(), 0o600)
+            sock.bind(str(self.path))
+            os.chmod(self.path, 0o600)
+        except OSError as exc:
+            sock.close()
+            raise paths.AdminSocketError(
+                f"cannot bind admin socket {self.path}: {exc.strerror or exc}"
+            ) from None
+        self._inode = os.stat(self.path).st_ino
+        self._server = await asyncio.start_unix_server(self._serve, sock=sock)
+
+    async def close(self) -> None:
+        """Stop listening, end every admin connection and remove the socket file."""
+        if self._server is not None:
+            self._server.close()
+            self._server = None
+        for writer in list(self._writers):
+            writer.close()
+        for task in list(self._tasks):
+            task.cancel()
+        # Never remove a socket another server has bound at the same path since.
+        with contextlib.suppress(OSError):
+            if os.stat(self.path).st_ino == self._inode:
+                self.path.unlink()
+
+    def hello(self) -> dict[str, Any]:
+        overview = self.view.overview()
+        return {
+            "v": VERSION,
+            "type": "hello",
+            "server": "verb-console",
+            "version": __version__,
+            "pid": os.getpid(),
+            "port": self.port,
+            "state": overview.state,
+        }
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self._writers.add(writer)
+        try:
+            await self._session(reader, writer)
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self._tasks.discard(task)
+            self._writers.discard(writer)
+            writer.close()
+
+    async def _session(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        uid = peer_uid(writer.get_extra_info("socket"))
+        if uid is not None and uid not in (0, os.getuid()):
+            log.warning("admin socket: refused a peer of uid %d", uid)
+            self.view.hub.event("error", f"admin socket: refused a peer of uid {uid}")
+            refusal = {"code": "forbidden", "message": "only the server's owner and root"}
+            writer.write(encode({"v": VERSION, "type": "refused", "error": refusal}))
+            with contextlib.suppress(ConnectionError):
+                await writer.drain()
+            return
+        writer.write(encode(self.hello()))
+        decoder = JsonDecoder(MAX_REQUEST)
+        read_only = False
+        while True:
+            data = await reader.read(65536)
+            if not data:
+                return
+            for body in decoder.feed(data):
+                reply, read_only = self._answer(body, read_only)
+                writer.write(encode(reply))
+            if decoder.error is not None:
+                error = {"code": decoder.error.code, "message": str(decoder.error)}
+                writer.write(encode({"v": VERSION, "id": None, "ok": False, "error": error}))
+                await writer.drain()
+                return
+            await writer.drain()
+
+    def _answer(self, body: bytes, read_only: bool) -> tuple[dict[str, Any], bool]:
+        request_id = None
+        try:
+            try:
+                request = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                raise AdminRequestError("bad_json", "the request is not valid JSON") from None
+            if not isinstance(request, dict):
+                raise AdminRequestError("bad_request", "a request is a JSON object")
+            request_id = request.get("id")
+            if request.get("v") != VERSION:
+                raise AdminRequestError(
+                    "bad_version", f"this server speaks admin protocol version {VERSION}"
+                )
+            op = request.get("op")
+            args = request.get("args") or {}
+            if not isinstance(op, str) or not isinstance(args, dict):
+                raise AdminRequestError("bad_request", "op must be a string, args an object")
+            if op == "hello":
+                read_only = read_only or bool(args.get("read_only"))
+                result: Any = {"read_only": read_only}
+            elif op in ACTION_OPS and read_only:
+                raise AdminRequestError("read_only", f"read-only attach: {op} refused")
+            else:
+                result = self._run(op, args)
+        except AdminRequestError as exc:
+            error = {"code": exc.code, "message": str(exc)}
+            return {"v": VERSION, "id": request_id, "ok": False, "error": error}, read_only
+        return {"v": VERSION, "id": request_id, "ok": True, "result": result}, read_only
+
+    def _run(self, op: str, args: dict[str, Any]) -> Any:
+        view = self.view
+        try:
+            if op in ("status", "overview"):
+                return to_wire(view.overview())
+            if op == "sessions":
+                page = view.session_page(
+                    sort=str(args.get("sort", "id")),
+                    reverse=bool(args.get("reverse", False)),
+                    filter=str(args.get("filter", "")),
+                    offset=int(args.get("offset", 0)),
+                    limit=min(int(args.get("limit", 100)), 100_000),
+                )
+                return page_to_wire(page)
+            if op == "log_since":
+                return [to_wire(e) for e in view.log_since(int(args.get("seq", 0)))]
+            if op in RECORDS:
+                fetch = {
+                    "closed_sessions": view.closed_sessions,
+                    "throttle": view.throttle_state,
+                    "rooms": view.rooms,
+                    "mux_connections": view.mux_connections,
+                    "transfers": view.transfers,
+                }[op]
+                return [to_wire(r) for r in fetch()]
+            if op == "close":
+                return {"closed": view.hub.operator_close(str(args["id"]))}
+            if op == "close_ip":
+                return {"closed": view.hub.operator_close_ip(str(args["ip"]))}
+            if op == "broadcast":
+                room = args.get("room")
+                sent = view.hub.operator_broadcast(str(args["text"]), room and str(room))
+                return {"sent": sent}
+            if op == "drain":
+                view.hub.begin_shutdown()
+                return {"state": view.overview().state}
+            if op == "force":
+                view.hub.force_shutdown()
+                return {"state": view.overview().state}
+            if op == "reload":
+                return {"errors": self.reload()}
+        except KeyError as exc:
+            raise AdminRequestError("bad_request", f"{op}: missing argument {exc}") from None
+        except (TypeError, ValueError) as exc:
+            raise AdminRequestError("bad_request", f"{op}: {exc}") from None
+        assert op not in READ_OPS | ACTION_OPS, op
+        raise AdminRequestError("unknown_op", f"unknown operation {op!r}")
