@@ -152,7 +152,7 @@ class AdminServer:
                 return
             await writer.drain()
 
-    def _answer(self, body: bytes, read_only: bool) -> tuple[dict[str, Any], bool]:
+    def _answer(self, body: bytes | bytearray, read_only: bool) -> tuple[dict[str, Any], bool]:
         request_id = None
         try:
             try:
@@ -199,7 +199,7 @@ class AdminServer:
             if op == "log_since":
                 return [to_wire(e) for e in view.log_since(int(args.get("seq", 0)))]
             if op in RECORDS:
-                fetch = {
+                fetch: Callable[[], list[Any]] = {  # type: ignore[assignment]
                     "closed_sessions": view.closed_sessions,
                     "throttle": view.throttle_state,
                     "rooms": view.rooms,

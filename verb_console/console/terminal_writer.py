@@ -143,7 +143,7 @@ def driver_class(app: object) -> type | None:
                 with contextlib.suppress(RuntimeError):
                     loop.call_soon_threadsafe(repaint_all, self._app)
 
-            self.dropping = DroppingWriter(self._file, drained)
+            self.dropping = DroppingWriter(self._file, drained)  # type: ignore[arg-type]
             self.dropping.start()
             super().start_application_mode()
 
