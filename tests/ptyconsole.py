@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import math
 import os
 import signal
 import struct
@@ -94,6 +95,10 @@ class PtyConsole:
                 raise AssertionError(f"the console exited ({self.proc.returncode})")
             time.sleep(0.05)
 
+    async def shows(self, needle: str, since: int = 0, timeout: float = 20.0) -> None:
+        """:meth:`wait_for` without holding up the caller's event loop."""
+        await asyncio.to_thread(self.wait_for, needle, since, timeout)
+
     def type(self, keys: str | bytes) -> None:
         os.write(self.master, keys.encode() if isinstance(keys, str) else keys)
 
@@ -160,8 +165,9 @@ async def ping_for(port: int, seconds: float, every: float = 0.2) -> list[float]
 
 
 def p99(values: list[float]) -> float:
+    """The 99th percentile, nearest-rank: of 100 values, the 99th smallest."""
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return ordered[max(0, math.ceil(len(ordered) * 0.99) - 1)]
 
 
 def free_port() -> int:

@@ -24,9 +24,7 @@ STALL_S = 20.0  # 60 s in bench/terminal_stall.py; the tty fills within a few se
 
 async def test_a_terminal_nobody_reads_for_20_s_leaves_every_ping_answered_fast(tmp_path) -> None:
     port = free_port()
-    console = PtyConsole(
-        ["--demo", "--port", str(port), "--refresh", "10", "--grace-period", "3"], cwd=str(tmp_path)
-    )
+    console = PtyConsole(["--demo", "--port", str(port), "--grace-period", "3"], cwd=str(tmp_path))
     try:
         await wait_listening(port, console.proc)
         console.wait_for("Connections")

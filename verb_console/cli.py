@@ -223,6 +223,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .admin.ctl import main as ctl_main
 
         return ctl_main(args[1:])
+    if args[:1] == ["attach"]:
+        from .console.attach import main as attach_main
+
+        return attach_main(args[1:])
     try:
         settings = parse_settings(argv)
         if settings.headless:

@@ -70,6 +70,7 @@ class VerbConsoleApp(App[int]):
         startup: Callable[[], Awaitable[None]] | None = None,
         on_hangup: str = "drain",
         after_hangup: Callable[[], None] | None = None,
+        attached: bool = False,
     ) -> None:
         super().__init__()
         self.view = view
@@ -81,6 +82,9 @@ class VerbConsoleApp(App[int]):
         # it serving with no UI (then ``after_hangup`` sends its log elsewhere).
         self.on_hangup = on_hangup
         self.after_hangup = after_hangup
+        # Attached to a server in another process (verb-console attach): q only
+        # detaches, and the server stopping is not the end of the console.
+        self.attached = attached
         self.terminal_gone = False
         self._remove_sighup: Callable[[], None] = lambda: None
         self._eof_seen = 0
@@ -96,6 +100,9 @@ class VerbConsoleApp(App[int]):
     async def on_mount(self) -> None:
         self._remove_sighup = hangup.install_sighup(self.terminal_went_away)
         await self.push_screen(self._main)
+        if hasattr(self.view, "notify"):
+            # A remote view reports refusals that arrive after the action returned.
+            self.view.notify = lambda message, severity: self.notify(message, severity=severity)
         if self.startup is not None:
             try:
                 await self.startup()
@@ -141,7 +148,7 @@ class VerbConsoleApp(App[int]):
         overview = self.view.overview()
         main.header.update_overview(overview, self.paused, self.read_only)
         main.show_state(overview, now, self.read_only)
-        if overview.state == "stopped":
+        if overview.state == "stopped" and not self.attached:
             self._exiting = True
             self.exit(0, return_code=0)
             return
@@ -166,6 +173,11 @@ class VerbConsoleApp(App[int]):
         self._remove_sighup()
         if not self.is_headless:
             hangup.release_terminal(getattr(self, "_driver", None))
+        if self.attached:
+            # The server runs elsewhere: an attached console just goes.
+            self._exiting = True
+            self.exit(0, return_code=0)
+            return
         if self.on_hangup == "keep":
             if self.after_hangup is not None:
                 self.after_hangup()
@@ -290,11 +302,15 @@ class VerbConsoleApp(App[int]):
         self._offer_force()
 
     def action_quit_console(self) -> None:
-        """Quit: the server this console hosts drains first.
+        """Quit: the server this console hosts drains first; an attached console detaches.
 
         Also when read-only: quitting stops the server running in this process,
         and a graceful drain is kinder to its clients than cutting them off.
         """
+        if self.attached:
+            self._exiting = True
+            self.exit(0, return_code=0)
+            return
         self._confirm_shutdown()
 
     async def action_quit(self) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from textual import on
+from textual import events, on
 from textual.app import ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
@@ -191,7 +191,35 @@ class MainScreen(Screen[None]):
         filter_bar = self.query_one(FilterInput)
         filter_bar.value = self.active_pane.table.filter_text
         self.add_class("-filtering")
-        filter_bar.focus()
+        # Focus at once, not on the next message (as widget.focus() does): keys
+        # that came in the same read as "/" are already queued behind this one,
+        # and must reach the filter, not the main screen's bindings.
+        self.set_focus(filter_bar)
+
+    def take_filter_key(self, event: events.Key) -> bool:
+        """Open the filter on "/", or type a key into the open filter line.
+
+        The table calls this from its key handler, which sees each key of a
+        burst in turn, before any binding runs: so "/" opens the filter before
+        the next key of the same read is looked at. False: not a filter key.
+        """
+        if not self.has_class("-filtering"):
+            if event.character == "/":
+                self.action_filter()
+                return True
+            return False
+        filter_bar = self.query_one(FilterInput)
+        if event.is_printable and event.character is not None:
+            filter_bar.insert_text_at_cursor(event.character)
+        elif event.key == "backspace":
+            filter_bar.action_delete_left()
+        elif event.key == "enter":
+            filter_bar.action_submit()  # type: ignore[unused-coroutine]
+        elif event.key == "escape":
+            filter_bar.action_clear()
+        else:
+            return False
+        return True
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:

@@ -87,6 +87,21 @@ LIVE_COLUMNS = (
     Column("ROOMS", 8, lambda s, _: ",".join(s.rooms), lambda s: s.rooms, priority=8, flex=True),
 )
 
+# The view's sort key (SessionInfo field) of each live column, for server-side sorting.
+SORT_FIELDS = (
+    "id",
+    "protocol",
+    "address",
+    "connected_at",
+    "last_activity",
+    "msgs_in",
+    "msgs_out",
+    "bytes_in",
+    "bytes_out",
+    "unsent",
+    "rooms",
+)
+
 CLOSED_COLUMNS = (
     Column("SESSION", 16, lambda s, _: s.id, attrgetter("id"), measure=attrgetter("id")),
     Column("PROTO", 9, _protocol, attrgetter("protocol"), priority=4),
@@ -222,8 +237,24 @@ class ConnectionsPane(Pane):
             self.closed_table.set_items(self.view.closed_sessions(), now)
             self.set_title(self.describe_table("recently closed"))
         else:
-            self.live_table.set_items(self.view.sessions(), now)
-            self.set_title(self.describe_table("live sessions"))
+            table = self.live_table
+            query = getattr(self.view, "set_session_query", None)
+            if query is not None:
+                # A view over the admin socket fetches only the first rows in
+                # this table's order and filter: the server sorts and filters.
+                column = LIVE_COLUMNS[table.sort_column]
+                query(
+                    SORT_FIELDS[table.sort_column],
+                    table.sort_reverse != column.descending,
+                    table.filter_text,
+                )
+            table.set_items(self.view.sessions(), now)
+            totals = getattr(self.view, "session_totals", None)
+            if totals is not None and len(table.rows) < totals[1]:
+                extra = f"first {len(table.rows):,} of {totals[1]:,} fetched ({totals[0]:,} live)"
+                self.set_title(self.describe_table("live sessions", extra))
+            else:
+                self.set_title(self.describe_table("live sessions"))
 
     def action_toggle_closed(self) -> None:
         """Switch between live and recently closed sessions."""

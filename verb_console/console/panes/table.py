@@ -371,6 +371,14 @@ class LiveTable(ScrollView, can_focus=True):
     def action_reverse_sort(self) -> None:
         self.sort_by(self.sort_column, not self.sort_reverse)
 
+    def on_key(self, event: events.Key) -> None:
+        # Keys that arrived in the same read as "/" were queued here before the
+        # filter took the focus: they belong to the filter, not to the bindings.
+        take = getattr(self.screen, "take_filter_key", None)
+        if take is not None and take(event):
+            event.stop()
+            event.prevent_default()
+
     def on_click(self, event: events.Click) -> None:
         if event.y == 0:
             x = event.x

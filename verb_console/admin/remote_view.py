@@ -1,0 +1,267 @@
+"""The :class:`~verb_console.hub.snapshot.HubView` of a server in another process.
+
+The console's view methods are synchronous and called on every tick, so they
+must never wait on a socket. This view answers them from a local copy that a
+background task (on the console's own loop) refreshes over the admin socket:
+each round fetches the overview, new log events, one window of sessions in the
+order and filter the Connections pane shows, and the other lists only if a pane
+asked for them since the last round. When the server goes away the overview
+says ``disconnected, retrying`` and the task reconnects with backoff.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from ..hub.snapshot import (
+    ClosedSessionInfo,
+    LogEvent,
+    MuxConnectionInfo,
+    Overview,
+    RoomInfo,
+    SessionInfo,
+    SessionPage,
+    ThrottleInfo,
+    TransferInfo,
+)
+from ..hub.view import page_of
+from .client import AdminClient, AdminError
+from .paths import AdminSocketError
+from .protocol import RECORDS, from_wire, page_from_wire
+
+log = logging.getLogger("verb_console.admin")
+
+DISCONNECTED = "disconnected, retrying"
+# Sessions fetched per round: the first rows in the pane's order and filter.
+WINDOW = 1000
+BACKOFF_FIRST = 0.1
+BACKOFF_MAX = 2.0
+LOG_KEPT = 1000
+
+_LISTS = ("closed_sessions", "throttle", "rooms", "mux_connections", "transfers")
+
+
+def _empty_overview() -> Overview:
+    from ..hub.snapshot import Rates, Totals
+
+    now = time.time()
+    return Overview(DISCONNECTED, now, now, (), 0, 0, Totals(), Rates())
+
+
+class RemoteHubView:
+    """A view over the admin socket at ``path``; call :meth:`run` as a task on the UI loop."""
+
+    remote = True
+
+    def __init__(self, path: Path, read_only: bool = False, interval: float = 0.25) -> None:
+        self.path = path
+        self.read_only = read_only
+        self.interval = interval
+        self.connected = False
+        self.attaches = 0  # successful connections so far
+        self.first_frame_at: float | None = None
+        self.notify: Callable[[str, str], None] | None = None  # (message, severity)
+        self._client: AdminClient | None = None
+        self._overview = _empty_overview()
+        self._page = SessionPage(0, 0, 0, ())
+        self._query: dict[str, Any] = {"sort": "id", "reverse": False, "filter": ""}
+        self._lists: dict[str, list[Any]] = {name: [] for name in _LISTS}
+        self._wanted: set[str] = set()
+        self._events: list[LogEvent] = []
+        self._local_seq = 0
+        self._remote_seq = 0
+        self._server_pid: int | None = None
+        self._pending: list[tuple[str, dict[str, Any], str]] = []
+        self._wake: anyio.Event | None = None  # made on the loop, in run()
+        self._stopping = False
+
+    # ----- the background task ------------------------------------------------
+
+    async def run(self) -> None:
+        """Keep the copy fresh until :meth:`stop`; reconnect with backoff when the server goes."""
+        self._wake = anyio.Event()
+        backoff = BACKOFF_FIRST
+        while not self._stopping:
+            try:
+                client = await AdminClient.connect(self.path, read_only=self.read_only, timeout=2)
+            except (AdminSocketError, AdminError, OSError) as exc:
+                self._disconnected(str(exc))
+                await self._sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            backoff = BACKOFF_FIRST
+            self._client = client
+            pid = client.hello.get("pid")
+            if pid != self._server_pid:
+                self._remote_seq = 0  # a new server numbers its events afresh
+                self._server_pid = pid
+            self.connected = True
+            self.attaches += 1
+            self._local_event("server", f"attached to {self.path} (pid {pid})")
+            try:
+                while not self._stopping:
+                    await self._round(client)
+                    await self._sleep(self.interval)
+            except (AdminSocketError, OSError) as exc:
+                self._disconnected(str(exc))
+            finally:
+                self._client = None
+                with contextlib.suppress(Exception):
+                    await client.aclose()
+
+    async def _sleep(self, seconds: float) -> None:
+        with anyio.move_on_after(seconds):
+            await self._wake.wait()
+        self._wake = anyio.Event()
+
+    def _poke(self) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._poke()
+
+    def _disconnected(self, why: str) -> None:
+        if self.connected:
+            self._local_event("error", f"lost the server: {why}")
+        self.connected = False
+        self._overview = replace(self._overview, state=DISCONNECTED, now=time.time())
+
+    async def _round(self, client: AdminClient) -> None:
+        while self._pending:
+            op, args, what = self._pending.pop(0)
+            try:
+                await client.request(op, **args)
+            except AdminError as exc:
+                self._tell(f"{what} refused: {exc}", "error")
+        overview = from_wire(Overview, await client.request("overview"))
+        page = page_from_wire(await client.request("sessions", **self._query, limit=WINDOW))
+        events = await client.request("log_since", seq=self._remote_seq)
+        wanted, self._wanted = self._wanted, set()
+        for name in wanted:
+            cls = RECORDS[name]
+            self._lists[name] = [from_wire(cls, r) for r in await client.request(name)]
+        for raw in events:
+            event = from_wire(LogEvent, raw)
+            self._remote_seq = max(self._remote_seq, event.seq)
+            self._local_event(event.kind, event.text, event.time)
+        self._overview = overview
+        self._page = page
+        if self.first_frame_at is None:
+            self.first_frame_at = time.monotonic()
+
+    def _local_event(self, kind: str, text: str, when: float | None = None) -> None:
+        self._local_seq += 1
+        self._events.append(LogEvent(self._local_seq, when or time.time(), kind, text))
+        if len(self._events) > LOG_KEPT:
+            del self._events[: len(self._events) - LOG_KEPT]
+
+    def _tell(self, message: str, severity: str = "information") -> None:
+        if self.notify is not None:
+            self.notify(message, severity)
+
+    def _submit(self, op: str, what: str, **args: Any) -> None:
+        if not self.connected:
+            self._tell(f"{what}: not attached ({DISCONNECTED})", "error")
+            return
+        self._pending.append((op, args, what))
+        self._poke()
+
+    # ----- HubView ------------------------------------------------------------
+
+    def overview(self) -> Overview:
+        ov = self._overview
+        return replace(ov, read_only=self.read_only or ov.read_only)
+
+    def set_session_query(self, sort: str, reverse: bool, filter: str) -> None:
+        """The order and filter the Connections pane shows; the next round fetches that window."""
+        query = {"sort": sort, "reverse": reverse, "filter": filter}
+        if query != self._query:
+            self._query = query
+            self._poke()
+
+    @property
+    def session_totals(self) -> tuple[int, int]:
+        """(live sessions on the server, those matching the pane's filter)."""
+        return self._page.total, self._page.matched
+
+    def sessions(self) -> list[SessionInfo]:
+        return list(self._page.rows)
+
+    def session_page(
+        self,
+        sort: str = "id",
+        reverse: bool = False,
+        filter: str = "",
+        offset: int = 0,
+        limit: int = 100,
+    ) -> SessionPage:
+        """A page of the window last fetched (in-process paging of the cached rows)."""
+        page = page_of(list(self._page.rows), sort, reverse, filter, offset, limit)
+        return replace(page, total=self._page.total)
+
+    def _list(self, name: str) -> list[Any]:
+        self._wanted.add(name)
+        return self._lists[name]
+
+    def closed_sessions(self) -> list[ClosedSessionInfo]:
+        return self._list("closed_sessions")
+
+    def throttle_state(self) -> list[ThrottleInfo]:
+        return self._list("throttle")
+
+    def rooms(self) -> list[RoomInfo]:
+        return self._list("rooms")
+
+    def mux_connections(self) -> list[MuxConnectionInfo]:
+        return self._list("mux_connections")
+
+    def transfers(self) -> list[TransferInfo]:
+        return self._list("transfers")
+
+    def log_since(self, seq: int) -> list[LogEvent]:
+        return [e for e in self._events if e.seq > seq]
+
+    # Operator actions: sent on the next round; the answers the console shows are
+    # estimates from the copy, and a refusal comes back as a notification.
+
+    def _check(self, action: str) -> None:
+        if self.read_only:
+            raise PermissionError(f"read-only console: {action} refused")
+
+    def operator_broadcast(self, text: str, room: str | None = None) -> int:
+        self._check("broadcast")
+        self._submit("broadcast", "broadcast", text=text, room=room)
+        if room is None:
+            return self._overview.sessions
+        for r in self._lists["rooms"]:
+            if r.name == room:
+                return len(r.members)
+        return 0
+
+    def operator_close(self, session_id: str) -> bool:
+        self._check("close")
+        self._submit("close", f"close {session_id}", id=session_id)
+        return any(s.id == session_id for s in self._page.rows)
+
+    def operator_close_ip(self, address: str) -> int:
+        self._check("close")
+        self._submit("close_ip", f"close {address}", ip=address)
+        return sum(1 for s in self._page.rows if s.address == address)
+
+    def begin_shutdown(self) -> None:
+        self._check("shutdown")
+        self._submit("drain", "shutdown")
+
+    def force_shutdown(self) -> None:
+        self._check("shutdown")
+        self._submit("force", "shutdown")
