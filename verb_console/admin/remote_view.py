@@ -43,7 +43,7 @@ DISCONNECTED = "disconnected, retrying"
 # Sessions fetched per round: the first rows in the pane's order and filter.
 WINDOW = 1000
 BACKOFF_FIRST = 0.1
-BACKOFF_MAX = 2.0
+BACKOFF_MAX = 1.0
 LOG_KEPT = 1000
 
 _LISTS = ("closed_sessions", "throttle", "rooms", "mux_connections", "transfers")
