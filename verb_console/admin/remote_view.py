@@ -118,9 +118,12 @@ class RemoteHubView:
                     await client.aclose()
 
     async def _sleep(self, seconds: float) -> None:
+        wake = self._wake
+        assert wake is not None
         with anyio.move_on_after(seconds):
-            await self._wake.wait()
-        self._wake = anyio.Event()
+            await wake.wait()
+        if wake.is_set():
+            self._wake = anyio.Event()
 
     def _poke(self) -> None:
         if self._wake is not None:
