@@ -41,7 +41,7 @@ log = logging.getLogger("verb_console.admin")
 
 DISCONNECTED = "disconnected, retrying"
 # Sessions fetched per round: the first rows in the pane's order and filter.
-WINDOW = 1000
+WINDOW = 500
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 1.0
 LOG_KEPT = 1000
