@@ -138,6 +138,16 @@ async def test_every_command_in_text_and_json_on_the_only_running_server(env, tm
 
 async def test_unreachable_or_ambiguous_servers_exit_1_with_one_line(env, tmp_path) -> None:
     failed_with_one_line(await asyncio.to_thread(ctl, env, "status"), "no running server")
+    attach = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "verb_console", "attach"],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        env=env,
+        stdin=subprocess.DEVNULL,
+    )
+    failed_with_one_line(attach, "no running server")
     failed_with_one_line(
         await asyncio.to_thread(ctl, env, "--admin-socket", str(tmp_path / "x.sock"), "status"),
         "cannot reach",
