@@ -20,8 +20,7 @@ import sys
 import time
 from typing import Any
 
-from verb_console.net import ServerProtocol, TCPServer, TCPSocket, create_server
-from verb_console.protocols.json import MessageHandler
+from verb_console.net import MessageHandler, ServerProtocol, TCPServer, TCPSocket, create_server
 
 
 def now_ms() -> int:

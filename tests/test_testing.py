@@ -7,8 +7,7 @@ import socket
 
 import pytest
 
-from verb_console.net import TCPServer, TCPSocket
-from verb_console.protocols.json import MessageHandler
+from verb_console.net import MessageHandler, TCPServer, TCPSocket
 from verb_console.testing import create_tcp_client, create_tcp_server, promise
 
 # --------------------------------------------------------------- the seed's two tests

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 
+from .protocols.echo import DEFAULT_MAX_LINE
+from .protocols.framing import DEFAULT_MAX_FRAME
+
 PROTOCOLS = ("auto", "json", "binary", "mux", "echo")
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -24,7 +27,7 @@ class Settings:
     throttle_window: float = 60.0  # seconds
     idle_timeout: float = 300.0  # seconds of no bytes received; 0: none
     handshake_timeout: float = 10.0  # seconds until an ``auto`` connection's protocol is known
-    max_frame: int = MiB
+    max_frame: int = DEFAULT_MAX_FRAME
     max_pending: int = 4 * MiB  # unsent output per session before it is a slow consumer
     max_file_size: int = GiB
     upload_quota: int = 10 * GiB
@@ -32,7 +35,7 @@ class Settings:
     max_rooms: int = 32
     max_streams: int = 256
     max_transfers: int = 4
-    max_line: int = 65536
+    max_line: int = DEFAULT_MAX_LINE
     writable_high_water_mark: int = 64 * 1024  # output level at which reads pause
     readable_high_water_mark: int = 256 * 1024  # read size per receive call
     # Cluster (PROTOCOL.md section 10): "" runs a single server with no Redis.

@@ -6,22 +6,16 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from .. import __version__
 from ..protocols.errors import ProtocolError
-from ..protocols.json import JsonDecoder, encode, encode_error
+from ..protocols.json import JsonDecoder, encode, encode_error, parse_message
 from .rooms import valid_room_name
 from .session import CloseReason, Session
 
 if TYPE_CHECKING:
     pass
 
-_loads = orjson.loads
-_JSONDecodeError = orjson.JSONDecodeError
 _time = time.time
-
-MAX_REF_CHARS = 64
 
 Handler = Callable[["JsonSession", dict[str, Any], Any], None]
 
@@ -65,6 +59,7 @@ class JsonSession(Session):
         if bodies:
             self._out = out = []
             handlers = HANDLERS
+            parse = parse_message
             # A framing error is always the last event.
             last = bodies[-1]
             failed = last if isinstance(last, ProtocolError) else None
@@ -73,39 +68,13 @@ class JsonSession(Session):
                     break
                 self.msgs_in += 1
                 try:
-                    msg = _loads(body)
-                except _JSONDecodeError:
-                    out.append(
-                        encode_error(ProtocolError("bad_json", "Body is not valid UTF-8 JSON"))
-                    )
+                    msg, kind, ref = parse(body)
+                except ProtocolError as exc:
+                    out.append(encode_error(exc))
                     continue
-                if type(msg) is not dict:
-                    out.append(
-                        encode_error(
-                            ProtocolError("bad_message", "A message must be a JSON object")
-                        )
-                    )
-                    continue
-                ref = msg.get("ref")
-                if ref is not None or "ref" in msg:
-                    tr = type(ref)
-                    if not ((tr is str and len(ref) <= MAX_REF_CHARS) or tr is int):
-                        out.append(
-                            encode_error(
-                                ProtocolError(
-                                    "bad_message",
-                                    "ref must be a string of at most 64 characters or an integer",
-                                )
-                            )
-                        )
-                        continue
-                kind = msg.get("type")
-                handler = handlers.get(kind) if type(kind) is str else None
+                handler = handlers.get(kind)
                 if handler is None:
-                    if type(kind) is str:
-                        err = ProtocolError("unknown_type", f"Unknown message type: {kind}")
-                    else:
-                        err = ProtocolError("bad_message", "A message needs a string type")
+                    err = ProtocolError("unknown_type", f"Unknown message type: {kind}")
                     out.append(encode_error(err, ref))
                     continue
                 try:

@@ -9,7 +9,6 @@ not congested, so a ping on one stream is answered while another stream is busy.
 from __future__ import annotations
 
 import asyncio
-import struct
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -22,8 +21,7 @@ from .snapshot import MuxConnectionInfo, StreamInfo
 if TYPE_CHECKING:
     from ..net.socket import TCPSocket
 
-MAX_PAYLOAD = 64 * 1024
-_MUX_HEADER = struct.Struct(">II")
+MAX_PAYLOAD = m.DEFAULT_MAX_PAYLOAD
 # Bytes one pump pass hands to the socket at most, so other work gets a turn.
 PUMP_BUDGET = 256 * 1024
 STREAM_KINDS = ("json", "binary", "echo")
@@ -76,12 +74,8 @@ class StreamOutlet:
     def write(self, data: bytes) -> bool:
         if self.destroyed:
             return False
-        n = len(data)
-        self.bytes_written += n
-        if n <= MAX_PAYLOAD:  # the usual case: one frame, no chunking
-            frames = [_MUX_HEADER.pack(self.stream_id, n) + data]
-        else:
-            frames = m.encode_chunked(self.stream_id, data, MAX_PAYLOAD)
+        self.bytes_written += len(data)
+        frames = m.encode_chunked(self.stream_id, data, MAX_PAYLOAD)
         self.frames_out += len(frames)
         self.mux.enqueue(self, frames)
         return True

@@ -1,10 +1,19 @@
 """The seed's TCP server API in Python.
 
-``create_server``, ``with_options``, ``listen`` and ``TCPSocket``.
+``create_server``, ``with_options``, ``listen``, ``TCPSocket`` and ``MessageHandler``.
 """
 
+from .message_handler import MessageHandler
 from .options import TCPOptions
 from .server import Address, ServerProtocol, TCPServer, create_server
 from .socket import TCPSocket
 
-__all__ = ["Address", "ServerProtocol", "TCPOptions", "TCPServer", "TCPSocket", "create_server"]
+__all__ = [
+    "Address",
+    "MessageHandler",
+    "ServerProtocol",
+    "TCPOptions",
+    "TCPServer",
+    "TCPSocket",
+    "create_server",
+]

@@ -14,10 +14,11 @@ from typing import Any, NamedTuple
 import orjson
 
 from .errors import ProtocolError
-from .framing import HeaderDecoder
+from .framing import DEFAULT_MAX_FRAME, HeaderDecoder
 
 __all__ = [
     "DATA",
+    "DEFAULT_MAX_FRAME",
     "ERROR",
     "FILE",
     "FILE_ABORT",
@@ -52,7 +53,6 @@ FILE_END = 0x0004
 FILE_ABORT = 0x0008
 
 HEADER_SIZE = 8
-DEFAULT_MAX_FRAME = 1024 * 1024
 
 _HEADER = struct.Struct(">HIH")
 _U16_MAX = 0xFFFF

@@ -1,5 +1,6 @@
-"""The decoder loop shared by the binary and mux codecs: a fixed-size header that
-holds the payload length, then the payload."""
+"""What the codecs share: the default frame limit, and the decoder loop of the
+binary and mux codecs (a fixed-size header that holds the payload length, then
+the payload)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,9 @@ import struct
 from typing import Any, ClassVar, Generic, TypeVar
 
 from .errors import ProtocolError
+
+#: The largest frame a decoder accepts unless told otherwise (PROTOCOL.md's default).
+DEFAULT_MAX_FRAME = 1024 * 1024
 
 F = TypeVar("F")
 

@@ -1,8 +1,9 @@
 """Sans-IO codec for the ``json`` framing of PROTOCOL.md section 2: ``<length>\\n<body>``.
 
 The decoder takes bytes in whatever pieces TCP hands them over and gives back the
-bodies of complete frames. It never touches a socket or a clock, so it is used by
-the server, by the clients and by the tests alike.
+bodies of complete frames; :func:`parse_message` checks that a body is a client
+message. None of it touches a socket or a clock, so it is used by the server, by
+the clients and by the tests alike.
 """
 
 from __future__ import annotations
@@ -12,20 +13,25 @@ from typing import Any, cast
 import orjson
 
 from .errors import ProtocolError
+from .framing import DEFAULT_MAX_FRAME
 
 __all__ = [
+    "DEFAULT_MAX_FRAME",
     "MAX_HEADER_DIGITS",
+    "MAX_REF_CHARS",
     "JsonDecoder",
-    "MessageHandler",
     "encode",
     "encode_body",
     "encode_error",
+    "parse_message",
 ]
 
 MAX_HEADER_DIGITS = 10
-DEFAULT_MAX_FRAME = 1024 * 1024
+MAX_REF_CHARS = 64
 
 _dumps = orjson.dumps
+_loads = orjson.loads
+_JSONDecodeError = orjson.JSONDecodeError
 
 
 def encode_body(body: bytes) -> bytes:
@@ -143,44 +149,32 @@ class JsonDecoder:
         self._need = -1
 
 
-class MessageHandler:
-    """The seed's MessageHandler: JSON messages over a :class:`~verb_console.net.TCPSocket`.
+def parse_message(body: bytes | bytearray) -> tuple[dict[str, Any], str, Any]:
+    """Decode one frame body into a client message: ``(message, type, ref)``.
 
-    ``handler.on("message", fn)`` receives each decoded message, ``on("error", fn)``
-    each framing or JSON error; :meth:`send_message` frames and writes one message.
+    ``ref`` is ``None`` when the message has none. Raises :class:`ProtocolError`
+    ``bad_json`` when the body is not UTF-8 JSON, and ``bad_message`` when it is
+    not an object, its ``ref`` is neither a string of at most 64 characters nor
+    an integer, or it has no string ``type`` (that error carries the message's
+    ``ref``). Whether the type exists is up to the session.
     """
-
-    def __init__(self, socket: Any, max_frame: int = DEFAULT_MAX_FRAME) -> None:
-        self.socket = socket
-        self._decoder = JsonDecoder(max_frame)
-        self._listeners: dict[str, list[Any]] = {"message": [], "error": []}
-        socket.on("data", self._on_data)
-
-    def on(self, event: str, listener: Any) -> MessageHandler:
-        if event not in self._listeners:
-            raise ValueError(f"unknown event {event!r}; expected 'message' or 'error'")
-        self._listeners[event].append(listener)
-        return self
-
-    def _on_data(self, data: bytes | str) -> None:
-        if isinstance(data, str):
-            data = data.encode()
-        for body in self._decoder.receive(data):
-            if isinstance(body, ProtocolError):
-                # The stream cannot be trusted past a framing error, which the
-                # decoder reports once, as its last event.
-                self._emit("error", body)
-                break
-            try:
-                message = orjson.loads(body)
-            except orjson.JSONDecodeError as exc:
-                self._emit("error", ProtocolError("bad_json", f"Invalid JSON message: {exc}"))
-                continue
-            self._emit("message", message)
-
-    def _emit(self, event: str, value: Any) -> None:
-        for listener in list(self._listeners[event]):
-            listener(value)
-
-    def send_message(self, message: Any) -> None:
-        self.socket.write(encode(message))
+    try:
+        msg = _loads(body)
+    except _JSONDecodeError:
+        raise ProtocolError("bad_json", "Body is not valid UTF-8 JSON") from None
+    if type(msg) is not dict:
+        raise ProtocolError("bad_message", "A message must be a JSON object")
+    ref = msg.get("ref")
+    # An explicit null ref is as wrong as a float one.
+    if (ref is not None or "ref" in msg) and not (
+        (type(ref) is str and len(ref) <= MAX_REF_CHARS) or type(ref) is int
+    ):
+        raise ProtocolError(
+            "bad_message", "ref must be a string of at most 64 characters or an integer"
+        )
+    kind = msg.get("type")
+    if type(kind) is not str:
+        if ref is None:
+            raise ProtocolError("bad_message", "A message needs a string type")
+        raise ProtocolError("bad_message", "A message needs a string type", ref=ref)
+    return msg, kind, ref

@@ -14,10 +14,11 @@ from typing import Any, NamedTuple
 import orjson
 
 from .errors import ProtocolError
-from .framing import HeaderDecoder
+from .framing import DEFAULT_MAX_FRAME, HeaderDecoder
 
 __all__ = [
     "CONTROL_STREAM",
+    "DEFAULT_MAX_FRAME",
     "DEFAULT_MAX_PAYLOAD",
     "HEADER_SIZE",
     "MuxDecoder",
@@ -31,7 +32,6 @@ __all__ = [
 
 CONTROL_STREAM = 0
 HEADER_SIZE = 8
-DEFAULT_MAX_FRAME = 1024 * 1024
 # The largest payload the server puts in one frame of its own.
 DEFAULT_MAX_PAYLOAD = 64 * 1024
 
@@ -73,10 +73,14 @@ def encode_chunked(
     stream's byte stream, so an empty one would carry nothing, and callers can
     hand over whatever a session wrote without checking for nothing first.
     """
+    n = len(data)
+    if 0 < n <= max_payload and 0 <= stream_id <= _U32_MAX:
+        # The usual case, a session's one write of a read's replies: one frame.
+        return [_HEADER.pack(stream_id, n) + data]
     if max_payload < 1:
         raise ValueError(f"max_payload must be at least 1, not {max_payload}")
-    if len(data) <= max_payload:
-        return [encode_frame(stream_id, data)] if data else []
+    if not n:
+        return []
     if not 0 <= stream_id <= _U32_MAX:
         raise ValueError(f"stream id {stream_id} does not fit in u32")
     # Concatenating header and memoryview slice copies each byte of data once.
