@@ -271,5 +271,5 @@ def run_loop(main: object) -> int:
         except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
             pass
         else:
-            return uvloop.run(main)  # type: ignore[arg-type,no-any-return]
+            return uvloop.run(main)  # type: ignore[arg-type]
     return asyncio.run(main)  # type: ignore[arg-type]

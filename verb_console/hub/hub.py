@@ -22,7 +22,7 @@ from .echo_session import EchoSession
 from .json_session import HANDLERS, JsonSession
 from .mux_session import MuxSession
 from .rooms import Room, RoomRegistry
-from .session import CLOSE_FLUSH_S, CloseReason, Session, refresh_wall_offset
+from .session import CLOSE_FLUSH_S, CloseReason, EventOutlet, Session, refresh_wall_offset
 from .snapshot import (
     ClosedSessionInfo,
     LogEvent,
@@ -197,14 +197,16 @@ class Hub:
     def hand_over(self, old: Session, protocol: str, first_bytes: bytes) -> Session:
         """Replace a detecting session by the detected protocol's, which then starts
         exactly as on a listener pinned to it and gets the bytes received so far."""
-        new = self.factories[protocol](self, old.outlet, old.id, old.address, old.port, old.parent)
+        sock = old.outlet
+        if not isinstance(sock, EventOutlet):
+            raise TypeError(f"{old.id}: only an event outlet can hand its session over")
+        new = self.factories[protocol](self, sock, old.id, old.address, old.port, old.parent)
         new.connected_at = old.connected_at
         self.connections[new.id] = new
         self.sessions[new.id] = new
         old.closing = True
-        outlet: Any = old.outlet
-        outlet.off("data", old.feed)
-        outlet.on("data", new.feed)
+        sock.off("data", old.feed)
+        sock.on("data", new.feed)
         self.event("connect", f"{new.id} detected as {protocol}")
         new.start()
         new.feed(first_bytes)

@@ -172,7 +172,7 @@ class MuxSession(Session):
         """
         self._pump_scheduled = False
         sock = self.outlet
-        if getattr(sock, "destroyed", False) or (self.closing and not everything):
+        if sock.destroyed or (self.closing and not everything):
             return
         parts: list[bytes] = []
         budget = self.queued + 1 if everything else PUMP_BUDGET

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import enum
 import time
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .snapshot import SessionInfo
 
@@ -53,21 +54,51 @@ WIRE_REASON: dict[str, str] = {
 
 
 class Outlet(Protocol):
-    """Where a session's bytes go: a TCPSocket, or one stream of a mux connection."""
+    """Where a session's bytes go: a TCPSocket, or one stream of a mux connection.
 
-    bytes_read: int
-    bytes_written: int
-    congested: bool
-    last_received: float
+    ``hold(token)`` pauses reading until every holder has called ``release``
+    (an upload whose disk backlog is high holds its session's outlet).
+    """
 
-    def write(self, data: bytes) -> bool: ...
+    @property
+    def bytes_read(self) -> int: ...
+
+    @property
+    def bytes_written(self) -> int: ...
+
+    @property
+    def congested(self) -> bool: ...
+
+    @property
+    def last_received(self) -> float: ...
 
     @property
     def unsent(self) -> int: ...
 
+    @property
+    def destroyed(self) -> bool: ...
+
+    def write(self, data: bytes) -> bool: ...
+
     def end(self) -> None: ...
 
     def destroy(self) -> None: ...
+
+    def hold(self, token: object) -> None: ...
+
+    def release(self, token: object) -> None: ...
+
+
+@runtime_checkable
+class EventOutlet(Outlet, Protocol):
+    """An outlet that hands its received bytes to ``data`` listeners (a TCP
+    connection), so the session reading it can be replaced: what an ``auto``
+    connection needs once its protocol is detected. A mux stream's session is
+    fed by its connection instead, and is opened with its protocol known."""
+
+    def on(self, event: str, listener: Callable[..., Any]) -> object: ...
+
+    def off(self, event: str, listener: Callable[..., Any]) -> object: ...
 
 
 class SessionView:
@@ -280,7 +311,7 @@ class Session:
         self.close_detail = detail
         if flush:
             self.outlet.end()
-            if not getattr(self.outlet, "destroyed", False):
+            if not self.outlet.destroyed:
                 loop = asyncio.get_running_loop()
                 self._flush_timer = loop.call_later(CLOSE_FLUSH_S, self.outlet.destroy)
         else:

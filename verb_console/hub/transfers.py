@@ -414,7 +414,6 @@ class Upload:
     def _job_done(self, job: _Job, fut: asyncio.Future) -> None:
         self._inflight = False
         exc = fut.exception()
-        result = None if exc is not None else fut.result()
         if job.kind == "write":
             self._backlog -= job.nbytes
             if exc is None:
@@ -427,7 +426,7 @@ class Upload:
                 if not self.ended:
                     self._failed_in_worker(exc)
             else:
-                self._finish_done(*result)
+                self._finish_done(*fut.result())
         self._pump()
         if not self._inflight:
             self._store._busy_remove(self)
@@ -641,7 +640,7 @@ class UploadStore:
     def open(
         self,
         owner: str,
-        transfer_id: str,
+        transfer_id: object,
         filename: object,
         file_size: object,
         sha256: object = None,

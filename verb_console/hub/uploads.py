@@ -89,15 +89,14 @@ def _complete(transfer_id: str, done: CompletedUpload) -> dict[str, Any]:
 
 def _watch_backlog(session: Session, upload: Upload) -> None:
     """Pause the session's reading while the upload's disk backlog is high."""
-    outlet: Any = session.outlet
+    outlet = session.outlet
     upload.on_drain = lambda: outlet.release(upload)
 
 
 def _write(session: Session, upload: Upload, data: bytes) -> None:
     """Hand bytes to the upload; pause reading when its backlog says so."""
     if upload.write(data):
-        outlet: Any = session.outlet
-        outlet.hold(upload)
+        session.outlet.hold(upload)
 
 
 def _start_finish(
@@ -160,7 +159,7 @@ def _json_state(s: JsonSession) -> dict[str, _JsonTransfer]:
     state = s.transfers
     if state is None:
         s.transfers = state = {}
-    return state  # type: ignore[no-any-return]
+    return state
 
 
 def _field(msg: dict[str, Any], name: str, tid: str | None) -> Any:

@@ -16,7 +16,7 @@ import logging
 import socket as _socket
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 log = logging.getLogger("verb_console.net")
 
@@ -165,7 +165,8 @@ class TCPSocket(asyncio.BufferedProtocol):
 
     # ----------------------------------------------------------- asyncio protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # A stream connection's transport is always a full (read-write) one.
+        self.transport = transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername") or ("", 0)
         local = transport.get_extra_info("sockname") or ("", 0)
         self.remote_address, self.remote_port = peer[0], peer[1]
