@@ -112,3 +112,32 @@ async def test_without_cluster_ids_and_welcome_are_as_on_one_server(
 async def _async(value: bool) -> bool:
     await asyncio.sleep(0)
     return value
+
+
+async def test_a_room_joined_while_the_node_links_still_gets_other_nodes_messages(
+    start_server: Any, connect: Any, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    b = await start_server(
+        cluster=redis_server.url, node_name="b", upload_dir=str(tmp_path / "ub"), max_per_ip=0
+    )
+    a = await start_server(
+        cluster=redis_server.url, node_name="a", upload_dir=str(tmp_path / "ua"), max_per_ip=0
+    )
+    ca = await connect(a)
+    await ca.request({"type": "join_room", "room": "early"})
+    joined_before_link = a.hub.bus.link.state != "up"
+    cb = await connect(b)
+    await cb.request({"type": "join_room", "room": "early"})
+
+    async def heard() -> bool:
+        await cb.send({"type": "room_message", "room": "early", "data": "hi"})
+        try:
+            while True:
+                msg = await ca.recv(0.3)
+                if msg["type"] == "room_message" and msg["from"] == cb.id:
+                    return True
+        except TimeoutError:
+            return False
+
+    await wait_for(heard, 5)
+    assert joined_before_link
