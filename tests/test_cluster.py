@@ -332,8 +332,13 @@ async def test_a_killed_subscriber_connection_is_rebuilt(
     killed = await r.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
     await r.aclose()
     assert killed == 2
-    assert await cross_node_ok(ca, cb, 5) < 5
-    assert await cross_node_ok(cb, ca, 5) < 5
+    try:
+        assert await cross_node_ok(ca, cb, 5) < 5
+        assert await cross_node_ok(cb, ca, 5) < 5
+    except AssertionError:
+        # The nodes' logs say which link step did not come back.
+        print("node a:", a.text(), "node b:", b.text(), sep="\n")
+        raise
 
 
 async def test_a_flood_past_a_tiny_output_buffer_limit_recovers(

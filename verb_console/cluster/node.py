@@ -306,6 +306,10 @@ class RedisBus:
             )
         self.enqueue(("HDEL", keys.NODES, node))
 
+    @property
+    def link_state(self) -> str:
+        return self.link.state
+
     # ----------------------------------------------------------- state
     def local_state(self) -> tuple[list[str], dict[str, list[str]]]:
         """This node's json sessions and its rooms' members."""

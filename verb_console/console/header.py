@@ -91,6 +91,10 @@ class HeaderBar(Widget):
             parts.append(("  ⏸ PAUSED", "bold reverse $text-warning"))
         if self.read_only or ov.read_only:
             parts.append(("  READ-ONLY", "bold $text-accent"))
+        if ov.node:
+            link_style = "bold $text-success" if ov.link == "up" else "bold $text-error"
+            parts += [("  node ", _LABEL), (ov.node, _VALUE), (" redis ", _LABEL)]
+            parts.append((ov.link or "-", link_style))
         parts += [("  up ", _LABEL), (fmt_duration(now - ov.started_at), _VALUE)]
         head = Content.assemble(*parts)
         room = width - head.cell_length - 2

@@ -14,7 +14,7 @@ and :meth:`Hub.operator_close` with ``local_only``.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class Bus(Protocol):
@@ -51,3 +51,10 @@ class Bus(Protocol):
 
     def operator_close(self, session_id: str) -> bool:
         """Ask the node holding ``session_id`` to close it; False if no live node holds it."""
+
+    @property
+    def link_state(self) -> str:
+        """The link to the other nodes: "up", "down" or "connecting"."""
+
+    def info(self) -> dict[str, Any]:
+        """Figures for an operator: nodes, their sessions and rooms, heartbeats, traffic, drops."""

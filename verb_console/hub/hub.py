@@ -492,7 +492,13 @@ class Hub:
             drain_deadline=self.drain_deadline,
             read_only=self.read_only,
             version=__version__,
+            node=self.node,
+            link=self.bus.link_state if self.bus is not None else "",
         )
+
+    def cluster_info(self) -> dict[str, Any] | None:
+        """The cluster as this node sees it (None on a single server)."""
+        return self.bus.info() if self.bus is not None else None
 
     def sessions_info(self) -> list[SessionInfo]:
         mono, wall = time.monotonic(), time.time()

@@ -192,6 +192,10 @@ class Overview:
     read_only: bool = False
     version: str = ""
     extra: dict[str, str] = field(default_factory=dict)
+    # In a cluster (PROTOCOL.md section 10): this node's name and its Redis link
+    # ("up", "down", "connecting"); both "" on a single server.
+    node: str = ""
+    link: str = ""
 
 
 class HubView(Protocol):

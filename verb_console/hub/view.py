@@ -67,6 +67,9 @@ class LiveHubView:
     def log_since(self, seq: int) -> list[LogEvent]:
         return self.hub.log_since(seq)
 
+    def cluster_info(self) -> dict[str, Any] | None:
+        return self.hub.cluster_info()
+
     def _check(self, action: str) -> None:
         if self.read_only:
             raise PermissionError(f"read-only console: {action} refused")
