@@ -275,6 +275,10 @@ class Link:
         forever = math.inf
         while True:
             msg = await read(timeout=forever, disconnect_on_error=False, push_request=True)
+            if not isinstance(msg, list) or not msg:
+                # Seen once the server had cut the connection: a read that returns
+                # at once, again and again, would starve the loop. Rebuild instead.
+                raise LinkLost(f"unexpected reply on the subscription: {msg!r:.80}")
             kind = msg[0]
             if kind == b"message":
                 try:
