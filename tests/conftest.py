@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
-from helpers import JsonClient
+from helpers import TLS_PORTS, JsonClient
 
 from verb_console.runtime import Runtime
 from verb_console.settings import Settings
@@ -17,19 +17,34 @@ ServerFactory = Callable[..., Awaitable[Runtime]]
 
 
 @pytest.fixture
-async def start_server() -> AsyncIterator[ServerFactory]:
+def wire() -> str:
+    """How test clients reach the servers: "plain" here; modules that run every test
+    over TLS too override it (``helpers.wire_fixtures``)."""
+    return "plain"
+
+
+@pytest.fixture
+async def start_server(wire: str, tls_files: TLSFiles) -> AsyncIterator[ServerFactory]:
     """Start a json server with setting overrides; every server is stopped after the test."""
     runtimes: list[Runtime] = []
 
     async def start(**overrides: Any) -> Runtime:
         values: dict[str, Any] = {"host": "127.0.0.1", "port": 0, "protocol": "json"}
+        if wire.startswith("tls"):
+            values.update(tls_cert=tls_files.cert, tls_key=tls_files.key)
         values.update(overrides)
         runtime = Runtime(Settings(**values))
         await runtime.start()
         runtimes.append(runtime)
+        if runtime.settings.tls_cert and runtime.server is not None:
+            TLS_PORTS[runtime.port] = tls_files.client_context()
+            tls_ports.append(runtime.port)
         return runtime
 
+    tls_ports: list[int] = []
     yield start
+    for port in tls_ports:
+        TLS_PORTS.pop(port, None)
     for runtime in runtimes:
         runtime.hub.force_shutdown()
     for runtime in runtimes:
@@ -59,3 +74,40 @@ async def connect(start_server: ServerFactory) -> AsyncIterator[Callable[..., Aw
     for client in clients:
         with contextlib.suppress(Exception):
             await client.close()
+
+
+class TLSFiles:
+    """A CA made for this test run (trustme), a server certificate for 127.0.0.1
+    and localhost, and client contexts that trust it. Nothing is committed."""
+
+    def __init__(self, directory: Any) -> None:
+        import trustme
+
+        self.dir = directory
+        self.ca = trustme.CA()
+        server = self.ca.issue_cert("localhost", "127.0.0.1")
+        self.cert = str(directory / "server.crt")
+        self.key = str(directory / "server.key")
+        server.cert_chain_pems[0].write_to_path(self.cert)
+        server.private_key_pem.write_to_path(self.key)
+        self.ca_file = str(directory / "ca.pem")
+        self.ca.cert_pem.write_to_path(self.ca_file)
+
+    def client_context(self, cert: Any = None) -> Any:
+        """A client context trusting the run's CA, presenting ``cert`` if given."""
+        import ssl
+
+        ctx = ssl.create_default_context()
+        self.ca.configure_trust(ctx)
+        if cert is not None:
+            cert.configure_cert(ctx)
+        return ctx
+
+    def client_cert(self, name: str, ca: Any = None, **kwargs: Any) -> Any:
+        """A client certificate whose subject's common name is ``name``."""
+        return (ca or self.ca).issue_cert(name, common_name=name, **kwargs)
+
+
+@pytest.fixture(scope="session")
+def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
+    return TLSFiles(tmp_path_factory.mktemp("tls"))

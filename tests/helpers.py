@@ -16,6 +16,36 @@ from typing import Any
 
 DEFAULT_TIMEOUT = 2.0
 
+# Ports of the test servers that speak TLS, and the client context for each
+# (filled by conftest's start_server): every client here speaks TLS to them.
+TLS_PORTS: dict[int, Any] = {}
+
+
+def tls_for(port: int) -> dict[str, Any]:
+    """``open_connection`` arguments for a test server: TLS when it speaks TLS."""
+    ctx = TLS_PORTS.get(port)
+    return {"ssl": ctx, "server_hostname": "localhost"} if ctx is not None else {}
+
+
+def wire_fixtures(wires: tuple[str, ...] = ("plain", "tls", "tls-uvloop")) -> tuple[Any, Any]:
+    """A module's ``wire`` and ``event_loop_policy`` fixtures: every test of the module
+    runs in plaintext, over TLS, and over TLS on uvloop (PROTOCOL.md s9)."""
+    import pytest
+
+    @pytest.fixture(params=wires, name="wire")
+    def wire(request: Any) -> str:
+        return str(request.param)
+
+    @pytest.fixture(name="event_loop_policy")
+    def event_loop_policy(wire: str) -> Any:
+        if wire.endswith("uvloop"):
+            import uvloop
+
+            return uvloop.EventLoopPolicy()
+        return asyncio.DefaultEventLoopPolicy()
+
+    return wire, event_loop_policy
+
 
 def frame(message: Any) -> bytes:
     """Encode one json frame: ``<byte length>\\n<body>``."""
@@ -100,7 +130,9 @@ class JsonClient:
     ) -> JsonClient:
         """Connect; with ``welcome`` (the default) read and keep the welcome message."""
         sock = await open_raw(port, host, source_ip=source_ip, rcvbuf=rcvbuf)
-        reader, writer = await asyncio.open_connection(sock=sock, limit=4 * 1024 * 1024)
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(sock=sock, limit=4 * 1024 * 1024, **tls_for(port)), 5
+        )
         client = cls(reader, writer)
         if welcome:
             client.welcome = await client.recv()

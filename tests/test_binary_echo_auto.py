@@ -11,7 +11,7 @@ import time
 from typing import Any
 
 import pytest
-from helpers import frame
+from helpers import frame, tls_for, wire_fixtures
 
 from verb_console.runtime import Runtime
 
@@ -19,6 +19,9 @@ pytestmark = pytest.mark.timeout(30)
 
 HEARTBEAT, HEARTBEAT_ACK, DATA, NOTICE, ERROR = 0x0001, 0x0002, 0x0010, 0x0030, 0x00FF
 ECHO_WELCOME = b"Welcome to TCP server!\n"
+
+# Every test here runs in plaintext, over TLS, and over TLS on uvloop.
+wire, event_loop_policy = wire_fixtures()
 
 
 def bframe(kind: int, payload: bytes = b"", flags: int = 0) -> bytes:
@@ -73,7 +76,9 @@ async def raw():
     clients: list[Raw] = []
 
     async def open_client(runtime: Runtime) -> Raw:
-        reader, writer = await asyncio.open_connection("127.0.0.1", runtime.port, limit=1 << 20)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", runtime.port, limit=1 << 20, **tls_for(runtime.port)
+        )
         client = Raw(reader, writer)
         clients.append(client)
         return client

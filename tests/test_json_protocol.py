@@ -7,11 +7,14 @@ import time
 from typing import Any
 
 import pytest
-from helpers import JsonClient, eventually, frame, raw_frame
+from helpers import JsonClient, eventually, frame, raw_frame, wire_fixtures
 
 from verb_console import __version__
 
 pytestmark = pytest.mark.timeout(30)
+
+# Every test here runs in plaintext, over TLS, and over TLS on uvloop.
+wire, event_loop_policy = wire_fixtures()
 
 
 def assert_recent_timestamp(value: Any) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import JsonClient, eventually, frame
+from helpers import JsonClient, eventually, frame, tls_for, wire_fixtures
 
 from verb_console import __version__
 from verb_console.client import MuxClient, MuxStream, ServerError
@@ -30,6 +30,9 @@ pytestmark = pytest.mark.timeout(60)
 
 HEADER = struct.Struct(">II")
 MAX_SERVER_PAYLOAD = 64 * 1024
+
+# Every test here runs in plaintext, over TLS, and over TLS on uvloop.
+wire, event_loop_policy = wire_fixtures()
 
 
 class RawMux:
@@ -43,7 +46,9 @@ class RawMux:
 
     @classmethod
     async def connect(cls, port: int) -> RawMux:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 22)
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, limit=1 << 22, **tls_for(port)
+        )
         return cls(reader, writer)
 
     async def send(self, stream_id: int, payload: bytes) -> None:
@@ -141,7 +146,10 @@ async def mux(mux_server):
     clients: list[MuxClient] = []
 
     async def open_client(runtime=None) -> MuxClient:
-        client = await MuxClient.connect("127.0.0.1", (runtime or mux_server).port)
+        port = (runtime or mux_server).port
+        client = await MuxClient.connect(
+            "127.0.0.1", port, ssl_context=tls_for(port).get("ssl"), tls_hostname="localhost"
+        )
         clients.append(client)
         return client
 

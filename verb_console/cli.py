@@ -113,6 +113,14 @@ FLAGS: dict[str, tuple[str, Any, str]] = {
         _checked("1 to 32 characters of A-Za-z0-9_.-", str, lambda v: _NODE.match(v)),
         "this node's name in the cluster (default <hostname>-<port>)",
     ),
+    "auth_file": ("--auth-file", str, "tokens, one NAME:SHA256HEX a line (PROTOCOL.md s8)"),
+    "tls_cert": ("--tls-cert", str, "serve TLS with this certificate (PEM; with --tls-key)"),
+    "tls_key": ("--tls-key", str, "the certificate's private key (PEM)"),
+    "tls_client_ca": (
+        "--tls-client-ca",
+        str,
+        "require client certificates signed by this CA; the common name is the user",
+    ),
 }
 
 # Settings only the config file sets (the command line is fixed).
@@ -128,6 +136,7 @@ CONFIG_ONLY: dict[str, Any] = {
     "demo": bool,
     "cluster_queue": _positive_int,
     "reuse_port": bool,
+    "tls_required": bool,
 }
 
 
@@ -153,6 +162,12 @@ def build_parser() -> argparse.ArgumentParser:
         dest="read_only",
         action="store_true",
         help="console: disable every action that changes the server",
+    )
+    parser.add_argument(
+        "--tls-required",
+        dest="tls_required",
+        action="store_true",
+        help="on an auto listener, close connections that do not start TLS",
     )
     parser.add_argument(
         "--demo",
@@ -217,6 +232,22 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
     return settings
 
 
+def check_security(settings: Settings) -> None:
+    """Load the auth file and the certificate once before starting, so a bad one is
+    reported in one line (exit status 2) instead of a traceback."""
+    from .security import SecurityError, load_auth, load_tls
+
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise UsageError("--tls-cert and --tls-key go together")
+    if not settings.tls_cert and (settings.tls_client_ca or settings.tls_required):
+        raise UsageError("--tls-client-ca and --tls-required need --tls-cert and --tls-key")
+    try:
+        load_auth(settings)
+        load_tls(settings)
+    except SecurityError as exc:
+        raise UsageError(str(exc)) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if args[:1] == ["ctl"]:
@@ -227,8 +258,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .console.attach import main as attach_main
 
         return attach_main(args[1:])
+    if args[:1] == ["token"]:
+        from .security import token_command
+
+        return token_command(args[1:])
     try:
-        settings = parse_settings(argv)
+        settings = parse_settings(args)
+        check_security(settings)
         if settings.headless:
             if settings.demo:
                 raise UsageError("--demo is for the console (drop --headless)")

@@ -18,16 +18,17 @@ from .admin.server import AdminServer
 from .hub import Hub
 from .hub.transfers import UploadStore
 from .hub.view import LiveHubView
-from .net import ServerProtocol, TCPOptions, TCPServer, create_server
+from .net import ServerProtocol, TCPOptions, TCPServer, TLSOptions, create_server
 from .net.socket import TCPSocket
+from .security import SecurityError, load_auth, load_tls
 from .settings import Settings, StartupRefused
 
 log = logging.getLogger("verb_console")
 
 
-def format_listen(host: str, port: int, protocol: str) -> str:
+def format_listen(host: str, port: int, protocol: str, tls: bool = False) -> str:
     shown = f"[{host}]" if ":" in host else host
-    return f"{shown}:{port} ({protocol})"
+    return f"{shown}:{port} ({protocol}, tls)" if tls else f"{shown}:{port} ({protocol})"
 
 
 class Runtime:
@@ -93,6 +94,12 @@ class Runtime:
         if removed:
             hub.event("server", f"removed {removed} unfinished uploads left by an earlier run")
         hub.uploads = store
+        hub.auth = load_auth(s)
+        context = load_tls(s)
+        if s.auth_file:
+            self.reload_hooks.append(self.reload_auth)
+        if context is not None:
+            self.reload_hooks.append(self.reload_tls)
         hub.start()
         if hub.state != "running":  # a signal arrived while starting
             return
@@ -100,8 +107,16 @@ class Runtime:
         early = bool(s.cluster) and bool(s.node_name or s.port)
         if early:
             await self._join_cluster(s.port)
+        tls = None
+        if context is not None:
+            tls = TLSOptions(
+                context,
+                detect=self.protocol == "auto",
+                required=s.tls_required,
+                handshake_timeout=s.handshake_timeout,
+            )
         server = create_server(ServerProtocol.TCP).with_options(
-            port=s.port, host=s.host, tcp=self.tcp_options()
+            port=s.port, host=s.host, tcp=self.tcp_options(), tls=tls
         )
         server.accept_filter = hub.admit
         await server.listen()
@@ -110,7 +125,7 @@ class Runtime:
         assert addr is not None
         if s.cluster and not early:
             await self._join_cluster(addr.port)
-        line = format_listen(addr.address, addr.port, s.protocol)
+        line = format_listen(addr.address, addr.port, s.protocol, tls is not None)
         hub.listeners.append(line)
         hub.stop_accepting = server.stop_accepting
         hub.on_shutdown.append(server.close)
@@ -166,6 +181,33 @@ class Runtime:
         self.admin = admin
         self.hub.on_shutdown.append(admin.close)
         self.hub.event("server", f"admin socket {path}")
+
+    def reload_auth(self) -> None:
+        """Re-read the auth file (a reload hook). A file that fails to load keeps the
+        tokens loaded before and raises why. Sessions already in stay in, even if
+        their token was removed."""
+        s = self.settings
+        try:
+            auth = load_auth(s)
+        except SecurityError as exc:
+            raise SecurityError(f"kept the previous auth file: {exc}") from None
+        self.hub.auth = auth
+        self.hub.event("server", f"reload: auth file {s.auth_file}: {len(auth or ())} tokens")
+
+    def reload_tls(self) -> None:
+        """Re-read the certificate (a reload hook): new connections use the new one,
+        open ones keep theirs. One that fails to load keeps the old and raises why."""
+        s = self.settings
+        server = self.server
+        if server is None or server.tls is None:
+            return
+        try:
+            context = load_tls(s)
+        except SecurityError as exc:
+            raise SecurityError(f"kept the previous certificate: {exc}") from None
+        assert context is not None
+        server.tls.context = context
+        self.hub.event("server", f"reload: certificate {s.tls_cert}")
 
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT: the first starts the graceful shutdown, the second closes everything."""

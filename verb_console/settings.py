@@ -46,6 +46,12 @@ class Settings:
     admin_socket: str = ""  # "": the default path (admin/paths.py)
     on_hangup: str = "keep"  # what a hosted server does when its terminal goes away
     log_file: str = ""  # where the server logs once no terminal shows it
+    # Authentication and TLS (PROTOCOL.md sections 8 and 9); "" is off.
+    auth_file: str = ""
+    tls_cert: str = ""
+    tls_key: str = ""
+    tls_client_ca: str = ""
+    tls_required: bool = False
     # Console only
     refresh: float = 4.0
     read_only: bool = False

@@ -30,6 +30,7 @@ in order for :meth:`MuxClient.control_message`.
 from __future__ import annotations
 
 import itertools
+import ssl
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, TypeVar
@@ -239,9 +240,13 @@ class MuxClient:
         timeout: float | None = DEFAULT_TIMEOUT,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         local_host: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        tls_hostname: str | None = None,
     ) -> MuxClient:
-        """Open the TCP connection. Nothing is sent until a stream is opened or a ping is sent."""
-        return cls(await dial(host, port, timeout, local_host), max_payload=max_payload)
+        """Open the TCP connection (TLS with ``ssl_context``). Nothing is sent until a
+        stream is opened or a ping is sent."""
+        stream = await dial(host, port, timeout, local_host, ssl_context, tls_hostname)
+        return cls(stream, max_payload=max_payload)
 
     async def __aenter__(self) -> MuxClient:
         return self

@@ -28,6 +28,7 @@ import functools
 import inspect
 import logging
 import os
+import ssl
 import random
 from collections.abc import Callable
 from types import TracebackType
@@ -50,11 +51,28 @@ READ_SIZE = 256 * 1024
 
 
 async def dial(
-    host: str, port: int, timeout: float | None, local_host: str | None = None
+    host: str,
+    port: int,
+    timeout: float | None,
+    local_host: str | None = None,
+    ssl_context: ssl.SSLContext | None = None,
+    tls_hostname: str | None = None,
 ) -> anyio.abc.SocketStream:
-    """Open a TCP connection; every failure says why (refused, unreachable, timed out)."""
+    """Open a TCP connection (TLS with ``ssl_context``); every failure says why
+    (refused, unreachable, timed out)."""
     try:
         with anyio.fail_after(timeout):
+            if ssl_context is not None:
+                # A TLS stream: what the clients use of a socket stream (send,
+                # receive, aclose, the socket's addresses) it has as well.
+                return await anyio.connect_tcp(  # type: ignore[return-value]
+                    host,
+                    port,
+                    local_host=local_host,
+                    ssl_context=ssl_context,
+                    tls_hostname=tls_hostname or host,
+                    tls_standard_compatible=False,
+                )
             return await anyio.connect_tcp(host, port, local_host=local_host)
     except TimeoutError:
         raise TimeoutError(f"no TCP connection within {timeout:g}s") from None

@@ -50,6 +50,12 @@ class BinarySession(Session):
                     out.append(b.encode_frame(b.DATA, frame.payload, frame.flags))
                 elif kind == b.FILE:
                     hub.binary_file_frame(self, frame)
+                elif kind == b.AUTH and hub.auth is not None:
+                    out.append(
+                        b.encode_json(
+                            b.ERROR, {"code": "bad_message", "message": "Already authenticated"}
+                        )
+                    )
                 else:
                     error = ProtocolError("unknown_type", f"Unknown message type: 0x{kind:04X}")
                     out.append(b.encode_error(error))

@@ -15,6 +15,9 @@ from .. import __version__
 from ..protocols.json import encode
 from ..settings import Settings
 from . import uploads
+from .auth import AuthFailures, AuthFile
+from .auth_gate import PROTOCOLS as AUTH_PROTOCOLS
+from .auth_gate import AuthGate
 from .binary_session import BinarySession
 from .bus import Bus
 from .detect_session import DetectingSession
@@ -63,6 +66,10 @@ class Hub:
         self.json_sessions: dict[str, JsonSession] = {}
         self.rooms = RoomRegistry()
         self.throttle = Throttle(self.settings.max_per_ip, self.settings.throttle_window)
+        # Authentication (PROTOCOL.md section 8): None is off. Replaced whole on reload.
+        self.auth: AuthFile | None = None
+        self.auth_failures = AuthFailures(self.settings.throttle_window)
+        self.rejected_auth = 0
         self.factories: dict[str, SessionFactory] = {
             "json": JsonSession,
             "binary": BinarySession,
@@ -135,6 +142,7 @@ class Hub:
         self._ticks += 1
         if self._ticks % 10 == 0:
             self.throttle.sweep()
+            self.auth_failures.sweep()
         if self.state != "stopped":
             self._ticker = asyncio.get_running_loop().call_later(1.0, self._tick)
 
@@ -157,6 +165,10 @@ class Hub:
         """Decide on a new TCP connection before any byte is sent: None accepts it."""
         if self.state != "running":
             reason = CloseReason.SHUTDOWN
+        elif self.auth_failures.blocked(ip):
+            # Brute force: refused at accept, even with the per-IP throttle off.
+            self.rejected_auth += 1
+            reason = CloseReason.AUTH_BLOCKED
         elif len(self.connections) >= self.settings.max_connections:
             self.rejected_max += 1
             reason = CloseReason.OVER_MAX_CONNECTIONS
@@ -180,13 +192,36 @@ class Hub:
         self.register(session)
         self.accepted += 1
         sock.pause_reads_when_congested = True
-        sock.on("data", session.feed)
         sock.on("close", lambda had_error: self._connection_closed(sock))
         sock.on("error", lambda exc: self._connection_error(sock, exc))
         sock.on("timeout", lambda: self._idle(sock))
         self.event("connect", f"{sid} connected ({protocol})")
-        session.start()
+        if sock.securing:
+            # Pinned TLS: the session starts (and greets) once the handshake is done.
+            sock.on("secure", lambda: self._secured(sock, session))
+        else:
+            sock.on("data", self.reader(session))
+            session.start()
         return session
+
+    def _secured(self, sock: TCPSocket, session: Session) -> None:
+        if session.closing:
+            return
+        sock.on("data", self.reader(session))
+        session.start()
+
+    def reader(self, session: Session) -> Callable[[bytes], None]:
+        """What reads a connection's bytes: the session, or first its auth gate."""
+        tls = getattr(session.outlet, "tls", None)
+        if tls is not None and tls.peer_name is not None and session.user is None:
+            # A valid client certificate authenticates as its common name.
+            session.user = tls.peer_name
+            self.event("auth", f"{session.id} authenticated as {session.user} (certificate)")
+        if self.auth is None or session.user is not None:
+            return session.feed
+        if session.protocol not in AUTH_PROTOCOLS:
+            return session.feed  # a detecting session: its successor is gated
+        return AuthGate(session).feed
 
     def register(self, session: Session) -> None:
         """Add a session (a connection's, or a mux stream's) to the registry."""
@@ -202,14 +237,16 @@ class Hub:
             raise TypeError(f"{old.id}: only an event outlet can hand its session over")
         new = self.factories[protocol](self, sock, old.id, old.address, old.port, old.parent)
         new.connected_at = old.connected_at
+        new.user = old.user
         self.connections[new.id] = new
         self.sessions[new.id] = new
         old.closing = True
         sock.off("data", old.feed)
-        sock.on("data", new.feed)
         self.event("connect", f"{new.id} detected as {protocol}")
+        read = self.reader(new)
+        sock.on("data", read)
         new.start()
-        new.feed(first_bytes)
+        read(first_bytes)
         return new
 
     def binary_file_frame(self, session: BinarySession, frame: Any) -> None:
@@ -241,9 +278,16 @@ class Hub:
         self.throttle.release(sock.remote_address)
         if session is None:
             return
-        reason = session.close_reason or (
-            CloseReason.CONNECTION_ERROR if sock.had_error else CloseReason.CLIENT_CLOSED
-        )
+        reason = session.close_reason
+        if reason is None and sock.tls_error is not None:
+            reason = (
+                CloseReason.HANDSHAKE_TIMEOUT
+                if sock.tls_error == "handshake_timeout"
+                else CloseReason.TLS_ERROR
+            )
+            session.close_detail = sock.tls_error
+        if reason is None:
+            reason = CloseReason.CONNECTION_ERROR if sock.had_error else CloseReason.CLIENT_CLOSED
         self.end_session(session, reason)
         if not self.connections and self.state == "draining":
             self._drained.set()
@@ -282,7 +326,8 @@ class Hub:
                 detail=session.close_detail,
             )
         )
-        self.event("close", f"{session.id} closed: {reason}")
+        user = f" (user {session.user})" if session.user is not None else ""
+        self.event("close", f"{session.id}{user} closed: {reason}")
 
     # ----------------------------------------------------------- delivery
     def to_room(self, room: Room, message: dict[str, Any], exclude: Session | None = None) -> int:

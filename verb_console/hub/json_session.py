@@ -34,7 +34,7 @@ class JsonSession(Session):
     def start(self) -> None:
         hub = self.hub
         hub.json_sessions[self.id] = self
-        welcome = {
+        welcome: dict[str, Any] = {
             "type": "welcome",
             "id": self.id,
             "server": "verb-console",
@@ -44,6 +44,8 @@ class JsonSession(Session):
         if hub.bus is not None:
             welcome["node"] = hub.node
             hub.bus.session_started(self.id)
+        if self.user is None and hub.auth is not None:
+            welcome["auth"] = "required"
         self.deliver(encode(welcome))
 
     def encode_notice(self, message: dict[str, Any]) -> bytes:
@@ -217,7 +219,15 @@ def handle_room_message(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
     hub.bus.room_message(name, f)
 
 
+def handle_auth(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
+    # The first message is read by the auth gate; here the session is already in.
+    if s.hub.auth is None:
+        raise MessageError("unknown_type", "Unknown message type: auth")
+    raise MessageError("bad_message", "Already authenticated")
+
+
 HANDLERS: dict[str, Handler] = {
+    "auth": handle_auth,
     "ping": handle_ping,
     "broadcast": handle_broadcast,
     "private": handle_private,

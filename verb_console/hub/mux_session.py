@@ -255,11 +255,14 @@ class MuxSession(Session):
 
     def on_control(self, payload: bytes) -> None:
         sid: Any = None
+        msg: dict[str, Any] = {}
         try:
             msg = m.parse_control(payload)
             sid = msg.get("streamId")
             m.validate_control(msg)
         except ProtocolError as exc:
+            if exc.code == "unknown_type" and msg.get("type") == "auth" and self.hub.auth is not None:
+                exc = ProtocolError("bad_message", "Already authenticated")
             if type(sid) is int:
                 exc.extra["streamId"] = sid
             self.control_error(exc)
@@ -313,6 +316,8 @@ class MuxSession(Session):
             self.hub, st, self.stream_session_id(sid), self.address, self.port, self.id
         )
         st.session = session
+        # The streams of an authenticated connection are sessions of its user.
+        session.user = self.user
         self.hub.register(session)
         self.send_control({"type": "stream_created", "streamId": sid})
         self.hub.event("connect", f"{session.id} opened ({kind} stream)")

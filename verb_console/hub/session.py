@@ -41,6 +41,10 @@ class CloseReason(enum.StrEnum):
     OVER_MAX_CONNECTIONS = "over_max_connections"
     HANDSHAKE_TIMEOUT = "handshake_timeout"
     CONNECTION_ERROR = "connection_error"
+    TLS_ERROR = "tls_error"
+    AUTH_FAILED = "auth_failed"
+    AUTH_TIMEOUT = "auth_timeout"
+    AUTH_BLOCKED = "auth_blocked"  # refused at accept after too many wrong tokens
 
 
 # The ``reason`` of the ``closing`` message a client receives (PROTOCOL.md section 6).
@@ -50,6 +54,8 @@ WIRE_REASON: dict[str, str] = {
     CloseReason.SHUTDOWN: "shutdown",
     CloseReason.PROTOCOL_ERROR: "protocol_error",
     CloseReason.FRAME_TOO_LARGE: "protocol_error",
+    CloseReason.AUTH_FAILED: "auth_failed",
+    CloseReason.AUTH_TIMEOUT: "auth_timeout",
 }
 
 
@@ -170,6 +176,10 @@ class SessionView:
     def parent(self) -> str | None:
         return self._s.parent
 
+    @property
+    def user(self) -> str | None:
+        return self._s.user
+
     def snapshot(self) -> SessionInfo:
         """A frozen copy of the figures as they are now."""
         return self._s.info(time.monotonic(), time.time())
@@ -202,6 +212,7 @@ class Session:
         "parent",
         "port",
         "rooms",
+        "user",
         "view",
     )
 
@@ -227,6 +238,8 @@ class Session:
         self.closing = False
         self.close_reason: str | None = None
         self.close_detail = ""
+        # The authenticated user (a token's name, or a client certificate's common name).
+        self.user: str | None = None
         # Replies to this session's own messages, batched into one write per read.
         self._out: list[bytes] | None = None
         self._flush_timer: asyncio.TimerHandle | None = None
@@ -344,4 +357,5 @@ class Session:
             outlet.unsent,
             tuple(sorted(rooms)) if rooms else (),
             self.parent,
+            self.user,
         )

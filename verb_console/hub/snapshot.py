@@ -34,6 +34,7 @@ class SessionInfo(NamedTuple):
     unsent: int  # bytes written but not yet sent to the client
     rooms: tuple[str, ...] = ()
     parent: str | None = None  # mux connection id for a stream session
+    user: str | None = None  # the authenticated user, if any (PROTOCOL.md s8)
 
 
 class SessionRecord(Protocol):
@@ -66,6 +67,8 @@ class SessionRecord(Protocol):
     def rooms(self) -> tuple[str, ...]: ...
     @property
     def parent(self) -> str | None: ...
+    @property
+    def user(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,6 +7,7 @@ from .message_handler import MessageHandler
 from .options import TCPOptions
 from .server import Address, ServerProtocol, TCPServer, create_server
 from .socket import TCPSocket
+from .tls import TLSOptions, make_server_context
 
 __all__ = [
     "Address",
@@ -15,5 +16,7 @@ __all__ = [
     "TCPOptions",
     "TCPServer",
     "TCPSocket",
+    "TLSOptions",
     "create_server",
+    "make_server_context",
 ]

@@ -12,6 +12,7 @@ from typing import Any, NamedTuple
 
 from .options import TCPOptions
 from .socket import TCPSocket, apply_keep_alive
+from .tls import TLSOptions
 
 log = logging.getLogger("verb_console.net")
 
@@ -43,6 +44,8 @@ class TCPServer:
         self.connections: set[TCPSocket] = set()
         self.accept_filter: AcceptFilter | None = None
         self.on_reject: Callable[[str, int, str], Any] | None = None
+        # TLS on every accepted connection (or on those whose first byte asks for it).
+        self.tls: TLSOptions | None = None
         self._sock: _socket.socket | None = None
         self._server: asyncio.base_events.Server | None = None
         self._serving: asyncio.Task[None] | None = None
@@ -56,8 +59,12 @@ class TCPServer:
         port: int | None = None,
         host: str | None = None,
         tcp: TCPOptions | dict[str, Any] | None = None,
+        tls: TLSOptions | None = None,
     ) -> TCPServer:
-        """Set the port, host and ``tcp`` options (seed names, in snake_case or camelCase)."""
+        """Set the port, host and ``tcp`` options (seed names, in snake_case or camelCase),
+        and ``tls`` to serve TLS."""
+        if tls is not None:
+            self.tls = tls
         if port is not None:
             self.port = port
         if host is not None:
@@ -147,6 +154,8 @@ class TCPServer:
             raw.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1 if opts.no_delay else 0)
             apply_keep_alive(raw, opts.keep_alive, opts.keep_alive_initial_delay)
         self.connections.add(sock)
+        if self.tls is not None:
+            sock.use_tls(self.tls)
         if opts.pause_on_connect:
             sock.pause()
         if opts.timeout:

@@ -17,6 +17,8 @@ from .errors import ProtocolError
 from .framing import DEFAULT_MAX_FRAME, HeaderDecoder
 
 __all__ = [
+    "AUTH",
+    "AUTH_OK",
     "DATA",
     "DEFAULT_MAX_FRAME",
     "ERROR",
@@ -40,6 +42,8 @@ __all__ = [
 # Frame types.
 HEARTBEAT = 0x0001
 HEARTBEAT_ACK = 0x0002
+AUTH = 0x0003  # payload: the token (PROTOCOL.md section 8)
+AUTH_OK = 0x0004  # payload: {"user": NAME}
 DATA = 0x0010
 FILE = 0x0020
 FILE_REPLY = 0x0021
