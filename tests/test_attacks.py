@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import eventually, frame, raw_frame
+from helpers import eventually, frame, raw_frame, tls_for
 
 from verb_console.runtime import Runtime
 
@@ -69,7 +69,9 @@ class Client:
         except BaseException:
             sock.close()
             raise
-        reader, writer = await asyncio.open_connection(sock=sock, limit=4 << 20)
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(sock=sock, limit=4 << 20, **tls_for(port)), timeout
+        )
         client = cls("json" if protocol == "auto" else protocol, reader, writer)
         client.listener = protocol
         if protocol == "auto":
