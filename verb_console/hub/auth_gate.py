@@ -20,7 +20,8 @@ import orjson
 
 from ..protocols import binary as b
 from ..protocols import mux as m
-from ..protocols.json import MAX_HEADER_DIGITS, encode
+from ..protocols.errors import ProtocolError
+from ..protocols.json import MAX_HEADER_DIGITS, encode, encode_error
 from .session import CloseReason
 
 if TYPE_CHECKING:
@@ -121,10 +122,7 @@ def _json_reply(user: str, ref: Any) -> bytes:
 
 
 def _json_error(code: str, text: str, ref: Any) -> bytes:
-    msg: dict[str, Any] = {"type": "error", "code": code, "message": text}
-    if ref is not None:
-        msg["ref"] = ref
-    return encode(msg)
+    return encode_error(ProtocolError(code, text), ref)
 
 
 def _mux_reply(user: str, ref: Any) -> bytes:
@@ -135,10 +133,7 @@ def _mux_reply(user: str, ref: Any) -> bytes:
 
 
 def _mux_error(code: str, text: str, ref: Any) -> bytes:
-    msg: dict[str, Any] = {"type": "error", "code": code, "message": text}
-    if ref is not None:
-        msg["ref"] = ref
-    return m.encode_control(msg)
+    return m.encode_control(ProtocolError(code, text).as_message(ref))
 
 
 # protocol -> (parser, limit setting, success frame, error frame or None)
@@ -150,7 +145,7 @@ PROTOCOLS: dict[str, tuple[Callable[[bytearray, int], Parsed], str, Reply, Error
         parse_binary,
         "max_frame",
         lambda user, ref: b.encode_frame(b.AUTH_OK, orjson.dumps({"user": user})),
-        lambda code, text, ref: b.encode_json(b.ERROR, {"code": code, "message": text}),
+        lambda code, text, ref: b.encode_error(ProtocolError(code, text)),
     ),
     "mux": (parse_mux, "max_frame", _mux_reply, _mux_error),
     # echo answers a failure with its closing line only.

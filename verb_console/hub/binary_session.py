@@ -52,9 +52,7 @@ class BinarySession(Session):
                     hub.binary_file_frame(self, frame)
                 elif kind == b.AUTH and hub.auth is not None:
                     out.append(
-                        b.encode_json(
-                            b.ERROR, {"code": "bad_message", "message": "Already authenticated"}
-                        )
+                        b.encode_error(ProtocolError("bad_message", "Already authenticated"))
                     )
                 else:
                     error = ProtocolError("unknown_type", f"Unknown message type: 0x{kind:04X}")

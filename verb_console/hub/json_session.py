@@ -222,8 +222,8 @@ def handle_room_message(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
 def handle_auth(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
     # The first message is read by the auth gate; here the session is already in.
     if s.hub.auth is None:
-        raise MessageError("unknown_type", "Unknown message type: auth")
-    raise MessageError("bad_message", "Already authenticated")
+        raise ProtocolError("unknown_type", "Unknown message type: auth")
+    raise ProtocolError("bad_message", "Already authenticated")
 
 
 HANDLERS: dict[str, Handler] = {

@@ -261,7 +261,11 @@ class MuxSession(Session):
             sid = msg.get("streamId")
             m.validate_control(msg)
         except ProtocolError as exc:
-            if exc.code == "unknown_type" and msg.get("type") == "auth" and self.hub.auth is not None:
+            if (
+                exc.code == "unknown_type"
+                and msg.get("type") == "auth"
+                and self.hub.auth is not None
+            ):
                 exc = ProtocolError("bad_message", "Already authenticated")
             if type(sid) is int:
                 exc.extra["streamId"] = sid
