@@ -51,6 +51,10 @@ def _protocol(s: SessionInfo | ClosedSessionInfo, _now: float) -> Cell:
     return (s.protocol, "muted") if s.protocol == "detecting" else s.protocol
 
 
+def _user(s: SessionInfo, _now: float) -> Cell:
+    return s.user if s.user is not None else ("-", "muted")
+
+
 LIVE_COLUMNS = (
     Column("SESSION", 16, lambda s, _: s.id, attrgetter("id"), measure=attrgetter("id")),
     Column("PROTO", 9, _protocol, attrgetter("protocol"), priority=4),
@@ -85,6 +89,8 @@ LIVE_COLUMNS = (
     ),
     Column("UNSENT", 9, _unsent, attrgetter("unsent"), "right", priority=3),
     Column("ROOMS", 8, lambda s, _: ",".join(s.rooms), lambda s: s.rooms, priority=8, flex=True),
+    # Last, so the sort keys' positions stay; hidden first when the terminal is narrow.
+    Column("USER", 8, _user, lambda s: s.user or "", priority=10),
 )
 
 # The view's sort key (SessionInfo field) of each live column, for server-side sorting.
@@ -139,7 +145,7 @@ CLOSED_COLUMNS = (
 
 
 def _session_search(s: SessionInfo) -> str:
-    return f"{s.id} {s.protocol} {' '.join(s.rooms)}"
+    return f"{s.id} {s.protocol} {s.user or ''} {' '.join(s.rooms)}"
 
 
 def _closed_search(s: ClosedSessionInfo) -> str:
@@ -153,6 +159,7 @@ def session_rows(s: SessionInfo, now: float) -> DetailRows:
         ("Protocol", s.protocol),
         ("Address", f"{s.address} port {s.port}"),
         ("Mux connection", s.parent or "-"),
+        ("User", s.user or "-"),
         ("Connected", f"{fmt_clock(s.connected_at)} ({fmt_duration(now - s.connected_at)} ago)"),
         ("Idle", fmt_duration(now - s.last_activity)),
         ("Messages in / out", f"{fmt_int(s.msgs_in)} / {fmt_int(s.msgs_out)}"),
