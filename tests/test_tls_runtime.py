@@ -181,3 +181,39 @@ def test_headless_logs_the_tls_listening_line(tls_files) -> None:
     finally:
         proc.terminate()
         assert proc.wait(15) == 0
+
+
+def test_sighup_to_a_headless_server_reloads_the_auth_file(tmp_path: Path) -> None:
+    import signal
+    import socket as socketlib
+
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"alice:{sha('one')}\n")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "verb_console", "--headless", "--port", "0", "--protocol",
+         "echo", "--auth-file", str(tokens), "--upload-dir", str(tmp_path / "up")],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        assert proc.stderr is not None
+        line = proc.stderr.readline()
+        port = int(line.split("127.0.0.1:")[1].split()[0])
+
+        def login(token: str) -> bytes:
+            with socketlib.create_connection(("127.0.0.1", port), timeout=5) as s:
+                f = s.makefile("rwb")
+                f.readline()
+                f.write(b"AUTH %s\n" % token.encode())
+                f.flush()
+                return f.readline()
+
+        assert login("one") == b"OK alice\n"
+        tokens.write_text(f"bob:{sha('two')}\n")
+        proc.send_signal(signal.SIGHUP)
+        while "reload: auth file" not in (text := proc.stderr.readline()):
+            assert text, "the server ended"
+        assert login("two") == b"OK bob\n"
+        assert login("one") == b"[server] closing: auth_failed\n"
+    finally:
+        proc.terminate()
+        assert proc.wait(15) == 0

@@ -18,7 +18,8 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from .tls import TLS_RECORD_HANDSHAKE, TLSError, TLSLayer, TLSOptions
+from .tls import TLSError
+from .tls_socket import TLSSocketMixin
 
 log = logging.getLogger("verb_console.net")
 
@@ -38,7 +39,7 @@ def apply_keep_alive(sock: _socket.socket, enable: bool, initial_delay_ms: float
             sock.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_KEEPALIVE, seconds)
 
 
-class TCPSocket(asyncio.BufferedProtocol):
+class TCPSocket(TLSSocketMixin, asyncio.BufferedProtocol):
     """A TCP connection with the seed's members and events.
 
     Events (``on(name, fn)``): ``data`` (bytes, or str after :meth:`set_encoding`),
@@ -59,9 +60,6 @@ class TCPSocket(asyncio.BufferedProtocol):
         "_reading_paused",
         "_timeout_s",
         "_timer",
-        "_tls",
-        "_tls_options",
-        "_tls_timer",
         "_user_paused",
         "allow_half_open",
         "bytes_read",
@@ -77,7 +75,6 @@ class TCPSocket(asyncio.BufferedProtocol):
         "remote_address",
         "remote_family",
         "remote_port",
-        "tls_error",
         "transport",
         "writable_high_water_mark",
     )
@@ -121,12 +118,7 @@ class TCPSocket(asyncio.BufferedProtocol):
         self._timer: asyncio.TimerHandle | None = None
         self._closed_waiter: asyncio.Future[None] | None = None
         self.had_error = False
-        # TLS (server side): the layer once TLS is spoken; the options while the
-        # first byte is awaited; why TLS ended the connection, if it did.
-        self._tls: TLSLayer | None = None
-        self._tls_options: TLSOptions | None = None
-        self._tls_timer: asyncio.TimerHandle | None = None
-        self.tls_error: str | None = None
+        self._init_tls()
 
     # ----------------------------------------------------------- events
     def on(self, event: str, listener: Listener) -> TCPSocket:
@@ -209,100 +201,6 @@ class TCPSocket(asyncio.BufferedProtocol):
             # A failing handler ends this connection only, never the server.
             log.exception("data handler failed on %s", self.id)
             self._fail(exc)
-
-    # ----------------------------------------------------------- TLS (server side)
-    def use_tls(self, options: TLSOptions) -> None:
-        """Speak TLS on this accepted connection (from its first byte, or, with
-        ``options.detect``, if its first byte starts a TLS handshake)."""
-        if options.detect:
-            self._tls_options = options
-        else:
-            self._tls = TLSLayer(options.context)
-        if options.handshake_timeout > 0:
-            loop = asyncio.get_running_loop()
-            self._tls_timer = loop.call_later(options.handshake_timeout, self._tls_expired)
-
-    @property
-    def tls(self) -> TLSLayer | None:
-        """The connection's TLS layer, once it speaks TLS."""
-        return self._tls
-
-    @property
-    def securing(self) -> bool:
-        """True while a TLS handshake is awaited or under way (``secure`` fires after)."""
-        tls = self._tls
-        return tls is not None and not tls.established
-
-    def _tls_expired(self) -> None:
-        self._tls_timer = None
-        if self._tls is None or not self._tls.established:
-            self._tls_abort("handshake_timeout")
-
-    def _tls_abort(self, why: str) -> None:
-        self.tls_error = why
-        self._tls_options = None
-        if self._tls_timer is not None:
-            self._tls_timer.cancel()
-            self._tls_timer = None
-        t = self.transport
-        if t is not None and not self.destroyed:
-            tls = self._tls
-            if tls is not None:
-                alert = tls.outgoing()  # the alert OpenSSL made, if any
-                if alert:
-                    t.write(alert)
-                t.close()
-            else:
-                t.abort()
-
-    def _tls_received(self, nbytes: int) -> None:
-        rbuf = self._rbuf
-        tls = self._tls
-        if tls is None:
-            # A detecting listener: the first byte decides.
-            options = self._tls_options
-            assert options is not None
-            self._tls_options = None
-            if rbuf[0] != TLS_RECORD_HANDSHAKE:
-                if options.required:
-                    self._tls_abort("plaintext")
-                    return
-                if self._tls_timer is not None:
-                    self._tls_timer.cancel()
-                    self._tls_timer = None
-                self._deliver(bytes(rbuf[:nbytes]))
-                return
-            self._tls = tls = TLSLayer(options.context)
-        self.last_received = time.monotonic()
-        was_established = tls.established
-        data: memoryview | bytes = rbuf[:nbytes]
-        while True:
-            try:
-                got = tls.receive(data, rbuf)
-            except TLSError as exc:
-                self._tls_abort(str(exc))
-                return
-            data = b""
-            out = tls.outgoing()
-            if out and self.transport is not None and not self.destroyed:
-                self.transport.write(out)
-            if tls.established and not was_established:
-                was_established = True
-                if self._tls_timer is not None:
-                    self._tls_timer.cancel()
-                    self._tls_timer = None
-                self._emit("secure")
-            t = self.transport
-            if got == 0 or self.destroyed or t is None or t.is_closing():
-                if tls.peer_closed and t is not None and not t.is_closing():
-                    # close_notify is TLS's end of stream: as a FIN is in plaintext.
-                    self.eof_received()
-                    if not self.allow_half_open:
-                        self.end()
-                return
-            self._deliver(bytes(rbuf[: len(rbuf) if got < 0 else got]))
-            if got > 0:
-                return
 
     def eof_received(self) -> bool | None:
         self._emit("end")
