@@ -172,6 +172,9 @@ class AuthGate:
             # The handshake timeout runs from the connect.
             left = max(0.0, timeout - (time.time() - session.connected_at))
             self._timer = asyncio.get_running_loop().call_later(left, self._expired)
+            # A client gone before authenticating must not be kept until the timer fires.
+            outlet: Any = session.outlet
+            outlet.on("close", lambda _had_error: self._stop_timer())
 
     def _expired(self) -> None:
         self._timer = None
