@@ -196,7 +196,7 @@ class Hub:
         sock.on("error", lambda exc: self._connection_error(sock, exc))
         sock.on("timeout", lambda: self._idle(sock))
         self.event("connect", f"{sid} connected ({protocol})")
-        if sock.securing:
+        if getattr(sock, "securing", False):
             # Pinned TLS: the session starts (and greets) once the handshake is done.
             sock.on("secure", lambda: self._secured(sock, session))
         else:
@@ -279,13 +279,14 @@ class Hub:
         if session is None:
             return
         reason = session.close_reason
-        if reason is None and sock.tls_error is not None:
+        tls_error = getattr(sock, "tls_error", None)
+        if reason is None and tls_error is not None:
             reason = (
                 CloseReason.HANDSHAKE_TIMEOUT
-                if sock.tls_error == "handshake_timeout"
+                if tls_error == "handshake_timeout"
                 else CloseReason.TLS_ERROR
             )
-            session.close_detail = sock.tls_error
+            session.close_detail = tls_error
         if reason is None:
             reason = CloseReason.CONNECTION_ERROR if sock.had_error else CloseReason.CLIENT_CLOSED
         self.end_session(session, reason)
