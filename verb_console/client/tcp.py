@@ -28,8 +28,8 @@ import functools
 import inspect
 import logging
 import os
-import ssl
 import random
+import ssl
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
