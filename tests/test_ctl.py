@@ -173,3 +173,35 @@ async def test_unreachable_or_ambiguous_servers_exit_1_with_one_line(env, tmp_pa
         two.stop()
     bad = await asyncio.to_thread(ctl, env, "frobnicate")
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+
+
+async def test_ctl_sessions_shows_the_user_and_ctl_reload_rereads_the_auth_file(
+    env, tmp_path
+) -> None:
+    import hashlib
+
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"alice:{hashlib.sha256(b'one').hexdigest()}\n")
+    args = ("--upload-dir", str(tmp_path / "up"), "--auth-file", str(tokens))
+    server = await asyncio.to_thread(Headless, env, *args)
+    try:
+        a = await JsonClient.connect(server.port)
+        assert (await a.request({"type": "auth", "token": "one"}))["user"] == "alice"
+        doc = json.loads((await asyncio.to_thread(ctl, env, "--json", "sessions")).stdout)
+        assert [s["user"] for s in doc["sessions"]] == ["alice"]
+        text = (await asyncio.to_thread(ctl, env, "sessions")).stdout
+        assert "USER" in text.splitlines()[0] and "alice" in text
+        tokens.write_text(f"bob:{hashlib.sha256(b'two').hexdigest()}\n")
+        done = await asyncio.to_thread(ctl, env, "reload")
+        assert done.returncode == 0, done
+        b = await JsonClient.connect(server.port)
+        assert (await b.request({"type": "auth", "token": "two"}))["user"] == "bob"
+        # alice's token is gone; her session is not.
+        assert (await a.request({"type": "ping"}))["type"] == "pong"
+        tokens.write_text("broken\n")
+        failed = await asyncio.to_thread(ctl, env, "reload")
+        assert failed.returncode == 1 and "kept the previous auth file" in failed.stderr
+        await a.close()
+        await b.close()
+    finally:
+        server.stop()

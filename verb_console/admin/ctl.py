@@ -177,11 +177,12 @@ async def run_command(args: argparse.Namespace) -> tuple[Any, str]:
                     s["bytes_out"],
                     s["unsent"],
                     ",".join(s["rooms"]),
+                    s.get("user") or "-",
                 ]
                 for s in doc["sessions"]
             ]
             headers = ["SESSION", "PROTO", "UPTIME", "IDLE", "MSG IN", "MSG OUT"]
-            headers += ["BYTES IN", "BYTES OUT", "UNSENT", "ROOMS"]
+            headers += ["BYTES IN", "BYTES OUT", "UNSENT", "ROOMS", "USER"]
             text = _table(headers, rows)
             text += f"\n{len(rows)} of {doc['matched']} matching, {doc['total']} live"
             return doc, text

@@ -70,6 +70,7 @@ def session_to_wire(s: Any) -> list[Any]:
         s.unsent,
         list(s.rooms),
         s.parent,
+        s.user,
     ]
 
 

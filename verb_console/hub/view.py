@@ -157,4 +157,5 @@ def as_info(s: Any) -> SessionInfo:
         s.unsent,
         tuple(s.rooms),
         s.parent,
+        s.user,
     )
