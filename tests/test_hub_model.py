@@ -34,6 +34,7 @@ from hypothesis.stateful import (
     rule,
 )
 
+from verb_console.admin.metrics import HubCollector
 from verb_console.hub import Hub
 from verb_console.hub.session import Session
 from verb_console.hub.transfers import UploadStore
@@ -245,6 +246,9 @@ class HubModel(RuleBasedStateMachine):
         self.transfers: dict[tuple[str, str], str] = {}  # (session, tid) -> filename
         self.files = 0
         self.completed: set[str] = set()
+        # The metrics a scrape reads, and the last reading's counters.
+        self.collector = HubCollector(self.hub)
+        self.last_counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
 
     def teardown(self) -> None:
         try:
@@ -600,6 +604,43 @@ class HubModel(RuleBasedStateMachine):
         names = os.listdir(self.dir)
         assert sum(n.endswith(TEMP_SUFFIX) for n in names) == len(self.transfers)
         assert {n for n in names if not n.endswith(TEMP_SUFFIX)} == self.completed
+
+    @invariant()
+    def the_metrics_agree_with_the_model_and_no_counter_falls(self) -> None:
+        # The collector's families as a scrape gets them (test_metrics.py parses the
+        # text of real scrapes; here every step is checked, so the text is skipped).
+        samples = {}
+        counters = {}
+        for family in self.collector.collect():
+            for sample in family.samples:
+                key = (sample.name, tuple(sorted(sample.labels.items())))
+                samples[key] = sample.value
+                if family.type == "counter":
+                    counters[key] = sample.value
+
+        def gauge(name: str, **labels: str) -> float:
+            return samples[(name, tuple(sorted(labels.items())))]
+
+        direct = {sid for sid, p in self.peers.items() if p.mux is None}
+        assert gauge("verb_sessions", protocol="json") == len(self.peers)
+        assert gauge("verb_sessions", protocol="mux") == len(self.muxes)
+        assert sum(v for (n, _), v in samples.items() if n == "verb_sessions") == len(
+            self.peers
+        ) + len(self.others) + len(self.muxes)
+        assert gauge("verb_rooms") == len(self.rooms)
+        assert gauge("verb_uploads_active") == len(self.transfers)
+        assert gauge("verb_connections_accepted_total") == self.hub.accepted
+        assert gauge("verb_uploads_total", result="complete") == len(self.completed)
+        assert len(direct) <= gauge("verb_sessions", protocol="json")
+        # Traffic by protocol adds up to the hub's own totals.
+        for name, total in (
+            ("verb_messages_received_total", self.hub.msgs_in),
+            ("verb_messages_sent_total", self.hub.msgs_out),
+        ):
+            assert sum(v for (n, _), v in samples.items() if n == name) == total, name
+        for key, before in self.last_counters.items():
+            assert counters[key] >= before, (key, before, counters[key])
+        self.last_counters = counters
 
     @invariant()
     def no_live_session_holds_unflushed_replies(self) -> None:

@@ -26,6 +26,16 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(message)
 
 
+def _is_address(text: str) -> bool:
+    from .admin.metrics import parse_address
+
+    try:
+        parse_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _checked(kind: str, parse: Any, ok: Any) -> Any:
     def convert(text: str) -> Any:
         try:
@@ -48,6 +58,7 @@ _positive_float = _checked("a number > 0", float, lambda v: 0 < v < _finite)
 _port = _checked("a port from 0 to 65535", int, lambda v: 0 <= v <= 65535)
 _NODE = re.compile(r"[A-Za-z0-9_.-]{1,32}\Z")
 _on_hangup = _checked("keep or drain", str, lambda v: v in ("keep", "drain"))
+_address = _checked("HOST:PORT", lambda t: t if _is_address(t) else None, bool)
 _protocol = _checked("one of " + ", ".join(PROTOCOLS), str, lambda v: v in PROTOCOLS)
 
 
@@ -121,6 +132,12 @@ FLAGS: dict[str, tuple[str, Any, str]] = {
         str,
         "require client certificates signed by this CA; the common name is the user",
     ),
+    "metrics": (
+        "--metrics",
+        _address,
+        "serve Prometheus /metrics and /healthz on HOST:PORT (off by default; "
+        "no authentication: 127.0.0.1:PORT keeps it local)",
+    ),
 }
 
 # Settings only the config file sets (the command line is fixed).
@@ -155,7 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     for name, (flag, conv, help_text) in FLAGS.items():
         parser.add_argument(
-            flag, dest=name, type=conv, help=help_text, metavar=name.split("_")[-1].upper()
+            flag,
+            dest=name,
+            type=conv,
+            help=help_text,
+            metavar="HOST:PORT" if name == "metrics" else name.split("_")[-1].upper(),
         )
     parser.add_argument(
         "--read-only",

@@ -12,6 +12,7 @@ import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .admin import paths as admin_paths
 from .admin.server import AdminServer
@@ -22,6 +23,9 @@ from .net import ServerProtocol, TCPOptions, TCPServer, TLSOptions, create_serve
 from .net.socket import TCPSocket
 from .security import SecurityError, load_auth, load_tls
 from .settings import Settings, StartupRefused
+
+if TYPE_CHECKING:
+    from .admin.metrics_http import MetricsServer
 
 log = logging.getLogger("verb_console")
 
@@ -39,6 +43,7 @@ class Runtime:
         self.hub = hub or Hub(self.settings)
         self.server: TCPServer | None = None
         self.admin: AdminServer | None = None
+        self.metrics: MetricsServer | None = None
         self._signals = 0
         self._setups: list[Callable[[Runtime], None]] = []
         # Called by reload() (``ctl reload``, SIGHUP when headless), in order. Each
@@ -136,6 +141,11 @@ class Runtime:
             server.close()
             raise
         hub.event("server", f"listening on {line}")
+        if s.metrics:
+            from .admin.metrics_http import start_metrics
+
+            self.metrics = await start_metrics(hub, s.metrics)
+            hub.on_shutdown.append(self.metrics.close)
 
     async def _join_cluster(self, port: int) -> None:
         """Become a node of the cluster at ``--cluster`` (PROTOCOL.md section 10)."""

@@ -52,6 +52,7 @@ class Settings:
     tls_key: str = ""
     tls_client_ca: str = ""
     tls_required: bool = False
+    metrics: str = ""  # HOST:PORT of Prometheus /metrics and /healthz; "": off
     # Console only
     refresh: float = 4.0
     read_only: bool = False

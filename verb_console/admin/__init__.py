@@ -1,1 +1,1 @@
-"""The admin socket: a Unix socket per server, its protocol, its client, and ``ctl``."""
+"""The admin socket (a Unix socket per server, its protocol, its client, ``ctl``) and metrics."""

@@ -24,6 +24,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
 
+from ..hub.histogram import Histogram
 from . import keys
 
 if TYPE_CHECKING:
@@ -62,6 +63,9 @@ class Link:
         self._confirm: dict[bytes, asyncio.Future[None]] = {}
         self._probe_seq = 0
         self._probe_back = 0.0
+        self._probe_sent = 0.0
+        #: Round trips of the probe through pub/sub, for the metrics.
+        self.probe_lags = Histogram()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._last_refresh = 0.0
@@ -364,6 +368,8 @@ class Link:
     def probe_returned(self, seq: bytes) -> None:
         if seq == str(self._probe_seq).encode():
             self._probe_back = time.monotonic()
+            if self._probe_sent:
+                self.probe_lags.observe(self._probe_back - self._probe_sent)
 
     async def _heartbeat(self, client: Redis) -> None:
         bus = self.bus
@@ -382,6 +388,7 @@ class Link:
             pipe.hset(keys.NODES, bus.node, orjson.dumps(info))
             pipe.publish(keys.MEMBERS, orjson.dumps({"o": "hb", "n": bus.node, "i": info}))
             pipe.publish(bus.own_channel, b"p%d" % self._probe_seq)
+            self._probe_sent = time.monotonic()
             for name in names:
                 pipe.exists(keys.heartbeat_key(name))
             refresh = now - self._last_refresh >= REFRESH_S

@@ -22,6 +22,7 @@ from .binary_session import BinarySession
 from .bus import Bus
 from .detect_session import DetectingSession
 from .echo_session import EchoSession
+from .ended import Ended
 from .json_session import HANDLERS, JsonSession
 from .mux_session import MuxSession
 from .rooms import Room, RoomRegistry
@@ -87,6 +88,8 @@ class Hub:
         self.bytes_in = 0
         self.bytes_out = 0
         self.peak_sessions = 0
+        # What ended sessions added up to, by reason and by protocol (kept as they end).
+        self.ended = Ended()
         self.closed_log: deque[ClosedSessionInfo] = deque(maxlen=CLOSED_KEPT)
         self.events: deque[LogEvent] = deque(maxlen=EVENTS_KEPT)
         self._seq = 0
@@ -297,6 +300,7 @@ class Hub:
         """Release what a finished session held and remember why it ended."""
         if self.sessions.get(session.id) is session:
             del self.sessions[session.id]
+            self.ended.add(session, reason)
         # Sessions that end with it (a mux connection's streams) end for the same reason.
         if session.close_reason is None:
             session.close_reason = reason

@@ -38,6 +38,8 @@ class RoomRegistry:
 
     def __init__(self) -> None:
         self.rooms: dict[str, Room] = {}
+        # Messages of rooms that no longer exist (a room is deleted with its last member).
+        self.retired_messages = 0
 
     def join(self, session: Session, name: str) -> tuple[Room, bool]:
         """Add ``session``; returns the room and whether it was newly added."""
@@ -58,6 +60,7 @@ class RoomRegistry:
         session.rooms.discard(name)
         if not room.members:
             del self.rooms[name]
+            self.retired_messages += room.messages
         return room
 
     def get(self, name: str) -> Room | None:
@@ -65,6 +68,10 @@ class RoomRegistry:
 
     def __len__(self) -> int:
         return len(self.rooms)
+
+    def messages_total(self) -> int:
+        """Room messages relayed since the server started, deleted rooms' included."""
+        return self.retired_messages + sum(r.messages for r in self.rooms.values())
 
     def snapshot(self) -> list[RoomInfo]:
         return [
