@@ -11,7 +11,7 @@ import binascii
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from verb_console.hub.uploads import _b64decode
+from verb_console.hub.uploads.json_front import _b64decode
 
 ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/="
 

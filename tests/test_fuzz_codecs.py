@@ -34,7 +34,7 @@ from test_hub_model import MemoryOutlet, split_mux
 
 from verb_console.hub import Hub
 from verb_console.hub.detect_session import DetectingSession
-from verb_console.hub.transfers import UploadStore
+from verb_console.hub.uploads import UploadStore
 from verb_console.protocols.binary import BinaryDecoder
 from verb_console.protocols.detect import detect_protocol
 from verb_console.protocols.echo import EchoDecoder

@@ -37,7 +37,7 @@ from hypothesis.stateful import (
 from verb_console.admin.metrics import HubCollector
 from verb_console.hub import Hub
 from verb_console.hub.session import Session
-from verb_console.hub.transfers import UploadStore
+from verb_console.hub.uploads import UploadStore
 from verb_console.settings import Settings
 
 TEMP_SUFFIX = ".part"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from verb_console import client
-from verb_console.hub.transfers import TransferError
+from verb_console.hub.uploads import TransferError
 from verb_console.protocols import ProtocolError, ServerError
 from verb_console.protocols import binary as b
 from verb_console.protocols import json as j

@@ -1,4 +1,4 @@
-"""The disk side of uploads: verb_console.hub.transfers, against real files."""
+"""The disk side of uploads: verb_console.hub.uploads (the store), against real files."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from verb_console.hub.transfers import (
+from verb_console.hub.uploads import (
     TEMP_PREFIX,
     CompletedUpload,
     TransferError,
@@ -599,7 +599,7 @@ async def test_a_disk_write_error_fails_the_upload_and_is_reported_once(
 ) -> None:
     upload = store.open(OWNER, "t", "full.bin", 100)
     real_write = os.write
-    target = upload._fd
+    target = upload.temp.fd
 
     def failing_write(fd: int, data: Any) -> int:
         if fd == target:
@@ -626,7 +626,7 @@ async def test_a_background_write_error_is_reported_by_get_or_finish(
     first = store.open(OWNER, "1", "one.bin", 10)
     second = store.open(OWNER, "2", "two.bin", 10)
     real_write = os.write
-    targets = {first._fd, second._fd}
+    targets = {first.temp.fd, second.temp.fd}
 
     def failing_write(fd: int, data: Any) -> int:
         if fd in targets:
@@ -651,7 +651,7 @@ async def test_a_disk_error_while_finishing_is_raised_by_finish_and_leaves_nothi
     upload = store.open(OWNER, "t", "sync.bin", 3)
     upload.write(b"abc")
     real_fsync = os.fsync
-    target = upload._fd
+    target = upload.temp.fd
 
     def failing_fsync(fd: int) -> None:
         if fd == target:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 from .admin import paths as admin_paths
 from .admin.server import AdminServer
 from .hub import Hub
-from .hub.transfers import UploadStore
+from .hub.uploads import UploadStore
 from .hub.view import LiveHubView
 from .net import ServerProtocol, TCPOptions, TCPServer, TLSOptions, create_server
 from .net.socket import TCPSocket

@@ -40,7 +40,7 @@ from .snapshot import (
     TransferInfo,
 )
 from .throttle import Throttle
-from .transfers import UploadStore
+from .uploads import UploadStore
 
 if TYPE_CHECKING:
     from ..net.socket import TCPSocket

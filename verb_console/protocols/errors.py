@@ -5,7 +5,7 @@ Every error the project reports on the wire, or receives from it, is a
 extra fields its error frame carries (``transferId``, ``streamId``, ...) under
 their wire names. Codecs raise it for a peer that broke the framing, the hub
 raises it from a message handler to refuse one message, uploads raise it (as
-:class:`~verb_console.hub.transfers.TransferError`) for a broken upload rule,
+:class:`~verb_console.hub.uploads.TransferError`) for a broken upload rule,
 and the clients raise :class:`ServerError` when the server answers ``error``.
 
 One error becomes one frame in one way per protocol form: :meth:`ProtocolError.as_message`

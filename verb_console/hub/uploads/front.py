@@ -1,0 +1,117 @@
+"""What the json and binary front ends share: the store lookup, replies, backpressure
+and the background finish.
+
+``file_end`` / END complete asynchronously: a task awaits :meth:`Upload.finish`
+(the fsync and the link happen off the loop) and replies when it is done, while
+the session goes on serving its other messages. If the session ends first,
+:meth:`UploadStore.abort_owner` aborts the upload, the task sees ``aborted`` and
+sends nothing (a closing session drops every reply anyway).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
+
+from .errors import TransferError
+from .upload import CompletedUpload, Upload
+
+if TYPE_CHECKING:
+    from ..session import Session
+    from .store import UploadStore
+
+__all__ = ["complete_message", "progress_message", "start_finish", "store_of", "watch", "write"]
+
+log = logging.getLogger(__name__)
+
+# Finish tasks still running: the loop keeps only weak references to tasks.
+_tasks: set[asyncio.Task[None]] = set()
+
+
+def store_of(session: Session) -> UploadStore:
+    store = session.hub.uploads
+    if store is None:
+        raise TransferError("io_error", "Uploads are not available")
+    return store
+
+
+def progress_message(upload: Upload) -> dict[str, Any]:
+    """``file_progress``: percent received, 0 to 100, with two decimals."""
+    received = upload.received
+    total = upload.size
+    return {
+        "type": "file_progress",
+        "transferId": upload.transfer_id,
+        "progress": 100.0 if total <= 0 else round(received * 100 / total, 2),
+        "receivedBytes": received,
+        "totalBytes": total,
+    }
+
+
+def complete_message(transfer_id: str, done: CompletedUpload) -> dict[str, Any]:
+    return {
+        "type": "file_complete",
+        "transferId": transfer_id,
+        "filename": done.filename,
+        "receivedBytes": done.received,
+        "duration": done.duration_ms,
+        "avgSpeed": done.avg_speed,
+        "sha256": done.sha256_hex,
+    }
+
+
+def watch(session: Session, upload: Upload) -> None:
+    """Resume the session's reading when the upload's disk backlog has drained."""
+    outlet = session.outlet
+    upload.on_drain = lambda: outlet.release(upload)
+
+
+def write(session: Session, upload: Upload, data: bytes) -> None:
+    """Hand bytes to the upload; pause reading when its backlog says so."""
+    if upload.write(data):
+        session.outlet.hold(upload)
+
+
+def start_finish(
+    session: Session,
+    upload: Upload,
+    on_done: Callable[[CompletedUpload], None],
+    on_error: Callable[[TransferError], None],
+) -> None:
+    """Finish ``upload`` in the background and report the outcome, if the session lives.
+
+    Raises ``size_mismatch`` / ``unknown_transfer`` at once (before any await)
+    so that those errors are answered in order with the session's other replies.
+    """
+    finishing = upload.finish()  # its immediate errors raise here
+    task = asyncio.get_running_loop().create_task(
+        _finish(session, upload, finishing, on_done, on_error)
+    )
+    _tasks.add(task)
+    task.add_done_callback(_tasks.discard)
+
+
+async def _finish(
+    session: Session,
+    upload: Upload,
+    finishing: Coroutine[Any, Any, CompletedUpload],
+    on_done: Callable[[CompletedUpload], None],
+    on_error: Callable[[TransferError], None],
+) -> None:
+    try:
+        done = await finishing
+    except TransferError as exc:
+        # "aborted": the client's own abort (already answered by file_aborted),
+        # the session's end or shutdown (nobody left to tell).
+        if exc.code != "aborted" and not session.closing:
+            on_error(exc)
+        return
+    except Exception:  # pragma: no cover - finish() raises only TransferError
+        log.exception("finishing %r failed", upload)
+        if not session.closing:
+            on_error(TransferError("io_error", None, upload.transfer_id))
+        return
+    if not session.closing:
+        on_done(done)
