@@ -94,7 +94,13 @@ class Runtime:
             max_file_size=s.max_file_size,
             quota=s.upload_quota,
             per_session_limit=s.max_transfers,
+            per_connection_limit=s.max_transfers_per_connection,
+            server_limit=s.max_transfers_total,
+            max_files=s.max_upload_files,
+            client_reservation=s.max_reserved_per_client,
+            transfer_timeout=s.transfer_timeout,
         )
+        store.set_event_sink(hub.event)
         removed = store.prepare()
         if removed:
             hub.event("server", f"removed {removed} unfinished uploads left by an earlier run")

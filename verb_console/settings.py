@@ -35,6 +35,11 @@ class Settings:
     max_rooms: int = 32
     max_streams: int = 256
     max_transfers: int = 4
+    max_transfers_per_connection: int = 16  # a mux connection's streams together
+    max_transfers_total: int = 256  # open transfers (and their files) in the whole server
+    max_upload_files: int = 100_000  # files in the upload directory plus open transfers
+    max_reserved_per_client: int = 4 * GiB  # bytes reserved by one address's open transfers
+    transfer_timeout: float = 60.0  # seconds an open transfer may receive nothing; 0: none
     max_line: int = DEFAULT_MAX_LINE
     writable_high_water_mark: int = 64 * 1024  # output level at which reads pause
     readable_high_water_mark: int = 256 * 1024  # read size per receive call

@@ -64,10 +64,23 @@ def binary_file_frame(session: BinarySession, frame: Any) -> None:
         _file_error(session, exc)
 
 
+def _server_ended(session: BinarySession, upload: Upload, err: TransferError) -> None:
+    """The server ended ``upload`` by itself (disk failure, timeout): say so now."""
+    current = session.transfers
+    if current is not None and current.upload is upload:
+        session.transfers = None
+    if not session.closing:
+        _file_error(session, err)
+
+
 def _active(current: _BinaryTransfer | None) -> Upload:
     if current is None:
         raise TransferError("unknown_transfer", "Transfer not found")
     upload = current.upload
+    err = upload.take_error()
+    if err is not None:
+        # The first error about a transfer is the real one, not unknown_transfer.
+        raise err
     if upload.state is not UploadState.ACTIVE:
         raise TransferError("unknown_transfer", "Transfer not found", upload.transfer_id)
     return upload
@@ -101,9 +114,12 @@ def _start(session: BinarySession, current: _BinaryTransfer | None, payload: byt
         obj.get("sha256"),
         limit=1 + finishing,
         protocol="binary",
+        connection=session.parent or session.id,
+        client=session.address,
     )
     session.transfers = _BinaryTransfer(upload, session.hub.settings.max_frame)
     watch(session, upload)
+    upload.on_server_end = lambda err: _server_ended(session, upload, err)
     session.reply_file(
         {"type": "file_start_ack", "transferId": upload.transfer_id, "status": "ready"}
     )

@@ -62,6 +62,21 @@ class UploadDir:
         if fd >= 0:
             os.close(fd)
 
+    def fileno(self) -> int:
+        return self._fd
+
+    def at_path(self) -> bool:
+        """Whether the configured path still names this very directory (two stats)."""
+        try:
+            here = os.stat(self.path)
+        except OSError:
+            return False
+        held = os.fstat(self._fd)
+        return (here.st_dev, here.st_ino) == (held.st_dev, held.st_ino)
+
+    def lstat(self, name: str) -> os.stat_result:
+        return os.lstat(name, dir_fd=self._fd)
+
     def exists(self, name: str) -> bool:
         """Whether anything (a file, a symlink, a directory...) holds ``name``."""
         try:
@@ -96,9 +111,9 @@ class UploadDir:
                 e.name for e in entries if is_temp_name(e.name) and e.is_file(follow_symlinks=False)
             ]
 
-    def usage(self) -> int:
-        """Bytes in regular files, temporary files excepted."""
-        total = 0
+    def regular_sizes(self) -> dict[str, int]:
+        """The size of every regular file, temporary files excepted. O(entries)."""
+        sizes: dict[str, int] = {}
         with os.scandir(self._fd) as entries:
             for entry in entries:
                 if is_temp_name(entry.name):
@@ -108,8 +123,8 @@ class UploadDir:
                 except FileNotFoundError:
                     continue
                 if stat.S_ISREG(st.st_mode):
-                    total += st.st_size
-        return total
+                    sizes[entry.name] = st.st_size
+        return sizes
 
 
 class TempFile:

@@ -18,6 +18,7 @@ _DEFAULT_MESSAGES = {
     "checksum_mismatch": "Checksum mismatch",
     "bad_message": "Bad message",
     "io_error": "Could not write the file",
+    "transfer_timeout": "No bytes received for too long; transfer aborted",
     "aborted": "Transfer aborted",
 }
 

@@ -80,6 +80,16 @@ def _lookup(s: JsonSession, tid: str) -> tuple[_JsonTransfer, Upload]:
     return entry, upload
 
 
+def _server_ended(s: JsonSession, tid: str, upload: Upload, err: TransferError) -> None:
+    """The server ended ``upload`` by itself (disk failure, timeout): say so now."""
+    state = _state(s)
+    entry = state.get(tid)
+    if entry is not None and entry.upload is upload:
+        del state[tid]
+    if not s.closing:
+        s.deliver(encode_error(err.about(tid), None))
+
+
 def handle_file_start(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
     tid = _transfer_id(msg)
     filename = require(msg, "filename", tid)
@@ -96,11 +106,21 @@ def handle_file_start(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
     for stale in [k for k, e in state.items() if e.upload.ended]:
         del state[stale]
     try:
-        upload = store_of(s).open(s.id, tid, filename, size, sha256, protocol="json")
+        upload = store_of(s).open(
+            s.id,
+            tid,
+            filename,
+            size,
+            sha256,
+            protocol="json",
+            connection=s.parent or s.id,
+            client=s.address,
+        )
     except TransferError as exc:
         raise exc.about(tid) from None
     state[tid] = _JsonTransfer(upload)
     watch(s, upload)
+    upload.on_server_end = lambda err: _server_ended(s, tid, upload, err)
     s.reply({"type": "file_start_ack", "transferId": tid, "status": "ready"}, ref)
 
 

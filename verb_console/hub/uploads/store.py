@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Executor
@@ -33,8 +34,10 @@ from .names import (
     known_transfer_id,
     new_temp_name,
 )
+from .ratelog import EventSink, UploadReport
 from .state import UploadState
 from .upload import Upload
+from .usage import DirUsage
 
 __all__ = ["FINISHED_KEPT", "UploadStore"]
 
@@ -50,6 +53,16 @@ class UploadStore:
     exists so tests can fake a full disk, and defaults to ``statvfs``. Call
     :meth:`prepare` once before the first :meth:`open`, and :meth:`aclose` at
     the end.
+
+    Limits beyond PROTOCOL.md 2.3, each refused with its code:
+    ``per_connection_limit`` open transfers per TCP connection (a mux
+    connection's streams together) and ``server_limit`` in all
+    (``too_many_transfers``; each open transfer holds one file descriptor);
+    ``max_files`` files in the directory plus open transfers, so empty files
+    cannot pile up without bound, and ``client_reservation`` bytes reserved by
+    the open transfers of one client address (``too_large``); and
+    ``transfer_timeout`` seconds without a byte, after which an open transfer
+    is aborted with ``transfer_timeout`` (0: never).
     """
 
     def __init__(
@@ -61,16 +74,34 @@ class UploadStore:
         executor: Executor | None = None,
         high_water: int = 8 << 20,
         free_space: Callable[[Path], int] | None = None,
+        per_connection_limit: int = 16,
+        server_limit: int = 256,
+        max_files: int = 100_000,
+        client_reservation: int = 4 << 30,
+        transfer_timeout: float = 60.0,
     ) -> None:
         self.directory = Path(directory)
         self.max_file_size = max_file_size
         self.quota = quota
         self.per_session_limit = per_session_limit
+        self.per_connection_limit = per_connection_limit
+        self.server_limit = server_limit
+        self.max_files = max_files
+        self.client_reservation = client_reservation
+        self.transfer_timeout = transfer_timeout
         self._high_water = high_water
         self._free_space = free_space
         self._runner = DiskRunner(executor)
         self._dir = UploadDir(self.directory)
+        self._usage: DirUsage | None = None
+        # Directories replaced at the configured path, kept open for their uploads.
+        self._retired: list[UploadDir] = []
         self._closed = False
+        self._reserved = 0  # the sizes of the open uploads
+        self._per_connection: dict[str, int] = {}
+        self._per_client: dict[str, int] = {}  # bytes reserved
+        self._timer: asyncio.TimerHandle | None = None
+        self.report = UploadReport(log, FINISHED_KEPT)
         self._owners: dict[str, dict[str, Upload]] = {}
         self._names: dict[str, Upload] = {}
         self._live: dict[Upload, None] = {}  # open uploads, in open order
@@ -88,6 +119,15 @@ class UploadStore:
     @high_water.setter
     def high_water(self, value: int) -> None:
         self._high_water = value
+
+    def set_event_sink(self, sink: EventSink | None) -> None:
+        """Also send the upload log lines to ``sink(kind, text)`` (the event log)."""
+        self.report.set_sink(sink)
+
+    @property
+    def usage(self) -> DirUsage | None:
+        """The tracked contents of the upload directory (None before :meth:`prepare`)."""
+        return self._usage
 
     @property
     def active_count(self) -> int:
@@ -119,6 +159,9 @@ class UploadStore:
         if removed:
             self._dir.fsync()
             log.info("removed %d unfinished upload file(s) from %s", removed, self.directory)
+        if self._usage is None:
+            self._usage = DirUsage(self._dir)
+            self._usage.start()
         return removed
 
     def open(
@@ -130,17 +173,44 @@ class UploadStore:
         sha256: object = None,
         limit: int | None = None,
         protocol: str = "json",
+        connection: str | None = None,
+        client: str | None = None,
     ) -> Upload:
         """Check the rules of PROTOCOL.md 2.3 and start an upload.
 
         Checks, in order: malformed ``transfer_id``, ``file_size`` or ``sha256``
         (``bad_message``), ``filename`` (``bad_filename``), ``transfer_id`` already
         open for ``owner`` (``duplicate_transfer``), ``owner``'s open uploads at
-        ``limit`` (default ``per_session_limit``; ``too_many_transfers``), the name
-        taken on disk or by an open upload (``file_exists``), then the per-file
-        limit, the quota and the free disk space (``too_large``). Runs on the
-        event loop; only metadata syscalls.
+        ``limit`` (default ``per_session_limit``), then those of its
+        ``connection`` (default: ``owner``) and of the whole server
+        (``too_many_transfers``), the name taken on disk or by an open upload
+        (``file_exists``), then the per-file limit, the file count, the quota,
+        the free disk space and the reservations of ``client`` (default:
+        ``owner``) (``too_large``). Runs on the event loop; only metadata syscalls,
+        none proportional to the directory's size. A refusal is logged
+        (rate-limited) and kept in :meth:`refusals`.
         """
+        try:
+            return self._open(
+                owner, transfer_id, filename, file_size, sha256, limit, protocol, connection, client
+            )
+        except TransferError as exc:
+            tid = known_transfer_id(transfer_id)
+            self.report.refusal(owner, tid, filename, file_size, protocol, exc)
+            raise
+
+    def _open(
+        self,
+        owner: str,
+        transfer_id: object,
+        filename: object,
+        file_size: object,
+        sha256: object,
+        limit: int | None,
+        protocol: str,
+        connection: str | None,
+        client: str | None,
+    ) -> Upload:
         if self._closed:
             raise TransferError("io_error", "Uploads are closed", known_transfer_id(transfer_id))
         if not self._dir.is_open:
@@ -159,24 +229,54 @@ class UploadStore:
         cap = self.per_session_limit if limit is None else limit
         if len(mine) >= cap:
             raise TransferError("too_many_transfers", f"At most {cap} open transfer(s)", tid)
+        conn = owner if connection is None else connection
+        if self._per_connection.get(conn, 0) >= self.per_connection_limit:
+            raise TransferError(
+                "too_many_transfers",
+                f"At most {self.per_connection_limit} open transfer(s) per connection",
+                tid,
+            )
+        if len(self._live) >= self.server_limit:
+            raise TransferError(
+                "too_many_transfers",
+                f"The server is at its limit of {self.server_limit} open transfer(s)",
+                tid,
+            )
+        usage = self._current_usage(tid)
         if name in self._names or self._name_taken(name, tid):
             raise TransferError("file_exists", "File already exists", tid)
         if size > self.max_file_size:
             raise TransferError(
                 "too_large", f"Larger than the {self.max_file_size}-byte limit", tid
             )
-        reserved = sum(u.size for u in self._live)
-        if size > self.quota - self._usage(tid) - reserved:
+        if usage.files + len(self._live) >= self.max_files:
+            raise TransferError(
+                "too_large", f"The upload directory is at its limit of {self.max_files} files", tid
+            )
+        if size > self.quota - usage.bytes - self._reserved:
             raise TransferError("too_large", "Upload quota exceeded", tid)
         # Open uploads will still write their remaining bytes to the same disk.
         unwritten = sum(u.size - u.written for u in self._live)
         if size > self._free(tid) - unwritten:
             raise TransferError("too_large", "Not enough free disk space", tid)
+        who = owner if client is None else client
+        if self._per_client.get(who, 0) + size > self.client_reservation:
+            raise TransferError(
+                "too_large",
+                f"At most {self.client_reservation} bytes reserved by one client's open transfers",
+                tid,
+            )
         temp = self._create_temp(tid)
-        upload = Upload(self, self._runner, loop, owner, tid, name, size, digest, protocol, temp)
+        upload = Upload(
+            self, self._runner, loop, owner, tid, name, size, digest, protocol, temp, conn, who
+        )
         self._owners.setdefault(owner, {})[tid] = upload
         self._names[name] = upload
         self._live[upload] = None
+        self._reserved += size
+        self._per_connection[conn] = self._per_connection.get(conn, 0) + 1
+        self._per_client[who] = self._per_client.get(who, 0) + size
+        self._arm_timer(loop)
         return upload
 
     def get(self, owner: str, transfer_id: str) -> Upload:
@@ -203,6 +303,10 @@ class UploadStore:
         """The open uploads (in open order), then the last 100 ended ones (newest first)."""
         return [u.info() for u in self._live] + list(reversed(self._finished))
 
+    def refusals(self) -> list[TransferInfo]:
+        """The last 100 refused ``file_start`` / START requests, newest first (state "refused")."""
+        return self.report.refusals()
+
     def abort_owner(self, owner: str, cause: str) -> None:
         """Abort every upload of ``owner`` (its session ended)."""
         for upload in list(self._owners.get(owner, {}).values()):
@@ -224,6 +328,14 @@ class UploadStore:
             for upload in list(mine.values()):
                 upload.abort(cause)
         await self.wait_idle()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._usage is not None:
+            self._usage.close()
+        for retired in self._retired:
+            retired.close()
+        self._retired.clear()
         self._dir.close()
         self._runner.shutdown()
 
@@ -235,9 +347,15 @@ class UploadStore:
             del self._names[upload.filename]
         if not keep_owner:
             self.forget(upload)
+        self._release(upload)
         if upload.state is UploadState.COMPLETE:
             self.completed += 1
             self.bytes_completed += upload.received
+            self.report.completed_log(
+                logging.INFO,
+                f"upload complete: {upload.filename!r} ({upload.received} bytes) "
+                f"from {upload.owner}",
+            )
         elif upload.state is UploadState.ABORTED:
             self.aborted += 1
         else:
@@ -260,16 +378,50 @@ class UploadStore:
         except OSError as exc:
             raise TransferError("io_error", f"Cannot check the name: {exc}", tid) from exc
 
-    def _usage(self, tid: str) -> int:
-        """Bytes in regular files of the upload directory, temporary files excepted.
-
-        Temporary files are left out because open uploads are counted by their
-        full size instead.
-        """
+    def _current_usage(self, tid: str) -> DirUsage:
+        """The directory's tracked contents, brought up to date (following its path)."""
+        usage = self._usage
+        assert usage is not None
         try:
-            return self._dir.usage()
+            if usage.lost or not self._dir.at_path():
+                usage = self._follow_path()
+            usage.refresh()
         except OSError as exc:
             raise TransferError("io_error", f"Cannot read the directory: {exc}", tid) from exc
+        return usage
+
+    def _follow_path(self) -> DirUsage:
+        """The directory at the configured path was removed, renamed or replaced: use
+        what is there now (created again if missing). Uploads already under way end
+        in the directory they began in."""
+        old, old_usage = self._dir, self._usage
+        fresh = UploadDir(self.directory)
+        fresh.open()
+        usage = DirUsage(fresh)
+        usage.start()
+        self.report.failed_log(
+            logging.WARNING,
+            f"the upload directory {self.directory} was removed, renamed or replaced; "
+            "now using the directory at that path",
+        )
+        if old_usage is not None:
+            old_usage.close()
+        self._dir, self._usage = fresh, usage
+        self._retired.append(old)
+        self._close_retired()
+        return usage
+
+    def _close_retired(self) -> None:
+        if self._runner.pending:
+            return
+        in_use = {u.temp.directory for u in self._live}
+        keep = []
+        for d in self._retired:
+            if d in in_use:
+                keep.append(d)
+            else:
+                d.close()
+        self._retired = keep
 
     def _free(self, tid: str) -> int:
         try:
@@ -295,3 +447,44 @@ class UploadStore:
                 ) from exc
             return TempFile(self._dir, name, fd)
         raise TransferError("io_error", "Cannot create a temporary file", tid)
+
+    def _release(self, upload: Upload) -> None:
+        self._reserved -= upload.size
+        conn, who = upload.connection, upload.client
+        left = self._per_connection.get(conn, 0) - 1
+        if left > 0:
+            self._per_connection[conn] = left
+        else:
+            self._per_connection.pop(conn, None)
+        bytes_left = self._per_client.get(who, 0) - upload.size
+        if bytes_left > 0:
+            self._per_client[who] = bytes_left
+        else:
+            self._per_client.pop(who, None)
+
+    def _arm_timer(self, loop: asyncio.AbstractEventLoop) -> None:
+        if self._timer is None and self.transfer_timeout > 0:
+            tick = max(0.05, min(1.0, self.transfer_timeout / 4))
+            self._timer = loop.call_later(tick, self._sweep, loop, tick)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop, tick: float) -> None:
+        """Abort the open transfers that received nothing for ``transfer_timeout`` seconds."""
+        self._timer = None
+        limit = self.transfer_timeout
+        now = time.monotonic()
+        for upload in [u for u in self._live if u.state is UploadState.ACTIVE]:
+            if now - upload.last_activity >= limit:
+                self.report.failed_log(
+                    logging.INFO,
+                    f"upload {upload.filename!r} from {upload.owner} timed out: "
+                    f"no bytes for {limit:g} s",
+                )
+                upload.expire(
+                    TransferError(
+                        "transfer_timeout",
+                        f"No bytes received for {limit:g} s; transfer aborted",
+                        upload.transfer_id,
+                    )
+                )
+        if self._live and not self._closed:
+            self._timer = loop.call_later(tick, self._sweep, loop, tick)

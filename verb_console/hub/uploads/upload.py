@@ -79,6 +79,8 @@ class Upload:
         sha256: str | None,
         protocol: str,
         temp: TempFile,
+        connection: str = "",
+        client: str = "",
     ) -> None:
         self.owner = owner
         self.transfer_id = transfer_id
@@ -86,6 +88,8 @@ class Upload:
         self.size = size
         self.sha256 = sha256
         self.protocol = protocol
+        self.connection = connection or owner
+        self.client = client or owner
         self.received = 0
         self.written = 0
         self.started_at = time.time()
@@ -93,10 +97,13 @@ class Upload:
         self.state = UploadState.ACTIVE
         self.outcome = ""
         self.on_drain: Callable[[], None] | None = None
+        # Called with the error when the server ends the upload by itself (a disk
+        # failure, a stalled transfer), so its owner hears of it at once.
+        self.on_server_end: Callable[[TransferError], None] | None = None
         self.temp = temp
         self._ledger = ledger
         self._loop = loop
-        self._t0 = time.monotonic()
+        self._t0 = self.last_activity = time.monotonic()
         self._jobs = JobQueue(
             runner,
             loop,
@@ -176,6 +183,7 @@ class Upload:
             # The caller may reuse its buffer; the worker must see what was sent now.
             data = bytes(data)
         n = len(data)
+        self.last_activity = time.monotonic()
         if self.received + n > self.size:
             self.abort("size_mismatch")
             raise TransferError(
@@ -248,7 +256,21 @@ class Upload:
                 TransferError("aborted", f"Transfer aborted: {cause}", self.transfer_id)
             )
 
+    def expire(self, err: TransferError) -> None:
+        """End a stalled upload (``err`` is its ``transfer_timeout``) and tell its owner."""
+        self.abort(err.code)
+        self._tell(err)
+
     # -- bookkeeping, on the event loop ----------------------------------------
+
+    def _tell(self, err: TransferError) -> None:
+        callback = self.on_server_end
+        if callback is None:
+            return
+        try:
+            callback(err)
+        except Exception:
+            log.exception("on_server_end callback of %r failed", self)
 
     def _raise_if_unusable(self) -> None:
         err = self.take_error()
@@ -316,9 +338,13 @@ class Upload:
             self._abort_requested = True
         fut = self._finish_fut
         waiting = fut is not None and not fut.done()
-        self._stop(UploadState.FAILED, "io_error", report_later=not waiting)
+        told = not waiting and self.on_server_end is not None
+        self._stop(UploadState.FAILED, "io_error", report_later=not waiting and not told)
         if fut is not None and waiting:
             fut.set_exception(err)
+        elif told:
+            # The owner hears the real error now, before any later chunk of it.
+            self._tell(err)
         else:
             self._error = err
 
