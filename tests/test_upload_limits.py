@@ -432,3 +432,32 @@ async def test_refused_failed_and_completed_uploads_are_logged_rate_limited(
     refusals = store.refusals()
     assert len(refusals) == 100 and refusals[0].state == "refused"
     assert refusals[0].outcome == "file_exists"
+
+
+async def test_a_transfer_waiting_on_a_slow_disk_is_not_stalled(tmp_path: Path) -> None:
+    """The timeout is for a client that sends nothing, not for bytes still going to disk."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from verb_console.hub.uploads import UploadStore
+
+    hold = threading.Event()
+    executor = ThreadPoolExecutor(max_workers=1)
+    executor.submit(hold.wait)  # the disk is busy until released
+    store = UploadStore(tmp_path / "up", executor=executor, transfer_timeout=0.2)
+    store.prepare()
+    told: list[str] = []
+    try:
+        upload = store.open("127.0.0.1:1", "t", "slow-disk.bin", 10)
+        upload.on_server_end = lambda err: told.append(err.code)
+        upload.write(b"x" * 5)
+        await asyncio.sleep(0.8)
+        assert upload.state == "active" and told == []
+        hold.set()
+        await eventually(lambda: told == ["transfer_timeout"], timeout=5)
+        assert upload.state == "failed" and upload.outcome == "transfer_timeout"
+    finally:
+        hold.set()
+        await store.aclose()
+        executor.shutdown(wait=True)
+    assert temp_files(tmp_path / "up") == []

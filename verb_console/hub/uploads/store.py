@@ -473,7 +473,8 @@ class UploadStore:
         limit = self.transfer_timeout
         now = time.monotonic()
         for upload in [u for u in self._live if u.state is UploadState.ACTIVE]:
-            if now - upload.last_activity >= limit:
+            # Bytes still going to disk: the wait is the server's, not the client's.
+            if upload.backlog == 0 and now - upload.last_activity >= limit:
                 self.report.failed_log(
                     logging.INFO,
                     f"upload {upload.filename!r} from {upload.owner} timed out: "

@@ -316,6 +316,7 @@ class Upload:
             self._backlog -= job.nbytes
             if exc is None:
                 self.written += job.nbytes
+                self.last_activity = time.monotonic()
             elif not self.ended:
                 self._failed_in_worker(exc)
             self._drained()
