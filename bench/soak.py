@@ -6,7 +6,8 @@
 The server runs in a child process (this file with ``--serve``) on an ``auto``
 listener, so that its descriptors, tasks and memory are its own. The clients
 speak every protocol (json chat and uploads, binary heartbeats, echoes and
-uploads, echo lines, mux connections with json, echo and binary streams),
+uploads, echo lines, mux connections with json, echo and binary streams, their
+json streams carrying uploads too),
 live for a random while and leave in a random way: a normal close, a reset, a
 reset in the middle of a frame or of an upload, or a half-close.
 
@@ -211,6 +212,23 @@ def jframe(obj: Any) -> bytes:
 
 def bframe(kind: int, payload: bytes = b"", flags: int = 0) -> bytes:
     return struct.pack(">HIH", kind, len(payload), flags) + payload
+
+
+def json_frames(data: bytes) -> list[dict[str, Any]]:
+    """The whole json frames (``<length>\\n<body>``) in one mux data frame's payload."""
+    out = []
+    pos = 0
+    while True:
+        nl = data.find(b"\n", pos)
+        if nl < 0:
+            return out
+        end = nl + 1 + int(data[pos:nl])
+        if end > len(data):
+            return out
+        obj = orjson.loads(data[nl + 1 : end])
+        if isinstance(obj, dict):
+            out.append(obj)
+        pos = end
 
 
 def mframe(sid: int, payload: bytes) -> bytes:
@@ -523,6 +541,31 @@ class Driver:
         return b"half a line"
 
     # --- mux ----------------------------------------------------------------------
+    def mux_json_request(self, c: Conn, sid: int) -> Any:
+        """``request(msg, want)`` for the json session of mux stream ``sid``."""
+        counts = self.stats.counts
+        sent = 0
+
+        def answer(m: Any, ref: str) -> dict[str, Any] | None:
+            if m[0] != sid:
+                return None
+            return next((o for o in json_frames(m[1]) if o.get("ref") == ref), None)
+
+        async def request(msg: dict[str, Any], want: str) -> dict[str, Any]:
+            nonlocal sent
+            sent += 1
+            ref = msg["ref"] = f"{sid}:{sent}"
+            await c.send(mframe(sid, jframe(msg)))
+            counts["messages_sent"] += 1
+            raw = await c.expect(lambda m: answer(m, ref) is not None, f"answer to {msg['type']}")
+            reply = answer(raw, ref)
+            assert reply is not None
+            if reply["type"] != want:
+                raise Mismatch(f"mux json: {msg['type']} got {reply}")
+            return reply
+
+        return request
+
     async def run_mux(self, c: Conn, until: float) -> bytes:
         rng = self.rng
         counts = self.stats.counts
@@ -564,7 +607,11 @@ class Driver:
                 sid = rng.choice(sorted(open_streams))
                 kind = open_streams[sid]
                 counts["messages_sent"] += 1
-                if kind == "json":
+                if kind == "json" and rng.random() < 0.2:
+                    # A mux stream full of uploads: json chunks over the stream.
+                    await self.json_upload(c, self.mux_json_request(c, sid))
+                    counts["uploads_over_mux"] += 1
+                elif kind == "json":
                     await c.send(mframe(sid, jframe({"type": "ping", "ref": sid})))
                     await c.expect(lambda m, s=sid: m[0] == s and b'"pong"' in m[1])
                 elif kind == "echo":
@@ -689,6 +736,7 @@ async def soak(seconds: float, clients: int, seed: int) -> dict[str, Any]:
         "uploads_started": stats.counts["uploads_started"],
         "uploads_completed": stats.counts["uploads_completed"],
         "uploads_abandoned": stats.counts["uploads_abandoned"],
+        "uploads_over_mux": stats.counts["uploads_over_mux"],
         "client_errors": stats.counts["errors"],
         "server_errors": after["server_errors"],
         "server_error_samples": after["server_error_samples"],
@@ -716,7 +764,7 @@ def print_report(r: dict[str, Any]) -> None:
     print(f"  disconnects   {r['disconnects']}  {r['disconnects_by_kind']}")
     print(
         f"  uploads       {r['uploads_started']} started, {r['uploads_completed']} completed, "
-        f"{r['uploads_abandoned']} abandoned mid-way"
+        f"{r['uploads_abandoned']} abandoned mid-way, {r['uploads_over_mux']} over mux streams"
     )
     print(f"  client errors {r['client_errors']}  {r['client_error_samples']}")
     print(f"  server errors {r['server_errors']}  {r['server_error_samples']}")
