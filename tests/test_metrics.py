@@ -480,7 +480,7 @@ def test_the_grafana_dashboard_is_importable_and_graphs_only_metrics_that_exist(
     from prometheus_client import CollectorRegistry, generate_latest
 
     from verb_console.hub import Hub
-    from verb_console.hub.transfers import UploadStore
+    from verb_console.hub.uploads import UploadStore
 
     registry = CollectorRegistry()
     hub = Hub()
