@@ -365,9 +365,12 @@ async def run(args: argparse.Namespace) -> int:
             )
         )
     else:
-        speed = result.size / result.seconds / 1e6 if result.seconds > 0 else 0.0
-        print(f"uploaded {result.filename}: {result.size} bytes in {result.seconds:.2f}s")
-        print(f"  {speed:.1f} MB/s here, server: {server.get('avgSpeed', 0) / 1e6:.1f} MB/s")
+        # Binary units, as the console's Transfers pane shows them.
+        mib = 1024 * 1024
+        speed = result.size / result.seconds / mib if result.seconds > 0 else 0.0
+        size = f"{result.size} bytes ({result.size / mib:.1f} MiB)"
+        print(f"uploaded {result.filename}: {size} in {result.seconds:.2f}s")
+        print(f"  {speed:.1f} MiB/s here, server: {server.get('avgSpeed', 0) / mib:.1f} MiB/s")
         print(f"  server sha256: {server.get('sha256')}")
         print(f"  local  sha256: {result.local_sha256}")
         print("  checksums match" if result.ok else "  CHECKSUMS DIFFER")

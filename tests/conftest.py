@@ -111,3 +111,19 @@ class TLSFiles:
 @pytest.fixture(scope="session")
 def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
     return TLSFiles(tmp_path_factory.mktemp("tls"))
+
+
+@pytest.fixture(autouse=True)
+def _own_config_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """The console saves its theme under $XDG_CONFIG_HOME: never the real one in tests."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
+
+
+@pytest.fixture(autouse=True)
+def _unicode_glyphs(monkeypatch: pytest.MonkeyPatch):
+    """Draw with the Unicode glyphs whatever the test machine's locale; ASCII tests ask."""
+    monkeypatch.setenv("VERB_CONSOLE_ASCII", "0")
+    yield
+    from verb_console.console import glyphs
+
+    glyphs.use_ascii(False)

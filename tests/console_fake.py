@@ -189,6 +189,9 @@ class FixedHubView:
             now=now,
             listeners=("0.0.0.0:7000 (json)", "0.0.0.0:7001 (binary)", "[::]:7002 (mux)"),
             sessions=len(self._sessions),
+            # Each mux connection is one TCP connection, however many streams it carries.
+            connections=sum(1 for s in self._sessions if s.parent is None)
+            + len({s.parent for s in self._sessions if s.parent is not None}),
             peak_sessions=max(len(self._sessions), 1842),
             totals=Totals(
                 accepted=52311,

@@ -300,7 +300,8 @@ async def test_sort_keys_change_and_reverse_the_order() -> None:
     app, _, _ = make()
     async with app.run_test(size=SIZE) as pilot:
         table = connections(app).live_table
-        await pilot.press("less_than_sign", "less_than_sign", "less_than_sign")
+        # ADDRESS is hidden at this width, so two steps left of UPTIME is SESSION.
+        await pilot.press("less_than_sign", "less_than_sign")
         assert table.columns[table.sort_column].label == "SESSION"
         ids = [s.id for s in table.rows]
         assert ids == sorted(ids)

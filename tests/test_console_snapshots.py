@@ -132,3 +132,40 @@ def test_slash_filters_the_table(snap_compare, size) -> None:
 @pytest.mark.parametrize("size", SIZES)
 def test_a_read_only_console_refuses_broadcast_visibly(snap_compare, size) -> None:
     assert snap_compare(make_app(read_only=True), terminal_size=size, press=["b"])
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_sixteen_colours_keep_the_state_the_label_and_the_cursor_apart(snap_compare, size) -> None:
+    async def sixteen(pilot: Pilot) -> None:
+        app = pilot.app
+        assert isinstance(app, VerbConsoleApp)
+        app.theme = "verb-16"
+        await warm_up(pilot)
+
+    assert snap_compare(make_app(), terminal_size=size, run_before=sixteen)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_sixteen_colours_while_draining(snap_compare, size) -> None:
+    async def drain(pilot: Pilot) -> None:
+        app = pilot.app
+        assert isinstance(app, VerbConsoleApp)
+        app.theme = "verb-16"
+        app.view.begin_shutdown()
+        app.clock.advance(12.0)  # type: ignore[attr-defined]
+        app.refresh_once()
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=size, run_before=drain)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_an_ascii_console_for_the_linux_console(snap_compare, size) -> None:
+    clock = FrozenClock()
+    app = VerbConsoleApp(FixedHubView(clock), clock=clock, ascii=True)
+    assert snap_compare(app, terminal_size=size, run_before=warm_up, press=["s"])
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_space_tags_rows_for_closing_many(snap_compare, size) -> None:
+    assert snap_compare(make_app(), terminal_size=size, press=["down", "space", "space"])

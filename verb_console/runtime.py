@@ -130,7 +130,13 @@ class Runtime:
             port=s.port, host=s.host, tcp=self.tcp_options(), tls=tls
         )
         server.accept_filter = hub.admit
-        await server.listen()
+        try:
+            await server.listen()
+        except OSError as exc:
+            # Name the address: "Address already in use" alone does not say which.
+            where = format_listen(s.host, s.port, s.protocol)
+            why = exc.strerror or str(exc)
+            raise OSError(exc.errno, f"cannot listen on {where}: {why}") from exc
         self.server = server
         addr = server.address()
         assert addr is not None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -15,13 +16,19 @@ from textual.driver import Driver
 from textual.reactive import var
 from textual.screen import Screen
 from textual.system_commands import SystemCommandsProvider
+from textual.theme import Theme
 
 from verb_console.hub.snapshot import HubView
 
-from . import hangup, terminal_writer
+from . import glyphs, hangup, prefs, terminal_writer
 from .dialogs import BroadcastDialog, BroadcastRequest, ConfirmDialog, DetailScreen, HelpScreen
+from .format import plural
+from .glyphs import G
 from .keys import Key, key_display, palette_keys
+from .panes.base import Pane
+from .panes.connections import ConnectionsPane
 from .screen import MainScreen, ReadOnlyMainScreen
+from .theme import SIXTEEN_COLOURS, few_colours
 
 # Stdin must look closed this many checks in a row before the console believes
 # it, so a keystroke read mid-check is never mistaken for end-of-file. Checks are
@@ -57,6 +64,11 @@ class VerbConsoleApp(App[int]):
     ENABLE_COMMAND_PALETTE = True
     COMMANDS: ClassVar[set[type[Provider] | Callable[[], type[Provider]]]] = {Commands}
 
+    CSS = """
+    VerbConsoleApp.-ascii ModalScreen > Vertical { border: ascii $primary; }
+    VerbConsoleApp.-sixteen MainScreen #drain { color: ansi_black; }
+    """
+
     paused: var[bool] = var(False, init=False)
     """Panes keep their values while paused; the header keeps ticking."""
 
@@ -71,8 +83,13 @@ class VerbConsoleApp(App[int]):
         on_hangup: str = "drain",
         after_hangup: Callable[[], None] | None = None,
         attached: bool = False,
+        ascii: bool | None = None,
     ) -> None:
         super().__init__()
+        self.register_theme(SIXTEEN_COLOURS)
+        # ASCII for TERM=linux and non-UTF-8 locales, unless the caller decides.
+        self.ascii = glyphs.ascii_wanted() if ascii is None else ascii
+        glyphs.use_ascii(self.ascii)
         self.view = view
         self.refresh_hz = refresh_hz
         self.read_only = read_only
@@ -98,6 +115,14 @@ class VerbConsoleApp(App[int]):
         return self._main
 
     async def on_mount(self) -> None:
+        self.set_class(self.ascii, "-ascii")
+        saved = prefs.load().get("theme")
+        if isinstance(saved, str) and saved in self.available_themes:
+            self.theme = saved
+        elif self.few_colours:
+            self.theme = SIXTEEN_COLOURS.name
+        self.set_class(self.theme == SIXTEEN_COLOURS.name, "-sixteen")
+        self.theme_changed_signal.subscribe(self, self._theme_changed)
         self._remove_sighup = hangup.install_sighup(self.terminal_went_away)
         await self.push_screen(self._main)
         if hasattr(self.view, "notify"):
@@ -117,6 +142,29 @@ class VerbConsoleApp(App[int]):
     def get_driver_class(self) -> type[Driver]:
         # The terminal must never hold up the event loop, and so the server.
         return terminal_writer.driver_class(self) or super().get_driver_class()
+
+    def _theme_changed(self, theme: Theme) -> None:
+        self.set_class(theme.name == SIXTEEN_COLOURS.name, "-sixteen")
+        prefs.save(theme=theme.name)
+
+    @property
+    def few_colours(self) -> bool:
+        """Whether the terminal shows only 16 colours (or 8), as TERM=linux does.
+
+        Never for a headless app (tests), whose console has no terminal to ask.
+        """
+        if self.is_headless:
+            return False
+        return few_colours(self.console.color_system, os.environ.get("TERM", ""))
+
+    def deliver_screenshot(
+        self,
+        filename: str | None = None,
+        path: str | None = None,
+        time_format: str | None = None,
+    ) -> str | None:
+        """Save screenshots in the working directory (a server may have no ~/Downloads)."""
+        return super().deliver_screenshot(filename, path or os.getcwd(), time_format)
 
     def on_unmount(self) -> None:
         self._remove_sighup()
@@ -222,7 +270,7 @@ class VerbConsoleApp(App[int]):
             text, room = request
             count = self.view.operator_broadcast(text, room)
             where = f"room {room}" if room else "every session"
-            self.notify(f"Broadcast to {where}: {count:,} sessions.")
+            self.notify(f"Broadcast to {where}: {plural(count, 'session')}.")
 
         self.push_screen(BroadcastDialog(rooms, selected), send)
 
@@ -245,9 +293,78 @@ class VerbConsoleApp(App[int]):
             self.refresh_once()
 
         self.push_screen(
-            ConfirmDialog(f"Close session {session_id}?", "The client is disconnected now."),
+            ConfirmDialog(f"Close session {session_id}?", self._close_consequence(session_id)),
             close,
         )
+
+    def action_close_many(self) -> None:
+        """Close the tagged sessions, else the filtered ones, else the selected address's."""
+        if self._refuse_if_read_only("closing sessions"):
+            return
+        pane = self.main.pane("connections")
+        assert isinstance(pane, ConnectionsPane)
+        self.main.current = "connections"
+        table = pane.live_table
+        if pane.showing_closed:
+            pane.showing_closed = False
+        ids: list[str] = []
+        if table.tagged:
+            ids = [s.id for s in table.tagged_items()]
+            what = f"the {plural(len(ids), 'tagged session')}"
+        elif table.filter_text:
+            ids = [s.id for s in table.rows]
+            quoted = f"{G.open_quote}{table.filter_text}{G.close_quote}"
+            what = f"the {plural(len(ids), 'session')} the filter {quoted} shows"
+        else:
+            item = table.cursor_item
+            if item is None:
+                self.notify("Select a live session first.", severity="warning")
+                return
+            address = item.address
+            count = sum(
+                1 for s in self.view.sessions() if s.address == address and s.parent is None
+            )
+            self.push_screen(
+                ConfirmDialog(
+                    f"Close every connection from {address}?",
+                    f"{plural(count, 'connection')} from {address}, with any mux streams,"
+                    " are disconnected now (tag rows with space, or filter with /, to choose"
+                    " others).",
+                    danger=True,
+                ),
+                lambda yes: self._close_address(address) if yes else None,
+            )
+            return
+        if not ids:
+            self.notify("Nothing to close: the filter shows no sessions.", severity="warning")
+            return
+
+        def close(yes: bool | None) -> None:
+            if not yes:
+                return
+            closed = sum(1 for i in ids if self.view.operator_close(i))
+            table.tagged.clear()
+            self.notify(f"Closed {plural(closed, 'session')} of {len(ids):,}.")
+            self.refresh_once()
+
+        self.push_screen(
+            ConfirmDialog(f"Close {what}?", "They are disconnected now.", danger=True), close
+        )
+
+    def _close_address(self, address: str) -> None:
+        closed = self.view.operator_close_ip(address)
+        self.notify(f"Closed {plural(closed, 'connection')} from {address}.")
+        self.refresh_once()
+
+    def _close_consequence(self, session_id: str) -> str:
+        """What closing ``session_id`` does, including a mux connection's streams."""
+        for mux in self.view.mux_connections():
+            if mux.id == session_id:
+                streams = plural(len(mux.streams), "mux stream")
+                return f"The client is disconnected now, and its {streams} close with it."
+            if any(s.session_id == session_id for s in mux.streams):
+                return f"Only this stream closes; the mux connection {mux.id} stays open."
+        return "The client is disconnected now."
 
     def action_shutdown(self) -> None:
         """Begin a graceful shutdown; during the drain, offer to close everything now."""
@@ -286,7 +403,7 @@ class VerbConsoleApp(App[int]):
         self.push_screen(
             ConfirmDialog(
                 "Close everything now?",
-                f"{sessions:,} sessions are still draining; they are cut off at once.",
+                f"{plural(sessions, 'session')} still draining: they are cut off at once.",
                 danger=True,
             ),
             force,
@@ -322,6 +439,8 @@ class VerbConsoleApp(App[int]):
         self.paused = not self.paused
 
     def watch_paused(self, paused: bool) -> None:
+        for pane in self.main.query(Pane):
+            pane.set_paused(paused)
         self.notify("Live view paused." if paused else "Live view resumed.", timeout=2)
         self.refresh_once()
 

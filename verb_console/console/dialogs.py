@@ -12,8 +12,9 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.screen import ModalScreen
-from textual.widgets import Button, Input, Label, Select, Static
+from textual.widgets import Button, Footer, Input, Label, Select, Static
 
+from .glyphs import G
 from .keys import changing_keys, help_lines
 from .panes.base import DetailFetch, DetailRows
 
@@ -31,7 +32,7 @@ DIALOG_CSS = """
         background: $surface;
         padding: 0 1;
     }
-    & .hint { color: $text-muted; height: 1; }
+    & .hint { color: $text-muted; height: auto; width: 100%; }
     & .buttons { height: auto; align-horizontal: right; margin-top: 1; }
     & .buttons Button { margin-left: 2; min-width: 10; }
 """
@@ -62,6 +63,8 @@ class ConfirmDialog(ModalScreen[bool]):
             with Horizontal(classes="buttons"):
                 yield Button("Yes (y)", id="yes", variant="error" if self.danger else "primary")
                 yield Button("No (n)", id="no")
+        # The dialog's own keys, not those of the screen underneath.
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#no", Button).focus()
@@ -94,7 +97,7 @@ class BroadcastDialog(ModalScreen[BroadcastRequest | None]):
 
     def __init__(self, rooms: Sequence[str], room: str | None = None) -> None:
         super().__init__()
-        self.rooms = list(rooms)
+        self.rooms = sorted(rooms)
         self.room = room if room in self.rooms else None
 
     def compose(self) -> ComposeResult:
@@ -109,9 +112,16 @@ class BroadcastDialog(ModalScreen[BroadcastRequest | None]):
                 id="room",
                 compact=True,
             )
-            yield Label("enter send · tab choose room · esc cancel", classes="hint")
+            yield Label(f"enter send {G.sep} tab choose room {G.sep} esc cancel", classes="hint")
+        # The dialog's own keys, not those of the screen underneath.
+        yield Footer(compact=True)
 
     def on_mount(self) -> None:
+        self.query_one("#text", Input).focus()
+
+    @on(Select.Changed)
+    def _room_chosen(self) -> None:
+        # Back to the message, so the next Enter sends rather than reopening the list.
         self.query_one("#text", Input).focus()
 
     @on(Input.Submitted)
@@ -155,6 +165,8 @@ class DetailScreen(ModalScreen[None]):
                 # Filled in before the first paint, so the box has its final size at once.
                 yield Static(self._next_content() or "", id="fields")
             yield Label("esc close", classes="hint")
+        # The dialog's own keys, not those of the screen underneath.
+        yield Footer(compact=True)
 
     def reload(self) -> None:
         """Fetch the record again; keep the last values (marked gone) once it disappears."""
@@ -235,6 +247,8 @@ class HelpScreen(ModalScreen[None]):
                 refused = ", ".join(changing_keys())
                 yield Label(f"read-only: {refused} are disabled", classes="hint")
             yield Label("esc close", classes="hint")
+        # The dialog's own keys, not those of the screen underneath.
+        yield Footer(compact=True)
 
     def action_close(self) -> None:
         """Close the help."""

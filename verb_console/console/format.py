@@ -6,13 +6,15 @@ several times a second, so they avoid allocation-heavy formatting.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Sequence
+
+from .glyphs import G
 
 _BYTE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
 _COUNT_UNITS = ("", "k", "M", "G", "T")
 # Eight heights; the first is a baseline so an idle period still shows a trace.
-_SPARK = "▁▂▃▄▅▆▇█"
 
 
 def fmt_bytes(n: float) -> str:
@@ -46,6 +48,11 @@ def fmt_count(n: float) -> str:
 def fmt_int(n: int) -> str:
     """Return an exact integer with thousands separators, e.g. ``12,345``."""
     return f"{n:,}"
+
+
+def plural(n: int, noun: str, many: str = "") -> str:
+    """``1 session``, ``2 sessions``, ``1,024 mux connections``."""
+    return f"{n:,} {noun if n == 1 else many or noun + 's'}"
 
 
 def fmt_rate(per_second: float) -> str:
@@ -90,23 +97,42 @@ def fmt_clock(epoch: float) -> str:
     return time.strftime("%H:%M:%S", time.localtime(epoch))
 
 
-def sparkline(values: Sequence[float], width: int) -> str:
+def nice_ceiling(value: float) -> float:
+    """The smallest 1, 2 or 5 times a power of ten at or above ``value`` times 1.25.
+
+    A sparkline scaled to this keeps headroom, so a steady rate draws a level
+    line below the top rather than full-height bars.
+    """
+    if value <= 0:
+        return 0.0
+    target = value * 1.25
+    step = 10.0 ** math.floor(math.log10(target))
+    for m in (1, 2, 5, 10):
+        if m * step >= target:
+            return m * step
+    return 10 * step  # pragma: no cover
+
+
+def sparkline(values: Sequence[float], width: int, top: float | None = None) -> str:
     """Return the last ``width`` values as a block-character sparkline.
 
     The line is right-aligned (newest sample at the right edge) and padded with
-    spaces on the left while the history is still shorter than ``width``.
+    spaces on the left while the history is still shorter than ``width``. Bars
+    are scaled to ``top`` (default: the largest value shown).
     """
     if width <= 0:
         return ""
     tail = list(values[-width:])
     if not tail:
         return " " * width
-    top = max(tail)
-    last = len(_SPARK) - 1
+    if top is None:
+        top = max(tail)
+    spark = G.spark
+    last = len(spark) - 1
     if top <= 0:
-        chars = _SPARK[0] * len(tail)
+        chars = spark[0] * len(tail)
     else:
-        chars = "".join(_SPARK[min(last, int(v / top * last + 0.5))] for v in tail)
+        chars = "".join(spark[min(last, int(v / top * last + 0.5))] for v in tail)
     return chars.rjust(width)
 
 
@@ -118,7 +144,7 @@ def progress_bar(done: int, total: int, width: int) -> str:
     if bar_width < 3:
         return label.rjust(width)[:width]
     filled = int(fraction * bar_width)
-    return "█" * filled + "░" * (bar_width - filled) + " " + label
+    return G.full * filled + G.empty * (bar_width - filled) + " " + label
 
 
 def fmt_eta(remaining_bytes: int, bytes_per_second: float) -> str:

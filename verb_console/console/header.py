@@ -10,7 +10,8 @@ from textual.widget import Widget
 
 from verb_console.hub.snapshot import Overview, Rates
 
-from .format import fmt_byte_rate, fmt_duration, fmt_int, fmt_rate, sparkline
+from .format import fmt_byte_rate, fmt_duration, fmt_int, fmt_rate, nice_ceiling, sparkline
+from .glyphs import G
 
 HISTORY = 240
 """Sparkline samples kept (one a second), enough for the widest terminal."""
@@ -85,10 +86,10 @@ class HeaderBar(Widget):
     def _line_state(self, ov: Overview, now: float, width: int) -> Content:
         parts: list[str | tuple[str, str]] = [
             ("VERB ", "bold $text-accent"),
-            ("● " + ov.state.upper(), _STATE_STYLES.get(ov.state, "bold")),
+            (f"{G.dot} " + ov.state.upper(), _STATE_STYLES.get(ov.state, "bold")),
         ]
         if self.paused:
-            parts.append(("  ⏸ PAUSED", "bold reverse $text-warning"))
+            parts.append((f"  {G.pause} PAUSED", "bold reverse $text-warning"))
         if self.read_only or ov.read_only:
             parts.append(("  READ-ONLY", "bold $text-accent"))
         if ov.node:
@@ -101,7 +102,7 @@ class HeaderBar(Widget):
         listeners = ", ".join(ov.listeners) or "not listening"
         if room > 8:
             if len(listeners) > room:
-                listeners = listeners[: room - 1] + "…"
+                listeners = listeners[: room - 1] + G.more
             head = Content.assemble(head, ("  ", ""), (listeners, "$text-muted"))
         return head
 
@@ -111,7 +112,10 @@ class HeaderBar(Widget):
         throttle_style = "bold $text-warning" if t.rejected_throttle else _VALUE
         max_style = "bold $text-warning" if t.rejected_max else _VALUE
         parts: list[str | tuple[str, str]] = [
-            ("sessions ", _LABEL),
+            # TCP connections and sessions differ by the mux streams: both are shown.
+            ("conns ", _LABEL),
+            (fmt_int(ov.connections), _VALUE),
+            ("  sessions ", _LABEL),
             (fmt_int(ov.sessions), _VALUE),
             (" peak ", _LABEL),
             (fmt_int(ov.peak_sessions), _VALUE),
@@ -130,26 +134,44 @@ class HeaderBar(Widget):
 
     def _lines_traffic(self, width: int) -> list[Content]:
         history = list(self.history)
-        current = history[-1] if history else Rates()
-        # Two value columns of fixed width keep the sparklines aligned in/out.
-        spark = max(0, (width - 31) // 2)
+        # The figures are the newest the hub has, not the last sparkline sample,
+        # which can be up to a second older.
+        current = self.overview.rates if self.overview is not None else Rates()
+        # Two value columns and two scales of fixed width keep the sparklines aligned.
+        spark = max(0, (width - 31 - 2 * SCALE_WIDTH) // 2)
         lines = []
         for label, msgs, data in (
             ("in ", "msgs_in", "bytes_in"),
             ("out", "msgs_out", "bytes_out"),
         ):
-            msg_values = [getattr(r, msgs) for r in history]
-            byte_values = [getattr(r, data) for r in history]
-            lines.append(
-                Content.assemble(
-                    (label + " ", _LABEL),
-                    (fmt_rate(getattr(current, msgs)).rjust(8), _VALUE),
-                    (" msg ", _LABEL),
-                    (sparkline(msg_values, spark), "$text-accent"),
-                    ("  ", ""),
-                    (fmt_byte_rate(getattr(current, data)).rjust(11), _VALUE),
-                    (" ", ""),
-                    (sparkline(byte_values, spark), "$text-success"),
-                )
-            )
+            msg_values = [getattr(r, msgs) for r in history[-spark:]] if spark else []
+            byte_values = [getattr(r, data) for r in history[-spark:]] if spark else []
+            msg_top = nice_ceiling(max(msg_values, default=0.0))
+            byte_top = nice_ceiling(max(byte_values, default=0.0))
+            parts: list[tuple[str, str]] = [
+                (label + " ", _LABEL),
+                (fmt_rate(getattr(current, msgs)).rjust(8), _VALUE),
+                (" msg ", _LABEL),
+                (sparkline(msg_values, spark, msg_top), "$text-accent"),
+            ]
+            if spark:
+                parts.append((_scale(fmt_rate(msg_top)), _LABEL))
+            parts += [
+                ("  ", ""),
+                (fmt_byte_rate(getattr(current, data)).rjust(11), _VALUE),
+                (" ", ""),
+                (sparkline(byte_values, spark, byte_top), "$text-success"),
+            ]
+            if spark:
+                parts.append((_scale(fmt_byte_rate(byte_top)), _LABEL))
+            lines.append(Content.assemble(*parts))
         return lines
+
+
+SCALE_WIDTH = 12
+"""Room after each sparkline for its scale, e.g. `` ↑10k/s``."""
+
+
+def _scale(top: str) -> str:
+    """The label saying what a full-height bar means."""
+    return f" {G.at_most}{top}".ljust(SCALE_WIDTH)[:SCALE_WIDTH]

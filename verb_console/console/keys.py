@@ -74,11 +74,35 @@ KEYS: tuple[Key, ...] = (
         scope="table",
         group="sort",
     ),
+    *(
+        Key(
+            key,
+            f"sort_named('{labels}')",
+            "sort largest first by uptime/age, idle, messages in, bytes out, unsent",
+            title=f"Sort by {labels.split(',')[0]}",
+            scope="table",
+            group="sort1",
+        )
+        for key, labels in (
+            ("T", "uptime,age,closed,time"),
+            ("I", "idle"),
+            ("M", "msg in,messages,frm in"),
+            ("B", "bytes out,size"),
+            ("U", "unsent"),
+        )
+    ),
     Key(
         "c",
         "toggle_closed",
         "live / recently closed sessions",
         title="Live / closed sessions",
+        scope="connections",
+    ),
+    Key(
+        "space",
+        "toggle_tag",
+        "tag / untag the session (for X)",
+        title="Tag the session",
         scope="connections",
     ),
     Key("tab", "app.focus_next", "move to the lower table", scope="rooms"),
@@ -101,6 +125,14 @@ KEYS: tuple[Key, ...] = (
         changes=True,
     ),
     Key(
+        "X",
+        "app.close_many",
+        "close many: the tagged sessions, else those the filter shows, else all "
+        "of the selected address (asks first, says how many)",
+        title="Close many sessions",
+        changes=True,
+    ),
+    Key(
         "s",
         "app.shutdown",
         "graceful shutdown (asks first); again to close all now",
@@ -115,7 +147,29 @@ KEYS: tuple[Key, ...] = (
         title="Close everything now",
         changes=True,
     ),
-    Key("slash", "filter", "filter the current table (esc clears)", "Filter", "Filter"),
+    Key(
+        "slash",
+        "filter",
+        "filter: words, field:value (proto:mux room:lobby), idle>60; esc clears",
+        "Filter",
+        "Filter",
+        group="filter",
+    ),
+    Key("escape", "clear_filter", "clear the filter", title="Clear the filter", group="filter"),
+    Key(
+        "e",
+        "export('csv')",
+        "export the table on show, as filtered and sorted, to CSV / JSON",
+        title="Export the table to CSV",
+        group="export",
+    ),
+    Key(
+        "E",
+        "export('json')",
+        "export the table on show, as filtered and sorted, to CSV / JSON",
+        title="Export the table to JSON",
+        group="export",
+    ),
     Key(
         "p",
         "app.pause",

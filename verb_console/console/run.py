@@ -22,6 +22,8 @@ class _ToHubLog(logging.Handler):
         self.runtime = runtime
 
     def emit(self, record: logging.LogRecord) -> None:
+        if getattr(record, "hub_event", False):
+            return  # the hub's own log rows are in the Log pane already
         try:
             self.runtime.hub.event("error", record.getMessage())
         except Exception:  # pragma: no cover - logging must never raise

@@ -15,7 +15,9 @@ from textual.widgets import ContentSwitcher, Footer, Input, Label, Static
 
 from verb_console.hub.snapshot import HubView, Overview
 
-from .format import fmt_duration
+from .export import export_table
+from .format import fmt_duration, plural
+from .glyphs import G
 from .header import HeaderBar
 from .keys import PANE_NAMES, bindings
 from .panes.base import Clock, Pane
@@ -103,12 +105,19 @@ class MainScreen(Screen[None]):
         with Horizontal(id="filter-bar"):
             yield Label("/", id="filter-prompt")
             yield FilterInput(
-                placeholder="type to filter · enter keep · esc clear", id="filter", compact=True
+                placeholder=f"type to filter {G.sep} enter keep {G.sep} esc clear",
+                id="filter",
+                compact=True,
             )
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.active_pane.focus_table()
+        self._show_tabs()
+        self.app.theme_changed_signal.subscribe(self, lambda _theme: self._show_tabs())
+
+    def _show_tabs(self) -> None:
+        self.query_one("#tabs", Static).update(self._tabs_content())
 
     # ----- panes --------------------------------------------------------------
 
@@ -133,9 +142,14 @@ class MainScreen(Screen[None]):
 
     def _tabs_content(self) -> Content:
         parts: list[Content | str | tuple[str, str]] = []
+        # The cursor's colours, as the theme defines them (legible in 16 colours too).
+        colours = self.app.theme_variables if self.is_attached else {}
+        fg = colours.get("block-cursor-foreground", "$text")
+        bg = colours.get("block-cursor-background", "$primary")
+        current = f"bold {fg} on {bg}"
         for n, (name, pane_class) in enumerate(PANES, 1):
             label = f" {n} {pane_class.label} "
-            style = "bold $text on $primary" if name == self.current else "$text-muted"
+            style = current if name == self.current else "$text-muted"
             # Names and labels are fixed identifiers, so plain markup is safe here.
             markup = f"[@click=screen.show_pane('{name}')]{label}[/]"
             parts.append(Content.from_markup(markup).stylize(style))
@@ -153,7 +167,7 @@ class MainScreen(Screen[None]):
 
     def watch_current(self, name: str) -> None:
         self.query_one(ContentSwitcher).current = name
-        self.query_one("#tabs", Static).update(self._tabs_content())
+        self._show_tabs()
         pane = self.active_pane
         paused = getattr(self.app, "paused", False)
         # While paused, a pane keeps its frozen values, but one never drawn gets drawn once.
@@ -177,9 +191,9 @@ class MainScreen(Screen[None]):
             if overview.drain_deadline is not None
             else "?"
         )
-        text = f"SHUTTING DOWN  {overview.sessions:,} sessions left  ·  {left} to go"
+        text = f"SHUTTING DOWN  {plural(overview.sessions, 'session')} left  {G.sep}  {left} to go"
         if not read_only:
-            text += "  ·  s: close all now"
+            text += f"  {G.sep}  s: close all now"
         if text != self._drain_text:
             self._drain_text = text
             self.query_one("#drain", Static).update(text)
@@ -220,6 +234,23 @@ class MainScreen(Screen[None]):
         else:
             return False
         return True
+
+    def action_export(self, fmt: str) -> None:
+        """Write the table on show, as filtered and sorted, to a file in the working directory."""
+        try:
+            path = export_table(self.active_pane.table, self.current, fmt)
+        except OSError as error:
+            self.notify(f"Export failed: {error}", severity="error")
+            return
+        rows = plural(len(self.active_pane.table.rows), "row")
+        self.notify(f"Exported {rows} to {path}", title="Export")
+
+    def action_clear_filter(self) -> None:
+        """Drop the filter of the table on show (Escape on the table)."""
+        pane = self.active_pane
+        if pane.table.filter_text:
+            pane.table.set_filter("")
+            pane.refresh_view(self.clock())
 
     @on(Input.Changed, "#filter")
     def _filter_changed(self, event: Input.Changed) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import datetime
 import errno
 import logging
 import time
@@ -50,6 +49,11 @@ log = logging.getLogger("verb_console.hub")
 # The json session's file-transfer messages live with the rest of the upload code.
 HANDLERS.update(uploads.JSON_HANDLERS)
 
+ORDINARY_DISCONNECTS = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
+"""How clients usually leave without a goodbye; not logged as errors."""
+BLOCKED_NOTE_INTERVAL = 10.0
+"""Seconds between two log rows about one throttled address."""
+BLOCKED_NOTE_MAX = 10_000
 CLOSED_KEPT = 1000
 EVENTS_KEPT = 1000
 
@@ -92,6 +96,7 @@ class Hub:
         self.ended = Ended()
         self.closed_log: deque[ClosedSessionInfo] = deque(maxlen=CLOSED_KEPT)
         self.events: deque[LogEvent] = deque(maxlen=EVENTS_KEPT)
+        self._blocked_noted: dict[str, float] = {}
         self._seq = 0
         self.state = "running"
         self.started_at = time.time()
@@ -178,12 +183,25 @@ class Hub:
         elif not self.throttle.admit(ip):
             self.rejected_throttle += 1
             reason = CloseReason.THROTTLED
+            self._note_blocked(ip)
         else:
             return None
         now = time.time()
         sid = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
         self.closed_log.append(ClosedSessionInfo(sid, "-", ip, port, now, now, reason))
         return reason
+
+    def _note_blocked(self, ip: str) -> None:
+        """Log a throttled address once per :data:`BLOCKED_NOTE_INTERVAL`, not per attempt."""
+        now = time.monotonic()
+        last = self._blocked_noted.get(ip)
+        if last is not None and now - last < BLOCKED_NOTE_INTERVAL:
+            return
+        if len(self._blocked_noted) >= BLOCKED_NOTE_MAX:
+            # A flood from many addresses must not grow this without bound.
+            self._blocked_noted.clear()
+        self._blocked_noted[ip] = now
+        self.event("server", f"blocked {ip}: too many connections; new ones are refused")
 
     def attach(self, sock: TCPSocket, protocol: str) -> Session:
         """Start a session of ``protocol`` on an accepted (admitted) connection."""
@@ -262,19 +280,16 @@ class Hub:
             session.close(CloseReason.IDLE_TIMEOUT)
 
     def _connection_error(self, sock: TCPSocket, exc: BaseException) -> None:
-        # The seed's connection-recovery log line.
+        if isinstance(exc, ORDINARY_DISCONNECTS):
+            # A peer that resets is leaving, not failing the server: its close row
+            # (connection_error) says enough, with no error row or warning besides.
+            log.debug("%s reset: %s", sock.id, exc)
+            return
         code = getattr(exc, "errno", None)
-        log.warning(
-            "Connection error log: %s",
-            {
-                "clientId": sock.id,
-                "error": str(exc) or type(exc).__name__,
-                "code": errno.errorcode.get(code, code) if isinstance(code, int) else code,
-                "timestamp": datetime.datetime.now(datetime.UTC).isoformat(),
-                "attempts": self.throttle.reconnects(sock.remote_address),
-            },
-        )
-        self.event("error", f"{sock.id}: {exc}")
+        name = errno.errorcode.get(code, str(code)) if isinstance(code, int) else ""
+        detail = str(exc) or type(exc).__name__
+        code_name = f" ({name})" if name else ""
+        self.event("error", f"{sock.id}: connection failed: {detail}{code_name}")
 
     def _connection_closed(self, sock: TCPSocket) -> None:
         session = self.connections.pop(sock.id + self.id_suffix, None)
@@ -385,10 +400,14 @@ class Hub:
     def event(self, kind: str, text: str) -> None:
         self._seq += 1
         self.events.append(LogEvent(self._seq, time.time(), kind, text))
-        if kind in ("operator", "server"):
-            log.info(text)
+        # Marked, so a handler that copies warnings into this log skips its own rows.
+        extra = {"hub_event": True}
+        if kind == "error":
+            log.warning(text, extra=extra)
+        elif kind in ("operator", "server"):
+            log.info(text, extra=extra)
         else:
-            log.debug(text)
+            log.debug(text, extra=extra)
 
     # ----------------------------------------------------------- operator actions
     def operator_broadcast(
@@ -413,7 +432,7 @@ class Hub:
             n = self.to_room(
                 r, {"type": "room_message", "room": room, "from": "server", "data": text}
             )
-            self.event("operator", f"broadcast to room {room} ({n} sessions): {text}")
+            self.event("operator", f"broadcast to room {room} ({_sessions(n)}): {text}")
             return n
         message = {"type": "broadcast", "from": "server", "data": text, "timestamp": now}
         if bus is not None:
@@ -423,7 +442,7 @@ class Hub:
             if session.accepts_notices and not session.closing:
                 session.notify(message)
                 n += 1
-        self.event("operator", f"broadcast to {n} sessions: {text}")
+        self.event("operator", f"broadcast to {_sessions(n)}: {text}")
         return n
 
     def operator_close(self, session_id: str, *, local_only: bool = False) -> bool:
@@ -446,7 +465,7 @@ class Hub:
         victims = [s for s in self.connections.values() if s.address == address and not s.closing]
         for session in victims:
             session.close(CloseReason.OPERATOR)
-        self.event("operator", f"closed {len(victims)} sessions of {address}")
+        self.event("operator", f"closed {_sessions(len(victims))} of {address}")
         return len(victims)
 
     # ----------------------------------------------------------- shutdown
@@ -540,6 +559,7 @@ class Hub:
             totals=self.totals(),
             rates=self._rates,
             drain_deadline=self.drain_deadline,
+            connections=len(self.connections),
             read_only=self.read_only,
             version=__version__,
             node=self.node,
@@ -574,3 +594,7 @@ class Hub:
         if not self.events or self.events[-1].seq <= seq:
             return []
         return [e for e in self.events if e.seq > seq]
+
+
+def _sessions(n: int) -> str:
+    return f"{n:,} session" if n == 1 else f"{n:,} sessions"

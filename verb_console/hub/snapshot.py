@@ -192,6 +192,7 @@ class Overview:
     totals: Totals
     rates: Rates
     drain_deadline: float | None = None  # when the grace period ends, while draining
+    connections: int = 0  # TCP connections open now (a mux connection is one, its streams many)
     read_only: bool = False
     version: str = ""
     extra: dict[str, str] = field(default_factory=dict)

@@ -12,6 +12,8 @@ from textual.widgets import Static
 
 from verb_console.hub.snapshot import HubView
 
+from ..format import plural
+from ..glyphs import G
 from .table import LiveTable
 
 Clock = Callable[[], float]
@@ -73,6 +75,8 @@ class Pane(Vertical):
         self.view = view
         self.clock = clock
         self._title_text = ""
+        self._title_base = ""
+        self._paused = False
 
     def compose(self) -> ComposeResult:
         yield Static("", classes="pane-title", markup=False)
@@ -116,21 +120,35 @@ class Pane(Vertical):
 
     def set_title(self, text: str) -> None:
         """Update the title line, touching the widget only if the text changed."""
+        self._title_base = text
+        if self._paused:
+            # The header keeps counting; say why this pane's figures do not.
+            text = f"PAUSED (p resumes)  {G.sep}  {text}"
         if text != self._title_text:
             self._title_text = text
             self.query_one(".pane-title", Static).update(text)
 
-    def describe_table(self, noun: str, extra: str = "") -> str:
-        """The standard title: counts, filter, sort order and pane keys."""
+    def set_paused(self, paused: bool) -> None:
+        """Mark the title while the live view is paused."""
+        self._paused = paused
+        self.set_title(self._title_base)
+
+    def describe_table(self, noun: str, extra: str = "", *, many: str = "") -> str:
+        """The standard title: counts, filter, sort order and pane keys.
+
+        ``noun`` is singular; ``many`` is its plural when adding an ``s`` is wrong.
+        """
         table = self.table
         shown, total = len(table.rows), table.total
-        count = f"{shown:,} of {total:,}" if table.filter_text else f"{total:,}"
-        parts = [f"{self.label.upper()}  {count} {noun}"]
+        count = plural(total, noun, many)
         if table.filter_text:
-            parts.append(f"filter “{table.filter_text}”")
+            count = f"{shown:,} of {count}"
+        parts = [f"{self.label.upper()}  {count}"]
+        if table.filter_text:
+            parts.append(f"filter {G.open_quote}{table.filter_text}{G.close_quote}")
         if extra:
             parts.append(extra)
         parts.append(f"sort {table.sort_label}")
         if self.hints:
             parts.append(self.hints)
-        return "  ·  ".join(parts)
+        return f"  {G.sep}  ".join(parts)

@@ -8,6 +8,8 @@ from typing import Any, Literal
 
 from rich.cells import cell_len
 
+from ..glyphs import G
+
 Cell = str | tuple[str, str]
 """A cell's text, or ``(text, tone)`` where tone is muted, warn, error, ok or accent."""
 
@@ -47,6 +49,6 @@ def fit(text: str, width: int, align: str) -> str:
                 break
             out.append(ch)
             used += w
-        return "".join(out) + "…" + " " * (width - 1 - used)
+        return "".join(out) + G.more + " " * (width - 1 - used)
     pad = " " * (width - size)
     return pad + text if align == "right" else text + pad

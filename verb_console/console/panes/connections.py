@@ -12,6 +12,7 @@ from textual.reactive import var
 from verb_console.hub.snapshot import ClosedSessionInfo, SessionInfo
 
 from ..format import fmt_bytes, fmt_clock, fmt_count, fmt_duration, fmt_int
+from ..glyphs import G
 from ..keys import bindings
 from .base import Detail, DetailRows, Pane
 from .table import Cell, Column, LiveTable
@@ -88,7 +89,7 @@ LIVE_COLUMNS = (
         priority=7,
     ),
     Column("UNSENT", 9, _unsent, attrgetter("unsent"), "right", priority=3),
-    Column("ROOMS", 8, lambda s, _: ",".join(s.rooms), lambda s: s.rooms, priority=8, flex=True),
+    Column("ROOMS", 6, lambda s, _: ",".join(s.rooms), lambda s: s.rooms, priority=8, flex=True),
     # Last, so the sort keys' positions stay; hidden first when the terminal is narrow.
     Column("USER", 8, _user, lambda s: s.user or "", priority=10),
 )
@@ -221,6 +222,7 @@ class ConnectionsPane(Pane):
             search=_closed_search,
             sort_column=2,
             empty_text="no closed sessions yet",
+            follow_top=True,
             id="closed",
         )
 
@@ -242,7 +244,7 @@ class ConnectionsPane(Pane):
         """Sample live (or closed) sessions once and repaint the changed lines."""
         if self.showing_closed:
             self.closed_table.set_items(self.view.closed_sessions(), now)
-            self.set_title(self.describe_table("recently closed"))
+            self.set_title(self.describe_table("recently closed", many="recently closed"))
         else:
             table = self.live_table
             query = getattr(self.view, "set_session_query", None)
@@ -256,12 +258,15 @@ class ConnectionsPane(Pane):
                     table.filter_text,
                 )
             table.set_items(self.view.sessions(), now)
+            extras = []
             totals = getattr(self.view, "session_totals", None)
             if totals is not None and len(table.rows) < totals[1]:
-                extra = f"first {len(table.rows):,} of {totals[1]:,} fetched ({totals[0]:,} live)"
-                self.set_title(self.describe_table("live sessions", extra))
-            else:
-                self.set_title(self.describe_table("live sessions"))
+                extras.append(
+                    f"first {len(table.rows):,} of {totals[1]:,} fetched ({totals[0]:,} live)"
+                )
+            if table.tagged:
+                extras.append(f"{len(table.tagged):,} tagged (X closes)")
+            self.set_title(self.describe_table("live session", f"  {G.sep}  ".join(extras)))
 
     def action_toggle_closed(self) -> None:
         """Switch between live and recently closed sessions."""
@@ -271,6 +276,12 @@ class ConnectionsPane(Pane):
         self.set_class(closed, "-closed")
         self.refresh_view(self.clock())
         self.table.focus()
+
+    def action_toggle_tag(self) -> None:
+        """Tag the live session under the cursor (for closing many at once)."""
+        if not self.showing_closed:
+            self.live_table.toggle_tag()
+            self.refresh_view(self.clock())
 
     def selected_session_id(self) -> str | None:
         """The live session under the cursor, if the live table is showing."""

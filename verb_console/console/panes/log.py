@@ -43,7 +43,7 @@ class LogPane(Pane):
         self.events: deque[LogEvent] = deque(maxlen=MAX_EVENTS)
         self._seq = 0
         self._version = 0
-        self._shown_version = -1
+        self._shown_version: tuple[int, str] = (-1, "")
 
     @property
     def hints(self) -> str:  # type: ignore[override]
@@ -75,10 +75,12 @@ class LogPane(Pane):
     def refresh_view(self, now: float) -> None:
         """Show what :meth:`collect` gathered; a no-op when nothing is new."""
         self.collect()
-        if self._version == self._shown_version:
-            return
-        self._shown_version = self._version
         table = self.table
+        # A new filter shows too, not only new events.
+        shown = (self._version, table.filter_text)
+        if shown == self._shown_version:
+            return
+        self._shown_version = shown
         table.set_items(list(self.events), now)
         if self.following:
             self._to_tail()
@@ -86,7 +88,7 @@ class LogPane(Pane):
 
     def _update_title(self) -> None:
         tail = "following" if self.following else "tail PAUSED"
-        self.set_title(self.describe_table("events", tail))
+        self.set_title(self.describe_table("event", tail))
 
     def _to_tail(self) -> None:
         table = self.table

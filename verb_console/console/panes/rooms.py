@@ -12,7 +12,8 @@ from textual.widgets import Static
 
 from verb_console.hub.snapshot import RoomInfo, SessionInfo
 
-from ..format import fmt_bytes, fmt_clock, fmt_count, fmt_duration, fmt_int
+from ..format import fmt_bytes, fmt_clock, fmt_count, fmt_duration, fmt_int, plural
+from ..glyphs import G
 from ..keys import bindings
 from .base import Detail, DetailRows, Pane
 from .table import Column, LiveTable
@@ -113,7 +114,7 @@ class RoomsPane(Pane):
         rooms_table = self.query_one("#rooms", LiveTable)
         rooms_table.set_items(self.view.rooms(), now)
         self._refresh_members(now)
-        self.set_title(self.describe_table("rooms"))
+        self.set_title(self.describe_table("room"))
 
     def _refresh_members(self, now: float) -> None:
         room: RoomInfo | None = self.query_one("#rooms", LiveTable).cursor_item
@@ -127,7 +128,7 @@ class RoomsPane(Pane):
         # Only the members are looked up, so a large room costs one pass over sessions.
         found = {s.id: s for s in self.view.sessions() if s.id in wanted} if wanted else {}
         members_table.set_items([(m, found.get(m)) for m in room.members], now)
-        subtitle.update(f"MEMBERS of {room.name}  ·  {len(room.members):,}")
+        subtitle.update(f"MEMBERS of {room.name}  {G.sep}  {plural(len(room.members), 'member')}")
 
     @on(LiveTable.CursorMoved, "#rooms")
     def _room_changed(self) -> None:

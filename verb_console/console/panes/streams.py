@@ -12,7 +12,8 @@ from textual.widgets import Static
 
 from verb_console.hub.snapshot import MuxConnectionInfo, StreamInfo
 
-from ..format import fmt_bytes, fmt_clock, fmt_count, fmt_duration, fmt_int
+from ..format import fmt_bytes, fmt_clock, fmt_count, fmt_duration, fmt_int, plural
+from ..glyphs import G
 from ..keys import bindings
 from .base import Detail, DetailRows, Pane
 from .table import Column, LiveTable
@@ -139,13 +140,17 @@ class StreamsPane(Pane):
         """Sample mux connections once and repaint the changed lines."""
         self.query_one("#mux", LiveTable).set_items(self.view.mux_connections(), now)
         self._refresh_streams(now)
-        self.set_title(self.describe_table("mux connections"))
+        self.set_title(self.describe_table("mux connection"))
 
     def _refresh_streams(self, now: float) -> None:
         mux: MuxConnectionInfo | None = self.query_one("#mux", LiveTable).cursor_item
         subtitle = self.query_one(".pane-subtitle", Static)
         self.query_one("#streams", LiveTable).set_items(mux.streams if mux else [], now)
-        subtitle.update(f"STREAMS of {mux.id}  ·  {len(mux.streams):,}" if mux else "STREAMS")
+        subtitle.update(
+            f"STREAMS of {mux.id}  {G.sep}  {plural(len(mux.streams), 'stream')}"
+            if mux
+            else "STREAMS"
+        )
 
     @on(LiveTable.CursorMoved, "#mux")
     def _mux_changed(self) -> None:

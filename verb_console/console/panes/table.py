@@ -23,7 +23,9 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from ..glyphs import G
 from ..keys import bindings
+from . import query
 from .columns import Cell, Column, fit
 
 __all__ = ["Cell", "Column", "LiveTable"]
@@ -38,6 +40,8 @@ class LiveTable(ScrollView, can_focus=True):
         overflow-x: hidden;
         overflow-y: auto;
         scrollbar-size-vertical: 1;
+        /* The columns keep their layout when the scrollbar comes and goes. */
+        scrollbar-gutter: stable;
         height: 1fr;
         & > .live-table--header { background: $panel; color: $text; text-style: bold; }
         & > .live-table--cursor {
@@ -54,6 +58,7 @@ class LiveTable(ScrollView, can_focus=True):
         & > .live-table--error { color: $text-error; text-style: bold; }
         & > .live-table--ok { color: $text-success; }
         & > .live-table--accent { color: $text-accent; }
+        & > .live-table--tagged { background: $accent 35%; text-style: bold; }
     }
     """
 
@@ -66,6 +71,7 @@ class LiveTable(ScrollView, can_focus=True):
         "live-table--error",
         "live-table--ok",
         "live-table--accent",
+        "live-table--tagged",
     }
 
     BINDINGS: ClassVar[list[BindingType]] = bindings("table")
@@ -94,6 +100,7 @@ class LiveTable(ScrollView, can_focus=True):
         sort_column: int = 0,
         sort_reverse: bool = False,
         empty_text: str = "nothing here",
+        follow_top: bool = False,
         id: str | None = None,
     ) -> None:
         super().__init__(id=id)
@@ -103,15 +110,24 @@ class LiveTable(ScrollView, can_focus=True):
         self.sort_column = sort_column
         self.sort_reverse = sort_reverse
         self.empty_text = empty_text
+        self.follow_top = follow_top
+        """A cursor on the first row stays there as new records arrive on top."""
         self.filter_text = ""
+        self.filter_error = ""
+        """Why the filter matches nothing, when it names no column of this table."""
         self._source: Sequence[Any] = ()
         self._rows: list[Any] = []
         self._now = 0.0
         self._cursor = 0
         self._cursor_key: str | None = None
         self._measured: tuple[int, ...] = ()
-        self._fit_cache: tuple[tuple[int, tuple[int, ...]], list[tuple[int, int]]] | None = None
+        self._fit_cache: tuple[tuple[int, tuple[int, ...], int], list[tuple[int, int]]] | None = (
+            None
+        )
+        self._gaps: list[int] = []
         self._strips: dict[int, tuple[tuple[Any, ...], Strip]] = {}
+        self.tagged: set[str] = set()
+        """Keys of the rows tagged with space, for actions on many rows at once."""
 
     # ----- data -------------------------------------------------------------
 
@@ -124,14 +140,25 @@ class LiveTable(ScrollView, can_focus=True):
         self._source = items
         self._now = now
         rows = list(items)
+        self.filter_error = ""
         if self.filter_text:
-            needle = self.filter_text.lower()
-            search = self._search
-            rows = [r for r in rows if needle in search(r).lower()]
+            try:
+                terms = query.parse(self.filter_text, self.columns)
+            except query.BadFilter as error:
+                self.filter_error = str(error)
+                terms = []
+                rows = []
+            if terms:
+                keep = query.matcher(terms, self.columns, self._search, now)
+                rows = [r for r in rows if keep(r)]
         column = self.columns[self.sort_column] if self.columns else None
         if column is not None and column.sort_key is not None:
             rows.sort(key=column.sort_key, reverse=self.sort_reverse != column.descending)
         self._rows = rows
+        if self.tagged:
+            # Records that went away are untagged, so a count never includes them.
+            present = {self._key(r) for r in items}
+            self.tagged &= present
         self._measured = tuple(
             max(map(len, map(c.measure, rows)), default=0) if c.measure else 0 for c in self.columns
         )
@@ -154,6 +181,11 @@ class LiveTable(ScrollView, can_focus=True):
         return self._rows
 
     @property
+    def now(self) -> float:
+        """The time the rows were last sampled at."""
+        return self._now
+
+    @property
     def total(self) -> int:
         """How many records there are before filtering."""
         return len(self._source)
@@ -171,11 +203,14 @@ class LiveTable(ScrollView, can_focus=True):
         if not self.columns:
             return ""
         label = self.columns[self.sort_column].label.strip().lower()
-        return f"{label} {'▼' if self.sort_reverse else '▲'}"
+        return f"{label} {G.down if self.sort_reverse else G.up}"
 
     def _place_cursor(self) -> None:
         # The cursor follows its record when rows reorder, like htop does.
         rows, key = self._rows, self._key
+        if self.follow_top and self._cursor == 0:
+            self._cursor_key = key(rows[0]) if rows else None
+            return
         if self._cursor_key is not None:
             for index, row in enumerate(rows):
                 if key(row) == self._cursor_key:
@@ -195,25 +230,43 @@ class LiveTable(ScrollView, can_focus=True):
         return max(1, self.scrollable_content_region.height - 1)
 
     def _layout(self, width: int) -> list[tuple[int, int]]:
-        """Return ``(column index, width)`` for the columns that fit in ``width``."""
-        token = (width, self._measured)
+        """Return ``(column index, width)`` for the columns that fit in ``width``.
+
+        Columns of one priority hide together (``BYTES IN`` never without
+        ``BYTES OUT``), and the column the table is sorted by never hides.
+        """
+        token = (width, self._measured, self.sort_column)
         if self._fit_cache is not None and self._fit_cache[0] == token:
             return self._fit_cache[1]
         widths = []
         for index, column in enumerate(self.columns):
-            w = max(column.width, cell_len(column.label) + 1)
+            # Room for the label and the sort arrow; the sorted column's arrow also
+            # keeps a space from the column before it.
+            extra = 2 if index == self.sort_column else 1
+            w = max(column.width, cell_len(column.label) + extra)
             if column.measure is not None and index < len(self._measured):
                 w = max(w, self._measured[index])
             widths.append(w)
         shown = list(range(len(self.columns)))
 
         def total() -> int:
-            return sum(widths[i] for i in shown) + len(shown) - 1
+            return sum(widths[i] + self._gap(i, shown) for i in shown) - 1
 
-        for index in sorted(shown, key=lambda i: -self.columns[i].priority):
-            if total() <= width or self.columns[index].priority == 0:
+        hidden: list[list[int]] = []
+        for priority in sorted({c.priority for c in self.columns if c.priority}, reverse=True):
+            if total() <= width:
                 break
-            shown.remove(index)
+            group = [
+                i for i in shown if self.columns[i].priority == priority and i != self.sort_column
+            ]
+            hidden.append(group)
+            shown = [i for i in shown if i not in group]
+        # Hiding a wide group may leave room for a narrower one hidden before it.
+        for group in reversed(hidden[:-1]):
+            trial = sorted(shown + group)
+            before, shown = shown, trial
+            if total() > width:
+                shown = before
         spare = width - total()
         layout = []
         for index in shown:
@@ -223,7 +276,22 @@ class LiveTable(ScrollView, can_focus=True):
                 spare = 0
             layout.append((index, w))
         self._fit_cache = (token, layout)
+        self._gaps = [self._gap(i, shown) for i in shown]
         return layout
+
+    def _gap(self, index: int, shown: list[int]) -> int:
+        """Spaces after column ``index``: two between a number and the text after it."""
+        at = shown.index(index)
+        if at + 1 < len(shown):
+            nxt = self.columns[shown[at + 1]]
+            if self.columns[index].align == "right" and nxt.align == "left":
+                return 2
+        return 1
+
+    @property
+    def shown_columns(self) -> list[int]:
+        """The indexes of the columns that fit at the current width."""
+        return [index for index, _ in self._layout(self._width)]
 
     # ----- painting ---------------------------------------------------------
 
@@ -239,7 +307,17 @@ class LiveTable(ScrollView, can_focus=True):
         row = self._rows[index]
         now = self._now
         cells = tuple(c.render(row, now) for c in self.columns)
-        return ("row", width, cells, index == self._cursor, self.has_focus, self._measured)
+        tagged = bool(self.tagged) and self._key(row) in self.tagged
+        return (
+            "row",
+            width,
+            cells,
+            index == self._cursor,
+            self.has_focus,
+            self._measured,
+            self.sort_column,
+            tagged,
+        )
 
     def _repaint_changed(self) -> None:
         width = self._width
@@ -266,7 +344,11 @@ class LiveTable(ScrollView, can_focus=True):
         if kind == "blank":
             return Strip.blank(width, base)
         if kind == "empty":
-            text = f"no rows match “{self.filter_text}”" if self.filter_text else self.empty_text
+            text = self.filter_error or (
+                f"no rows match {G.open_quote}{self.filter_text}{G.close_quote}"
+                if self.filter_text
+                else self.empty_text
+            )
             line = fit(f" {text}", width, "left")
             return Strip([Segment(line, base + self._tone("muted"))], width)
         layout = self._layout(width)
@@ -274,14 +356,14 @@ class LiveTable(ScrollView, can_focus=True):
         used = 0
         if kind == "header":
             style = self.get_component_rich_style("live-table--header")
-            for index, w in layout:
+            for (index, w), gap in zip(layout, self._gaps, strict=True):
                 column = self.columns[index]
                 label = column.label
                 if index == self.sort_column:
-                    arrow = "▼" if self.sort_reverse else "▲"
+                    arrow = G.down if self.sort_reverse else G.up
                     label = f"{arrow}{label}" if column.align == "right" else f"{label}{arrow}"
-                segments.append(Segment(fit(label, w, column.align) + " ", style))
-                used += w + 1
+                segments.append(Segment(fit(label, w, column.align) + " " * gap, style))
+                used += w + gap
             if used < width:
                 segments.append(Segment(" " * (width - used), style))
             return Strip(segments).crop_extend(0, width, style)
@@ -292,7 +374,9 @@ class LiveTable(ScrollView, can_focus=True):
             row_style = base + self.get_component_rich_style(name)
         else:
             row_style = base
-        for index, w in layout:
+        if signature[7]:
+            row_style += self.get_component_rich_style("live-table--tagged")
+        for (index, w), gap in zip(layout, self._gaps, strict=True):
             column = self.columns[index]
             cell = cells[index]
             if isinstance(cell, tuple):
@@ -301,8 +385,8 @@ class LiveTable(ScrollView, can_focus=True):
             else:
                 text, style = cell, row_style
             segments.append(Segment(fit(text, w, column.align), style))
-            segments.append(Segment(" ", row_style))
-            used += w + 1
+            segments.append(Segment(" " * gap, row_style))
+            used += w + gap
         if used < width:
             segments.append(Segment(" " * (width - used), row_style))
         return Strip(segments).crop_extend(0, width, row_style)
@@ -362,11 +446,36 @@ class LiveTable(ScrollView, can_focus=True):
         self.set_items(self._source, self._now)
 
     def action_sort_column(self, step: int) -> None:
-        sortable = [i for i, c in enumerate(self.columns) if c.sort_key is not None]
+        # Only the columns on screen: sorting by a hidden one would look like no sort.
+        shown = self.shown_columns
+        sortable = [i for i in shown if self.columns[i].sort_key is not None]
         if not sortable:
             return
         here = sortable.index(self.sort_column) if self.sort_column in sortable else 0
         self.sort_by(sortable[(here + step) % len(sortable)], self.sort_reverse)
+
+    def action_sort_named(self, labels: str) -> None:
+        """Sort by the first of ``labels`` (comma-separated) this table shows, largest first."""
+        names = [c.label.strip().lower() for c in self.columns]
+        for label in labels.split(","):
+            if label in names and names.index(label) in self.shown_columns:
+                self.sort_by(names.index(label), True)
+                return
+        self.app.notify(f"No {labels.split(',')[0].upper()} column here.", severity="warning")
+
+    def toggle_tag(self) -> None:
+        """Tag or untag the row under the cursor, then move down (as htop's space does)."""
+        item = self.cursor_item
+        if item is None:
+            return
+        key = self._key(item)
+        self.tagged.symmetric_difference_update({key})
+        self._repaint_changed()
+        self.move_cursor(self._cursor + 1)
+
+    def tagged_items(self) -> list[Any]:
+        """The tagged records, in display order."""
+        return [r for r in self._source if self._key(r) in self.tagged] if self.tagged else []
 
     def action_reverse_sort(self) -> None:
         self.sort_by(self.sort_column, not self.sort_reverse)
@@ -382,11 +491,11 @@ class LiveTable(ScrollView, can_focus=True):
     def on_click(self, event: events.Click) -> None:
         if event.y == 0:
             x = event.x
-            for index, w in self._layout(self._width):
-                if x < w + 1:
+            for (index, w), gap in zip(self._layout(self._width), self._gaps, strict=True):
+                if x < w + gap:
                     self.sort_by(index)
                     return
-                x -= w + 1
+                x -= w + gap
             return
         self.move_cursor(int(self.scroll_offset.y) + event.y - 1)
         if event.chain >= 2:

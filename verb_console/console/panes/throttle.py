@@ -85,7 +85,7 @@ class ThrottlePane(Pane):
         items = self.view.throttle_state()
         self.table.set_items(items, now)
         blocked = sum(1 for t in items if t.blocked)
-        self.set_title(self.describe_table("clients", f"{blocked} blocked now"))
+        self.set_title(self.describe_table("client", f"{blocked:,} blocked now"))
 
     def describe(self, item: ThrottleInfo) -> Detail:
         return Detail(

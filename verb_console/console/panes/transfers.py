@@ -118,7 +118,7 @@ class TransfersPane(Pane):
         items = self.view.transfers()
         self.table.set_items(items, now)
         active = sum(1 for t in items if t.state == "active")
-        self.set_title(self.describe_table("transfers", f"{active} active"))
+        self.set_title(self.describe_table("transfer", f"{active:,} active"))
 
     def describe(self, item: TransferInfo) -> Detail:
         return Detail(

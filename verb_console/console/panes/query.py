@@ -1,0 +1,135 @@
+"""The filter line's language: words, ``field:value`` terms and ``field>number`` comparisons.
+
+``json lobby`` keeps rows whose searchable text contains both words.
+``proto:mux`` keeps rows whose PROTO cell contains ``mux``; ``room:lobby`` finds
+the ROOMS column by the start of its name. ``idle>60``, ``unsent>=1MiB`` and
+``msgin<10k`` compare a column's value read back from its cell: durations
+(``1m05s``), sizes (``1.5 KiB``, ``2MB``) and counts (``12.3k``, ``1,024``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .columns import Column
+
+_TERM = re.compile(r"^(?P<field>[a-z][a-z ]*?)\s*(?P<op>:|>=|<=|!=|=|>|<)\s*(?P<value>.*)$")
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+_NUMBER = re.compile(r"^(-?[\d,]*\.?\d+)\s*([a-z]*)(?:/s)?$")
+_SUFFIX = {
+    "": 1.0,
+    "k": 1e3,
+    "m": 1e6,
+    "g": 1e9,
+    "t": 1e12,
+    "b": 1.0,
+    "kb": 1e3,
+    "mb": 1e6,
+    "gb": 1e9,
+    "tb": 1e12,
+    "kib": 1024.0,
+    "mib": 1024.0**2,
+    "gib": 1024.0**3,
+    "tib": 1024.0**4,
+}
+
+
+def to_number(text: str) -> float | None:
+    """Read a cell back as a number: ``1m05s`` is 65, ``1.5 KiB`` 1536, ``12.3k`` 12300."""
+    text = text.strip().lower().removesuffix(" ago")
+    if not text:
+        return None
+    match = _DURATION.match(text)
+    if match and any(match.groups()):
+        d, h, m, s = (int(g) if g else 0 for g in match.groups())
+        return float(((d * 24 + h) * 60 + m) * 60 + s)
+    match = _NUMBER.match(text)
+    if match is None:
+        return None
+    number, suffix = match.groups()
+    scale = _SUFFIX.get(suffix)
+    if scale is None:
+        return None
+    return float(number.replace(",", "")) * scale
+
+
+@dataclass(frozen=True, slots=True)
+class Term:
+    """One term of a filter: a column (``None``: the searchable text), an operator, a value."""
+
+    column: int | None
+    op: str
+    value: str
+    number: float | None
+
+
+class BadFilter(ValueError):
+    """A ``field:value`` term names no column of the table."""
+
+
+def parse(text: str, columns: Sequence[Column]) -> list[Term]:
+    """Split a filter into terms; raises :class:`BadFilter` for an unknown field."""
+    terms = []
+    names = [c.label.lower().replace(" ", "") for c in columns]
+    for word in text.split():
+        match = _TERM.match(word.lower())
+        if match is None:
+            terms.append(Term(None, ":", word.lower(), None))
+            continue
+        field, op, value = match.group("field", "op", "value")
+        field = field.replace(" ", "")
+        found = next((i for i, n in enumerate(names) if n == field), None)
+        if found is None:
+            found = next((i for i, n in enumerate(names) if n.startswith(field)), None)
+        if found is None:
+            known = ", ".join(n for n in names)
+            raise BadFilter(f"no column {field!r} here (columns: {known})")
+        number = to_number(value) if op not in (":", "=", "!=") else None
+        if op not in (":", "=", "!=") and number is None:
+            raise BadFilter(f"{value!r} is not a number, size or duration")
+        terms.append(Term(found, op, value, number))
+    return terms
+
+
+def matcher(
+    terms: Sequence[Term], columns: Sequence[Column], search: Callable[[Any], str], now: float
+) -> Callable[[Any], bool]:
+    """A predicate keeping the rows that satisfy every term."""
+    words = [t.value for t in terms if t.column is None]
+    fields = [t for t in terms if t.column is not None]
+
+    def cell(row: Any, index: int) -> str:
+        rendered = columns[index].render(row, now)
+        return (rendered[0] if isinstance(rendered, tuple) else rendered).lower()
+
+    def keep(row: Any) -> bool:
+        if words:
+            text = search(row).lower()
+            if not all(w in text for w in words):
+                return False
+        for t in fields:
+            value = cell(row, t.column)  # type: ignore[arg-type]
+            if t.op == ":":
+                ok = t.value in value
+            elif t.op == "=":
+                ok = value == t.value
+            elif t.op == "!=":
+                ok = value != t.value
+            else:
+                n = to_number(value)
+                if n is None or t.number is None:
+                    return False
+                ok = {
+                    ">": n > t.number,
+                    "<": n < t.number,
+                    ">=": n >= t.number,
+                    "<=": n <= t.number,
+                }[t.op]
+            if not ok:
+                return False
+        return True
+
+    return keep
