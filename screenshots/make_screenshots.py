@@ -16,17 +16,33 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from verb_console.console.dialogs import BroadcastDialog, HelpScreen
+from verb_console.console.glyphs import use_ascii
 from verb_console.console.run import build_app
 from verb_console.console.screen import PANES
 from verb_console.settings import Settings
 
 SIZE = (120, 40)
 HERE = Path(__file__).resolve().parent
+
+
+def portable(path: Path) -> None:
+    """Make an SVG read the same in every renderer, not only in browsers.
+
+    Textual writes spaces as no-break spaces in text that relies on
+    ``textLength`` to keep its cells; renderers that ignore ``textLength`` (rsvg,
+    many image viewers) draw those spaces narrower, so labels run into values.
+    Plain spaces under ``xml:space="preserve"`` keep their width everywhere.
+    """
+    svg = path.read_text(encoding="utf-8")
+    svg = svg.replace("&#160;", " ").replace("<svg ", '<svg xml:space="preserve" ', 1)
+    path.write_text(svg, encoding="utf-8")
 
 
 async def make_screenshots(out_dir: Path, settle: float) -> list[Path]:
@@ -37,10 +53,17 @@ async def make_screenshots(out_dir: Path, settle: float) -> list[Path]:
     logging.getLogger("verb_console").addHandler(logging.NullHandler())
     logging.getLogger("verb_console").propagate = False
     app, runtime = build_app(Settings(demo=True, port=0, grace_period=2.0))
+    # Pictures for a README: Unicode glyphs and the default theme, whatever this
+    # terminal is and whatever theme its user saved.
+    app.ascii = False
+    use_ascii(False)
+    os.environ["XDG_CONFIG_HOME"] = tempfile.mkdtemp(prefix="verb-console-shots-")
     saved: list[Path] = []
 
     def save(name: str) -> None:
-        saved.append(Path(app.save_screenshot(filename=f"{name}.svg", path=str(out_dir))))
+        path = Path(app.save_screenshot(filename=f"{name}.svg", path=str(out_dir)))
+        portable(path)
+        saved.append(path)
 
     async def until(check: Callable[[], bool], timeout: float) -> bool:
         deadline = time.monotonic() + timeout

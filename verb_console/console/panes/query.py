@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from .columns import Column
@@ -37,6 +38,7 @@ _SUFFIX = {
 }
 
 
+@lru_cache(maxsize=8192)
 def to_number(text: str) -> float | None:
     """Read a cell back as a number: ``1m05s`` is 65, ``1.5 KiB`` 1536, ``12.3k`` 12300."""
     text = text.strip().lower().removesuffix(" ago")
