@@ -12,7 +12,7 @@ from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.content import Content
 from textual.screen import ModalScreen
-from textual.widgets import Button, Footer, Input, Label, Select, Static
+from textual.widgets import Button, Footer, Input, Label, OptionList, Static
 
 from .glyphs import G
 from .keys import changing_keys, help_lines
@@ -83,17 +83,21 @@ BroadcastRequest = tuple[str, str | None]
 
 
 class BroadcastDialog(ModalScreen[BroadcastRequest | None]):
-    """Type a message; Enter sends it to every session or to the chosen room."""
+    """Type a message; Enter sends it to every session or to the chosen room.
+
+    The targets are a short list inside the dialog, not a dropdown: a dropdown
+    spilled over the border, and Enter on it reopened it instead of sending.
+    """
 
     DEFAULT_CSS = (
         "BroadcastDialog {"
         + DIALOG_CSS
-        + "& Input { margin: 1 0 0 0; } & Select { margin: 1 0 0 0; } }"
+        + "& Input { margin: 1 0 0 0; }"
+        + " & OptionList { margin: 1 0 0 0; height: auto; max-height: 6; }"
+        + " }"
     )
 
     BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "cancel", "Cancel")]
-
-    _EVERYONE = "\x00everyone"
 
     def __init__(self, rooms: Sequence[str], room: str | None = None) -> None:
         super().__init__()
@@ -104,34 +108,37 @@ class BroadcastDialog(ModalScreen[BroadcastRequest | None]):
         with Vertical() as box:
             box.border_title = "Broadcast"
             yield Input(placeholder="message to send", id="text", compact=True)
-            options = [("every session", self._EVERYONE)] + [(f"room {r}", r) for r in self.rooms]
-            yield Select(
-                options,
-                value=self.room or self._EVERYONE,
-                allow_blank=False,
+            targets = OptionList(
+                # Plain text: a room name is never read as markup.
+                Content("every session"),
+                *(Content(f"room {r}") for r in self.rooms),
                 id="room",
                 compact=True,
             )
-            yield Label(f"enter send {G.sep} tab choose room {G.sep} esc cancel", classes="hint")
+            targets.highlighted = self.rooms.index(self.room) + 1 if self.room else 0
+            yield targets
+            yield Label(f"enter send {G.sep} tab, up/down: room {G.sep} esc cancel", classes="hint")
         # The dialog's own keys, not those of the screen underneath.
         yield Footer(compact=True)
 
     def on_mount(self) -> None:
         self.query_one("#text", Input).focus()
 
-    @on(Select.Changed)
-    def _room_chosen(self) -> None:
-        # Back to the message, so the next Enter sends rather than reopening the list.
-        self.query_one("#text", Input).focus()
+    @property
+    def target(self) -> str | None:
+        """The room chosen, or ``None`` for every session."""
+        index = self.query_one("#room", OptionList).highlighted or 0
+        return self.rooms[index - 1] if index > 0 else None
 
     @on(Input.Submitted)
+    @on(OptionList.OptionSelected)
     def _submit(self) -> None:
         text = self.query_one("#text", Input).value
         if not text.strip():
             self.notify("Type a message first.", severity="warning")
+            self.query_one("#text", Input).focus()
             return
-        room = self.query_one("#room", Select).value
-        self.dismiss((text, None if room == self._EVERYONE else str(room)))
+        self.dismiss((text, self.target))
 
     def action_cancel(self) -> None:
         """Close without sending."""
