@@ -53,7 +53,7 @@ G = replace(UNICODE)
 def use_ascii(on: bool) -> None:
     """Draw with ASCII only (``True``) or with the Unicode set (``False``)."""
     chosen = ASCII if on else UNICODE
-    for name in Glyphs.__slots__:  # type: ignore[attr-defined]
+    for name in Glyphs.__slots__:
         setattr(G, name, getattr(chosen, name))
 
 

@@ -135,3 +135,28 @@ def matcher(
         return True
 
     return keep
+
+
+def apply(
+    text: str,
+    items: Sequence[Any],
+    columns: Sequence[Column],
+    search: Callable[[Any], str],
+    now: float,
+) -> tuple[list[Any], str]:
+    """The items that filter ``text`` keeps, and why none can match (a bad term) or ``""``."""
+    rows = list(items)
+    if not text:
+        return rows, ""
+    try:
+        terms = parse(text, columns)
+    except BadFilter as error:
+        return [], str(error)
+    if len(terms) == 1 and terms[0].column is None:
+        # The common case, one word, stays one pass of C-level string search.
+        needle = terms[0].value
+        return [r for r in rows if needle in search(r).lower()], ""
+    if terms:
+        keep = matcher(terms, columns, search, now)
+        rows = [r for r in rows if keep(r)]
+    return rows, ""

@@ -139,22 +139,9 @@ class LiveTable(ScrollView, can_focus=True):
         """
         self._source = items
         self._now = now
-        rows = list(items)
-        self.filter_error = ""
-        if self.filter_text:
-            try:
-                terms = query.parse(self.filter_text, self.columns)
-            except query.BadFilter as error:
-                self.filter_error = str(error)
-                terms = []
-                rows = []
-            if len(terms) == 1 and terms[0].column is None:
-                # The common case, one word, stays one pass of C-level string search.
-                needle, search = terms[0].value, self._search
-                rows = [r for r in rows if needle in search(r).lower()]
-            elif terms:
-                keep = query.matcher(terms, self.columns, self._search, now)
-                rows = [r for r in rows if keep(r)]
+        rows, self.filter_error = query.apply(
+            self.filter_text, items, self.columns, self._search, now
+        )
         column = self.columns[self.sort_column] if self.columns else None
         if column is not None and column.sort_key is not None:
             rows.sort(key=column.sort_key, reverse=self.sort_reverse != column.descending)
