@@ -197,6 +197,7 @@ class Link:
             asyncio.ensure_future(self._read(pubsub)),
             asyncio.ensure_future(self._write(client, pubsub)),
             asyncio.ensure_future(self._heartbeat(client)),
+            asyncio.ensure_future(self._watchdog()),
         ]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -206,7 +207,20 @@ class Link:
         finally:
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            # A task stuck in a client call that does not give way to its
+            # cancellation must not hold the rebuild: it is left to end alone.
+            await asyncio.wait(tasks, timeout=COMMAND_TIMEOUT_S)
+
+    async def _watchdog(self) -> None:
+        """End the link when the probe stops coming back, whatever the other tasks do.
+
+        The heartbeat checks the probe too, but it waits on Redis commands; a
+        node whose heartbeat is stuck in one must still notice a dead link.
+        """
+        while True:
+            await asyncio.sleep(HEARTBEAT_S / 2)
+            if time.monotonic() - self._probe_back > PROBE_DEADLINE_S + HEARTBEAT_S:
+                raise LinkLost("the subscription's probe did not come back")
 
     async def _confirmed(self, pubsub: PubSub, channels: set[bytes]) -> None:
         while channels:
