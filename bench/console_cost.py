@@ -258,7 +258,7 @@ async def refresh_cost(sessions: int, pingers: int, samples: int) -> dict[str, A
             per_sort: dict[str, Any] = {}
             all_wall: list[float] = []
             all_cpu: list[float] = []
-            msgs0, w0 = hub.msgs_in, time.monotonic()
+            msgs0, w0 = hub.stats.msgs_in, time.monotonic()
             for label, column in sorts.items():
                 pane.table.sort_by(column, False)
                 wall: list[float] = []
@@ -275,7 +275,7 @@ async def refresh_cost(sessions: int, pingers: int, samples: int) -> dict[str, A
                 all_wall += wall
                 all_cpu += cpu
             elapsed = time.monotonic() - w0
-            result["msgs_in_per_s_while_measuring"] = round((hub.msgs_in - msgs0) / elapsed)
+            result["msgs_in_per_s_while_measuring"] = round((hub.stats.msgs_in - msgs0) / elapsed)
             result["rows_shown"] = len(pane.table.rows)
             result["samples"] = len(all_wall)
             result["wall_ms"] = summary_ms(all_wall)

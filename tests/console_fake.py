@@ -20,9 +20,9 @@ from verb_console.hub.snapshot import (
     Rates,
     RoomInfo,
     SessionInfo,
+    Stats,
     StreamInfo,
     ThrottleInfo,
-    Totals,
     TransferInfo,
 )
 
@@ -193,7 +193,7 @@ class FixedHubView:
             connections=sum(1 for s in self._sessions if s.parent is None)
             + len({s.parent for s in self._sessions if s.parent is not None}),
             peak_sessions=max(len(self._sessions), 1842),
-            totals=Totals(
+            totals=Stats(
                 accepted=52311,
                 rejected_throttle=412,
                 rejected_max=17,

@@ -398,7 +398,7 @@ async def test_5000_connections_in_one_burst_are_all_served_and_the_server_stays
     try:
         # Nothing is refused here (the limits are above the burst): all are served.
         assert len(served) == burst
-        assert rt.hub.rejected_max == rt.hub.rejected_throttle == 0
+        assert rt.hub.stats.rejected_max == rt.hub.stats.rejected_throttle == 0
         assert len(rt.hub.connections) == burst + 1
         # A second round of pings, all in flight at once.
         await asyncio.gather(*(c.ping() for c in served))
@@ -424,7 +424,7 @@ async def test_a_burst_over_max_connections_is_refused_cleanly_and_the_rest_serv
     refused = [e for e in results if not isinstance(e, Client)]
     assert all(isinstance(e, ConnectionError | asyncio.IncompleteReadError) for e in refused)
     assert len(served) == 299  # the bystander holds the 300th place
-    assert rt.hub.rejected_max == len(refused) == 301
+    assert rt.hub.stats.rejected_max == len(refused) == 301
     await asyncio.gather(*(c.ping() for c in served))
     for c in served:
         await c.close()
@@ -455,7 +455,7 @@ async def test_a_client_that_reads_nothing_is_closed_as_a_slow_consumer_and_no_o
     # The sender was never held up by the victim's full buffers.
     assert time.monotonic() - started < 2
     await eventually(lambda: victim.id not in rt.hub.connections)
-    assert rt.hub.slow_consumers == 1
+    assert rt.hub.stats.slow_consumers == 1
     # The sender hears that the victim left the room, and nothing else.
     left = await sender.recv()
     assert left["type"] == "user_left" and left["connectionId"] == victim.id

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from helpers import closed_without_bytes, eventually, frame, open_raw, tls_for, wire_fixtures
 
+from verb_console.hub import LiveHubView
 from verb_console.hub.auth import AuthFailures, AuthFile
 from verb_console.runtime import Runtime
 
@@ -102,7 +103,7 @@ async def test_a_json_session_authenticates_then_works_as_before(serve) -> None:
     sid = welcome["id"]
     assert rt.hub.sessions[sid].user == "alice"
     assert rt.hub.sessions[sid].view.user == "alice"
-    assert [s.user for s in rt.hub.sessions_info()] == ["alice"]
+    assert [s.user for s in LiveHubView(rt.hub).sessions()] == ["alice"]
     # A second auth is bad_message, and the session goes on.
     writer.write(frame({"type": "auth", "token": "tok-alice-1", "ref": 2}))
     err = await read_json(reader)

@@ -335,10 +335,9 @@ def fuzz_session(kind: str, chunks: list[bytes]) -> bytes:
     directory = _UPLOAD_DIR
 
     async def main() -> bytes:
-        hub = Hub(session_settings())
         store = UploadStore(directory, max_file_size=64, per_session_limit=2, executor=_EXECUTOR)
         store.prepare()
-        hub.uploads = store
+        hub = Hub(session_settings(), store)
         hub.start()
         outlet = MemoryOutlet()
         assert hub.admit(outlet.remote_address, outlet.remote_port) is None

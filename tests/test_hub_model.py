@@ -233,10 +233,9 @@ class HubModel(RuleBasedStateMachine):
         self.loop = asyncio.new_event_loop()
         self.dir = Path(tempfile.mkdtemp(prefix="hub-model-"))
         self.settings = Settings(max_rooms=2, max_transfers=2, max_pending=1024, max_per_ip=0)
-        self.hub = Hub(self.settings)
         self.store = UploadStore(self.dir, per_session_limit=2)
         self.store.prepare()
-        self.hub.uploads = self.store
+        self.hub = Hub(self.settings, self.store)
         self.run(self.hub.start)
         # The model.
         self.peers: dict[str, Peer] = {}  # live json sessions, direct or streams
@@ -532,12 +531,12 @@ class HubModel(RuleBasedStateMachine):
             self.run(lambda: outlet.emit("timeout"))
             return "idle_timeout"
         assert how == "slow_consumer"
-        before = self.hub.slow_consumers
+        before = self.hub.stats.slow_consumers
         outlet.pending = self.settings.max_pending + 1
         outlet.congested = True
         # Its own pong finds its output over the limit.
         self.run(lambda: send(frame({"type": "ping"})))
-        assert self.hub.slow_consumers == before + 1
+        assert self.hub.stats.slow_consumers == before + 1
         return "slow_consumer"
 
     def forget_peers(self, sids: list[str]) -> None:
@@ -629,13 +628,13 @@ class HubModel(RuleBasedStateMachine):
         ) + len(self.others) + len(self.muxes)
         assert gauge("verb_rooms") == len(self.rooms)
         assert gauge("verb_uploads_active") == len(self.transfers)
-        assert gauge("verb_connections_accepted_total") == self.hub.accepted
+        assert gauge("verb_connections_accepted_total") == self.hub.stats.accepted
         assert gauge("verb_uploads_total", result="complete") == len(self.completed)
         assert len(direct) <= gauge("verb_sessions", protocol="json")
         # Traffic by protocol adds up to the hub's own totals.
         for name, total in (
-            ("verb_messages_received_total", self.hub.msgs_in),
-            ("verb_messages_sent_total", self.hub.msgs_out),
+            ("verb_messages_received_total", self.hub.stats.msgs_in),
+            ("verb_messages_sent_total", self.hub.stats.msgs_out),
         ):
             assert sum(v for (n, _), v in samples.items() if n == name) == total, name
         for key, before in self.last_counters.items():

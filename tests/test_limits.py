@@ -11,6 +11,8 @@ import time
 import pytest
 from helpers import FrameSplitter, JsonClient, eventually, frame, open_raw
 
+from verb_console.hub import LiveHubView
+
 pytestmark = pytest.mark.timeout(30)
 
 
@@ -47,7 +49,7 @@ async def test_a_connection_over_max_connections_is_closed_at_once_with_no_bytes
     first = await connect(runtime)
     await connect(runtime)
     assert await refused_without_bytes(runtime.port)
-    await eventually(lambda: hub.rejected_max == 1)
+    await eventually(lambda: hub.stats.rejected_max == 1)
     assert hub.closed_log[-1].reason == "over_max_connections"
     assert len(hub.connections) == 2
     # A slot freed by a closing client is available again.
@@ -56,7 +58,7 @@ async def test_a_connection_over_max_connections_is_closed_at_once_with_no_bytes
     await eventually(lambda: first_id not in hub.connections)
     third = await connect(runtime)
     assert (await third.request({"type": "ping"}))["type"] == "pong"
-    assert hub.accepted == 3
+    assert hub.stats.accepted == 3
 
 
 # per-IP throttle
@@ -69,9 +71,9 @@ async def test_the_connection_over_max_per_ip_is_refused_with_no_bytes(
     for _ in range(3):
         await connect(runtime)
     assert await refused_without_bytes(runtime.port)
-    await eventually(lambda: runtime.hub.rejected_throttle == 1)
+    await eventually(lambda: runtime.hub.stats.rejected_throttle == 1)
     assert runtime.hub.closed_log[-1].reason == "throttled"
-    assert runtime.hub.accepted == 3
+    assert runtime.hub.stats.accepted == 3
 
 
 async def test_the_throttle_counts_each_address_on_its_own(start_server, connect) -> None:
@@ -103,13 +105,13 @@ async def test_rejected_attempts_do_not_count_against_the_address(start_server, 
     clients = [await connect(runtime) for _ in range(3)]
     for _ in range(5):
         assert await refused_without_bytes(runtime.port)
-    await eventually(lambda: runtime.hub.rejected_throttle == 5)
+    await eventually(lambda: runtime.hub.stats.rejected_throttle == 5)
     # Had the five rejections counted, freeing one slot would not be enough.
     closed_id = clients[0].id
     await clients[0].close()
     await eventually(lambda: closed_id not in runtime.hub.connections)
     await connect(runtime)
-    assert runtime.hub.accepted == 4
+    assert runtime.hub.stats.accepted == 4
 
 
 async def test_the_throttle_count_resets_when_the_window_ends(start_server, connect) -> None:
@@ -123,15 +125,15 @@ async def test_the_throttle_count_resets_when_the_window_ends(start_server, conn
         client = await connect(runtime)
         assert client.welcome["type"] == "welcome"
     assert await refused_without_bytes(runtime.port)
-    assert runtime.hub.accepted == 6
-    assert runtime.hub.rejected_throttle == 2
+    assert runtime.hub.stats.accepted == 6
+    assert runtime.hub.stats.rejected_throttle == 2
 
 
 async def test_max_per_ip_zero_turns_the_throttle_off(start_server, connect) -> None:
     runtime = await start_server(max_per_ip=0)
     clients = [await connect(runtime) for _ in range(25)]
     assert len(runtime.hub.connections) == 25
-    assert runtime.hub.rejected_throttle == 0
+    assert runtime.hub.stats.rejected_throttle == 0
     assert (await clients[-1].request({"type": "ping"}))["type"] == "pong"
 
 
@@ -206,12 +208,12 @@ async def test_a_client_that_never_reads_is_closed_as_a_slow_consumer_while_othe
             started = time.monotonic()
             assert (await normal.request({"type": "ping"}, timeout=1))["type"] == "pong"
             assert time.monotonic() - started < 0.5
-            if hub.slow_consumers:
+            if hub.stats.slow_consumers:
                 break
         await eventually(lambda: sleeper_id not in hub.connections)
     finally:
         sleeper.close()
-    assert hub.slow_consumers == 1
+    assert hub.stats.slow_consumers == 1
     assert reasons_by_id(hub)[sleeper_id] == "slow_consumer"
     assert sender.id in hub.connections and normal.id in hub.connections
     assert (await sender.request({"type": "ping"}))["type"] == "pong"
@@ -256,7 +258,7 @@ async def test_the_server_stops_reading_from_a_session_whose_own_output_is_conge
         await asyncio.wait_for(sending, 2)
         assert not outlet.is_paused
         assert outlet.bytes_read == len(payload)
-        assert hub.slow_consumers == 0
+        assert hub.stats.slow_consumers == 0
     finally:
         sending.cancel()
         client.close()
@@ -327,7 +329,7 @@ async def test_the_closed_sessions_log_keeps_the_last_1000(start_server) -> None
 
     for start in range(0, total, 100):
         await asyncio.gather(*(attempt() for _ in range(start, min(total, start + 100))))
-    await eventually(lambda: runtime.hub.rejected_max == total, timeout=10)
+    await eventually(lambda: runtime.hub.stats.rejected_max == total, timeout=10)
     assert len(runtime.hub.closed_log) == 1000
     assert len(runtime.hub.closed_sessions()) == 1000
     assert all(c.reason == "over_max_connections" for c in runtime.hub.closed_log)
@@ -354,7 +356,7 @@ async def test_the_hub_totals_count_connections_and_what_the_clients_sent(
     await a.send_raw(b"2\n[]")  # bad_message: still a message in
     assert (await a.recv())["code"] == "bad_message"
     clients = (a, b, c)
-    await eventually(lambda: hub.bytes_in == sum(x.bytes_sent for x in clients))
+    await eventually(lambda: hub.stats.bytes_in == sum(x.bytes_sent for x in clients))
     totals = hub.totals()
     assert totals.accepted == 3
     assert totals.rejected_throttle == 1
@@ -423,7 +425,7 @@ async def test_the_hub_totals_out_count_every_frame_sent_welcome_and_errors_incl
     assert totals.bytes_out == sum(x.bytes_received for x in clients)
     # The hub's totals agree with the sum over its sessions, too.
     assert totals.bytes_out == sum(c.bytes_out for c in hub.closed_log) + sum(
-        s.bytes_out for s in hub.sessions_info()
+        s.bytes_out for s in LiveHubView(hub).sessions()
     )
 
 
@@ -431,7 +433,7 @@ async def test_each_session_counts_its_own_messages_and_bytes(server, connect) -
     client = await connect(server)
     for _ in range(4):
         await client.request({"type": "ping"})
-    info = {s.id: s for s in server.hub.sessions_info()}[client.id]
+    info = {s.id: s for s in LiveHubView(server.hub).sessions()}[client.id]
     assert info.msgs_in == 4
     assert info.msgs_out == client.frames_received
     assert info.bytes_in == client.bytes_sent

@@ -192,7 +192,7 @@ async def test_counters_never_decrease_across_scrapes_and_session_churn(metered)
         await clients[4].close()
         await eventually(lambda: not hub.sessions, 10)
     assert value(last, "verb_sessions_closed_total", reason="operator") == 6
-    assert value(last, "verb_connections_accepted_total") == hub.accepted
+    assert value(last, "verb_connections_accepted_total") == hub.stats.accepted
 
 
 async def test_the_values_agree_with_the_hub(metered, tmp_path: Path) -> None:
@@ -223,7 +223,7 @@ async def test_the_values_agree_with_the_hub(metered, tmp_path: Path) -> None:
             live[session.protocol] += 1
         for protocol, n in live.items():
             assert value(s, "verb_sessions", protocol=protocol) == n, protocol
-        assert value(s, "verb_connections_accepted_total") == hub.accepted
+        assert value(s, "verb_connections_accepted_total") == hub.stats.accepted
         assert value(s, "verb_rooms") == len(hub.rooms) == 1
         assert value(s, "verb_room_messages_total") == hub.rooms.get("x").messages == 5
         assert value(s, "verb_uploads_total", result="complete") == 1
@@ -483,8 +483,7 @@ def test_the_grafana_dashboard_is_importable_and_graphs_only_metrics_that_exist(
     from verb_console.hub.uploads import UploadStore
 
     registry = CollectorRegistry()
-    hub = Hub()
-    hub.uploads = UploadStore(tmp_path)
+    hub = Hub(uploads=UploadStore(tmp_path))
     registry.register(_Collector(hub))
     for family in text_string_to_metric_families(generate_latest(registry).decode()):
         exported |= {s.name for s in family.samples}

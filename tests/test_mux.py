@@ -822,4 +822,4 @@ async def test_a_ping_on_one_stream_is_answered_promptly_while_another_stream_fl
     assert len(rtts) >= 20
     assert p99 < 0.5
     assert client.max_payload_in <= MAX_SERVER_PAYLOAD
-    assert mux_server.hub.slow_consumers == 0
+    assert mux_server.hub.stats.slow_consumers == 0

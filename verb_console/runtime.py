@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from .admin import paths as admin_paths
 from .admin.server import AdminServer
 from .hub import Hub
+from .hub.snapshot import HubState
 from .hub.uploads import UploadStore
 from .hub.view import LiveHubView
 from .net import ServerProtocol, TCPOptions, TCPServer, TLSOptions, create_server
@@ -38,14 +39,26 @@ def format_listen(host: str, port: int, protocol: str, tls: bool = False) -> str
 class Runtime:
     """One server: a :class:`Hub` and its listener, started on the running event loop."""
 
-    def __init__(self, settings: Settings | None = None, hub: Hub | None = None) -> None:
-        self.settings = settings or Settings()
-        self.hub = hub or Hub(self.settings)
+    def __init__(self, settings: Settings | None = None) -> None:
+        s = self.settings = settings or Settings()
+        # Made here, prepared (its directory created and swept) in start().
+        self.uploads = UploadStore(
+            Path(s.upload_dir),
+            max_file_size=s.max_file_size,
+            quota=s.upload_quota,
+            per_session_limit=s.max_transfers,
+            per_connection_limit=s.max_transfers_per_connection,
+            server_limit=s.max_transfers_total,
+            max_files=s.max_upload_files,
+            client_reservation=s.max_reserved_per_client,
+            transfer_timeout=s.transfer_timeout,
+        )
+        self.hub = Hub(s, self.uploads)
+        self.uploads.set_event_sink(self.hub.event)
         self.server: TCPServer | None = None
         self.admin: AdminServer | None = None
         self.metrics: MetricsServer | None = None
         self._signals = 0
-        self._setups: list[Callable[[Runtime], None]] = []
         # Called by reload() (``ctl reload``, SIGHUP when headless), in order. Each
         # re-reads what it owns (an auth file, a certificate...); one that raises
         # is logged and the others still run.
@@ -89,22 +102,10 @@ class Runtime:
         hub = self.hub
         if self.protocol not in hub.factories:
             raise ValueError(f"protocol {self.protocol!r} is not available")
-        store = UploadStore(
-            Path(s.upload_dir),
-            max_file_size=s.max_file_size,
-            quota=s.upload_quota,
-            per_session_limit=s.max_transfers,
-            per_connection_limit=s.max_transfers_per_connection,
-            server_limit=s.max_transfers_total,
-            max_files=s.max_upload_files,
-            client_reservation=s.max_reserved_per_client,
-            transfer_timeout=s.transfer_timeout,
-        )
-        store.set_event_sink(hub.event)
+        store = self.uploads
         removed = store.prepare()
         if removed:
             hub.event("server", f"removed {removed} unfinished uploads left by an earlier run")
-        hub.uploads = store
         hub.auth = load_auth(s)
         context = load_tls(s)
         if s.auth_file:
@@ -112,7 +113,7 @@ class Runtime:
         if context is not None:
             self.reload_hooks.append(self.reload_tls)
         hub.start()
-        if hub.state != "running":  # a signal arrived while starting
+        if hub.state is not HubState.RUNNING:  # a signal arrived while starting
             return
         # A cluster node's name is known before listening unless it comes from port 0.
         early = bool(s.cluster) and bool(s.node_name or s.port)
@@ -143,8 +144,7 @@ class Runtime:
         if s.cluster and not early:
             await self._join_cluster(addr.port)
         line = format_listen(addr.address, addr.port, s.protocol, tls is not None)
-        hub.listeners.append(line)
-        hub.stop_accepting = server.stop_accepting
+        hub.listening(line, server.stop_accepting)
         hub.on_shutdown.append(server.close)
         hub.on_shutdown.append(store.aclose)
         try:

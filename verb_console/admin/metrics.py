@@ -174,7 +174,7 @@ class HubCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         hub = self.hub
-        stats = getattr(hub, "stats", hub)  # the hub's one stats object, or the hub itself
+        stats = hub.stats  # every counter of the server, in one object
         yield InfoMetricFamily(
             "verb_build", "verb-console's version", value={"version": __version__}
         )
@@ -196,10 +196,8 @@ class HubCollector(Collector):
         rejected = {
             "throttle": stats.rejected_throttle,
             "max_connections": stats.rejected_max,
+            "auth": stats.rejected_auth,
         }
-        auth = getattr(stats, "rejected_auth", None)
-        if auth is not None:
-            rejected["auth"] = auth
         yield _by(
             CounterMetricFamily,
             "verb_connections_rejected",

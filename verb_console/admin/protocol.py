@@ -26,9 +26,9 @@ from ..hub.snapshot import (
     RoomInfo,
     SessionInfo,
     SessionPage,
+    Stats,
     StreamInfo,
     ThrottleInfo,
-    Totals,
     TransferInfo,
 )
 
@@ -105,7 +105,7 @@ def from_wire(cls: type[T], data: dict[str, Any]) -> T:
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     values = {k: v for k, v in data.items() if k in names}
     if cls is Overview:
-        values["totals"] = Totals(**values["totals"])
+        values["totals"] = Stats(**values["totals"])
         values["rates"] = Rates(**values["rates"])
         values["listeners"] = tuple(values["listeners"])
     elif cls is RoomInfo:

@@ -50,10 +50,10 @@ _LISTS = ("closed_sessions", "throttle", "rooms", "mux_connections", "transfers"
 
 
 def _empty_overview() -> Overview:
-    from ..hub.snapshot import Rates, Totals
+    from ..hub.snapshot import Rates, Stats
 
     now = time.time()
-    return Overview(DISCONNECTED, now, now, (), 0, 0, Totals(), Rates())
+    return Overview(DISCONNECTED, now, now, (), 0, 0, Stats(), Rates())
 
 
 class RemoteHubView:

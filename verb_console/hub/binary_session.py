@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 from ..protocols import binary as b
 from ..protocols.errors import ProtocolError
-from .session import CloseReason, Session
+from .session import CloseReason, Outlet, Session, SessionHost
 
-if TYPE_CHECKING:
-    pass
+# What a FILE frame goes to: the hub gives the upload code's handler.
+FileHandler = Callable[["BinarySession", b.BinaryFrame], None]
 
 _PONG = b.encode_frame(b.HEARTBEAT_ACK, b"pong")
 
@@ -19,7 +20,21 @@ class BinarySession(Session):
 
     protocol = "binary"
 
-    __slots__ = ("decoder", "transfers")
+    __slots__ = ("decoder", "on_file", "transfers")
+
+    def __init__(
+        self,
+        hub: SessionHost,
+        outlet: Outlet,
+        session_id: str,
+        address: str,
+        port: int,
+        parent: str | None = None,
+        *,
+        on_file: FileHandler | None = None,
+    ) -> None:
+        self.on_file = on_file
+        super().__init__(hub, outlet, session_id, address, port, parent)
 
     def setup(self) -> None:
         self.decoder = b.BinaryDecoder(self.hub.settings.max_frame)
@@ -31,8 +46,8 @@ class BinarySession(Session):
     def feed(self, data: bytes) -> None:
         if self.closing:
             return
-        hub = self.hub
-        hub.bytes_in += len(data)
+        stats = self.stats
+        stats.bytes_in += len(data)
         frames = self.decoder.receive(data)
         if frames:
             self._out = out = []
@@ -48,9 +63,9 @@ class BinarySession(Session):
                     out.append(_PONG)
                 elif kind == b.DATA:
                     out.append(b.encode_frame(b.DATA, frame.payload, frame.flags))
-                elif kind == b.FILE:
-                    hub.binary_file_frame(self, frame)
-                elif kind == b.AUTH and hub.auth is not None:
+                elif kind == b.FILE and self.on_file is not None:
+                    self.on_file(self, frame)
+                elif kind == b.AUTH and self.hub.auth is not None:
                     out.append(
                         b.encode_error(ProtocolError("bad_message", "Already authenticated"))
                     )
@@ -60,7 +75,7 @@ class BinarySession(Session):
                 if self.closing:
                     break
             self.msgs_in += count
-            hub.msgs_in += count
+            stats.msgs_in += count
             self.flush()
             if failed is not None and not self.closing:
                 self.deliver(b.encode_error(failed))

@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..protocols.detect import detect_protocol
 from .session import CloseReason, Session
-
-if TYPE_CHECKING:
-    pass
 
 
 class DetectingSession(Session):

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
 from ..protocols.echo import WELCOME, EchoDecoder, encode_echo, encode_notice
 from ..protocols.errors import ProtocolError
 from .session import CloseReason, Session
-
-if TYPE_CHECKING:
-    pass
 
 
 def notice_text(message: dict[str, Any]) -> str:
@@ -48,7 +45,7 @@ class EchoSession(Session):
     def feed(self, data: bytes) -> None:
         if self.closing:
             return
-        self.hub.bytes_in += len(data)
+        self.stats.bytes_in += len(data)
         lines = self.decoder.receive(data)
         if lines:
             self._out = out = []
@@ -59,7 +56,7 @@ class EchoSession(Session):
                     break
                 out.append(encode_echo(line))
             self.msgs_in += len(out)
-            self.hub.msgs_in += len(out)
+            self.stats.msgs_in += len(out)
             self.flush()
             if failed is not None:
                 self.close(CloseReason.FRAME_TOO_LARGE, detail=failed.code)

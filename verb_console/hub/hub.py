@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import time
 from collections import deque
 from collections.abc import Callable
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
-from ..protocols.json import encode
 from ..settings import Settings
-from . import uploads
+from . import uploads as upload_messages
 from .auth import AuthFailures, AuthFile
 from .auth_gate import PROTOCOLS as AUTH_PROTOCOLS
 from .auth_gate import AuthGate
@@ -24,18 +25,25 @@ from .echo_session import EchoSession
 from .ended import Ended
 from .json_session import HANDLERS, JsonSession
 from .mux_session import MuxSession
-from .rooms import Room, RoomRegistry
-from .session import CLOSE_FLUSH_S, CloseReason, EventOutlet, Session, refresh_wall_offset
+from .rooms import RoomRegistry
+from .session import (
+    CLOSE_FLUSH_S,
+    CloseReason,
+    EventOutlet,
+    Outlet,
+    Session,
+    refresh_wall_offset,
+)
 from .snapshot import (
     ClosedSessionInfo,
+    HubState,
     LogEvent,
     MuxConnectionInfo,
     Overview,
     Rates,
     RoomInfo,
-    SessionInfo,
+    Stats,
     ThrottleInfo,
-    Totals,
     TransferInfo,
 )
 from .throttle import Throttle
@@ -45,9 +53,6 @@ if TYPE_CHECKING:
     from ..net.socket import TCPSocket
 
 log = logging.getLogger("verb_console.hub")
-
-# The json session's file-transfer messages live with the rest of the upload code.
-HANDLERS.update(uploads.JSON_HANDLERS)
 
 ORDINARY_DISCONNECTS = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 """How clients usually leave without a goodbye; not logged as errors."""
@@ -61,36 +66,48 @@ EVENTS_KEPT = 1000
 SessionFactory = Callable[..., Session]
 
 
-class Hub:
-    """Everything the server knows. The console reads it through the :class:`HubView` methods."""
+def session_kinds(with_uploads: bool) -> dict[str, SessionFactory]:
+    """Every protocol's session class, each given the message handlers it serves.
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    Registered here, where the hub is built, so that no module changes another's
+    tables at import time: json serves section 2's messages plus the upload
+    messages, and binary FILE frames go to the upload code, when uploads are on.
+    """
+    json_handlers = {**HANDLERS, **upload_messages.JSON_HANDLERS} if with_uploads else HANDLERS
+    on_file = upload_messages.binary_file_frame if with_uploads else None
+    return {
+        "json": partial(JsonSession, handlers=json_handlers),
+        "binary": partial(BinarySession, on_file=on_file),
+        "echo": EchoSession,
+        "mux": MuxSession,
+        "auto": DetectingSession,
+    }
+
+
+class Hub:
+    """Everything the server knows; the :class:`~.session.SessionHost` of its sessions.
+
+    Built whole: the upload store (None: uploads are off) is given here, and a
+    listener is added with :meth:`listening`. The console reads it through
+    :class:`~.view.LiveHubView`.
+    """
+
+    def __init__(
+        self, settings: Settings | None = None, uploads: UploadStore | None = None
+    ) -> None:
         self.settings = settings or Settings()
+        self.uploads = uploads
         self.connections: dict[str, Session] = {}  # one per TCP connection
         self.sessions: dict[str, Session] = {}  # every session, mux streams included
-        self.json_sessions: dict[str, JsonSession] = {}
+        self.json_sessions: dict[str, Session] = {}
         self.rooms = RoomRegistry()
         self.throttle = Throttle(self.settings.max_per_ip, self.settings.throttle_window)
         # Authentication (PROTOCOL.md section 8): None is off. Replaced whole on reload.
         self.auth: AuthFile | None = None
         self.auth_failures = AuthFailures(self.settings.throttle_window)
-        self.rejected_auth = 0
-        self.factories: dict[str, SessionFactory] = {
-            "json": JsonSession,
-            "binary": BinarySession,
-            "echo": EchoSession,
-            "mux": MuxSession,
-            "auto": DetectingSession,
-        }
-        # Server totals
-        self.accepted = 0
-        self.rejected_throttle = 0
-        self.rejected_max = 0
-        self.slow_consumers = 0
-        self.msgs_in = 0
-        self.msgs_out = 0
-        self.bytes_in = 0
-        self.bytes_out = 0
+        self.factories = session_kinds(with_uploads=uploads is not None)
+        # Every counter of the server, once; sessions count into it directly.
+        self.stats = Stats()
         self.peak_sessions = 0
         # What ended sessions added up to, by reason and by protocol (kept as they end).
         self.ended = Ended()
@@ -98,14 +115,12 @@ class Hub:
         self.events: deque[LogEvent] = deque(maxlen=EVENTS_KEPT)
         self._blocked_noted: dict[str, float] = {}
         self._seq = 0
-        self.state = "running"
+        self.state = HubState.RUNNING
         self.started_at = time.time()
         self.drain_deadline: float | None = None
         self.listeners: list[str] = []
-        self.stop_accepting: Callable[[], None] | None = None
-        self.read_only = False
-        # The upload directory; set by the runtime once it is prepared.
-        self.uploads: UploadStore | None = None
+        # Each listener's "stop accepting", called when the drain begins.
+        self._stop_accepting: list[Callable[[], None]] = []
         self._rates = Rates()
         self._last_sample: tuple[float, int, int, int, int] | None = None
         self._ticker: asyncio.TimerHandle | None = None
@@ -135,14 +150,14 @@ class Hub:
     def start(self) -> None:
         """Start the once-a-second figures ticker on the running loop."""
         loop = asyncio.get_running_loop()
-        self._last_sample = (
-            time.monotonic(),
-            self.msgs_in,
-            self.msgs_out,
-            self.bytes_in,
-            self.bytes_out,
-        )
+        st = self.stats
+        self._last_sample = (time.monotonic(), st.msgs_in, st.msgs_out, st.bytes_in, st.bytes_out)
         self._ticker = loop.call_later(1.0, self._tick)
+
+    def listening(self, line: str, stop_accepting: Callable[[], None]) -> None:
+        """A listener is up: ``line`` shows it; ``stop_accepting`` ends it when the drain begins."""
+        self.listeners.append(line)
+        self._stop_accepting.append(stop_accepting)
 
     def _tick(self) -> None:
         refresh_wall_offset()
@@ -151,13 +166,14 @@ class Hub:
         if self._ticks % 10 == 0:
             self.throttle.sweep()
             self.auth_failures.sweep()
-        if self.state != "stopped":
+        if self.state is not HubState.STOPPED:
             self._ticker = asyncio.get_running_loop().call_later(1.0, self._tick)
 
     def _sample_rates(self) -> None:
         now = time.monotonic()
         last = self._last_sample
-        sample = (now, self.msgs_in, self.msgs_out, self.bytes_in, self.bytes_out)
+        st = self.stats
+        sample = (now, st.msgs_in, st.msgs_out, st.bytes_in, st.bytes_out)
         if last is not None and now > last[0]:
             dt = now - last[0]
             self._rates = Rates(
@@ -171,17 +187,17 @@ class Hub:
     # ----------------------------------------------------------- connections
     def admit(self, ip: str, port: int) -> str | None:
         """Decide on a new TCP connection before any byte is sent: None accepts it."""
-        if self.state != "running":
+        if self.state is not HubState.RUNNING:
             reason = CloseReason.SHUTDOWN
         elif self.auth_failures.blocked(ip):
             # Brute force: refused at accept, even with the per-IP throttle off.
-            self.rejected_auth += 1
+            self.stats.rejected_auth += 1
             reason = CloseReason.AUTH_BLOCKED
         elif len(self.connections) >= self.settings.max_connections:
-            self.rejected_max += 1
+            self.stats.rejected_max += 1
             reason = CloseReason.OVER_MAX_CONNECTIONS
         elif not self.throttle.admit(ip):
-            self.rejected_throttle += 1
+            self.stats.rejected_throttle += 1
             reason = CloseReason.THROTTLED
             self._note_blocked(ip)
         else:
@@ -211,7 +227,7 @@ class Hub:
         sid = session.id
         self.connections[sid] = session
         self.register(session)
-        self.accepted += 1
+        self.stats.accepted += 1
         sock.pause_reads_when_congested = True
         sock.on("close", lambda had_error: self._connection_closed(sock))
         sock.on("error", lambda exc: self._connection_error(sock, exc))
@@ -250,6 +266,13 @@ class Hub:
         if len(self.sessions) > self.peak_sessions:
             self.peak_sessions = len(self.sessions)
 
+    def open_session(
+        self, kind: str, outlet: Outlet, session_id: str, address: str, port: int, parent: str
+    ) -> Session:
+        session = self.factories[kind](self, outlet, session_id, address, port, parent)
+        self.register(session)
+        return session
+
     def hand_over(self, old: Session, protocol: str, first_bytes: bytes) -> Session:
         """Replace a detecting session by the detected protocol's, which then starts
         exactly as on a listener pinned to it and gets the bytes received so far."""
@@ -269,10 +292,6 @@ class Hub:
         new.start()
         read(first_bytes)
         return new
-
-    def binary_file_frame(self, session: BinarySession, frame: Any) -> None:
-        """A binary FILE frame: the upload handlers take it, as json file messages."""
-        uploads.binary_file_frame(session, frame)
 
     def _idle(self, sock: TCPSocket) -> None:
         session = self.connections.get(sock.id + self.id_suffix)
@@ -308,7 +327,7 @@ class Hub:
         if reason is None:
             reason = CloseReason.CONNECTION_ERROR if sock.had_error else CloseReason.CLIENT_CLOSED
         self.end_session(session, reason)
-        if not self.connections and self.state == "draining":
+        if not self.connections and self.state is HubState.DRAINING:
             self._drained.set()
 
     def end_session(self, session: Session, reason: str) -> None:
@@ -323,7 +342,9 @@ class Hub:
         for name in list(session.rooms):
             room = self.rooms.leave(session, name)
             if room is not None and room.members:
-                self.to_room(room, {"type": "user_left", "connectionId": session.id, "room": name})
+                self.rooms.send(
+                    room, {"type": "user_left", "connectionId": session.id, "room": name}
+                )
             if bus is not None and room is not None:
                 bus.room_left(name, session.id)
         session.closed()
@@ -348,18 +369,6 @@ class Hub:
         )
         user = f" (user {session.user})" if session.user is not None else ""
         self.event("close", f"{session.id}{user} closed: {reason}")
-
-    # ----------------------------------------------------------- delivery
-    def to_room(self, room: Room, message: dict[str, Any], exclude: Session | None = None) -> int:
-        """Send ``message`` (stamped with the time) to a room's members but ``exclude``."""
-        message["timestamp"] = int(time.time() * 1000)
-        f = encode(message)
-        n = 0
-        for member in room.members.values():
-            if member is not exclude:
-                member.deliver(f)
-                n += 1
-        return n
 
     # ----------------------------------------------------------- delivery from other nodes
     def deliver_broadcast(self, frame: bytes) -> int:
@@ -394,7 +403,7 @@ class Hub:
         room = self.rooms.get(name)
         if room is None or not room.members:
             return 0
-        return self.to_room(room, message)
+        return self.rooms.send(room, message)
 
     # ----------------------------------------------------------- log
     def event(self, kind: str, text: str) -> None:
@@ -429,7 +438,7 @@ class Hub:
                     self.event("operator", f"broadcast to unknown room {room!r} dropped")
                 return 0
             r.messages += 1
-            n = self.to_room(
+            n = self.rooms.send(
                 r, {"type": "room_message", "room": room, "from": "server", "data": text}
             )
             self.event("operator", f"broadcast to room {room} ({_sessions(n)}): {text}")
@@ -471,13 +480,13 @@ class Hub:
     # ----------------------------------------------------------- shutdown
     def begin_shutdown(self) -> None:
         """Graceful shutdown: stop accepting, tell every session, wait for them to leave."""
-        if self.state != "running":
+        if self.state is not HubState.RUNNING:
             return
-        self.state = "draining"
+        self.state = HubState.DRAINING
         grace = self.settings.grace_period
         self.drain_deadline = time.time() + grace
-        if self.stop_accepting is not None:
-            self.stop_accepting()
+        for stop_accepting in self._stop_accepting:
+            stop_accepting()
         self.event(
             "server", f"graceful shutdown: {len(self.connections)} sessions, {grace:g}s grace"
         )
@@ -499,7 +508,7 @@ class Hub:
 
     def force_shutdown(self) -> None:
         """Close every session now (a second signal, or the operator's choice during the drain)."""
-        if self.state == "running":
+        if self.state is HubState.RUNNING:
             self.begin_shutdown()
         self._force.set()
 
@@ -518,14 +527,15 @@ class Hub:
             self.event("server", f"closing {len(self.connections)} remaining sessions")
             for session in list(self.connections.values()):
                 session.close(CloseReason.SHUTDOWN)
-            deadline = time.monotonic() + CLOSE_FLUSH_S + 1.0
-            while self.connections and time.monotonic() < deadline:
-                await asyncio.sleep(0.02)
+            # Each gets CLOSE_FLUSH_S to flush; the last to go sets the event.
+            if self.connections:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._drained.wait(), CLOSE_FLUSH_S + 1.0)
         for hook in self.on_shutdown:
             result = hook()
             if asyncio.iscoroutine(result):
                 await result
-        self.state = "stopped"
+        self.state = HubState.STOPPED
         if self._ticker is not None:
             self._ticker.cancel()
         self.event("server", "shutdown complete")
@@ -535,19 +545,11 @@ class Hub:
         await self._stopped.wait()
 
     # ----------------------------------------------------------- HubView
-    def totals(self) -> Totals:
-        return Totals(
-            accepted=self.accepted,
-            rejected_throttle=self.rejected_throttle,
-            rejected_max=self.rejected_max,
-            slow_consumers=self.slow_consumers,
-            msgs_in=self.msgs_in,
-            msgs_out=self.msgs_out,
-            bytes_in=self.bytes_in,
-            bytes_out=self.bytes_out,
-        )
+    def totals(self) -> Stats:
+        """A copy of the counters as they are now."""
+        return self.stats.copy()
 
-    def overview(self) -> Overview:
+    def overview(self, read_only: bool = False) -> Overview:
         return Overview(
             state=self.state,
             started_at=self.started_at,
@@ -560,7 +562,7 @@ class Hub:
             rates=self._rates,
             drain_deadline=self.drain_deadline,
             connections=len(self.connections),
-            read_only=self.read_only,
+            read_only=read_only,
             version=__version__,
             node=self.node,
             link=self.bus.link_state if self.bus is not None else "",
@@ -570,11 +572,6 @@ class Hub:
         """The cluster as this node sees it (None on a single server)."""
         return self.bus.info() if self.bus is not None else None
 
-    def sessions_info(self) -> list[SessionInfo]:
-        mono, wall = time.monotonic(), time.time()
-        return [s.info(mono, wall) for s in self.sessions.values()]
-
-    # The console calls it ``sessions()``; the attribute ``sessions`` is the registry.
     def closed_sessions(self) -> list[ClosedSessionInfo]:
         return list(self.closed_log)
 

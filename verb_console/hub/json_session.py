@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from .. import __version__
 from ..protocols.errors import ProtocolError
 from ..protocols.json import JsonDecoder, encode, encode_error, parse_message
 from .rooms import valid_room_name
-from .session import CloseReason, Session
-
-if TYPE_CHECKING:
-    pass
+from .session import CloseReason, Outlet, Session, SessionHost
 
 _time = time.time
 
@@ -25,7 +22,22 @@ class JsonSession(Session):
 
     protocol = "json"
 
-    __slots__ = ("decoder", "transfers")
+    __slots__ = ("decoder", "handlers", "transfers")
+
+    def __init__(
+        self,
+        hub: SessionHost,
+        outlet: Outlet,
+        session_id: str,
+        address: str,
+        port: int,
+        parent: str | None = None,
+        *,
+        handlers: Mapping[str, Handler] | None = None,
+    ) -> None:
+        # The message types it serves: the hub adds the upload messages to these.
+        self.handlers = HANDLERS if handlers is None else handlers
+        super().__init__(hub, outlet, session_id, address, port, parent)
 
     def setup(self) -> None:
         self.decoder = JsonDecoder(self.hub.settings.max_frame)
@@ -54,13 +66,13 @@ class JsonSession(Session):
     def feed(self, data: bytes) -> None:
         if self.closing:
             return
-        hub = self.hub
-        hub.bytes_in += len(data)
+        stats = self.stats
+        stats.bytes_in += len(data)
         decoder = self.decoder
         bodies = decoder.receive(data)
         if bodies:
             self._out = out = []
-            handlers = HANDLERS
+            handlers = self.handlers
             parse = parse_message
             # A framing error is always the last event.
             last = bodies[-1]
@@ -85,7 +97,7 @@ class JsonSession(Session):
                     out.append(encode_error(exc, ref))
                 if self.closing:
                     break
-            hub.msgs_in += len(bodies) - (failed is not None)
+            stats.msgs_in += len(bodies) - (failed is not None)
             self.flush()
             if failed is not None and not self.closing:
                 self.deliver(encode_error(failed))
@@ -180,7 +192,7 @@ def handle_join_room(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
         members = sorted({*room.members, *bus.remote_members(name)})
     s.reply({"type": "joined", "room": name, "members": members}, ref)
     if added:
-        hub.to_room(room, {"type": "user_joined", "connectionId": s.id, "room": name}, exclude=s)
+        hub.rooms.send(room, {"type": "user_joined", "connectionId": s.id, "room": name}, exclude=s)
         if bus is not None:
             bus.room_joined(name, s.id)
 
@@ -193,7 +205,7 @@ def handle_leave_room(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
         raise ProtocolError("not_in_room", f"Not a member of room {name}")
     s.reply({"type": "left", "room": name}, ref)
     if room.members:
-        hub.to_room(room, {"type": "user_left", "connectionId": s.id, "room": name})
+        hub.rooms.send(room, {"type": "user_left", "connectionId": s.id, "room": name})
     if hub.bus is not None:
         hub.bus.room_left(name, s.id)
 
@@ -208,7 +220,7 @@ def handle_room_message(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
     room.messages += 1
     message = {"type": "room_message", "room": name, "from": s.id, "data": data}
     if hub.bus is None:
-        hub.to_room(room, message, exclude=s)
+        hub.rooms.send(room, message, exclude=s)
         return
     # One frame for the members here and, published once, for every other node's.
     message["timestamp"] = int(_time() * 1000)

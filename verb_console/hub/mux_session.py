@@ -125,9 +125,10 @@ class MuxSession(Session):
         self.control.frames_out += 1
         self.control.bytes_written += len(frame) - m.HEADER_SIZE
         self.msgs_out += 1
-        self.hub.msgs_out += 1
+        stats = self.stats
+        stats.msgs_out += 1
         # Stream sessions count their own payloads; the connection counts the rest.
-        self.hub.bytes_out += len(frame)
+        stats.bytes_out += len(frame)
         self.enqueue(self.control, [frame])
 
     def encode_notice(self, message: dict[str, Any]) -> bytes:
@@ -153,7 +154,7 @@ class MuxSession(Session):
         # it is only read when it is not.
         pending = self.queued + (sock.unsent if sock.congested else 0)
         if pending > self.hub.settings.max_pending:
-            self.hub.slow_consumers += 1
+            self.stats.slow_consumers += 1
             self.close(CloseReason.SLOW_CONSUMER, notify=False, flush=False)
             return
         if not self._pump_scheduled and not self._feeding:
@@ -216,8 +217,8 @@ class MuxSession(Session):
             self.pump()
 
     def _feed(self, data: bytes) -> None:
-        hub = self.hub
-        hub.bytes_in += len(data)
+        stats = self.stats
+        stats.bytes_in += len(data)
         streams = self.streams
         # Consecutive frames of one stream arrive joined: the session handles
         # (and answers) a run of pipelined messages at once, as on plain TCP.
@@ -230,7 +231,7 @@ class MuxSession(Session):
             sid, payload, count = run
             if sid == 0:
                 self.msgs_in += 1
-                hub.msgs_in += 1
+                stats.msgs_in += 1
                 self.control.frames_in += 1
                 self.control.bytes_read += len(payload)
                 self.on_control(payload)
@@ -244,7 +245,7 @@ class MuxSession(Session):
                 st.frames_in += count
                 st.bytes_read += len(payload)
                 # The stream session counts its own payload bytes in.
-                hub.bytes_in -= len(payload)
+                stats.bytes_in -= len(payload)
                 st.session.feed(payload)
             if self.closing:
                 return
@@ -316,13 +317,12 @@ class MuxSession(Session):
             return
         st = StreamOutlet(self, sid)
         self.streams[sid] = st
-        session = self.hub.factories[kind](
-            self.hub, st, self.stream_session_id(sid), self.address, self.port, self.id
+        session = self.hub.open_session(
+            kind, st, self.stream_session_id(sid), self.address, self.port, self.id
         )
         st.session = session
         # The streams of an authenticated connection are sessions of its user.
         session.user = self.user
-        self.hub.register(session)
         self.send_control({"type": "stream_created", "streamId": sid})
         self.hub.event("connect", f"{session.id} opened ({kind} stream)")
         session.start()

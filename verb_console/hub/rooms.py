@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import time
 import unicodedata
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
+from ..protocols.json import encode
 from .snapshot import RoomInfo
 
-if TYPE_CHECKING:
-    from .session import Session
+
+class Member(Protocol):
+    """What a room needs of a session: its id, its own set of room names, and delivery."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def rooms(self) -> set[str]: ...
+
+    def deliver(self, frame: bytes) -> None: ...
+
 
 MAX_ROOM_NAME = 64
 
@@ -28,7 +39,7 @@ class Room:
 
     def __init__(self, name: str) -> None:
         self.name = name
-        self.members: dict[str, Session] = {}
+        self.members: dict[str, Member] = {}
         self.messages = 0
         self.created_at = time.time()
 
@@ -41,7 +52,7 @@ class RoomRegistry:
         # Messages of rooms that no longer exist (a room is deleted with its last member).
         self.retired_messages = 0
 
-    def join(self, session: Session, name: str) -> tuple[Room, bool]:
+    def join(self, session: Member, name: str) -> tuple[Room, bool]:
         """Add ``session``; returns the room and whether it was newly added."""
         room = self.rooms.get(name)
         if room is None:
@@ -52,7 +63,7 @@ class RoomRegistry:
         session.rooms.add(name)
         return room, True
 
-    def leave(self, session: Session, name: str) -> Room | None:
+    def leave(self, session: Member, name: str) -> Room | None:
         """Remove ``session``; returns the room (possibly now deleted) or None if not a member."""
         room = self.rooms.get(name)
         if room is None or room.members.pop(session.id, None) is None:
@@ -65,6 +76,18 @@ class RoomRegistry:
 
     def get(self, name: str) -> Room | None:
         return self.rooms.get(name)
+
+    @staticmethod
+    def send(room: Room, message: dict[str, Any], exclude: Member | None = None) -> int:
+        """Send ``message`` (stamped with the time) to a room's members but ``exclude``."""
+        message["timestamp"] = int(time.time() * 1000)
+        f = encode(message)
+        n = 0
+        for member in room.members.values():
+            if member is not exclude:
+                member.deliver(f)
+                n += 1
+        return n
 
     def __len__(self) -> int:
         return len(self.rooms)

@@ -6,12 +6,13 @@ import asyncio
 import enum
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from .snapshot import SessionInfo
-
-if TYPE_CHECKING:
-    from .hub import Hub
+from ..settings import Settings
+from .auth import AuthFailures, AuthFile
+from .bus import Bus
+from .rooms import RoomRegistry
+from .snapshot import SessionInfo, Stats
 
 # A session closed on purpose gets this long to flush its last bytes (the
 # ``closing`` message) before it is cut off: a client that never reads must not
@@ -105,6 +106,68 @@ class EventOutlet(Outlet, Protocol):
     def on(self, event: str, listener: Callable[..., Any]) -> object: ...
 
     def off(self, event: str, listener: Callable[..., Any]) -> object: ...
+
+
+class SessionHost(Protocol):
+    """What a session may use of the server that runs it, and nothing more.
+
+    The hub implements it; sessions never import the hub. Settings, the one
+    stats object (counted in place on the hot path), the rooms, the registry
+    of sessions (json sessions by id, and the three ways a session comes and
+    goes), the cluster bus if any, and the event log. The upload store is the
+    upload front ends' business (``uploads.front.UploadHost``), not a session's.
+    """
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def stats(self) -> Stats: ...
+
+    @property
+    def rooms(self) -> RoomRegistry: ...
+
+    @property
+    def json_sessions(self) -> dict[str, Session]: ...
+
+    @property
+    def auth(self) -> AuthFile | None:
+        """The tokens (PROTOCOL.md section 8), or None when authentication is off."""
+        ...
+
+    @property
+    def auth_failures(self) -> AuthFailures: ...
+
+    @property
+    def bus(self) -> Bus | None:
+        """The cluster bus, when this server is one node of a cluster."""
+        ...
+
+    @property
+    def node(self) -> str: ...
+
+    @property
+    def id_suffix(self) -> str:
+        """``@<node>`` on every session id in a cluster, else empty."""
+        ...
+
+    def open_session(
+        self, kind: str, outlet: Outlet, session_id: str, address: str, port: int, parent: str
+    ) -> Session:
+        """Make, register and return a session of ``kind`` (a mux stream's); not started."""
+        ...
+
+    def hand_over(self, old: Session, kind: str, first_bytes: bytes) -> Session:
+        """Replace a detecting session by one of the detected protocol."""
+        ...
+
+    def end_session(self, session: Session, reason: str) -> None:
+        """Release what a finished session held and remember why it ended."""
+        ...
+
+    def event(self, kind: str, text: str) -> None:
+        """One line of the event log."""
+        ...
 
 
 class SessionView:
@@ -212,13 +275,14 @@ class Session:
         "parent",
         "port",
         "rooms",
+        "stats",
         "user",
         "view",
     )
 
     def __init__(
         self,
-        hub: Hub,
+        hub: SessionHost,
         outlet: Outlet,
         session_id: str,
         address: str,
@@ -226,6 +290,7 @@ class Session:
         parent: str | None = None,
     ) -> None:
         self.hub = hub
+        self.stats = hub.stats
         self.outlet = outlet
         self.id = session_id
         self.address = address
@@ -270,9 +335,9 @@ class Session:
             out.append(frame)
             return
         self.msgs_out += 1
-        hub = self.hub
-        hub.msgs_out += 1
-        hub.bytes_out += len(frame)
+        stats = self.stats
+        stats.msgs_out += 1
+        stats.bytes_out += len(frame)
         outlet = self.outlet
         outlet.write(frame)
         if outlet.congested:
@@ -286,9 +351,9 @@ class Session:
             return
         self.msgs_out += len(out)
         data = out[0] if len(out) == 1 else b"".join(out)
-        hub = self.hub
-        hub.msgs_out += len(out)
-        hub.bytes_out += len(data)
+        stats = self.stats
+        stats.msgs_out += len(out)
+        stats.bytes_out += len(data)
         outlet = self.outlet
         outlet.write(data)
         if outlet.congested:
@@ -297,7 +362,7 @@ class Session:
     def check_pending(self) -> None:
         """Close this session as a slow consumer if its unsent output is over the limit."""
         if self.outlet.unsent > self.hub.settings.max_pending and not self.closing:
-            self.hub.slow_consumers += 1
+            self.stats.slow_consumers += 1
             self.close(CloseReason.SLOW_CONSUMER, notify=False, flush=False)
 
     def notify(self, message: dict[str, Any]) -> None:

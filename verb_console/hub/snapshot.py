@@ -7,8 +7,9 @@ epoch seconds (floats) so a frozen clock is easy to fake.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
 
@@ -159,8 +160,11 @@ class LogEvent:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class Totals:
+@dataclass(slots=True)
+class Stats:
+    """The server's counters since it started: the hub keeps one, updated in place
+    on the hot path (plain attribute increments); :meth:`copy` freezes a reading."""
+
     accepted: int = 0
     rejected_throttle: int = 0
     rejected_max: int = 0
@@ -169,6 +173,28 @@ class Totals:
     msgs_out: int = 0
     bytes_in: int = 0
     bytes_out: int = 0
+    rejected_auth: int = 0  # refused at accept: the address failed to authenticate too often
+
+    def copy(self) -> Stats:
+        return Stats(
+            self.accepted,
+            self.rejected_throttle,
+            self.rejected_max,
+            self.slow_consumers,
+            self.msgs_in,
+            self.msgs_out,
+            self.bytes_in,
+            self.bytes_out,
+            self.rejected_auth,
+        )
+
+
+class HubState(enum.StrEnum):
+    """Where the server is in its life: serving, draining for shutdown, or done."""
+
+    RUNNING = "running"
+    DRAINING = "draining"
+    STOPPED = "stopped"
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,19 +209,18 @@ class Rates:
 
 @dataclass(frozen=True, slots=True)
 class Overview:
-    state: str  # "running", "draining" or "stopped"
+    state: str  # a HubState (a remote console adds "disconnected")
     started_at: float
     now: float
     listeners: tuple[str, ...]  # "HOST:PORT (PROTOCOL)"
     sessions: int
     peak_sessions: int
-    totals: Totals
+    totals: Stats  # a copy, taken with the overview
     rates: Rates
     drain_deadline: float | None = None  # when the grace period ends, while draining
     connections: int = 0  # TCP connections open now (a mux connection is one, its streams many)
     read_only: bool = False
     version: str = ""
-    extra: dict[str, str] = field(default_factory=dict)
     # In a cluster (PROTOCOL.md section 10): this node's name and its Redis link
     # ("up", "down", "connecting"); both "" on a single server.
     node: str = ""

@@ -56,7 +56,6 @@ class Throttle:
         self.window_s = window_s
         self._clock = clock
         self._entries: dict[str, _Entry] = {}
-        self.rejected_total = 0
 
     def admit(self, ip: str) -> bool:
         """Count a new connection from ``ip``; False means refuse it."""
@@ -77,7 +76,6 @@ class Throttle:
             return True
         if self.max_per_ip and entry.count >= self.max_per_ip:
             entry.rejected += 1
-            self.rejected_total += 1
             return False
         entry.count += 1
         entry.live += 1

@@ -26,11 +26,11 @@ class LiveHubView:
 
     def __init__(self, hub: Hub, read_only: bool = False) -> None:
         self.hub = hub
+        # Kept here only: the hub itself has no notion of a read-only operator.
         self.read_only = read_only
-        hub.read_only = read_only
 
     def overview(self) -> Overview:
-        return self.hub.overview()
+        return self.hub.overview(self.read_only)
 
     def sessions(self) -> list[SessionView]:
         # Live views, not copies: see SessionView for why.

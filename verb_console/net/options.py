@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 
@@ -36,11 +36,10 @@ class TCPOptions:
     on_error: Callable[[BaseException], Any] | None = None
     on_listening: Callable[[], Any] | None = None
     on_close: Callable[[], Any] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def update(self, values: dict[str, Any]) -> None:
         """Apply ``values`` (snake_case or the seed's camelCase names)."""
-        known = {f.name for f in fields(self)} - {"extra"}
+        known = {f.name for f in fields(self)}
         for key, value in values.items():
             name = _snake(key)
             if name not in known:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from .errors import TransferError
 from .upload import CompletedUpload, Upload
@@ -22,7 +22,15 @@ if TYPE_CHECKING:
     from ..session import Session
     from .store import UploadStore
 
-__all__ = ["complete_message", "progress_message", "start_finish", "store_of", "watch", "write"]
+__all__ = [
+    "UploadHost",
+    "complete_message",
+    "progress_message",
+    "start_finish",
+    "store_of",
+    "watch",
+    "write",
+]
 
 log = logging.getLogger(__name__)
 
@@ -30,8 +38,19 @@ log = logging.getLogger(__name__)
 _tasks: set[asyncio.Task[None]] = set()
 
 
+@runtime_checkable
+class UploadHost(Protocol):
+    """A server that keeps uploads: what the front ends need beyond a session's
+    :class:`~..session.SessionHost`. Named here, not in the SessionHost, so that
+    the session module does not import this package (it imports the sessions)."""
+
+    @property
+    def uploads(self) -> UploadStore | None: ...
+
+
 def store_of(session: Session) -> UploadStore:
-    store = session.hub.uploads
+    host = session.hub
+    store = host.uploads if isinstance(host, UploadHost) else None
     if store is None:
         raise TransferError("io_error", "Uploads are not available")
     return store
