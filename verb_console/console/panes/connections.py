@@ -9,7 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.reactive import var
 
-from verb_console.hub.snapshot import ClosedSessionInfo, SessionInfo
+from verb_console.hub.snapshot import SESSION_SORT_KEYS, ClosedSessionInfo, SessionInfo
 
 from ..format import fmt_bytes, fmt_clock, fmt_count, fmt_duration, fmt_int
 from ..glyphs import G
@@ -94,20 +94,8 @@ LIVE_COLUMNS = (
     Column("USER", 8, _user, lambda s: s.user or "", priority=10),
 )
 
-# The view's sort key (SessionInfo field) of each live column, for server-side sorting.
-SORT_FIELDS = (
-    "id",
-    "protocol",
-    "address",
-    "connected_at",
-    "last_activity",
-    "msgs_in",
-    "msgs_out",
-    "bytes_in",
-    "bytes_out",
-    "unsent",
-    "rooms",
-)
+# The view's sort key of each live column, for server-side sorting: the hub's own list.
+SORT_FIELDS = SESSION_SORT_KEYS
 
 CLOSED_COLUMNS = (
     Column("SESSION", 16, lambda s, _: s.id, attrgetter("id"), measure=attrgetter("id")),
