@@ -6,8 +6,10 @@ Every scrape is parsed with prometheus_client's own parser.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -133,6 +135,7 @@ async def test_every_counter_is_a_total_and_only_the_allowed_labels_appear(meter
         "verb_room_messages",
         "verb_uploads",
         "verb_upload_bytes",
+        "verb_auth_failures",
     }
     assert expected <= {f.name for f in counters}
     assert value(samples, "verb_sessions", protocol="json") == 1
@@ -481,10 +484,11 @@ def test_the_grafana_dashboard_is_importable_and_graphs_only_metrics_that_exist(
 
     from verb_console.hub import Hub
     from verb_console.hub.uploads import UploadStore
+    from verb_console.net.tls import TLSOptions
 
     registry = CollectorRegistry()
     hub = Hub(uploads=UploadStore(tmp_path))
-    registry.register(_Collector(hub))
+    registry.register(_Collector(hub, tls=TLSOptions(ssl.create_default_context())))
     for family in text_string_to_metric_families(generate_latest(registry).decode()):
         exported |= {s.name for s in family.samples}
     assert names and names <= exported, names - exported
@@ -516,3 +520,118 @@ async def test_the_exposition_parses_exactly_as_prometheus_clients_own(metered) 
         ours = exposition(registry.collect())
         theirs = generate_latest(registry)
         assert parsed(ours) == parsed(theirs)
+
+
+# --------------------------------------------------------------- authentication and TLS
+
+
+async def test_auth_failures_and_tls_handshakes_are_counted_by_reason(
+    metered, tls_files, tmp_path: Path
+) -> None:
+    import hashlib
+
+    import trustme
+
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"alice:{hashlib.sha256(b'tok-alice').hexdigest()}\n")
+    runtime = await metered(
+        protocol="json",
+        tls_cert=tls_files.cert,
+        tls_key=tls_files.key,
+        auth_file=str(tokens),
+        handshake_timeout=0.5,
+    )
+    port, ctx = runtime.port, tls_files.client_context()
+    _, before = await scrape(metrics_port(runtime))
+    assert value(before, "verb_tls_handshakes_total") == 0
+    for reason in ("timeout", "plaintext", "certificate", "closed", "protocol"):
+        assert value(before, "verb_tls_handshake_failures_total", reason=reason) == 0
+    for reason in ("auth_required", "auth_failed", "auth_timeout"):
+        assert value(before, "verb_auth_failures_total", reason=reason) == 0
+
+    async def session(first: bytes | None) -> bytes:
+        """A TLS json client: reads the welcome, sends ``first``, reads to the end."""
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=ctx, server_hostname="localhost"
+        )
+        try:
+            if first is not None:
+                writer.write(first)
+            async with asyncio.timeout(5):
+                return await reader.read()
+        finally:
+            writer.close()
+
+    good = frame({"type": "auth", "token": "tok-alice"}) + frame({"type": "ping"})
+    reader, writer = await asyncio.open_connection(
+        "127.0.0.1", port, ssl=ctx, server_hostname="localhost"
+    )
+    writer.write(good)
+    assert b"authenticated" in await reader.readuntil(b'"authenticated"')
+    await session(frame({"type": "auth", "token": "wrong"}))
+    await session(frame({"type": "auth", "token": "wrong-again"}))
+    await session(frame({"type": "ping"}))  # no token first
+    await session(None)  # no token in time
+
+    async def raw(data: bytes, hang_up: bool = False) -> bytes:
+        """Plain TCP (on this loop, as the server): send ``data``, read to the end."""
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(data)
+            if hang_up:
+                await asyncio.sleep(0.1)
+                return b""
+            async with asyncio.timeout(5):
+                return await reader.read()
+        finally:
+            writer.close()
+
+    # Plaintext to the TLS port; a ClientHello then a hang-up; silence, so no
+    # handshake in time.
+    await raw(b"GET / HTTP/1.1\r\n\r\n")
+    obj = ssl.create_default_context().wrap_bio(ssl.MemoryBIO(), out := ssl.MemoryBIO())
+    with contextlib.suppress(ssl.SSLWantReadError):
+        obj.do_handshake()
+    await raw(out.read(), hang_up=True)
+    assert await raw(b"") == b""
+    # A client trusting another CA refuses the server's certificate with an
+    # unknown_ca alert (sans-IO, so the alert surely goes out).
+    other = ssl.create_default_context()
+    trustme.CA().configure_trust(other)
+    obj = other.wrap_bio(
+        incoming := ssl.MemoryBIO(), out := ssl.MemoryBIO(), server_hostname="localhost"
+    )
+    reader, plain = await asyncio.open_connection("127.0.0.1", port)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        for _ in range(10):
+            try:
+                obj.do_handshake()
+            except ssl.SSLWantReadError:
+                plain.write(out.read())
+                incoming.write(await reader.read(65536))
+    plain.write(out.read())  # the alert
+    async with asyncio.timeout(5):
+        await reader.read()
+    plain.close()
+    await eventually(lambda: len(runtime.hub.connections) == 1, 5)
+    writer.close()
+    await eventually(lambda: not runtime.hub.connections, 5)
+    _, after = await scrape(metrics_port(runtime))
+    assert value(after, "verb_tls_handshakes_total") == 5
+    failures = {
+        reason: value(after, "verb_tls_handshake_failures_total", reason=reason)
+        for reason in ("timeout", "plaintext", "certificate", "closed", "protocol")
+    }
+    assert failures == {
+        "timeout": 1,
+        "plaintext": 1,
+        "certificate": 1,
+        "closed": 1,
+        "protocol": 0,
+    }
+    auth = {
+        reason: value(after, "verb_auth_failures_total", reason=reason)
+        for reason in ("auth_required", "auth_failed", "auth_timeout")
+    }
+    assert auth == {"auth_required": 1, "auth_failed": 2, "auth_timeout": 1}
+    assert runtime.hub.auth_failures.failures("127.0.0.1") == 2

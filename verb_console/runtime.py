@@ -156,7 +156,7 @@ class Runtime:
         if s.metrics:
             from .admin.metrics_http import start_metrics
 
-            self.metrics = await start_metrics(hub, s.metrics)
+            self.metrics = await start_metrics(hub, s.metrics, tls=tls)
             hub.on_shutdown.append(self.metrics.close)
 
     async def _join_cluster(self, port: int) -> None:

@@ -168,9 +168,10 @@ def _by(
 class HubCollector(Collector):
     """The hub's figures as Prometheus metric families, read at scrape time."""
 
-    def __init__(self, hub: Any, lag: LoopLag | None = None) -> None:
+    def __init__(self, hub: Any, lag: LoopLag | None = None, tls: Any = None) -> None:
         self.hub = hub
         self.lag = lag
+        self.tls = tls  # the listener's TLSOptions (their counters), None without TLS
 
     def collect(self) -> Iterator[Metric]:
         hub = self.hub
@@ -282,6 +283,31 @@ class HubCollector(Collector):
             )
             yield GaugeMetricFamily(
                 "verb_uploads_active", "Uploads in progress", value=store.active_count
+            )
+
+        # ---- authentication and TLS
+        failures = getattr(hub, "auth_failures", None)
+        if failures is not None:
+            yield _by(
+                CounterMetricFamily,
+                "verb_auth_failures",
+                "Failed authentications: no token first, a wrong token, none in time",
+                "reason",
+                dict(failures.counts),
+            )
+        counters = getattr(self.tls, "counters", None)
+        if counters is not None:
+            yield _counter(
+                "verb_tls_handshakes",
+                "TLS handshakes completed",
+                counters.handshakes,
+            )
+            yield _by(
+                CounterMetricFamily,
+                "verb_tls_handshake_failures",
+                "TLS handshakes that failed, by reason",
+                "reason",
+                dict(counters.failures),
             )
 
         yield from self._cluster()

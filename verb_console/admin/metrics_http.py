@@ -45,6 +45,7 @@ class MetricsServer:
         port: int,
         *,
         lag: LoopLag | None = None,
+        tls: Any = None,
         read_timeout: float = READ_TIMEOUT,
         write_timeout: float = WRITE_TIMEOUT,
         max_request: int = MAX_REQUEST,
@@ -59,7 +60,7 @@ class MetricsServer:
         self.max_request = max_request
         self.max_clients = max_clients
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(HubCollector(hub, lag))
+        self.registry.register(HubCollector(hub, lag, tls))
         #: Scrapes answered, and requests cut (too slow, too big, too many at once).
         self.scrapes = 0
         self.cut = 0
@@ -143,10 +144,13 @@ class MetricsServer:
                 await asyncio.wait_for(self._server.wait_closed(), 2)
 
 
-async def start_metrics(hub: Any, address: str, *, lag_interval: float = 0.5) -> MetricsServer:
-    """Start serving ``/metrics`` and ``/healthz`` on ``address`` (``HOST:PORT``)."""
+async def start_metrics(
+    hub: Any, address: str, *, lag_interval: float = 0.5, tls: Any = None
+) -> MetricsServer:
+    """Start serving ``/metrics`` and ``/healthz`` on ``address`` (``HOST:PORT``);
+    ``tls``: the listener's TLS options, whose handshakes are counted."""
     host, port = parse_address(address)
-    server = MetricsServer(hub, host, port, lag=LoopLag(lag_interval))
+    server = MetricsServer(hub, host, port, lag=LoopLag(lag_interval), tls=tls)
     await server.start()
     bound = server.address
     shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]

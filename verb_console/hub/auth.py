@@ -13,7 +13,14 @@ from pathlib import Path
 
 from .throttle import throttle_key
 
-__all__ = ["MAX_FAILURES", "AuthFailures", "AuthFile", "AuthFileError", "valid_user_name"]
+__all__ = [
+    "AUTH_FAILURE_REASONS",
+    "MAX_FAILURES",
+    "AuthFailures",
+    "AuthFile",
+    "AuthFileError",
+    "valid_user_name",
+]
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _HEX = re.compile(r"[0-9a-f]{64}")
@@ -21,6 +28,8 @@ MAX_TOKEN_BYTES = 256
 # Wrong tokens from one address (IPv6: per /64) within one window before it is refused.
 MAX_FAILURES = 5
 MAX_ENTRIES = 100_000
+# Why an authentication failed: no token first, a wrong token, none in time.
+AUTH_FAILURE_REASONS = ("auth_required", "auth_failed", "auth_timeout")
 
 
 def valid_user_name(name: str) -> bool:
@@ -107,6 +116,8 @@ class AuthFailures:
         self._clock = clock
         self._entries: dict[str, _Failures] = {}
         self.refused = 0
+        #: Failed authentications since start, by one of :data:`AUTH_FAILURE_REASONS`.
+        self.counts = dict.fromkeys(AUTH_FAILURE_REASONS, 0)
 
     def record(self, ip: str) -> None:
         """One wrong token from ``ip``."""

@@ -180,6 +180,7 @@ class AuthGate:
         self._timer = None
         s = self.session
         if s.user is None and not s.closing:
+            s.hub.auth_failures.counts["auth_timeout"] += 1
             s.close(CloseReason.AUTH_TIMEOUT)
 
     def _stop_timer(self) -> None:
@@ -208,6 +209,7 @@ class AuthGate:
         if user is None:
             self._stop_timer()
             code = "auth_required" if token is None else "auth_failed"
+            hub.auth_failures.counts[code] += 1
             if token is not None:
                 hub.auth_failures.record(s.address)
             if error is not None:

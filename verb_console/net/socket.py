@@ -222,9 +222,7 @@ class TCPSocket(TLSSocketMixin, asyncio.BufferedProtocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self._tls_timer is not None:
-            self._tls_timer.cancel()
-            self._tls_timer = None
+        self._tls_lost()
         if exc is not None:
             self.had_error = True
             self._emit("error", exc)

@@ -12,20 +12,51 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = [
+    "HANDSHAKE_FAILURES",
     "TLS_RECORD_HANDSHAKE",
+    "TLSCounters",
     "TLSError",
     "TLSLayer",
     "TLSOptions",
+    "failure_kind",
     "make_server_context",
     "peer_common_name",
 ]
 
 # The first byte of a TLS handshake record (a ClientHello starts with it).
 TLS_RECORD_HANDSHAKE = 0x16
+
+
+# Why handshakes fail, in few enough words to be a metric's label: no handshake in
+# time, plaintext where TLS was required, a client certificate refused, the peer
+# gone halfway, any other TLS protocol error.
+HANDSHAKE_FAILURES = ("timeout", "plaintext", "certificate", "closed", "protocol")
+_PLAINTEXT_REASONS = ("plaintext", "http_request", "https_proxy_request")
+
+
+def failure_kind(why: str) -> str:
+    """Which of :data:`HANDSHAKE_FAILURES` a TLS error's reason (OpenSSL's word) is."""
+    if why == "handshake_timeout":
+        return "timeout"
+    if why in _PLAINTEXT_REASONS:
+        return "plaintext"
+    if "cert" in why or "unknown_ca" in why:
+        return "certificate"
+    return "protocol"
+
+
+class TLSCounters:
+    """A listener's TLS handshakes, counted by its connections (read by the metrics)."""
+
+    __slots__ = ("failures", "handshakes")
+
+    def __init__(self) -> None:
+        self.handshakes = 0  # completed
+        self.failures = dict.fromkeys(HANDSHAKE_FAILURES, 0)
 
 
 class TLSError(Exception):
@@ -45,6 +76,8 @@ class TLSOptions:
     detect: bool = False
     required: bool = False
     handshake_timeout: float = 10.0  # seconds; 0: none
+    # Kept across reloads (the context is replaced, the options are not).
+    counters: TLSCounters = field(default_factory=TLSCounters)
 
 
 def make_server_context(

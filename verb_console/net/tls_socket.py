@@ -7,15 +7,16 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-from .tls import TLS_RECORD_HANDSHAKE, TLSError, TLSLayer, TLSOptions
+from .tls import TLS_RECORD_HANDSHAKE, TLSCounters, TLSError, TLSLayer, TLSOptions, failure_kind
 
 
 class TLSSocketMixin:
     """The TLS state and methods of ``TCPSocket``."""
 
-    __slots__ = ("_tls", "_tls_options", "_tls_timer", "tls_error")
+    __slots__ = ("_tls", "_tls_counters", "_tls_options", "_tls_timer", "tls_error")
 
     _tls: TLSLayer | None
+    _tls_counters: TLSCounters | None
     _tls_options: TLSOptions | None
     _tls_timer: asyncio.TimerHandle | None
     tls_error: str | None  # why TLS ended the connection, if it did
@@ -38,11 +39,13 @@ class TLSSocketMixin:
         self._tls = None
         self._tls_options = None
         self._tls_timer = None
+        self._tls_counters = None
         self.tls_error = None
 
     def use_tls(self, options: TLSOptions) -> None:
         """Speak TLS on this accepted connection (from its first byte, or, with
         ``options.detect``, if its first byte starts a TLS handshake)."""
+        self._tls_counters = options.counters
         if options.detect:
             self._tls_options = options
         else:
@@ -69,6 +72,9 @@ class TLSSocketMixin:
 
     def _tls_abort(self, why: str) -> None:
         self.tls_error = why
+        counters = self._tls_counters
+        if counters is not None and (self._tls is None or not self._tls.established):
+            counters.failures[failure_kind(why)] += 1
         self._tls_options = None
         if self._tls_timer is not None:
             self._tls_timer.cancel()
@@ -116,6 +122,8 @@ class TLSSocketMixin:
                 self.transport.write(out)
             if tls.established and not was_established:
                 was_established = True
+                if self._tls_counters is not None:
+                    self._tls_counters.handshakes += 1
                 if self._tls_timer is not None:
                     self._tls_timer.cancel()
                     self._tls_timer = None
@@ -131,3 +139,13 @@ class TLSSocketMixin:
             self._deliver(bytes(rbuf[: len(rbuf) if got < 0 else got]))
             if got > 0:
                 return
+
+    def _tls_lost(self) -> None:
+        """The connection is gone: stop the timer; a handshake cut short is a failure."""
+        if self._tls_timer is not None:
+            self._tls_timer.cancel()
+            self._tls_timer = None
+        tls = self._tls
+        counters = self._tls_counters
+        if tls is not None and counters is not None and not tls.established and not self.tls_error:
+            counters.failures["closed"] += 1
