@@ -162,7 +162,7 @@ class Runtime:
     async def _join_cluster(self, port: int) -> None:
         """Become a node of the cluster at ``--cluster`` (PROTOCOL.md section 10)."""
         from .cluster import RedisBus, valid_node_name
-        from .cluster.node import ClusterUnavailable, NodeNameTaken
+        from .cluster.base import ClusterUnavailable, NodeNameTaken
 
         s = self.settings
         name = s.node_name or default_node_name(port)

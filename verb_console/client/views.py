@@ -15,7 +15,7 @@ stream's session greets the moment the stream is created.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from ..protocols import binary as b
 from ..protocols import json as j
@@ -23,9 +23,6 @@ from ..protocols.errors import ProtocolError
 from ._io import Mailbox, pull
 from .core import DEFAULT, DELIBERATE_REASONS, JsonCore
 from .errors import MuxClosed
-
-if TYPE_CHECKING:
-    from .mux import MuxStream
 
 __all__ = ["BinaryStream", "JsonStream", "LineStream", "Pipe"]
 
@@ -46,6 +43,28 @@ class Pipe(Protocol):
     def _ended_error(self) -> ConnectionError: ...
 
 
+class _Connection(Protocol):
+    @property
+    def local_id(self) -> str: ...
+
+
+class StreamPipe(Pipe, Protocol):
+    """What a json view needs of a mux stream (``mux.MuxStream``) beyond a pipe."""
+
+    @property
+    def client(self) -> _Connection: ...
+
+    @property
+    def stream_id(self) -> int: ...
+
+    @property
+    def close_reason(self) -> str | None: ...
+
+    async def drain(self) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 class JsonStream(JsonCore):
     """``<length>\\n<body>`` JSON messages over a :class:`MuxStream`."""
 
@@ -53,7 +72,7 @@ class JsonStream(JsonCore):
     request_timeout = DEFAULT_TIMEOUT
     receive_timeout = DEFAULT_TIMEOUT
 
-    def __init__(self, stream: MuxStream, max_frame: int | None = None) -> None:
+    def __init__(self, stream: StreamPipe, max_frame: int | None = None) -> None:
         super().__init__(j.DEFAULT_MAX_FRAME if max_frame is None else max_frame)
         self.stream = stream
 

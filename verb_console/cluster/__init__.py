@@ -5,7 +5,8 @@ publishing to the other nodes, the directory of sessions and room members,
 node liveness and the Redis link. The hub never imports this package.
 """
 
+from .base import NodeNameTaken
 from .directory import Directory
-from .node import NodeNameTaken, RedisBus, valid_node_name
+from .node import RedisBus, valid_node_name
 
 __all__ = ["Directory", "NodeNameTaken", "RedisBus", "valid_node_name"]

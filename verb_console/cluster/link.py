@@ -15,7 +15,7 @@ import logging
 import math
 import secrets
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 from redis.asyncio import Redis
@@ -26,9 +26,7 @@ from redis.exceptions import ResponseError
 
 from ..hub.histogram import Histogram
 from . import keys
-
-if TYPE_CHECKING:
-    from .node import RedisBus
+from .base import SUBSCRIBE, UNSUBSCRIBE, ClusterUnavailable, LinkBus, NodeNameTaken
 
 log = logging.getLogger("verb_console.cluster")
 
@@ -50,7 +48,7 @@ class LinkLost(Exception):
 class Link:
     """Connects the bus to Redis, and keeps it connected."""
 
-    def __init__(self, bus: RedisBus) -> None:
+    def __init__(self, bus: LinkBus) -> None:
         self.bus = bus
         self.state = "connecting"
         self.since = time.time()
@@ -84,8 +82,6 @@ class Link:
     # ----------------------------------------------------------- lifecycle
     async def claim(self) -> None:
         """Take the node's name in Redis; refuses if a live node holds it."""
-        from .node import ClusterUnavailable, NodeNameTaken
-
         client = self._new_client()
         try:
             taken = not await client.set(
@@ -186,8 +182,6 @@ class Link:
         self._up_at = self._probe_back = time.monotonic()
         for node_state in bus.directory.nodes.values():
             node_state.last_heard = self._up_at
-        from .node import SUBSCRIBE
-
         # Rooms joined while linking were not subscribed with the rest: first thing.
         missing = [(SUBSCRIBE, ch) for ch in bus.wanted if ch not in self._subscribed]
         bus.queue.extendleft(reversed([*missing, *self._announce(sessions, rooms)]))
@@ -319,8 +313,6 @@ class Link:
         packing and reading each reply than Redis took to run it); the replies are
         read back in one go, with one timeout for the batch.
         """
-        from .node import SUBSCRIBE, UNSUBSCRIBE
-
         bus = self.bus
         queue = bus.queue
         conn = client.connection_pool.make_connection()
@@ -367,8 +359,6 @@ class Link:
                 await conn.disconnect()
 
     async def _subscription(self, pubsub: PubSub, kind: str, channel: bytes) -> None:
-        from .node import SUBSCRIBE
-
         wanted = channel in self.bus.wanted
         if kind is SUBSCRIBE:
             if wanted and channel not in self._subscribed:

@@ -26,6 +26,7 @@ import orjson
 
 from ..protocols.json import encode
 from . import keys
+from .base import SUBSCRIBE, UNSUBSCRIBE
 from .directory import Change, Directory
 from .link import Link
 
@@ -36,10 +37,6 @@ log = logging.getLogger("verb_console.cluster")
 
 _NAME = re.compile(r"[A-Za-z0-9_.-]{1,32}\Z")
 
-# Queue entries that are not Redis commands: (un)subscribe a room's channel.
-SUBSCRIBE = "subscribe"
-UNSUBSCRIBE = "unsubscribe"
-
 DEFAULT_QUEUE_LIMIT = 10000
 # Above the largest json frame (1 MiB by default) and far below Redis's pub/sub
 # output-buffer limits (8 MiB soft, 32 MiB hard): one message never trips them.
@@ -49,14 +46,6 @@ DEFAULT_MAX_MESSAGE = 1024 * 1024 + 4096
 def valid_node_name(name: str) -> bool:
     """1 to 32 characters of ``A-Za-z0-9_.-`` (PROTOCOL.md section 10)."""
     return _NAME.match(name) is not None
-
-
-class NodeNameTaken(Exception):
-    """A live node already holds this node's name."""
-
-
-class ClusterUnavailable(Exception):
-    """Redis could not be reached when the node started."""
 
 
 class RedisBus:
