@@ -1,9 +1,12 @@
-"""The message server: session registry, rooms, throttle, operator actions, shutdown, figures."""
+"""The message server: session registry, accept and close, delivery from other nodes, figures.
+
+The operator actions (:mod:`.operator`) and the graceful shutdown (:mod:`.shutdown`)
+are parts of :class:`Hub` kept in their own modules.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
 import time
@@ -25,15 +28,16 @@ from .echo_session import EchoSession
 from .ended import Ended
 from .json_session import HANDLERS, JsonSession
 from .mux_session import MuxSession
+from .operator import OperatorActions
 from .rooms import RoomRegistry
 from .session import (
-    CLOSE_FLUSH_S,
     CloseReason,
     EventOutlet,
     Outlet,
     Session,
     refresh_wall_offset,
 )
+from .shutdown import GracefulShutdown
 from .snapshot import (
     ClosedSessionInfo,
     HubState,
@@ -84,7 +88,7 @@ def session_kinds(with_uploads: bool) -> dict[str, SessionFactory]:
     }
 
 
-class Hub:
+class Hub(OperatorActions, GracefulShutdown):
     """Everything the server knows; the :class:`~.session.SessionHost` of its sessions.
 
     Built whole: the upload store (None: uploads are off) is given here, and a
@@ -418,132 +422,6 @@ class Hub:
         else:
             log.debug(text, extra=extra)
 
-    # ----------------------------------------------------------- operator actions
-    def operator_broadcast(
-        self, text: str, room: str | None = None, *, local_only: bool = False
-    ) -> int:
-        """Send ``text`` from the server to every session (or to one room's members).
-
-        In a cluster it reaches the other nodes too, unless ``local_only`` (the
-        delivery of another node's operator broadcast). Returns the sessions here.
-        """
-        now = int(time.time() * 1000)
-        bus = None if local_only else self.bus
-        if room is not None:
-            r = self.rooms.get(room)
-            if bus is not None and (r is not None or any(bus.remote_members(room))):
-                bus.operator_broadcast(text, room)
-            if r is None:
-                if bus is None or not any(bus.remote_members(room)):
-                    self.event("operator", f"broadcast to unknown room {room!r} dropped")
-                return 0
-            r.messages += 1
-            n = self.rooms.send(
-                r, {"type": "room_message", "room": room, "from": "server", "data": text}
-            )
-            self.event("operator", f"broadcast to room {room} ({_sessions(n)}): {text}")
-            return n
-        message = {"type": "broadcast", "from": "server", "data": text, "timestamp": now}
-        if bus is not None:
-            bus.operator_broadcast(text, None)
-        n = 0
-        for session in list(self.sessions.values()):
-            if session.accepts_notices and not session.closing:
-                session.notify(message)
-                n += 1
-        self.event("operator", f"broadcast to {_sessions(n)}: {text}")
-        return n
-
-    def operator_close(self, session_id: str, *, local_only: bool = False) -> bool:
-        """Close a session (in a cluster, on whichever node holds it)."""
-        session = self.sessions.get(session_id)
-        if session is None and self.bus is not None and not local_only:
-            if session_id.endswith(self.id_suffix):
-                return False
-            sent = self.bus.operator_close(session_id)
-            if sent:
-                self.event("operator", f"asked the node of {session_id} to close it")
-            return sent
-        if session is None or session.closing:
-            return False
-        self.event("operator", f"closed session {session_id}")
-        session.close(CloseReason.OPERATOR)
-        return True
-
-    def operator_close_ip(self, address: str) -> int:
-        victims = [s for s in self.connections.values() if s.address == address and not s.closing]
-        for session in victims:
-            session.close(CloseReason.OPERATOR)
-        self.event("operator", f"closed {_sessions(len(victims))} of {address}")
-        return len(victims)
-
-    # ----------------------------------------------------------- shutdown
-    def begin_shutdown(self) -> None:
-        """Graceful shutdown: stop accepting, tell every session, wait for them to leave."""
-        if self.state is not HubState.RUNNING:
-            return
-        self.state = HubState.DRAINING
-        grace = self.settings.grace_period
-        self.drain_deadline = time.time() + grace
-        for stop_accepting in self._stop_accepting:
-            stop_accepting()
-        self.event(
-            "server", f"graceful shutdown: {len(self.connections)} sessions, {grace:g}s grace"
-        )
-        notice = {
-            "type": "server_shutdown",
-            "message": "Server is shutting down",
-            "gracePeriod": int(grace * 1000),
-        }
-        for session in list(self.sessions.values()):
-            if session.accepts_notices and not session.closing:
-                session.notify(notice)
-        loop = asyncio.get_running_loop()
-        for hook in self.on_drain:
-            result = hook()
-            if asyncio.iscoroutine(result):
-                self._hook_tasks.add(task := loop.create_task(result))
-                task.add_done_callback(self._hook_tasks.discard)
-        self._drain_task = loop.create_task(self._drain(grace))
-
-    def force_shutdown(self) -> None:
-        """Close every session now (a second signal, or the operator's choice during the drain)."""
-        if self.state is HubState.RUNNING:
-            self.begin_shutdown()
-        self._force.set()
-
-    async def _drain(self, grace: float) -> None:
-        if self.connections:
-            waits = [
-                asyncio.ensure_future(self._drained.wait()),
-                asyncio.ensure_future(self._force.wait()),
-            ]
-            try:
-                await asyncio.wait(waits, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                for w in waits:
-                    w.cancel()
-        if self.connections:
-            self.event("server", f"closing {len(self.connections)} remaining sessions")
-            for session in list(self.connections.values()):
-                session.close(CloseReason.SHUTDOWN)
-            # Each gets CLOSE_FLUSH_S to flush; the last to go sets the event.
-            if self.connections:
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._drained.wait(), CLOSE_FLUSH_S + 1.0)
-        for hook in self.on_shutdown:
-            result = hook()
-            if asyncio.iscoroutine(result):
-                await result
-        self.state = HubState.STOPPED
-        if self._ticker is not None:
-            self._ticker.cancel()
-        self.event("server", "shutdown complete")
-        self._stopped.set()
-
-    async def wait_stopped(self) -> None:
-        await self._stopped.wait()
-
     # ----------------------------------------------------------- HubView
     def totals(self) -> Stats:
         """A copy of the counters as they are now."""
@@ -591,7 +469,3 @@ class Hub:
         if not self.events or self.events[-1].seq <= seq:
             return []
         return [e for e in self.events if e.seq > seq]
-
-
-def _sessions(n: int) -> str:
-    return f"{n:,} session" if n == 1 else f"{n:,} sessions"
