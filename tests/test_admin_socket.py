@@ -9,6 +9,7 @@ import socket
 import stat
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -204,3 +205,67 @@ async def test_another_uid_is_refused_by_the_file_mode_and_by_its_peer_credentia
     # The owner still gets in.
     async with await AdminClient.connect(path) as admin:
         assert (await admin.request("status"))["state"] == "running"
+
+
+FILTERS = (
+    "proto:mux",
+    "proto:detect",
+    "proto!=mux",
+    "proto=mux idle<60",
+    "idle>60",
+    "idle<=1m",
+    "unsent<1KiB",
+    "user:-",
+    "mux",
+    "127.0.0.1",
+    "nosuchcolumn:1",
+)
+
+
+async def test_field_filters_keep_on_the_server_exactly_what_the_console_keeps_in_process(
+    start_server,
+) -> None:
+    from verb_console.client import MuxClient
+    from verb_console.console.panes.connections import LIVE_COLUMNS
+    from verb_console.filtering import apply
+    from verb_console.hub.session_fields import LIVE_FIELDS, search_text
+
+    # A term's field is found by the column labels, in order: both lists agree.
+    assert [c.label for c in LIVE_COLUMNS] == [f.label for f in LIVE_FIELDS]
+
+    runtime = await start_server(protocol="auto")
+    muxes = [await MuxClient.connect("127.0.0.1", runtime.port) for _ in range(2)]
+    for client in muxes:
+        await client.ping()  # the client's first bytes make it a mux connection
+    # Connections that send nothing stay "detecting".
+    raws = [await asyncio.open_connection("127.0.0.1", runtime.port) for _ in range(3)]
+    hub = runtime.hub
+    try:
+        await eventually(lambda: len(hub.sessions) == 5, timeout=5)
+        await eventually(
+            lambda: sum(s.protocol == "mux" for s in hub.sessions.values()) == 2, timeout=5
+        )
+        mux_ids = sorted(s.id for s in hub.sessions.values() if s.protocol == "mux")
+        async with await AdminClient.connect(runtime.admin.path) as admin:
+            for text in FILTERS:
+                page = page_from_wire(await admin.request("sessions", filter=text, limit=100))
+                here, _ = apply(
+                    text, LiveHubView(hub).sessions(), LIVE_COLUMNS, search_text, time.time()
+                )
+                assert sorted(s.id for s in page.rows) == sorted(s.id for s in here), text
+                assert page.total == 5 and page.matched == len(here), text
+                if text in ("proto:mux", "proto=mux idle<60", "mux"):
+                    assert sorted(s.id for s in page.rows) == mux_ids, text
+            counts = {
+                text: page_from_wire(await admin.request("sessions", filter=text)).matched
+                for text in ("proto:detect", "proto!=mux", "idle>60", "nosuchcolumn:1")
+            }
+            assert counts == {"proto:detect": 3, "proto!=mux": 3, "idle>60": 0, "nosuchcolumn:1": 0}
+            # Sorted by the USER column (no user anywhere) without failing.
+            page = page_from_wire(await admin.request("sessions", sort="user", limit=3))
+            assert len(page.rows) == 3
+    finally:
+        for client in muxes:
+            await client.close()
+        for _reader, writer in raws:
+            writer.close()

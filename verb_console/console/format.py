@@ -10,39 +10,12 @@ import math
 import time
 from collections.abc import Sequence
 
+from ..units import fmt_bytes as fmt_bytes
+from ..units import fmt_count as fmt_count
+from ..units import fmt_duration as fmt_duration
 from .glyphs import G
 
-_BYTE_UNITS = ("B", "KiB", "MiB", "GiB", "TiB", "PiB")
-_COUNT_UNITS = ("", "k", "M", "G", "T")
 # Eight heights; the first is a baseline so an idle period still shows a trace.
-
-
-def fmt_bytes(n: float) -> str:
-    """Return a byte count in binary units, e.g. ``1.5 KiB`` or ``512 B``."""
-    if n < 0:
-        return "-" + fmt_bytes(-n)
-    if n < 1024:
-        return f"{int(n)} B"
-    value = float(n)
-    for unit in _BYTE_UNITS[1:]:
-        value /= 1024.0
-        if value < 1024 or unit == _BYTE_UNITS[-1]:
-            return f"{value:.1f} {unit}" if value < 100 else f"{value:.0f} {unit}"
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-def fmt_count(n: float) -> str:
-    """Return a count with a metric suffix once it no longer fits, e.g. ``12.3k``."""
-    if n < 0:
-        return "-" + fmt_count(-n)
-    if n < 10_000:
-        return f"{int(n)}"
-    value = float(n)
-    for unit in _COUNT_UNITS[1:]:
-        value /= 1000.0
-        if value < 1000 or unit == _COUNT_UNITS[-1]:
-            return f"{value:.1f}{unit}" if value < 100 else f"{value:.0f}{unit}"
-    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def fmt_int(n: int) -> str:
@@ -71,25 +44,6 @@ def fmt_rate(per_second: float) -> str:
 def fmt_byte_rate(per_second: float) -> str:
     """Return a byte rate, e.g. ``3.4 MiB/s``."""
     return f"{fmt_bytes(per_second)}/s"
-
-
-def fmt_duration(seconds: float) -> str:
-    """Return a duration at the two most useful units: ``42s``, ``3m05s``, ``2h03m``, ``4d07h``.
-
-    Negative durations (clock skew between sampler and hub) read as zero rather
-    than confusing the operator with a minus sign.
-    """
-    s = int(seconds) if seconds > 0 else 0
-    if s < 60:
-        return f"{s}s"
-    m, s = divmod(s, 60)
-    if m < 60:
-        return f"{m}m{s:02d}s"
-    h, m = divmod(m, 60)
-    if h < 24:
-        return f"{h}h{m:02d}m"
-    d, h = divmod(h, 24)
-    return f"{d}d{h:02d}h"
 
 
 def fmt_clock(epoch: float) -> str:

@@ -270,6 +270,7 @@ SESSION_SORT_KEYS = (
     "bytes_out",
     "unsent",
     "rooms",
+    "user",
 )
 
 

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import time
 from operator import attrgetter
 from typing import Any
 
+from ..filtering import apply
 from .hub import Hub
 from .session import SessionView
+from .session_fields import LIVE_FIELDS, search_text
 from .snapshot import (
     SESSION_SORT_KEYS,
     ClosedSessionInfo,
@@ -96,11 +100,6 @@ class LiveHubView:
         self.hub.force_shutdown()
 
 
-def session_search_text(s: Any) -> str:
-    """What ``/`` matches a live session against (case-insensitive): id, protocol, rooms."""
-    return f"{s.id} {s.protocol} {' '.join(s.rooms)}"
-
-
 def page_of(
     records: list[Any],
     sort: str = "id",
@@ -108,35 +107,50 @@ def page_of(
     filter: str = "",
     offset: int = 0,
     limit: int = 100,
+    now: float | None = None,
 ) -> SessionPage:
     """Filter, sort and slice live session records into a :class:`SessionPage`.
 
+    ``filter`` is the console's filter line (words, ``proto:mux``, ``idle>60``;
+    see :mod:`verb_console.filtering`), applied to the Connections pane's cell
+    texts as the console applies it; a term naming no column matches nothing.
     Only the page's records are copied into :class:`SessionInfo`.
     """
     if sort not in SESSION_SORT_KEYS:
         raise ValueError(f"unknown sort key {sort!r}")
     total = len(records)
     rows = records
-    if filter:
-        needle = filter.lower()
-        if " " in needle:
-            rows = [r for r in records if needle in session_search_text(r).lower()]
-        else:
-            # The same match without building a string per session: ids and
-            # protocol names are lower case already; only room names need it.
-            rows = [
-                r
-                for r in records
-                if needle in r.id
-                or needle in r.protocol
-                or (r.rooms and needle in " ".join(r.rooms).lower())
-            ]
+    needle = filter.strip().lower()
+    if needle and " " not in needle and not _FIELD_TERM.search(needle):
+        # One word: the console's match without building a string per session.
+        # Ids and protocol names are lower case already; users and rooms may not be.
+        rows = [
+            r
+            for r in records
+            if needle in r.id
+            or needle in r.protocol
+            or (r.user is not None and needle in r.user.lower())
+            or (r.rooms and needle in " ".join(r.rooms).lower())
+        ]
+    elif needle:
+        when = time.time() if now is None else now
+        rows, _error = apply(filter, records, LIVE_FIELDS, search_text, when)
     matched = len(rows)
     offset = max(0, min(offset, matched))
     limit = max(0, limit)
+    key = _user_key if sort == "user" else attrgetter(sort)
     # One C-level sort beats a partial sort in Python (heapq) at these sizes.
-    picked = sorted(rows, key=attrgetter(sort), reverse=reverse)[offset : offset + limit]
+    picked = sorted(rows, key=key, reverse=reverse)[offset : offset + limit]
     return SessionPage(total, matched, offset, tuple(map(as_info, picked)))
+
+
+# A word that is a field term (``proto:mux``, ``idle>60``), not a bare word.
+_FIELD_TERM = re.compile(r"[:<>=]")
+
+
+def _user_key(s: Any) -> str:
+    # As the console sorts its USER column: no user first.
+    return s.user or ""
 
 
 def as_info(s: Any) -> SessionInfo:

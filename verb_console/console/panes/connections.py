@@ -9,7 +9,8 @@ from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.reactive import var
 
-from verb_console.hub.snapshot import SESSION_SORT_KEYS, ClosedSessionInfo, SessionInfo
+from verb_console.hub.session_fields import LIVE_FIELDS, search_text
+from verb_console.hub.snapshot import ClosedSessionInfo, SessionInfo
 
 from ..format import fmt_bytes, fmt_clock, fmt_count, fmt_duration, fmt_int
 from ..glyphs import G
@@ -35,17 +36,24 @@ REASON_TONES: dict[str, str] = {
 }
 
 
-def _unsent(s: SessionInfo, _now: float) -> Cell:
+# The live columns' texts are the hub's (hub/session_fields.py), so that the
+# server filters an attached console's sessions on the very text shown here;
+# a column adds only its width, colour and layout. A new column: one field
+# there, one Column here, at the same position.
+_F = {f.label: f.render for f in LIVE_FIELDS}
+
+
+def _unsent(s: SessionInfo, now: float) -> Cell:
+    text = _F["UNSENT"](s, now)
     if s.unsent <= 0:
-        return ("0", "muted")
+        return (text, "muted")
     tone = "error" if s.unsent >= UNSENT_ERROR else "warn" if s.unsent >= UNSENT_WARN else ""
-    return (fmt_bytes(s.unsent), tone) if tone else fmt_bytes(s.unsent)
+    return (text, tone) if tone else text
 
 
 def _idle(s: SessionInfo, now: float) -> Cell:
-    idle = now - s.last_activity
-    text = fmt_duration(idle)
-    return (text, "warn") if idle >= IDLE_WARN else text
+    text = _F["IDLE"](s, now)
+    return (text, "warn") if now - s.last_activity >= IDLE_WARN else text
 
 
 def _protocol(s: SessionInfo | ClosedSessionInfo, _now: float) -> Cell:
@@ -57,45 +65,31 @@ def _user(s: SessionInfo, _now: float) -> Cell:
 
 
 LIVE_COLUMNS = (
-    Column("SESSION", 16, lambda s, _: s.id, attrgetter("id"), measure=attrgetter("id")),
+    Column("SESSION", 16, _F["SESSION"], attrgetter("id"), measure=attrgetter("id")),
     Column("PROTO", 9, _protocol, attrgetter("protocol"), priority=4),
-    Column("ADDRESS", 15, lambda s, _: s.address, attrgetter("address"), priority=9),
+    Column("ADDRESS", 15, _F["ADDRESS"], attrgetter("address"), priority=9),
     Column(
         "UPTIME",
         7,
-        lambda s, now: fmt_duration(now - s.connected_at),
+        _F["UPTIME"],
         attrgetter("connected_at"),
         "right",
         priority=5,
         descending=True,
     ),
     Column("IDLE", 6, _idle, attrgetter("last_activity"), "right", 2, descending=True),
-    Column("MSG IN", 7, lambda s, _: fmt_count(s.msgs_in), attrgetter("msgs_in"), "right"),
-    Column("MSG OUT", 7, lambda s, _: fmt_count(s.msgs_out), attrgetter("msgs_out"), "right"),
-    Column(
-        "BYTES IN",
-        9,
-        lambda s, _: fmt_bytes(s.bytes_in),
-        attrgetter("bytes_in"),
-        "right",
-        priority=7,
-    ),
-    Column(
-        "BYTES OUT",
-        9,
-        lambda s, _: fmt_bytes(s.bytes_out),
-        attrgetter("bytes_out"),
-        "right",
-        priority=7,
-    ),
+    Column("MSG IN", 7, _F["MSG IN"], attrgetter("msgs_in"), "right"),
+    Column("MSG OUT", 7, _F["MSG OUT"], attrgetter("msgs_out"), "right"),
+    Column("BYTES IN", 9, _F["BYTES IN"], attrgetter("bytes_in"), "right", priority=7),
+    Column("BYTES OUT", 9, _F["BYTES OUT"], attrgetter("bytes_out"), "right", priority=7),
     Column("UNSENT", 9, _unsent, attrgetter("unsent"), "right", priority=3),
-    Column("ROOMS", 6, lambda s, _: ",".join(s.rooms), lambda s: s.rooms, priority=8, flex=True),
+    Column("ROOMS", 6, _F["ROOMS"], lambda s: s.rooms, priority=8, flex=True),
     # Last, so the sort keys' positions stay; hidden first when the terminal is narrow.
     Column("USER", 8, _user, lambda s: s.user or "", priority=10),
 )
 
-# The view's sort key of each live column, for server-side sorting: the hub's own list.
-SORT_FIELDS = SESSION_SORT_KEYS
+# The view's sort key of each live column, for server-side sorting.
+SORT_FIELDS = tuple(f.sort for f in LIVE_FIELDS)
 
 CLOSED_COLUMNS = (
     Column("SESSION", 16, lambda s, _: s.id, attrgetter("id"), measure=attrgetter("id")),
@@ -131,10 +125,6 @@ CLOSED_COLUMNS = (
     ),
     Column("DETAIL", 8, lambda s, _: s.detail, attrgetter("detail"), priority=3, flex=True),
 )
-
-
-def _session_search(s: SessionInfo) -> str:
-    return f"{s.id} {s.protocol} {s.user or ''} {' '.join(s.rooms)}"
 
 
 def _closed_search(s: ClosedSessionInfo) -> str:
@@ -199,7 +189,7 @@ class ConnectionsPane(Pane):
         yield LiveTable(
             LIVE_COLUMNS,
             key=attrgetter("id"),
-            search=_session_search,
+            search=search_text,
             sort_column=3,
             empty_text="no live sessions",
             id="live",
