@@ -133,6 +133,11 @@ class RemoteHubView:
         self._stopping = True
         self._poke()
 
+    @property
+    def server_pid(self) -> int | None:
+        """The process id of the server last attached to (a restarted one has a new one)."""
+        return self._server_pid
+
     def _disconnected(self, why: str) -> None:
         if self.connected:
             self._local_event("error", f"lost the server: {why}")
