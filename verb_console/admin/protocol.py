@@ -30,6 +30,7 @@ from ..hub.snapshot import (
     StreamInfo,
     ThrottleInfo,
     TransferInfo,
+    frozen,
 )
 
 VERSION = 1
@@ -56,28 +57,12 @@ T = TypeVar("T")
 
 def session_to_wire(s: Any) -> list[Any]:
     """A live session as a JSON array, in :class:`SessionInfo` field order (compact)."""
-    return [
-        s.id,
-        s.protocol,
-        s.address,
-        s.port,
-        s.connected_at,
-        s.last_activity,
-        s.msgs_in,
-        s.msgs_out,
-        s.bytes_in,
-        s.bytes_out,
-        s.unsent,
-        list(s.rooms),
-        s.parent,
-        s.user,
-    ]
+    return list(frozen(s))
 
 
 def session_from_wire(row: list[Any]) -> SessionInfo:
-    fields = list(row)
-    fields[11] = tuple(fields[11])
-    return SessionInfo(*fields)
+    info = SessionInfo._make(row)
+    return info._replace(rooms=tuple(info.rooms))
 
 
 def page_to_wire(page: SessionPage) -> dict[str, Any]:

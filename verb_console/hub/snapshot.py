@@ -10,6 +10,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import attrgetter
 from typing import NamedTuple, Protocol
 
 
@@ -36,6 +37,20 @@ class SessionInfo(NamedTuple):
     rooms: tuple[str, ...] = ()
     parent: str | None = None  # mux connection id for a stream session
     user: str | None = None  # the authenticated user, if any (PROTOCOL.md s8)
+
+
+_SESSION_FIELDS = attrgetter(*SessionInfo._fields)
+
+
+def frozen(record: SessionRecord) -> SessionInfo:
+    """A frozen :class:`SessionInfo` of any record with its fields (a live ``SessionView``).
+
+    Generic over the fields, so that a new field of :class:`SessionInfo` is copied,
+    sent over the admin socket and read back with no other change.
+    """
+    if isinstance(record, SessionInfo):
+        return record
+    return SessionInfo._make(_SESSION_FIELDS(record))
 
 
 class SessionRecord(Protocol):

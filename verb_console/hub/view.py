@@ -18,10 +18,10 @@ from .snapshot import (
     MuxConnectionInfo,
     Overview,
     RoomInfo,
-    SessionInfo,
     SessionPage,
     ThrottleInfo,
     TransferInfo,
+    frozen,
 )
 
 
@@ -141,7 +141,7 @@ def page_of(
     key = _user_key if sort == "user" else attrgetter(sort)
     # One C-level sort beats a partial sort in Python (heapq) at these sizes.
     picked = sorted(rows, key=key, reverse=reverse)[offset : offset + limit]
-    return SessionPage(total, matched, offset, tuple(map(as_info, picked)))
+    return SessionPage(total, matched, offset, tuple(map(frozen, picked)))
 
 
 # A word that is a field term (``proto:mux``, ``idle>60``), not a bare word.
@@ -151,25 +151,3 @@ _FIELD_TERM = re.compile(r"[:<>=]")
 def _user_key(s: Any) -> str:
     # As the console sorts its USER column: no user first.
     return s.user or ""
-
-
-def as_info(s: Any) -> SessionInfo:
-    """A frozen copy of a live session record."""
-    if isinstance(s, SessionInfo):
-        return s
-    return SessionInfo(
-        s.id,
-        s.protocol,
-        s.address,
-        s.port,
-        s.connected_at,
-        s.last_activity,
-        s.msgs_in,
-        s.msgs_out,
-        s.bytes_in,
-        s.bytes_out,
-        s.unsent,
-        tuple(s.rooms),
-        s.parent,
-        s.user,
-    )
