@@ -32,7 +32,7 @@ from ..hub.snapshot import (
     ThrottleInfo,
     TransferInfo,
 )
-from ..hub.view import page_of
+from ..hub.view import page_of, refuse_if_read_only
 from .client import AdminClient, AdminError
 from .paths import AdminSocketError
 from .protocol import RECORDS, from_wire, page_from_wire
@@ -243,8 +243,7 @@ class RemoteHubView:
     # estimates from the copy, and a refusal comes back as a notification.
 
     def _check(self, action: str) -> None:
-        if self.read_only:
-            raise PermissionError(f"read-only console: {action} refused")
+        refuse_if_read_only(self.read_only, action)
 
     def operator_broadcast(self, text: str, room: str | None = None) -> int:
         self._check("broadcast")

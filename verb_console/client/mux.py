@@ -45,7 +45,7 @@ from ._io import Background, Mailbox, Outbox, spawn
 from .core import Reply
 from .errors import MuxClosed, ServerError
 from .tcp import READ_SIZE, dial
-from .views import BinaryStream, JsonStream, LineStream
+from .views import BinaryStream, ChunkPipe, JsonStream, LineStream
 
 __all__ = ["DEFAULT_MAX_PAYLOAD", "DEFAULT_TIMEOUT", "MuxClient", "MuxStream"]
 
@@ -57,7 +57,7 @@ Message = dict[str, Any]
 V = TypeVar("V")
 
 
-class MuxStream:
+class MuxStream(ChunkPipe):
     """One stream of a :class:`MuxClient`: a byte pipe to one server-side session.
 
     Received data frames are kept in order; :meth:`read` (or ``async for chunk in
@@ -114,19 +114,7 @@ class MuxStream:
         """Wait until what was written is handed to the socket."""
         await self.client.drain()
 
-    async def send(self, data: bytes) -> None:
-        """:meth:`write` then :meth:`drain`."""
-        self.write(data)
-        await self.drain()
-
-    # --------------------------------------------------------------- reading
-    async def read(self, timeout: float | None = None) -> bytes:
-        """The next data chunk received, or ``b""`` once the stream has ended and all is read.
-
-        Raises :class:`TimeoutError` when nothing arrives within ``timeout`` seconds.
-        """
-        return await self._chunks.get(timeout) or b""
-
+    # --------------------------------------------------------------- reading (read: ChunkPipe)
     def __aiter__(self) -> MuxStream:
         return self
 

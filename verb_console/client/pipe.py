@@ -18,12 +18,12 @@ import anyio.abc
 from ._io import Background, Mailbox, Outbox, spawn
 from .errors import ClientClosed
 from .tcp import READ_SIZE, dial
-from .views import BinaryStream, LineStream
+from .views import BinaryStream, ChunkPipe, LineStream
 
 __all__ = ["TcpPipe"]
 
 
-class TcpPipe:
+class TcpPipe(ChunkPipe):
     """One TCP connection as a byte pipe: :meth:`write`, :meth:`read`, and the views."""
 
     def __init__(self, stream: anyio.abc.SocketStream) -> None:
@@ -58,14 +58,6 @@ class TcpPipe:
 
     async def drain(self) -> None:
         await self._outbox.drain()
-
-    async def send(self, data: bytes) -> None:
-        self.write(data)
-        await self.drain()
-
-    async def read(self, timeout: float | None = None) -> bytes:
-        """The next chunk received, or ``b""`` once the connection has ended and all is read."""
-        return await self._chunks.get(timeout) or b""
 
     def _ended_error(self) -> ClientClosed:
         return ClientClosed(f"connection closed ({self.close_reason})")

@@ -24,7 +24,7 @@ from ._io import Mailbox, pull
 from .core import DEFAULT, DELIBERATE_REASONS, JsonCore
 from .errors import MuxClosed
 
-__all__ = ["BinaryStream", "JsonStream", "LineStream", "Pipe"]
+__all__ = ["BinaryStream", "ChunkPipe", "JsonStream", "LineStream", "Pipe"]
 
 DEFAULT_TIMEOUT = 10.0
 
@@ -41,6 +41,30 @@ class Pipe(Protocol):
     async def send(self, data: bytes) -> None: ...
 
     def _ended_error(self) -> ConnectionError: ...
+
+
+class ChunkPipe:
+    """What a mux stream and a TCP pipe share: :meth:`send` and :meth:`read`."""
+
+    _chunks: Mailbox[bytes]
+
+    def write(self, data: bytes) -> None:  # pragma: no cover - every pipe has its own
+        raise NotImplementedError
+
+    async def drain(self) -> None:  # pragma: no cover - every pipe has its own
+        raise NotImplementedError
+
+    async def send(self, data: bytes) -> None:
+        """:meth:`write` then :meth:`drain`."""
+        self.write(data)
+        await self.drain()
+
+    async def read(self, timeout: float | None = None) -> bytes:
+        """The next chunk received, or ``b""`` once the pipe has ended and all is read.
+
+        Raises :class:`TimeoutError` when nothing arrives within ``timeout`` seconds.
+        """
+        return await self._chunks.get(timeout) or b""
 
 
 class _Connection(Protocol):

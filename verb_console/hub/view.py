@@ -75,8 +75,7 @@ class LiveHubView:
         return self.hub.cluster_info()
 
     def _check(self, action: str) -> None:
-        if self.read_only:
-            raise PermissionError(f"read-only console: {action} refused")
+        refuse_if_read_only(self.read_only, action)
 
     def operator_broadcast(self, text: str, room: str | None = None) -> int:
         self._check("broadcast")
@@ -142,6 +141,12 @@ def page_of(
     # One C-level sort beats a partial sort in Python (heapq) at these sizes.
     picked = sorted(rows, key=key, reverse=reverse)[offset : offset + limit]
     return SessionPage(total, matched, offset, tuple(map(frozen, picked)))
+
+
+def refuse_if_read_only(read_only: bool, action: str) -> None:
+    """What every view does before an operator action: refused when read-only."""
+    if read_only:
+        raise PermissionError(f"read-only console: {action} refused")
 
 
 # A word that is a field term (``proto:mux``, ``idle>60``), not a bare word.

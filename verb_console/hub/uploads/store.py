@@ -23,6 +23,7 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from pathlib import Path
 
+from ...settings import Settings
 from ..snapshot import TransferInfo
 from .disk import DiskRunner, TempFile, UploadDir
 from .errors import TransferError
@@ -44,6 +45,8 @@ __all__ = ["FINISHED_KEPT", "UploadStore"]
 log = logging.getLogger(__name__)
 
 FINISHED_KEPT = 100
+# The limits' defaults are the server settings' (one place for both).
+_D = Settings()
 
 
 class UploadStore:
@@ -68,17 +71,17 @@ class UploadStore:
     def __init__(
         self,
         directory: Path | str,
-        max_file_size: int = 1 << 30,
-        quota: int = 10 << 30,
-        per_session_limit: int = 4,
+        max_file_size: int = _D.max_file_size,
+        quota: int = _D.upload_quota,
+        per_session_limit: int = _D.max_transfers,
         executor: Executor | None = None,
         high_water: int = 8 << 20,
         free_space: Callable[[Path], int] | None = None,
-        per_connection_limit: int = 16,
-        server_limit: int = 256,
-        max_files: int = 100_000,
-        client_reservation: int = 4 << 30,
-        transfer_timeout: float = 60.0,
+        per_connection_limit: int = _D.max_transfers_per_connection,
+        server_limit: int = _D.max_transfers_total,
+        max_files: int = _D.max_upload_files,
+        client_reservation: int = _D.max_reserved_per_client,
+        transfer_timeout: float = _D.transfer_timeout,
     ) -> None:
         self.directory = Path(directory)
         self.max_file_size = max_file_size
