@@ -12,7 +12,7 @@ import pytest
 from helpers import eventually
 
 from verb_console.admin.client import AdminClient
-from verb_console.admin.remote_view import DISCONNECTED, RemoteHubView
+from verb_console.admin.remote_view import DISCONNECTED, WINDOW, RemoteHubView
 from verb_console.runtime import Runtime
 from verb_console.settings import Settings
 
@@ -116,3 +116,70 @@ def test_the_admin_client_runs_under_trio_too(tmp_path: Path) -> None:
             loop.call_soon_threadsafe(stop[0].set)
         thread.join(10)
         loop.close()
+
+
+async def _many_sessions(start_server, path: Path, count: int):
+    runtime = await start_server(admin_socket=str(path), max_per_ip=0)
+    conns = [await asyncio.open_connection("127.0.0.1", runtime.port) for _ in range(count)]
+    await eventually(lambda: len(runtime.hub.sessions) == count, timeout=10)
+    return runtime, conns
+
+
+async def test_the_view_fetches_only_a_window_of_the_server_s_order_from_the_row_asked_for(
+    start_server, tmp_path: Path
+) -> None:
+    path = tmp_path / "admin.sock"
+    runtime, conns = await _many_sessions(start_server, path, 2 * WINDOW + 50)
+    ids = sorted(runtime.hub.sessions)
+    view = RemoteHubView(path, interval=0.05)
+    task = asyncio.create_task(view.run())
+    try:
+        await eventually(lambda: view.session_totals == (len(ids), len(ids)), timeout=5)
+        assert [s.id for s in view.sessions()] == ids[:WINDOW]
+        assert view.session_window == (0, WINDOW)
+        view.set_session_query("id", False, "", offset=WINDOW + 100)
+        rest = len(ids) - WINDOW - 100
+        await eventually(lambda: view.session_window == (WINDOW + 100, rest), timeout=5)
+        assert [s.id for s in view.sessions()] == ids[WINDOW + 100 :]
+        # A new order (or filter) starts from the top again.
+        view.set_session_query("id", True, "", offset=WINDOW + 100)
+        await eventually(lambda: view.session_window[0] == 0, timeout=5)
+        await eventually(lambda: view.sessions()[0].id == ids[-1], timeout=5)
+    finally:
+        view.stop()
+        await asyncio.wait_for(task, 5)
+        for _reader, writer in conns:
+            writer.close()
+
+
+async def test_an_attached_connections_pane_slides_its_window_with_the_cursor(
+    start_server, tmp_path: Path
+) -> None:
+    from verb_console.console.attach import build_app
+    from verb_console.console.panes.connections import ConnectionsPane
+
+    path = tmp_path / "admin.sock"
+    runtime, conns = await _many_sessions(start_server, path, 2 * WINDOW + 50)
+    ids = sorted(runtime.hub.sessions)
+    view = RemoteHubView(path, interval=0.05)
+    app = build_app(view, refresh=20, read_only=False)
+    try:
+        async with app.run_test(size=(160, 40)) as pilot:
+            pane = app.screen.query_one(ConnectionsPane)
+            table = pane.live_table
+            table.sort_by(0, False)  # by SESSION, so the ids' order is known
+            await eventually(lambda: view.session_totals[1] == len(ids), 5)
+            # The console never holds more than a window, and End walks it to the last row.
+            for _ in range(40):
+                await pilot.press("end")
+                await pilot.pause(0.1)
+                assert len(table.rows) <= WINDOW
+                if table.cursor_item is not None and table.cursor_item.id == ids[-1]:
+                    break
+            assert table.cursor_item is not None and table.cursor_item.id == ids[-1]
+            assert view.session_window[0] > 0
+            assert f"of {len(ids)} fetched" in pane._title_text
+    finally:
+        view.stop()
+        for _reader, writer in conns:
+            writer.close()

@@ -40,8 +40,9 @@ from .protocol import RECORDS, from_wire, page_from_wire
 log = logging.getLogger("verb_console.admin")
 
 DISCONNECTED = "disconnected, retrying"
-# Sessions fetched per round: the first rows in the pane's order and filter.
-WINDOW = 500
+# Sessions fetched per round: a window of the pane's order and filter around
+# the cursor (the server sorts, filters and pages; the console never holds all).
+WINDOW = 200
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 1.0
 LOG_KEPT = 1000
@@ -72,7 +73,7 @@ class RemoteHubView:
         self._client: AdminClient | None = None
         self._overview = _empty_overview()
         self._page = SessionPage(0, 0, 0, ())
-        self._query: dict[str, Any] = {"sort": "id", "reverse": False, "filter": ""}
+        self._query: dict[str, Any] = {"sort": "id", "reverse": False, "filter": "", "offset": 0}
         self._lists: dict[str, list[Any]] = {name: [] for name in _LISTS}
         self._wanted: set[str] = set()
         self._events: list[LogEvent] = []
@@ -190,12 +191,21 @@ class RemoteHubView:
         ov = self._overview
         return replace(ov, read_only=self.read_only or ov.read_only)
 
-    def set_session_query(self, sort: str, reverse: bool, filter: str) -> None:
-        """The order and filter the Connections pane shows; the next round fetches that window."""
-        query = {"sort": sort, "reverse": reverse, "filter": filter}
-        if query != self._query:
+    def set_session_query(self, sort: str, reverse: bool, filter: str, offset: int = 0) -> None:
+        """The order and filter the Connections pane shows, and the first row it wants
+        (a new order or filter starts from the top); the next round fetches that window."""
+        q = self._query
+        if (sort, reverse, filter) != (q["sort"], q["reverse"], q["filter"]):
+            offset = 0
+        query = {"sort": sort, "reverse": reverse, "filter": filter, "offset": max(0, offset)}
+        if query != q:
             self._query = query
             self._poke()
+
+    @property
+    def session_window(self) -> tuple[int, int]:
+        """(the fetched window's first row in the server's order, its number of rows)."""
+        return self._page.offset, len(self._page.rows)
 
     @property
     def session_totals(self) -> tuple[int, int]:

@@ -234,17 +234,30 @@ class ConnectionsPane(Pane):
                     SORT_FIELDS[table.sort_column],
                     table.sort_reverse != column.descending,
                     table.filter_text,
+                    self._window_wanted(table),
                 )
             table.set_items(self.view.sessions(), now)
             extras = []
             totals = getattr(self.view, "session_totals", None)
-            if totals is not None and len(table.rows) < totals[1]:
+            window = getattr(self.view, "session_window", None)
+            if totals is not None and window is not None and len(table.rows) < totals[1]:
+                first = window[0] + 1 if table.rows else 0
                 extras.append(
-                    f"first {len(table.rows):,} of {totals[1]:,} fetched ({totals[0]:,} live)"
+                    f"{first:,}-{window[0] + len(table.rows):,} of {totals[1]:,} fetched"
+                    f" ({totals[0]:,} live)"
                 )
             if table.tagged:
                 extras.append(f"{len(table.tagged):,} tagged (X closes)")
             self.set_title(self.describe_table("live session", f"  {G.sep}  ".join(extras)))
+
+    def _window_wanted(self, table: LiveTable) -> int:
+        """The first row to fetch from the server: the window centred on the cursor."""
+        window = getattr(self.view, "session_window", None)
+        item = table.cursor_item
+        if window is None or item is None:
+            return 0
+        start, size = window
+        return max(0, start + table.rows.index(item) - size // 2)
 
     def action_toggle_closed(self) -> None:
         """Switch between live and recently closed sessions."""
