@@ -25,6 +25,7 @@ from verb_console.hub.snapshot import (
     ThrottleInfo,
     TransferInfo,
 )
+from verb_console.hub.tap import TapBatch, TapRow
 
 T0 = 1_700_000_000.0
 """When the fixed server started (2023-11-14 22:13:20 UTC)."""
@@ -151,6 +152,7 @@ class FixedHubView:
         for i, (kind, text) in enumerate(_LOG_SCRIPT):
             self._log.append(LogEvent(seq=i + 1, time=NOW - 300 + i * 15, kind=kind, text=text))
         self._bumps = 0
+        self.tap_readers = 0
 
     @staticmethod
     def _fixed_sessions() -> list[SessionInfo]:
@@ -330,6 +332,19 @@ class FixedHubView:
     def log_since(self, seq: int) -> list[LogEvent]:
         return [e for e in self._log if e.seq > seq]
 
+    # The message tap: fixed rows, and whether a pane holds it open.
+    def tap_open(self) -> None:
+        self.tap_readers += 1
+
+    def tap_close(self) -> None:
+        self.tap_readers -= 1
+
+    def tap_since(self, seq: int) -> TapBatch | None:
+        if self.tap_readers <= 0:
+            return None
+        rows = tuple(r for r in _TAP_ROWS if r.seq > seq)
+        return TapBatch(rows, seen=4210, skipped=4210 - len(_TAP_ROWS), rate=20)
+
     def operator_broadcast(self, text: str, room: str | None = None) -> int:
         self.actions.append(Action("broadcast", (text, room)))
         targets = [s for s in self._sessions if room is None or room in s.rooms]
@@ -408,4 +423,21 @@ _LOG_SCRIPT = (
     ("error", "198.51.100.14:52004 frame_too_large: frame of 17.0 MiB over the 16 MiB limit"),
     ("close", "198.51.100.18:52008 over_max_connections"),
     ("connect", "203.0.113.50:40404 detecting"),
+)
+
+
+_TAP_ROWS = tuple(
+    TapRow(i + 1, NOW - 3 + i * 0.15, sid, proto, kind, size, room)
+    for i, (sid, proto, kind, size, room) in enumerate(
+        (
+            ("127.0.0.1:50001", "json", "room_message", 412, "lobby"),
+            ("10.0.0.7:41234", "binary", "data", 98304, ""),
+            ("127.0.0.1:50001", "json", "ping", 15, ""),
+            ("[2001:db8:85a3::8a2e:370:7334]:65535", "json", "broadcast", 2048, ""),
+            ("127.0.0.1:5000#1", "json", "room_message", 96, "ops"),
+            ("10.0.0.7:41234", "binary", "heartbeat", 0, ""),
+            ("127.0.0.1:50001", "json", "private", 230, ""),
+            ("127.0.0.1:5000#1", "json", "join_room", 33, "ops"),
+        )
+    )
 )

@@ -82,6 +82,11 @@ def test_the_log_pane_follows_the_tail(snap_compare, size) -> None:
 
 
 @pytest.mark.parametrize("size", SIZES)
+def test_the_tap_pane_samples_messages_and_counts_the_skipped(snap_compare, size) -> None:
+    assert snap_compare(make_app(), terminal_size=size, press=["7"])
+
+
+@pytest.mark.parametrize("size", SIZES)
 def test_b_opens_the_broadcast_dialog(snap_compare, size) -> None:
     assert snap_compare(make_app(), terminal_size=size, press=["b", *"maintenance at 22:00"])
 

@@ -11,7 +11,15 @@ from dataclasses import dataclass
 
 from textual.binding import Binding, BindingType
 
-PANE_NAMES: tuple[str, ...] = ("connections", "throttle", "rooms", "streams", "transfers", "log")
+PANE_NAMES: tuple[str, ...] = (
+    "connections",
+    "throttle",
+    "rooms",
+    "streams",
+    "transfers",
+    "log",
+    "tap",
+)
 """The panes in the order of their digits; the pane classes carry the same names."""
 
 

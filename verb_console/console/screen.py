@@ -1,4 +1,4 @@
-"""The main screen: header, drain banner, tab bar, the six panes and the filter bar."""
+"""The main screen: header, drain banner, tab bar, the seven panes and the filter bar."""
 
 from __future__ import annotations
 
@@ -26,6 +26,7 @@ from .panes.log import LogPane
 from .panes.rooms import RoomsPane
 from .panes.streams import StreamsPane
 from .panes.table import LiveTable
+from .panes.tap import TapPane
 from .panes.throttle import ThrottlePane
 from .panes.transfers import TransfersPane
 
@@ -36,6 +37,7 @@ PANES: tuple[tuple[str, type[Pane]], ...] = (
     ("streams", StreamsPane),
     ("transfers", TransfersPane),
     ("log", LogPane),
+    ("tap", TapPane),
 )
 assert tuple(name for name, _ in PANES) == PANE_NAMES
 
@@ -154,7 +156,8 @@ class MainScreen(Screen[None]):
             markup = f"[@click=screen.show_pane('{name}')]{label}[/]"
             parts.append(Content.from_markup(markup).stylize(style))
             parts.append(" ")
-        return Content.assemble(*parts)
+        # No space after the last tab: all seven fit in 80 columns.
+        return Content.assemble(*parts[:-1])
 
     def action_show_pane(self, name: str) -> None:
         """Show pane ``name`` and focus its table."""
@@ -167,6 +170,12 @@ class MainScreen(Screen[None]):
 
     def watch_current(self, name: str) -> None:
         self.query_one(ContentSwitcher).current = name
+        # The hub samples messages only while the tap is on show.
+        tap = self.query_one(TapPane)
+        if name == "tap":
+            tap.open_tap()
+        else:
+            tap.close_tap()
         self._show_tabs()
         pane = self.active_pane
         paused = getattr(self.app, "paused", False)

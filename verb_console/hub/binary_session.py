@@ -15,6 +15,15 @@ FileHandler = Callable[["BinarySession", b.BinaryFrame], None]
 _PONG = b.encode_frame(b.HEARTBEAT_ACK, b"pong")
 
 
+# Frame types as the message tap shows them.
+_TYPE_NAMES = {
+    b.HEARTBEAT: "heartbeat",
+    b.AUTH: "auth",
+    b.DATA: "data",
+    b.FILE: "file",
+}
+
+
 class BinarySession(Session):
     """Heartbeats, DATA echo and raw file uploads. Nothing is sent on connect."""
 
@@ -55,10 +64,19 @@ class BinarySession(Session):
             last = frames[-1]
             failed = last if isinstance(last, ProtocolError) else None
             count = len(frames) - (failed is not None)
+            # The tap is None unless someone watches: one read per network read.
+            tap = self.hub.tap
             for frame in frames:
                 if isinstance(frame, ProtocolError):
                     break
                 kind = frame.type
+                if tap is not None:
+                    tap.see(
+                        self.id,
+                        "binary",
+                        _TYPE_NAMES.get(kind) or f"0x{kind:04X}",
+                        len(frame.payload),
+                    )
                 if kind == b.HEARTBEAT:
                     out.append(_PONG)
                 elif kind == b.DATA:

@@ -50,6 +50,7 @@ from .snapshot import (
     ThrottleInfo,
     TransferInfo,
 )
+from .tap import Tap, TapSwitch
 from .throttle import Throttle
 from .uploads import UploadStore
 
@@ -143,6 +144,12 @@ class Hub(OperatorActions, GracefulShutdown):
         self.bus: Bus | None = None
         self.node = ""
         self.id_suffix = ""
+        # The message tap (see .tap): None, and so free, until a reader opens it.
+        self.tap: Tap | None = None
+        self.tap_switch = TapSwitch(self._install_tap)
+
+    def _install_tap(self, tap: Tap | None) -> None:
+        self.tap = tap
 
     def join_cluster(self, bus: Bus) -> None:
         """Become one node of a cluster; before the first session starts."""

@@ -74,6 +74,8 @@ class JsonSession(Session):
             self._out = out = []
             handlers = self.handlers
             parse = parse_message
+            # The tap is None unless someone watches: one read per network read.
+            tap = self.hub.tap
             # A framing error is always the last event.
             last = bodies[-1]
             failed = last if isinstance(last, ProtocolError) else None
@@ -86,6 +88,9 @@ class JsonSession(Session):
                 except ProtocolError as exc:
                     out.append(encode_error(exc))
                     continue
+                if tap is not None:
+                    room = msg.get("room")
+                    tap.see(self.id, "json", kind, len(body), room if type(room) is str else "")
                 handler = handlers.get(kind)
                 if handler is None:
                     err = ProtocolError("unknown_type", f"Unknown message type: {kind}")

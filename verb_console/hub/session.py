@@ -13,6 +13,7 @@ from .auth import AuthFailures, AuthFile
 from .bus import Bus
 from .rooms import RoomRegistry
 from .snapshot import SessionInfo, Stats, frozen
+from .tap import Tap
 
 # A session closed on purpose gets this long to flush its last bytes (the
 # ``closing`` message) before it is cut off: a client that never reads must not
@@ -145,6 +146,11 @@ class SessionHost(Protocol):
 
     @property
     def node(self) -> str: ...
+
+    @property
+    def tap(self) -> Tap | None:
+        """The message tap while someone watches it, else None (see :mod:`.tap`)."""
+        ...
 
     @property
     def id_suffix(self) -> str:

@@ -23,6 +23,7 @@ from .snapshot import (
     TransferInfo,
     frozen,
 )
+from .tap import TapBatch
 
 
 class LiveHubView:
@@ -73,6 +74,16 @@ class LiveHubView:
 
     def cluster_info(self) -> dict[str, Any] | None:
         return self.hub.cluster_info()
+
+    # The message tap (see .tap): open while a console shows it, else free.
+    def tap_open(self) -> None:
+        self.hub.tap_switch.open()
+
+    def tap_close(self) -> None:
+        self.hub.tap_switch.close()
+
+    def tap_since(self, seq: int) -> TapBatch | None:
+        return self.hub.tap_switch.since(seq)
 
     def _check(self, action: str) -> None:
         refuse_if_read_only(self.read_only, action)

@@ -41,7 +41,7 @@ class Detail:
 
 
 class Pane(Vertical):
-    """Base class for the panes switched with ``1`` to ``6``."""
+    """Base class for the panes switched with ``1`` to ``7``."""
 
     DEFAULT_CSS = """
     Pane {
