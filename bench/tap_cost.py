@@ -86,8 +86,11 @@ def cpu_per_msg(shared: Path, pid: int, port: int) -> dict[str, Any]:
         sys.exit("node (Node.js) is needed for the load generator")
     load = [node, str(shared / "loadgen.js"), "ping", "127.0.0.1", str(port), "50", "20", "4"]
     cmd = [sys.executable, str(shared / "cpu_per_msg.py"), str(pid), "--", *load]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
-    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    lines = done.stdout.strip().splitlines()
+    if not lines:
+        raise RuntimeError(f"the load printed nothing: {done.stderr.strip()}")
+    result: dict[str, Any] = json.loads(lines[-1])
     if "server_us_per_msg" not in result:
         raise RuntimeError(f"the load failed: {result}")
     return result

@@ -6,7 +6,7 @@ pane shows live traffic. Run from the repository root::
 
     python screenshots/make_screenshots.py [--settle SECONDS] [--out DIR]
 
-The files are named after what they show (``connections.svg`` ... ``log.svg``,
+The files are named after what they show (``connections.svg`` ... ``tap.svg``,
 ``help.svg``, ``broadcast.svg``); their content changes from run to run because
 the traffic and the clock are real.
 """
