@@ -82,3 +82,46 @@ async def test_a_flood_is_drawn_at_most_rate_rows_a_second_and_the_rest_counted_
         assert skipped >= count - 3 * TAP_RATE
         title = str(pane.query_one(".pane-title").render())
         assert f"{skipped:,} skipped" in title
+
+
+async def test_an_attached_console_taps_over_the_admin_socket_and_lets_go_when_it_leaves(
+    start_server, connect, tmp_path: Path
+) -> None:
+    from verb_console.admin.remote_view import RemoteHubView
+    from verb_console.console.attach import build_app
+
+    path = tmp_path / "admin.sock"
+    runtime = await start_server(admin_socket=str(path))
+    client = await connect(runtime)
+    await client.request({"type": "join_room", "room": "ops"})
+    view = RemoteHubView(path, interval=0.05)
+    app = build_app(view, refresh=20, read_only=False)
+    try:
+        async with app.run_test(size=(120, 40)) as pilot:
+            await eventually(lambda: view.connected, WAIT)
+            assert runtime.hub.tap is None
+            await pilot.press("7")
+            await eventually(lambda: runtime.hub.tap is not None, WAIT)
+            pane = app.screen.query_one(TapPane)
+            await client.send({"type": "room_message", "room": "ops", "data": "over the socket"})
+
+            def shown() -> bool:
+                return any(
+                    r.session == client.id and r.type == "room_message" and r.room == "ops"
+                    for r in pane.table.rows
+                )
+
+            await eventually(shown, WAIT)
+            assert "tap on" in pane._title_text
+            # Another pane: the server's tap closes on the next round.
+            await pilot.press("1")
+            await eventually(lambda: runtime.hub.tap is None, WAIT)
+            await pilot.press("7")
+            await eventually(lambda: runtime.hub.tap is not None, WAIT)
+            await client.request({"type": "ping"})
+            # Numbers go on across taps: the new ping is shown after the old rows.
+            await eventually(lambda: pane.table.rows[-1].type == "ping", WAIT)
+    finally:
+        view.stop()
+    # The console went with its admin connection: the server holds no tap for it.
+    await eventually(lambda: runtime.hub.tap is None, WAIT)

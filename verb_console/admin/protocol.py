@@ -32,6 +32,7 @@ from ..hub.snapshot import (
     TransferInfo,
     frozen,
 )
+from ..hub.tap import TapBatch, TapRow
 
 VERSION = 1
 
@@ -48,6 +49,8 @@ READ_OPS = frozenset(
         "mux_connections",
         "transfers",
         "log_since",
+        "tap",
+        "tap_close",
     }
 )
 ACTION_OPS = frozenset({"close", "close_ip", "broadcast", "drain", "force", "reload"})
@@ -98,6 +101,19 @@ def from_wire(cls: type[T], data: dict[str, Any]) -> T:
     elif cls is MuxConnectionInfo:
         values["streams"] = tuple(StreamInfo(**s) for s in values["streams"])
     return cls(**values)
+
+
+def tap_to_wire(batch: TapBatch | None) -> dict[str, Any]:
+    """The ``tap`` op's result: new rows as arrays in :class:`TapRow` field order."""
+    if batch is None:
+        return {"rows": [], "seen": 0, "skipped": 0, "rate": 0}
+    rows = [[r.seq, r.time, r.session, r.protocol, r.type, r.size, r.room] for r in batch.rows]
+    return {"rows": rows, "seen": batch.seen, "skipped": batch.skipped, "rate": batch.rate}
+
+
+def tap_from_wire(data: dict[str, Any]) -> TapBatch:
+    rows = tuple(TapRow(*r) for r in data["rows"])
+    return TapBatch(rows, data["seen"], data["skipped"], data["rate"])
 
 
 RECORDS: dict[str, type] = {

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -32,10 +33,11 @@ from ..hub.snapshot import (
     ThrottleInfo,
     TransferInfo,
 )
+from ..hub.tap import TAP_KEPT, TapBatch, TapRow
 from ..hub.view import page_of, refuse_if_read_only
 from .client import AdminClient, AdminError
 from .paths import AdminSocketError
-from .protocol import RECORDS, from_wire, page_from_wire
+from .protocol import RECORDS, from_wire, page_from_wire, tap_from_wire
 
 log = logging.getLogger("verb_console.admin")
 
@@ -83,6 +85,12 @@ class RemoteHubView:
         self._pending: list[tuple[str, dict[str, Any], str]] = []
         self._wake: anyio.Event | None = None  # made on the loop, in run()
         self._stopping = False
+        # The message tap, fetched only while the console's Tap pane shows.
+        self._tap_wanted = False
+        self._tap_held = False  # the server holds a tap for this connection
+        self._tap_remote_seq = 0
+        self._tap_rows: deque[TapRow] = deque(maxlen=TAP_KEPT)
+        self._tap_counts = (0, 0, 0)
 
     # ----- the background task ------------------------------------------------
 
@@ -103,7 +111,9 @@ class RemoteHubView:
             pid = client.hello.get("pid")
             if pid != self._server_pid:
                 self._remote_seq = 0  # a new server numbers its events afresh
+                self._tap_remote_seq = 0
                 self._server_pid = pid
+            self._tap_held = False  # a new connection holds no tap yet
             self.connected = True
             self.attaches += 1
             self._local_event("server", f"attached to {self.path} (pid {pid})")
@@ -159,6 +169,7 @@ class RemoteHubView:
         for name in wanted:
             cls = RECORDS[name]
             self._lists[name] = [from_wire(cls, r) for r in await client.request(name)]
+        await self._tap_round(client)
         for raw in events:
             event = from_wire(LogEvent, raw)
             self._remote_seq = max(self._remote_seq, event.seq)
@@ -167,6 +178,20 @@ class RemoteHubView:
         self._page = page
         if self.first_frame_at is None:
             self.first_frame_at = time.monotonic()
+
+    async def _tap_round(self, client: AdminClient) -> None:
+        if self._tap_wanted:
+            batch = tap_from_wire(await client.request("tap", seq=self._tap_remote_seq))
+            self._tap_held = True
+            local = self._tap_rows[-1].seq if self._tap_rows else 0
+            for r in batch.rows:
+                self._tap_remote_seq = max(self._tap_remote_seq, r.seq)
+                local += 1
+                self._tap_rows.append(replace(r, seq=local))
+            self._tap_counts = (batch.seen, batch.skipped, batch.rate)
+        elif self._tap_held:
+            await client.request("tap_close")
+            self._tap_held = False
 
     def _local_event(self, kind: str, text: str, when: float | None = None) -> None:
         self._local_seq += 1
@@ -245,6 +270,20 @@ class RemoteHubView:
 
     def transfers(self) -> list[TransferInfo]:
         return self._list("transfers")
+
+    def tap_open(self) -> None:
+        self._tap_wanted = True
+        self._poke()
+
+    def tap_close(self) -> None:
+        self._tap_wanted = False
+        self._poke()
+
+    def tap_since(self, seq: int) -> TapBatch | None:
+        if not self._tap_wanted:
+            return None
+        rows = tuple(r for r in self._tap_rows if r.seq > seq)
+        return TapBatch(rows, *self._tap_counts)
 
     def log_since(self, seq: int) -> list[LogEvent]:
         return [e for e in self._events if e.seq > seq]

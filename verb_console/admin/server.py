@@ -23,7 +23,15 @@ from .. import __version__
 from ..hub.view import LiveHubView
 from ..protocols.json import JsonDecoder, encode
 from . import paths
-from .protocol import ACTION_OPS, READ_OPS, RECORDS, VERSION, page_to_wire, to_wire
+from .protocol import (
+    ACTION_OPS,
+    READ_OPS,
+    RECORDS,
+    VERSION,
+    page_to_wire,
+    tap_to_wire,
+    to_wire,
+)
 
 log = logging.getLogger("verb_console.admin")
 
@@ -45,6 +53,25 @@ def peer_uid(sock: Any) -> int | None:
     raw = sock.getsockopt(socket.SOL_SOCKET, option, _CRED.size)
     _pid, uid, _gid = _CRED.unpack(raw)
     return int(uid)
+
+
+class TapLease:
+    """One admin connection's hold on the hub's message tap, let go when it ends."""
+
+    def __init__(self, view: LiveHubView) -> None:
+        self.view = view
+        self.held = False
+
+    def since(self, seq: int) -> dict[str, Any]:
+        if not self.held:
+            self.held = True
+            self.view.tap_open()
+        return tap_to_wire(self.view.tap_since(seq))
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            self.view.tap_close()
 
 
 class AdminServer:
@@ -138,21 +165,28 @@ class AdminServer:
         writer.write(encode(self.hello()))
         decoder = JsonDecoder(MAX_REQUEST)
         read_only = False
-        while True:
-            data = await reader.read(65536)
-            if not data:
-                return
-            for body in decoder.feed(data):
-                reply, read_only = self._answer(body, read_only)
-                writer.write(encode(reply))
-            if decoder.error is not None:
-                error = {"code": decoder.error.code, "message": str(decoder.error)}
-                writer.write(encode({"v": VERSION, "id": None, "ok": False, "error": error}))
+        lease = TapLease(self.view)
+        try:
+            while True:
+                data = await reader.read(65536)
+                if not data:
+                    return
+                for body in decoder.feed(data):
+                    reply, read_only = self._answer(body, read_only, lease)
+                    writer.write(encode(reply))
+                if decoder.error is not None:
+                    error = {"code": decoder.error.code, "message": str(decoder.error)}
+                    writer.write(encode({"v": VERSION, "id": None, "ok": False, "error": error}))
+                    await writer.drain()
+                    return
                 await writer.drain()
-                return
-            await writer.drain()
+        finally:
+            # An attached console that goes away stops the tap it was watching.
+            lease.release()
 
-    def _answer(self, body: bytes | bytearray, read_only: bool) -> tuple[dict[str, Any], bool]:
+    def _answer(
+        self, body: bytes | bytearray, read_only: bool, lease: TapLease
+    ) -> tuple[dict[str, Any], bool]:
         request_id = None
         try:
             try:
@@ -176,13 +210,13 @@ class AdminServer:
             elif op in ACTION_OPS and read_only:
                 raise AdminRequestError("read_only", f"read-only attach: {op} refused")
             else:
-                result = self._run(op, args)
+                result = self._run(op, args, lease)
         except AdminRequestError as exc:
             error = {"code": exc.code, "message": str(exc)}
             return {"v": VERSION, "id": request_id, "ok": False, "error": error}, read_only
         return {"v": VERSION, "id": request_id, "ok": True, "result": result}, read_only
 
-    def _run(self, op: str, args: dict[str, Any]) -> Any:
+    def _run(self, op: str, args: dict[str, Any], lease: TapLease) -> Any:
         view = self.view
         try:
             if op in ("status", "overview"):
@@ -198,6 +232,11 @@ class AdminServer:
                 return page_to_wire(page)
             if op == "log_since":
                 return [to_wire(e) for e in view.log_since(int(args.get("seq", 0)))]
+            if op == "tap":
+                return lease.since(int(args.get("seq", 0)))
+            if op == "tap_close":
+                lease.release()
+                return {}
             if op in RECORDS:
                 fetch: Callable[[], list[Any]] = {  # type: ignore[assignment]
                     "closed_sessions": view.closed_sessions,

@@ -50,12 +50,19 @@ class Tap:
 
     __slots__ = ("_clock", "_in_window", "_seq", "_window", "rate", "rows", "seen", "skipped")
 
-    def __init__(self, rate: int = TAP_RATE, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        rate: int = TAP_RATE,
+        clock: Callable[[], float] = time.monotonic,
+        *,
+        first_seq: int = 1,
+    ) -> None:
         self.rate = rate
         self.rows: deque[TapRow] = deque(maxlen=TAP_KEPT)
         self.seen = 0
         self.skipped = 0
-        self._seq = 0
+        # Numbers go on from the last tap's, so a reader's "since" stays right.
+        self._seq = first_seq - 1
         self._clock = clock
         self._window = clock()
         self._in_window = 0
@@ -76,6 +83,10 @@ class Tap:
         self._seq += 1
         self.rows.append(TapRow(self._seq, time.time(), session, protocol, kind, size, room))
 
+    @property
+    def last_seq(self) -> int:
+        return self._seq
+
     def since(self, seq: int) -> TapBatch:
         """The rows newer than ``seq``, with the counts."""
         rows = self.rows
@@ -89,19 +100,21 @@ class TapSwitch:
     def __init__(self, install: Callable[[Tap | None], None]) -> None:
         self._install = install
         self._readers = 0
+        self._last_seq = 0
         self.tap: Tap | None = None
 
     def open(self) -> None:
         self._readers += 1
         if self.tap is None:
-            self.tap = Tap()
+            self.tap = Tap(first_seq=self._last_seq + 1)
             self._install(self.tap)
 
     def close(self) -> None:
         if self._readers == 0:
             return
         self._readers -= 1
-        if self._readers == 0:
+        if self._readers == 0 and self.tap is not None:
+            self._last_seq = self.tap.last_seq
             self.tap = None
             self._install(None)
 
