@@ -12,6 +12,7 @@ attached console (:mod:`.hub.session_fields`), over the same cell text.
 
 from __future__ import annotations
 
+import operator
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -75,40 +76,49 @@ def matcher(
 ) -> Callable[[Any], bool]:
     """A predicate keeping the rows that satisfy every term."""
     words = [t.value for t in terms if t.column is None]
-    fields = [t for t in terms if t.column is not None]
-
-    def cell(row: Any, index: int) -> str:
-        rendered = columns[index].render(row, now)
-        return (rendered[0] if isinstance(rendered, tuple) else rendered).lower()
+    # Each field term as (the column's render, a test of its lower-cased cell text),
+    # resolved once: a filter runs over every session, ten thousand at a time.
+    fields = [(columns[t.column].render, _test(t)) for t in terms if t.column is not None]
 
     def keep(row: Any) -> bool:
         if words:
             text = search(row).lower()
             if not all(w in text for w in words):
                 return False
-        for t in fields:
-            value = cell(row, t.column)  # type: ignore[arg-type]
-            if t.op == ":":
-                ok = t.value in value
-            elif t.op == "=":
-                ok = value == t.value
-            elif t.op == "!=":
-                ok = value != t.value
-            else:
-                n = to_number(value)
-                if n is None or t.number is None:
-                    return False
-                ok = {
-                    ">": n > t.number,
-                    "<": n < t.number,
-                    ">=": n >= t.number,
-                    "<=": n <= t.number,
-                }[t.op]
-            if not ok:
+        for render, test in fields:
+            rendered = render(row, now)
+            if not test((rendered[0] if isinstance(rendered, tuple) else rendered).lower()):
                 return False
         return True
 
     return keep
+
+
+_COMPARE: dict[str, Callable[[float, float], bool]] = {
+    ">": operator.gt,
+    "<": operator.lt,
+    ">=": operator.ge,
+    "<=": operator.le,
+}
+
+
+def _test(t: Term) -> Callable[[str], bool]:
+    value = t.value
+    if t.op == ":":
+        return lambda cell: value in cell
+    if t.op == "=":
+        return lambda cell: cell == value
+    if t.op == "!=":
+        return lambda cell: cell != value
+    compare, number = _COMPARE[t.op], t.number
+    if number is None:  # parse() refuses such a term; kept for a hand-made one
+        return lambda cell: False
+
+    def test(cell: str) -> bool:
+        n = to_number(cell)
+        return n is not None and compare(n, number)
+
+    return test
 
 
 def apply(

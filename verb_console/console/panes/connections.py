@@ -9,6 +9,7 @@ from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.reactive import var
 
+from verb_console.admin.remote_view import WINDOW
 from verb_console.hub.session_fields import LIVE_FIELDS, search_text
 from verb_console.hub.snapshot import ClosedSessionInfo, SessionInfo
 
@@ -236,10 +237,12 @@ class ConnectionsPane(Pane):
                     table.filter_text,
                     self._window_wanted(table),
                 )
+            window = getattr(self.view, "session_window", None)
             table.set_items(self.view.sessions(), now)
+            if window is not None:
+                self._window_start = window[0]  # where the rows now shown begin
             extras = []
             totals = getattr(self.view, "session_totals", None)
-            window = getattr(self.view, "session_window", None)
             if totals is not None and window is not None and len(table.rows) < totals[1]:
                 first = window[0] + 1 if table.rows else 0
                 extras.append(
@@ -250,14 +253,19 @@ class ConnectionsPane(Pane):
                 extras.append(f"{len(table.tagged):,} tagged (X closes)")
             self.set_title(self.describe_table("live session", f"  {G.sep}  ".join(extras)))
 
+    _window_start = 0
+    """Where, in the server's order, the rows the live table shows begin (attached)."""
+
     def _window_wanted(self, table: LiveTable) -> int:
-        """The first row to fetch from the server: the window centred on the cursor."""
-        window = getattr(self.view, "session_window", None)
+        """The first row to fetch from the server: the window centred on the cursor.
+
+        Reckoned from the rows the table shows, not from the window fetched since,
+        which the table has not been given yet.
+        """
         item = table.cursor_item
-        if window is None or item is None:
+        if item is None:
             return 0
-        start, size = window
-        return max(0, start + table.rows.index(item) - size // 2)
+        return max(0, self._window_start + table.rows.index(item) - WINDOW // 2)
 
     def action_toggle_closed(self) -> None:
         """Switch between live and recently closed sessions."""
