@@ -368,12 +368,14 @@ async def test_a_flood_past_a_tiny_output_buffer_limit_recovers(
         await next_of(ca, "user_joined", connectionId=cb.id)
         blob = "x" * 4000
         # b reads nothing for a second, so Redis buffers the flood for it, past the limit.
+        # The flood (40 MB) must outgrow what the kernel buffers for a stopped reader on
+        # loopback too: tcp_rmem lets a receive buffer grow to 32 MB on some machines.
         b.proc.send_signal(signal.SIGSTOP)
         try:
             ca.writer.write(
                 b"".join(
                     frame({"type": "room_message", "room": "flood", "data": blob})
-                    for _ in range(1000)
+                    for _ in range(10_000)
                 )
             )
             await ca.writer.drain()
