@@ -76,22 +76,34 @@ def matcher(
 ) -> Callable[[Any], bool]:
     """A predicate keeping the rows that satisfy every term."""
     words = [t.value for t in terms if t.column is None]
-    # Each field term as (the column's render, a test of its lower-cased cell text),
-    # resolved once: a filter runs over every session, ten thousand at a time.
-    fields = [(columns[t.column].render, _test(t)) for t in terms if t.column is not None]
+    # Each field term as one test of a row, resolved once: a filter runs over
+    # every session, ten thousand at a time.
+    checks = [_field_check(columns[t.column], t, now) for t in terms if t.column is not None]
 
     def keep(row: Any) -> bool:
         if words:
             text = search(row).lower()
             if not all(w in text for w in words):
                 return False
-        for render, test in fields:
-            rendered = render(row, now)
-            if not test((rendered[0] if isinstance(rendered, tuple) else rendered).lower()):
-                return False
-        return True
+        return all(check(row) for check in checks)
 
     return keep
+
+
+def _field_check(column: Column, t: Term, now: float) -> Callable[[Any], bool]:
+    # A column may give the number its cell reads back as, without the text
+    # (hub/session_fields.py does for durations): the same answer, made faster.
+    number = getattr(column, "number", None)
+    if number is not None and t.op in _COMPARE and t.number is not None:
+        compare, limit = _COMPARE[t.op], t.number
+        return lambda row: compare(number(row, now), limit)
+    render, test = column.render, _test(t)
+
+    def check(row: Any) -> bool:
+        rendered = render(row, now)
+        return test((rendered[0] if isinstance(rendered, tuple) else rendered).lower())
+
+    return check
 
 
 _COMPARE: dict[str, Callable[[float, float], bool]] = {

@@ -80,6 +80,16 @@ _SUFFIX = {
 }
 
 
+def duration_read_back(seconds: float) -> float:
+    """What :func:`to_number` reads back from ``fmt_duration(seconds)``, with no text made."""
+    s = int(seconds) if seconds > 0 else 0
+    if s < 3600:
+        return float(s)  # 42s, 3m05s: to the second
+    if s < 86400:
+        return float(s // 60 * 60)  # 2h03m: to the minute
+    return float(s // 3600 * 3600)  # 4d07h: to the hour
+
+
 @lru_cache(maxsize=8192)
 def to_number(text: str) -> float | None:
     """Read a cell back as a number: ``1m05s`` is 65, ``1.5 KiB`` 1536, ``12.3k`` 12300."""
