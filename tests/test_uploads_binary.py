@@ -15,8 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import tls_for, wire_fixtures
 
 from verb_console.runtime import Runtime
+
+# Every test runs in plaintext, over TLS, and over TLS on uvloop (PROTOCOL.md s9).
+wire, event_loop_policy = wire_fixtures()
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -49,7 +53,7 @@ class BinaryClient:
 
     @classmethod
     async def connect(cls, port: int) -> BinaryClient:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, **tls_for(port))
         return cls(reader, writer)
 
     @property

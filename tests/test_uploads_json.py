@@ -16,9 +16,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import JsonClient, eventually, frame
+from helpers import JsonClient, eventually, frame, wire_fixtures
 
 from verb_console.runtime import Runtime
+
+# Every test runs in plaintext, over TLS, and over TLS on uvloop (PROTOCOL.md s9).
+wire, event_loop_policy = wire_fixtures()
 
 pytestmark = pytest.mark.timeout(30)
 
