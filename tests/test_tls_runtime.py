@@ -228,3 +228,62 @@ def test_sighup_to_a_headless_server_reloads_the_auth_file(tmp_path: Path) -> No
     finally:
         proc.terminate()
         assert proc.wait(15) == 0
+
+
+async def test_a_broadcast_during_a_clients_handshake_comes_after_its_welcome_in_order(
+    start_server, tls_files
+) -> None:
+    """A session starts when its handshake ends: a broadcast sent while it is under
+    way is not delivered ahead of the welcome; those after it come in order."""
+    import ssl
+
+    rt = await start_server()
+    sender_reader, sender = await tls_open(rt.port, tls_files.client_context())
+    await read_json(sender_reader)  # its welcome
+    # A sans-IO client that stops before its last handshake flight.
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    obj = tls_files.client_context().wrap_bio(incoming, outgoing, server_hostname="localhost")
+    reader, writer = await asyncio.open_connection("127.0.0.1", rt.port)
+    with pytest.raises(ssl.SSLWantReadError):
+        obj.do_handshake()
+    writer.write(outgoing.read())  # the ClientHello
+    flight = await asyncio.wait_for(reader.read(65536), 5)  # ServerHello .. Finished
+    await asyncio.sleep(0.05)
+    assert len(rt.hub.json_sessions) == 1  # the sender only: the other is not in yet
+    sender.write(frame({"type": "broadcast", "data": "during"}))
+    await asyncio.sleep(0.1)
+    # Finish the handshake, then broadcast a few more.
+    incoming.write(flight)
+    obj.do_handshake()
+    writer.write(outgoing.read())
+    got: list[dict[str, Any]] = []
+    plain = bytearray()
+
+    async def next_message() -> dict[str, Any]:
+        while True:
+            if b"\n" in plain:
+                head, _, rest = bytes(plain).partition(b"\n")
+                if len(rest) >= int(head):
+                    del plain[: len(head) + 1 + int(head)]
+                    return dict(json.loads(rest[: int(head)]))
+            try:
+                plain.extend(obj.read(65536))
+                continue
+            except ssl.SSLWantReadError:
+                pass
+            data = await asyncio.wait_for(reader.read(65536), 5)
+            assert data, "closed early"
+            incoming.write(data)
+
+    got.append(await next_message())
+    assert got[0]["type"] == "welcome"
+    for n in range(5):
+        sender.write(frame({"type": "broadcast", "data": n}))
+    while len(got) < 6:
+        message = await next_message()
+        if message["type"] == "broadcast":
+            got.append(message)
+    assert [m.get("data") for m in got[1:]] == [0, 1, 2, 3, 4]
+    assert "during" not in [m.get("data") for m in got]
+    writer.close()
+    sender.close()
