@@ -151,6 +151,7 @@ CONFIG_ONLY: dict[str, Any] = {
     "max_reserved_per_client": _nonneg_int,
     "transfer_timeout": _nonneg_float,
     "max_line": _positive_int,
+    "max_fanout_rate": _nonneg_int,
     "writable_high_water_mark": _positive_int,
     "readable_high_water_mark": _positive_int,
     "log_level": str,

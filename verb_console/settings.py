@@ -41,6 +41,10 @@ class Settings:
     max_reserved_per_client: int = 4 * GiB  # bytes reserved by one address's open transfers
     transfer_timeout: float = 60.0  # seconds an open transfer may receive nothing; 0: none
     max_line: int = DEFAULT_MAX_LINE
+    # Messages one session's messages may deliver per second (broadcasts, room
+    # messages, join and leave notices; a burst of one second's worth); past it
+    # the session's reading pauses until the rate allows more. 0: no limit.
+    max_fanout_rate: int = 500_000
     writable_high_water_mark: int = 64 * 1024  # output level at which reads pause
     readable_high_water_mark: int = 256 * 1024  # read size per receive call
     # Cluster (PROTOCOL.md section 10): "" runs a single server with no Redis.

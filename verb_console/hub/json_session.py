@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -14,6 +15,12 @@ from .session import CloseReason, Outlet, Session, SessionHost
 
 _time = time.time
 
+# Deliveries one step of handling a read may make before the rest of the read
+# waits for the next turn of the event loop (with reading paused meanwhile): a
+# 256 KiB write of broadcasts to 200 readers is 1.5 million deliveries, and a
+# bystander's ping must not wait for all of them.
+FANOUT_BUDGET = 2048
+
 Handler = Callable[["JsonSession", dict[str, Any], Any], None]
 
 
@@ -22,7 +29,7 @@ class JsonSession(Session):
 
     protocol = "json"
 
-    __slots__ = ("decoder", "handlers", "transfers")
+    __slots__ = ("_backlog", "_fan_at", "_fan_tokens", "decoder", "handlers", "transfers")
 
     def __init__(
         self,
@@ -42,6 +49,11 @@ class JsonSession(Session):
     def setup(self) -> None:
         self.decoder = JsonDecoder(self.hub.settings.max_frame)
         self.transfers: Any = None  # per-session transfer state, set by the transfer handlers
+        # Messages read but not handled yet, while reading is paused (see _pace).
+        self._backlog: list[Any] | None = None
+        # The fan-out rate's token bucket: one second's worth to start with.
+        self._fan_tokens = float(self.hub.settings.max_fanout_rate)
+        self._fan_at = time.monotonic()
 
     def start(self) -> None:
         hub = self.hub
@@ -66,52 +78,108 @@ class JsonSession(Session):
     def feed(self, data: bytes) -> None:
         if self.closing:
             return
-        stats = self.stats
-        stats.bytes_in += len(data)
-        decoder = self.decoder
-        bodies = decoder.receive(data)
+        self.stats.bytes_in += len(data)
+        bodies = self.decoder.receive(data)
         if bodies:
-            self._out = out = []
-            handlers = self.handlers
-            parse = parse_message
-            # The tap is None unless someone watches: one read per network read.
-            tap = self.hub.tap
-            # A framing error is always the last event.
-            last = bodies[-1]
-            failed = last if isinstance(last, ProtocolError) else None
-            for body in bodies:
-                if isinstance(body, ProtocolError):
-                    break
-                self.msgs_in += 1
-                try:
-                    msg, kind, ref = parse(body)
-                except ProtocolError as exc:
-                    out.append(encode_error(exc))
-                    continue
-                if tap is not None:
-                    room = msg.get("room")
-                    tap.see(self.id, "json", kind, len(body), room if type(room) is str else "")
-                handler = handlers.get(kind)
-                if handler is None:
-                    err = ProtocolError("unknown_type", f"Unknown message type: {kind}")
-                    out.append(encode_error(err, ref))
-                    continue
-                try:
-                    handler(self, msg, ref)
-                except ProtocolError as exc:
-                    out.append(encode_error(exc, ref))
-                if self.closing:
-                    break
-            stats.msgs_in += len(bodies) - (failed is not None)
-            self.flush()
-            if failed is not None and not self.closing:
-                self.deliver(encode_error(failed))
-                reason = (
-                    CloseReason.FRAME_TOO_LARGE
-                    if failed.code == "frame_too_large"
-                    else CloseReason.PROTOCOL_ERROR
-                )
-                self.close(reason, detail=failed.code)
+            backlog = self._backlog
+            if backlog is not None:
+                # Paused (a read's work was split, or the fan-out rate is spent):
+                # these wait behind the earlier ones, in order.
+                backlog.extend(bodies)
+            else:
+                self._handle(bodies)
+
+    def _handle(self, bodies: list[Any]) -> None:
+        """Handle decoded messages until they are done or one step's fan-out budget is."""
+        stats = self.stats
+        start = stats.msgs_out
+        limit = start + FANOUT_BUDGET
+        self._out = out = []
+        handlers = self.handlers
+        parse = parse_message
+        # The tap is None unless someone watches: one read per step.
+        tap = self.hub.tap
+        failed: ProtocolError | None = None
+        rest: list[Any] | None = None
+        handled = 0
+        for body in bodies:
+            if isinstance(body, ProtocolError):
+                # A framing error is always the last event.
+                failed = body
+                break
+            handled += 1
+            try:
+                msg, kind, ref = parse(body)
+            except ProtocolError as exc:
+                out.append(encode_error(exc))
+                continue
+            if tap is not None:
+                room = msg.get("room")
+                tap.see(self.id, "json", kind, len(body), room if type(room) is str else "")
+            handler = handlers.get(kind)
+            if handler is None:
+                err = ProtocolError("unknown_type", f"Unknown message type: {kind}")
+                out.append(encode_error(err, ref))
+                continue
+            try:
+                handler(self, msg, ref)
+            except ProtocolError as exc:
+                out.append(encode_error(exc, ref))
+            if self.closing:
+                break
+            if stats.msgs_out > limit and handled < len(bodies):
+                # Enough deliveries for one turn of the loop: the rest waits.
+                rest = bodies[handled:]
+                break
+        self.msgs_in += handled
+        stats.msgs_in += handled
+        used = stats.msgs_out - start
+        self.flush()
+        if self.closing:
+            return
+        if failed is not None:
+            self.deliver(encode_error(failed))
+            reason = (
+                CloseReason.FRAME_TOO_LARGE
+                if failed.code == "frame_too_large"
+                else CloseReason.PROTOCOL_ERROR
+            )
+            self.close(reason, detail=failed.code)
+            return
+        if used or rest is not None:
+            self._pace(used, rest)
+
+    def _pace(self, used: int, rest: list[Any] | None) -> None:
+        """Charge ``used`` deliveries to the fan-out rate; pause reading while the
+        rate is spent or ``rest`` waits for the next turn of the loop."""
+        rate = self.hub.settings.max_fanout_rate
+        delay = 0.0
+        if rate > 0 and used:
+            now = time.monotonic()
+            tokens = min(float(rate), self._fan_tokens + (now - self._fan_at) * rate) - used
+            self._fan_tokens = tokens
+            self._fan_at = now
+            if tokens < 0:
+                delay = -tokens / rate
+        if rest is None and delay <= 0:
+            return
+        self._backlog = rest if rest is not None else []
+        self.outlet.hold(self)
+        loop = asyncio.get_running_loop()
+        if delay > 0:
+            loop.call_later(delay, self._resume)
+        else:
+            loop.call_soon(self._resume)
+
+    def _resume(self) -> None:
+        backlog = self._backlog
+        self._backlog = None
+        if self.closing or backlog is None:
+            return
+        if backlog:
+            self._handle(backlog)
+        if self._backlog is None and not self.closing:
+            self.outlet.release(self)
 
     def reply(self, message: dict[str, Any], ref: Any) -> None:
         """Answer this session's own message (``ref`` copied in when it had one)."""
@@ -126,6 +194,9 @@ class JsonSession(Session):
             self.deliver(f)
 
     def closed(self) -> None:
+        if self._backlog is not None:
+            self._backlog = None
+            self.outlet.release(self)
         hub = self.hub
         if hub.json_sessions.pop(self.id, None) is not None and hub.bus is not None:
             hub.bus.session_ended(self.id)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..protocols import mux as m
 from ..protocols.errors import ProtocolError
+from .json_session import FANOUT_BUDGET
 from .session import WIRE_REASON, CloseReason, Session
 from .snapshot import MuxConnectionInfo, StreamInfo
 
@@ -102,7 +103,17 @@ class MuxSession(Session):
     protocol = "mux"
     accepts_notices = False
 
-    __slots__ = ("_feeding", "_pump_scheduled", "_ready", "control", "decoder", "queued", "streams")
+    __slots__ = (
+        "_feeding",
+        "_pump_scheduled",
+        "_ready",
+        "_runs",
+        "_waiting_drain",
+        "control",
+        "decoder",
+        "queued",
+        "streams",
+    )
 
     def setup(self) -> None:
         self.decoder = m.MuxDecoder(self.hub.settings.max_frame)
@@ -114,6 +125,10 @@ class MuxSession(Session):
         self._pump_scheduled = False
         # While a read is being handled, output is pumped once at its end.
         self._feeding = False
+        # Runs read but not handled yet (one read's work was split), and whether
+        # they wait for the output to drain before they are handled.
+        self._runs: list[Any] | None = None
+        self._waiting_drain = False
 
     def start(self) -> None:
         sock: TCPSocket = self.outlet  # type: ignore[assignment]
@@ -203,31 +218,65 @@ class MuxSession(Session):
             self._pump_scheduled = True
             asyncio.get_running_loop().call_soon(self.pump)
         # When congested, the socket's "drain" event calls pump again.
+        if self._waiting_drain and not sock.congested and self.queued <= PUMP_BUDGET:
+            self._waiting_drain = False
+            asyncio.get_running_loop().call_soon(self._resume)
 
     # --- input ------------------------------------------------------------
     def feed(self, data: bytes) -> None:
         if self.closing:
             return
+        self.stats.bytes_in += len(data)
+        runs = self.decoder.feed_runs(data)
+        if self._runs is not None:
+            self._runs.extend(runs)
+        elif runs:
+            self._run(runs)
+
+    def _run(self, runs: list[Any]) -> None:
         self._feeding = True
         try:
-            self._feed(data)
+            rest = self._feed(runs)
         finally:
             self._feeding = False
-        if not self.closing and (self._ready or self.control.queue):
+        if self.closing:
+            return
+        if self._ready or self.control.queue:
             self.pump()
+        if rest is not None:
+            # The rest of this read waits until what it produced so far is
+            # written: what counts against the unsent limit is what the
+            # socket could not take, not what one read produced.
+            self._runs = rest
+            self.outlet.hold(self)
+            sock = self.outlet
+            if not sock.congested and self.queued <= PUMP_BUDGET:
+                asyncio.get_running_loop().call_soon(self._resume)
+            else:
+                self._waiting_drain = True
 
-    def _feed(self, data: bytes) -> None:
+    def _resume(self) -> None:
+        runs = self._runs
+        self._runs = None
+        if self.closing or runs is None:
+            return
+        self._run(runs)
+        if self._runs is None and not self.closing:
+            self.outlet.release(self)
+
+    def _feed(self, runs: list[Any]) -> list[Any] | None:
+        """Handle runs until done (None) or one step's budget is spent (the rest)."""
         stats = self.stats
-        stats.bytes_in += len(data)
+        limit = stats.msgs_out + FANOUT_BUDGET
         streams = self.streams
         # Consecutive frames of one stream arrive joined: the session handles
         # (and answers) a run of pipelined messages at once, as on plain TCP.
-        for run in self.decoder.feed_runs(data):
+        for i, run in enumerate(runs):
             if isinstance(run, ProtocolError):
                 # The framing broke (always the last event): say why, then close.
                 self.control_error(run)
                 self.close(CloseReason.FRAME_TOO_LARGE, detail=run.code)
-                return
+                return None
             sid, payload, count = run
             if sid == 0:
                 self.msgs_in += 1
@@ -248,7 +297,10 @@ class MuxSession(Session):
                 stats.bytes_in -= len(payload)
                 st.session.feed(payload)
             if self.closing:
-                return
+                return None
+            if stats.msgs_out > limit and i + 1 < len(runs):
+                return runs[i + 1 :]
+        return None
 
     def control_error(self, error: ProtocolError) -> None:
         """Report ``error`` on the control stream (with its ``streamId``, if any)."""
