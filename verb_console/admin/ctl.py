@@ -149,7 +149,23 @@ def _status_text(s: dict[str, Any], hello: dict[str, Any]) -> str:
     ]
     if s.get("drain_deadline"):
         lines.append(f"drain ends in: {_duration(s['drain_deadline'] - s['now'])}")
+    cluster = s.get("cluster")
+    if cluster:
+        lines += _cluster_text(cluster)
     return "\n".join(lines)
+
+
+def _cluster_text(c: dict[str, Any]) -> list[str]:
+    """This node, its Redis link and the nodes it knows (PROTOCOL.md section 10)."""
+    others = [n for n in c["nodes"] if not n["self"]]
+    known = ", ".join(n["name"] for n in others) or "none"
+    return [
+        f"cluster node: {c['node']}  redis link: {c['link']}  reconnects: {c['reconnects']}",
+        f"known nodes: {len(c['nodes'])} ({c['node']}; others: {known})",
+        f"cross-node messages: {c['published']} out, {c['received']} in"
+        f"  ({c['msgs_out_per_s']}/s out, {c['msgs_in_per_s']}/s in)",
+        f"dropped: {c['dropped']}  undeliverable: {c['undeliverable']}  queued: {c['queued']}",
+    ]
 
 
 async def run_command(args: argparse.Namespace) -> tuple[Any, str]:

@@ -220,7 +220,8 @@ class AdminServer:
         view = self.view
         try:
             if op in ("status", "overview"):
-                return to_wire(view.overview())
+                # The cluster as this node sees it (None on a single server).
+                return {**to_wire(view.overview()), "cluster": view.cluster_info()}
             if op == "sessions":
                 page = view.session_page(
                     sort=str(args.get("sort", "id")),
