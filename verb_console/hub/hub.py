@@ -295,7 +295,8 @@ class Hub(OperatorActions, GracefulShutdown):
         new.user = old.user
         self.connections[new.id] = new
         self.sessions[new.id] = new
-        old.closing = True
+        # The detecting session is done: released now, not left to a collection.
+        old.closed()
         sock.off("data", old.feed)
         self.event("connect", f"{new.id} detected as {protocol}")
         read = self.reader(new)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import weakref
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
@@ -118,7 +119,9 @@ class MuxSession(Session):
     def setup(self) -> None:
         self.decoder = m.MuxDecoder(self.hub.settings.max_frame)
         self.streams: dict[int, StreamOutlet] = {}
-        self.control = StreamOutlet(self, 0)
+        # The control stream is the connection's own: a weak reference back, so
+        # that the two make no cycle and an ended connection is freed at once.
+        self.control = StreamOutlet(weakref.proxy(self), 0)
         # Streams with queued frames, in round-robin order (control is served first).
         self._ready: deque[StreamOutlet] = deque()
         self.queued = 0
@@ -402,6 +405,8 @@ class MuxSession(Session):
                 session.close_reason = reason
             session.closing = True
             self.hub.end_session(session, session.close_reason or CloseReason.CLIENT_CLOSED)
+            # The stream and its session refer to each other: drop one side.
+            st.session = None
 
     # --- closing ----------------------------------------------------------
     def close(
@@ -435,8 +440,11 @@ class MuxSession(Session):
                 if session.close_reason is None:
                     session.close_reason = reason
                 self.hub.end_session(session, session.close_reason)
+                st.session = None
+            self.drop_queue(st)
         self.streams.clear()
         self._ready.clear()
+        self.drop_queue(self.control)
         super().closed()
 
     def mux_info(self) -> MuxConnectionInfo:

@@ -186,7 +186,7 @@ class SessionView:
     by or shows.
     """
 
-    __slots__ = ("_s",)
+    __slots__ = ("__weakref__", "_s")
 
     def __init__(self, session: Session) -> None:
         self._s = session
@@ -266,8 +266,10 @@ class Session:
     accepts_notices = True
 
     __slots__ = (
+        "__weakref__",
         "_flush_timer",
         "_out",
+        "_view",
         "address",
         "close_detail",
         "close_reason",
@@ -283,7 +285,6 @@ class Session:
         "rooms",
         "stats",
         "user",
-        "view",
     )
 
     def __init__(
@@ -314,8 +315,17 @@ class Session:
         # Replies to this session's own messages, batched into one write per read.
         self._out: list[bytes] | None = None
         self._flush_timer: asyncio.TimerHandle | None = None
-        self.view = SessionView(self)
+        # The session and its view refer to each other until the session ends;
+        # ``closed`` drops the session's side, so that nothing but a collection
+        # could otherwise free an ended session (and the buffers it holds).
+        self._view: SessionView | None = SessionView(self)
         self.setup()
+
+    @property
+    def view(self) -> SessionView:
+        """The console's live view of this session (one per session while it lives)."""
+        view = self._view
+        return view if view is not None else SessionView(self)
 
     # ----------------------------------------------------------- protocol hooks
     def setup(self) -> None:
@@ -326,6 +336,12 @@ class Session:
 
     def feed(self, data: bytes) -> None:  # pragma: no cover - every protocol overrides
         raise NotImplementedError
+
+    def release_input(self) -> None:
+        """Drop the partial frame the protocol's decoder holds: an ended session reads no more."""
+        decoder = getattr(self, "decoder", None)
+        if decoder is not None:
+            decoder.release()
 
     def encode_notice(self, message: dict[str, Any]) -> bytes:  # pragma: no cover
         """A server-initiated message (section 6) in this session's own protocol."""
@@ -393,6 +409,9 @@ class Session:
         self.closing = True
         self.close_reason = reason
         self.close_detail = detail
+        # Nothing more is read: a partial frame is dropped now, not when the
+        # last bytes out have been flushed.
+        self.release_input()
         if flush:
             self.outlet.end()
             if not self.outlet.destroyed:
@@ -408,3 +427,5 @@ class Session:
             self._flush_timer = None
         self.closing = True
         self._out = None
+        self.release_input()
+        self._view = None

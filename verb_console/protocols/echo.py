@@ -58,6 +58,10 @@ class EchoDecoder:
         """Bytes of the unfinished line held while waiting for its ``\\n``."""
         return len(self._buf)
 
+    def release(self) -> None:
+        """Drop the unfinished line held, at once (its session has ended)."""
+        self._buf = bytearray()
+
     def feed(self, data: bytes) -> list[bytes]:
         """Like :meth:`receive`, without the error event: the lines alone (the
         error, if any, is in :attr:`error`)."""

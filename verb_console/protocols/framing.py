@@ -47,6 +47,12 @@ class HeaderDecoder(Generic[F]):
         """Bytes held while waiting for the rest of a frame."""
         return len(self._buf)
 
+    def release(self) -> None:
+        """Drop the partial frame held, at once (its session has ended)."""
+        self._buf = bytearray()
+        self._need = -1
+        self._head = ()
+
     def _frame(self, head: tuple[int, ...], payload: memoryview) -> F:  # pragma: no cover
         raise NotImplementedError
 

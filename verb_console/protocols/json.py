@@ -75,6 +75,11 @@ class JsonDecoder:
         """Bytes held while waiting for the rest of a frame."""
         return len(self._buf)
 
+    def release(self) -> None:
+        """Drop the partial frame held, at once (its session has ended)."""
+        self._buf = bytearray()
+        self._need = -1
+
     def feed(self, data: bytes) -> list[bytearray]:
         """Like :meth:`receive`, without the error event: the bodies alone (the
         error, if any, is in :attr:`error`)."""

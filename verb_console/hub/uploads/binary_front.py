@@ -14,7 +14,15 @@ import orjson
 from ...protocols import binary as b
 from ...protocols.errors import ProtocolError
 from .errors import TransferError
-from .front import complete_message, progress_message, start_finish, store_of, watch, write
+from .front import (
+    complete_message,
+    progress_message,
+    start_finish,
+    store_of,
+    tell_owner,
+    watch,
+    write,
+)
 from .names import known_transfer_id, require
 from .state import UploadState
 from .upload import CompletedUpload, Upload
@@ -119,7 +127,7 @@ def _start(session: BinarySession, current: _BinaryTransfer | None, payload: byt
     )
     session.transfers = _BinaryTransfer(upload, session.hub.settings.max_frame)
     watch(session, upload)
-    upload.on_server_end = lambda err: _server_ended(session, upload, err)
+    upload.on_server_end = tell_owner(session, lambda owner, err: _server_ended(owner, upload, err))
     session.reply_file(
         {"type": "file_start_ack", "transferId": upload.transfer_id, "status": "ready"}
     )

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Callable, Coroutine
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
 from .errors import TransferError
 from .upload import CompletedUpload, Upload
@@ -81,10 +82,38 @@ def complete_message(transfer_id: str, done: CompletedUpload) -> dict[str, Any]:
     }
 
 
+S = TypeVar("S", bound="Session")
+
+
 def watch(session: Session, upload: Upload) -> None:
-    """Resume the session's reading when the upload's disk backlog has drained."""
-    outlet = session.outlet
-    upload.on_drain = lambda: outlet.release(upload)
+    """Resume the session's reading when the upload's disk backlog has drained.
+
+    An upload refers to its session weakly (here and in :func:`tell_owner`): an
+    upload outlives its session while its temporary file is deleted, and must
+    not keep an ended session, its buffers and its connection in memory.
+    """
+    ref = weakref.ref(session)
+    upload.on_drain = lambda: _drained(ref, upload)
+
+
+def _drained(ref: weakref.ref[Session], upload: Upload) -> None:
+    session = ref()
+    if session is not None:
+        session.outlet.release(upload)
+
+
+def tell_owner(
+    session: S, told: Callable[[S, TransferError], None]
+) -> Callable[[TransferError], None]:
+    """An upload's ``on_server_end``: ``told(session, err)`` while the session lives."""
+    ref = weakref.ref(session)
+
+    def tell(err: TransferError) -> None:
+        owner = ref()
+        if owner is not None:
+            told(owner, err)
+
+    return tell
 
 
 def write(session: Session, upload: Upload, data: bytes) -> None:

@@ -15,7 +15,15 @@ import pybase64
 
 from ...protocols.json import encode_error
 from .errors import TransferError
-from .front import complete_message, progress_message, start_finish, store_of, watch, write
+from .front import (
+    complete_message,
+    progress_message,
+    start_finish,
+    store_of,
+    tell_owner,
+    watch,
+    write,
+)
 from .names import check_file_size, check_transfer_id, require
 from .state import UploadState
 from .upload import CompletedUpload, Upload
@@ -120,7 +128,7 @@ def handle_file_start(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
         raise exc.about(tid) from None
     state[tid] = _JsonTransfer(upload)
     watch(s, upload)
-    upload.on_server_end = lambda err: _server_ended(s, tid, upload, err)
+    upload.on_server_end = tell_owner(s, lambda owner, err: _server_ended(owner, tid, upload, err))
     s.reply({"type": "file_start_ack", "transferId": tid, "status": "ready"}, ref)
 
 
