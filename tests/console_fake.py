@@ -327,6 +327,17 @@ class FixedHubView:
                 "aborted",
                 "client_closed",
             ),
+            TransferInfo(
+                "203.0.113.9:60111",
+                "t6",
+                "disk-image.iso",
+                8 * 1024 * mib,
+                0,
+                NOW - 45,
+                NOW - 45,
+                "refused",
+                "too_large",
+            ),
         ]
 
     def log_since(self, seq: int) -> list[LogEvent]:

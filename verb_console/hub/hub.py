@@ -471,7 +471,9 @@ class Hub(OperatorActions, GracefulShutdown):
         return [s.mux_info() for s in self.connections.values() if hasattr(s, "mux_info")]
 
     def transfers(self) -> list[TransferInfo]:
-        return self.uploads.records() if self.uploads is not None else []
+        """Open and ended uploads, then the last refused requests (state "refused")."""
+        uploads = self.uploads
+        return uploads.records() + uploads.refusals() if uploads is not None else []
 
     def log_since(self, seq: int) -> list[LogEvent]:
         if not self.events or self.events[-1].seq <= seq:

@@ -1,4 +1,4 @@
-"""Pane 5: file transfers: active ones with progress, finished ones with outcome."""
+"""Pane 5: file transfers: active ones with progress, finished and refused ones with outcome."""
 
 from __future__ import annotations
 
@@ -13,8 +13,14 @@ from .base import Detail, DetailRows, Pane
 from .table import Cell, Column, LiveTable
 
 BAR_WIDTH = 16
-_STATE_ORDER = {"active": 0, "failed": 1, "aborted": 2, "complete": 3}
-_STATE_TONES = {"active": "accent", "complete": "ok", "failed": "error", "aborted": "warn"}
+_STATE_ORDER = {"active": 0, "failed": 1, "refused": 2, "aborted": 3, "complete": 4}
+_STATE_TONES = {
+    "active": "accent",
+    "complete": "ok",
+    "failed": "error",
+    "refused": "error",
+    "aborted": "warn",
+}
 
 
 def speed(t: TransferInfo, now: float) -> float:
@@ -61,7 +67,7 @@ COLUMNS = (
     Column(
         "SPEED",
         11,
-        lambda t, now: fmt_byte_rate(speed(t, now)),
+        lambda t, now: ("-", "muted") if t.state == "refused" else fmt_byte_rate(speed(t, now)),
         lambda t: t.received / max(1e-9, (t.ended_at or t.started_at + 1) - t.started_at),
         "right",
         2,
@@ -102,7 +108,7 @@ class TransfersPane(Pane):
         yield from super().compose()
         yield LiveTable(
             COLUMNS,
-            key=lambda t: f"{t.session_id}/{t.transfer_id}",
+            key=lambda t: "/".join(map(str, _key(t))),
             search=lambda t: f"{t.session_id} {t.filename} {t.state} {t.outcome}",
             sort_column=0,
             empty_text="no transfers",
@@ -118,7 +124,9 @@ class TransfersPane(Pane):
         items = self.view.transfers()
         self.table.set_items(items, now)
         active = sum(1 for t in items if t.state == "active")
-        self.set_title(self.describe_table("transfer", f"{active:,} active"))
+        refused = sum(1 for t in items if t.state == "refused")
+        extra = f"{active:,} active, {refused:,} refused" if refused else f"{active:,} active"
+        self.set_title(self.describe_table("transfer", extra))
 
     def describe(self, item: TransferInfo) -> Detail:
         return Detail(
@@ -126,5 +134,8 @@ class TransfersPane(Pane):
         )
 
 
-def _key(t: TransferInfo) -> tuple[str, str]:
+def _key(t: TransferInfo) -> tuple[str, ...]:
+    # A refused request may repeat an open upload's id (duplicate_transfer) or have none.
+    if t.state == "refused":
+        return (t.session_id, t.transfer_id, "refused", repr(t.started_at))
     return (t.session_id, t.transfer_id)
