@@ -19,7 +19,7 @@ _time = time.time
 # waits for the next turn of the event loop (with reading paused meanwhile): a
 # 256 KiB write of broadcasts to 200 readers is 1.5 million deliveries, and a
 # bystander's ping must not wait for all of them.
-FANOUT_BUDGET = 2048
+FANOUT_BUDGET = 512
 
 Handler = Callable[["JsonSession", dict[str, Any], Any], None]
 
