@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import signal
 import sys
 import time
@@ -444,3 +445,56 @@ async def test_the_directory_returns_to_its_baseline_when_clients_leave(
         await wait_for(back, 5)
     finally:
         await r.aclose()
+
+
+async def test_a_soak_of_clients_coming_and_going_leaves_redis_as_it_was(
+    redis_server: RedisServer, node: NodeFactory, client: Any
+) -> None:
+    """Rounds of clients on two nodes join rooms that span both, talk across
+    them and leave, half closing and half cut off (abort, no FIN from a close):
+    afterwards Redis holds the same keys and pub/sub channels as before."""
+    a = await node("a")
+    b = await node("b")
+    r = redis_server.client()
+    try:
+        await asyncio.sleep(1.5)
+        base_keys = sorted(await r.keys("*"))
+        base_channels = sorted(await r.pubsub_channels())
+        for round_no in range(3):
+            cs = [await client(n.port) for _ in range(4) for n in (a, b)]
+            for i, c in enumerate(cs):
+                joined = await c.request({"type": "join_room", "room": f"soak-{round_no}-{i % 3}"})
+                assert joined["type"] == "joined", joined
+            # cs alternates nodes a and b; 0 and 3 are in room 0, one on each node.
+            sender, member = cs[0], cs[3]
+            assert sender.welcome["node"] != member.welcome["node"]
+            room = f"soak-{round_no}-0"
+            await wait_for(functools.partial(_room_reaches, sender, member, room), 5)
+            assert len(await r.pubsub_channels()) == len(base_channels) + 3
+            for i, c in enumerate(cs):
+                if i % 2:
+                    c.writer.transport.abort()
+                else:
+                    await c.close()
+
+            async def back() -> bool:
+                keys_now = sorted(await r.keys("*"))
+                channels = sorted(await r.pubsub_channels())
+                return keys_now == base_keys and channels == base_channels
+
+            await wait_for(back, 5)
+        assert await r.hlen("vc:sessions") == 0
+    finally:
+        await r.aclose()
+
+
+async def _room_reaches(sender: JsonClient, member: JsonClient, room: str) -> bool:
+    """True if a room message from ``sender`` reaches ``member`` within 0.3 s."""
+    await sender.send({"type": "room_message", "room": room, "data": "soak"})
+    try:
+        while True:
+            msg = await member.recv(0.3)
+            if msg["type"] == "room_message" and msg.get("from") == sender.id:
+                return True
+    except TimeoutError:
+        return False
