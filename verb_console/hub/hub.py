@@ -61,6 +61,11 @@ log = logging.getLogger("verb_console.hub")
 
 ORDINARY_DISCONNECTS = (ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 """How clients usually leave without a goodbye; not logged as errors."""
+_DISCONNECT_DETAIL = {
+    ConnectionResetError: "reset by the peer",
+    BrokenPipeError: "broken pipe: the peer went away",
+    ConnectionAbortedError: "aborted",
+}
 BLOCKED_NOTE_INTERVAL = 10.0
 """Seconds between two log rows about one throttled address."""
 BLOCKED_NOTE_MAX = 10_000
@@ -315,6 +320,9 @@ class Hub(OperatorActions, GracefulShutdown):
             # A peer that resets is leaving, not failing the server: its close row
             # (connection_error) says enough, with no error row or warning besides.
             log.debug("%s reset: %s", sock.id, exc)
+            session = self.connections.get(sock.id + self.id_suffix)
+            if session is not None and not session.close_detail:
+                session.close_detail = _DISCONNECT_DETAIL.get(type(exc), "reset by the peer")
             return
         code = getattr(exc, "errno", None)
         name = errno.errorcode.get(code, str(code)) if isinstance(code, int) else ""
@@ -380,7 +388,9 @@ class Hub(OperatorActions, GracefulShutdown):
             )
         )
         user = f" (user {session.user})" if session.user is not None else ""
-        self.event("close", f"{session.id}{user} closed: {reason}")
+        detail = session.close_detail
+        why = f" ({detail})" if detail and reason == CloseReason.CONNECTION_ERROR else ""
+        self.event("close", f"{session.id}{user} closed: {reason}{why}")
 
     # ----------------------------------------------------------- delivery from other nodes
     def deliver_broadcast(self, frame: bytes) -> int:
