@@ -46,6 +46,11 @@ async def test_an_operator_on_one_node_closes_a_session_on_another(
     # No live node of that name, or this node and no such session: refused.
     assert a.hub.operator_close("10.0.0.1:1@nowhere") is False
     assert a.hub.operator_close("10.0.0.1:1@a") is False
+    # A live node, but no session of that id on it: not found, so not closed.
+    assert a.hub.operator_close("10.0.0.1:1@b") is False
+    # Once a hears that b has closed it, the session is not found either.
+    await wait_for(lambda: _async(cb.id not in a.hub.bus.directory.sessions), 5)
+    assert a.hub.operator_close(cb.id) is False
 
 
 async def test_operator_broadcasts_reach_every_node(

@@ -193,8 +193,11 @@ class RedisBus:
         self.publish(keys.room_channel(room), self.node_b + b"\n" + frame)
 
     def operator_close(self, session_id: str) -> bool:
+        # "Closed" means found: the session is in the directory as a live
+        # session of the node its id names (as for private messages), so an id
+        # no node holds is refused here rather than reported as sent.
         node = session_id.rpartition("@")[2]
-        if node == self.node or node not in self.directory.nodes:
+        if node == self.node or self.directory.node_of(session_id) != node:
             return False
         self.publish(self.node_channel(node), b"C" + session_id.encode())
         return True
