@@ -34,6 +34,8 @@ class Settings:
     grace_period: float = 30.0  # seconds
     max_rooms: int = 32
     max_streams: int = 256
+    # Bytes of partial frames one mux connection's streams may hold together.
+    max_input_per_connection: int = 8 * MiB
     max_transfers: int = 4
     max_transfers_per_connection: int = 16  # a mux connection's streams together
     max_transfers_total: int = 256  # open transfers (and their files) in the whole server

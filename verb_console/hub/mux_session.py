@@ -38,6 +38,7 @@ class StreamOutlet:
         "destroyed",
         "frames_in",
         "frames_out",
+        "held",
         "mux",
         "opened_at",
         "queue",
@@ -56,6 +57,8 @@ class StreamOutlet:
         self.bytes_written = 0
         self.frames_in = 0
         self.frames_out = 0
+        # Bytes of a partial frame its session's decoder held after the last feed.
+        self.held = 0
         self.opened_at = time.time()
         self.destroyed = False
 
@@ -112,6 +115,7 @@ class MuxSession(Session):
         "_waiting_drain",
         "control",
         "decoder",
+        "held",
         "queued",
         "streams",
     )
@@ -132,6 +136,8 @@ class MuxSession(Session):
         # they wait for the output to drain before they are handled.
         self._runs: list[Any] | None = None
         self._waiting_drain = False
+        # Partial frames held by the stream sessions' decoders, all streams together.
+        self.held = 0
 
     def start(self) -> None:
         sock: TCPSocket = self.outlet  # type: ignore[assignment]
@@ -298,12 +304,32 @@ class MuxSession(Session):
                 st.bytes_read += len(payload)
                 # The stream session counts its own payload bytes in.
                 stats.bytes_in -= len(payload)
-                st.session.feed(payload)
+                session = st.session
+                session.feed(payload)
+                decoder: Any = getattr(session, "decoder", None)
+                if decoder is not None and decoder.buffered != st.held:
+                    self._held_changed(st, decoder.buffered)
             if self.closing:
                 return None
             if stats.msgs_out > limit and i + 1 < len(runs):
                 return runs[i + 1 :]
         return None
+
+    def _held_changed(self, st: StreamOutlet, held: int) -> None:
+        """A stream's partial frame grew or shrank: past the connection's limit
+        (``max_input_per_connection``), that stream ends with ``frame_too_large``."""
+        self.held += held - st.held
+        st.held = held
+        limit = self.hub.settings.max_input_per_connection
+        if self.held > limit and not st.destroyed:
+            self.control_error(
+                ProtocolError(
+                    "frame_too_large",
+                    f"Partial frames of this connection's streams exceed {limit} bytes",
+                    streamId=st.stream_id,
+                )
+            )
+            self.end_stream(st, announce=True, reason=CloseReason.FRAME_TOO_LARGE)
 
     def control_error(self, error: ProtocolError) -> None:
         """Report ``error`` on the control stream (with its ``streamId``, if any)."""
@@ -387,6 +413,8 @@ class MuxSession(Session):
         if st.destroyed:
             return
         st.destroyed = True
+        self.held -= st.held
+        st.held = 0
         if self.streams.get(st.stream_id) is st:
             del self.streams[st.stream_id]
         if st.queue and not announce:
