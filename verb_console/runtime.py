@@ -131,6 +131,7 @@ class Runtime:
             port=s.port, host=s.host, tcp=self.tcp_options(), tls=tls
         )
         server.accept_filter = hub.admit
+        server.on_accept_failure = lambda text: hub.event("error", text)
         try:
             await server.listen()
         except OSError as exc:

@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import errno
 import logging
 import socket as _socket
+import time
 from collections.abc import Callable, Generator
 from typing import Any, NamedTuple
 
@@ -15,6 +17,10 @@ from .socket import TCPSocket, apply_keep_alive
 from .tls import TLSOptions
 
 log = logging.getLogger("verb_console.net")
+
+# Accept errors that mean the process is out of descriptors or memory.
+_RESOURCE_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+ACCEPT_NOTE_INTERVAL = 10.0
 
 # Returns a rejection reason to close a new connection at once, or None to accept.
 AcceptFilter = Callable[[str, int], str | None]
@@ -44,6 +50,10 @@ class TCPServer:
         self.connections: set[TCPSocket] = set()
         self.accept_filter: AcceptFilter | None = None
         self.on_reject: Callable[[str, int, str], Any] | None = None
+        # One line when accept fails for want of descriptors (at most one per
+        # ACCEPT_NOTE_INTERVAL); asyncio retries the accept a second later.
+        self.on_accept_failure: Callable[[str], Any] | None = None
+        self._accept_noted = 0.0
         # TLS on every accepted connection (or on those whose first byte asks for it).
         self.tls: TLSOptions | None = None
         self._sock: _socket.socket | None = None
@@ -122,6 +132,19 @@ class TCPServer:
             self._report_error(exc)
             raise
         self.listening = True
+        previous = loop.get_exception_handler()
+
+        def handler(lp: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+            exc = context.get("exception")
+            if isinstance(exc, OSError) and exc.errno in _RESOURCE_ERRNOS:
+                self._note_accept_failure(exc)
+                return
+            if previous is not None:
+                previous(lp, context)
+            else:
+                lp.default_exception_handler(context)
+
+        loop.set_exception_handler(handler)
         if self.options.on_listening is not None:
             self.options.on_listening()
 
@@ -168,6 +191,19 @@ class TCPServer:
                 self._report_error(exc)
                 sock.destroy()
         return True
+
+    def _note_accept_failure(self, exc: OSError) -> None:
+        now = time.monotonic()
+        if now - self._accept_noted < ACCEPT_NOTE_INTERVAL:
+            return
+        self._accept_noted = now
+        name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+        bound = self.address()
+        where = f"{bound.address}:{bound.port}" if bound is not None else self.host
+        text = f"accept on {where} failed: {exc.strerror} ({name}); connections wait in the backlog"
+        log.warning(text)
+        if self.on_accept_failure is not None:
+            self.on_accept_failure(text)
 
     def _report_error(self, exc: BaseException) -> None:
         if self.options.on_error is not None:
