@@ -1,0 +1,300 @@
+"""A stateful model of two hubs joined by a bus: json sessions on either node come
+and go, join and leave rooms and message each other; every message arrives once,
+in the order its sender sent it, and both nodes agree on every room's members.
+
+The hubs and their sessions are the real ones (as in test_hub_model.py, over
+in-memory connections). The bus between them is :class:`MemoryBus`, an
+in-memory implementation of hub/bus.py's interface that delivers on a later
+loop turn, as the Redis bus does; the hubs are under test here, not the bus,
+which tests/test_cluster*.py test on a real Redis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import tempfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from helpers import FrameSplitter, frame
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
+from test_hub_model import MemoryOutlet
+
+from verb_console.cluster.directory import Directory
+from verb_console.hub import Hub
+from verb_console.hub.uploads import UploadStore
+from verb_console.settings import Settings
+
+ROOMS = ("lobby", "dev")
+
+
+class MemoryBus:
+    """hub/bus.py's interface between hubs in one process; delivers on the next loop turn."""
+
+    def __init__(self, node: str, net: list[MemoryBus]) -> None:
+        self.node = node
+        self.net = net
+        self.directory = Directory(node)
+        self.hub: Hub | None = None
+        net.append(self)
+
+    def others(self) -> list[MemoryBus]:
+        return [b for b in self.net if b is not self]
+
+    def later(self, fn: Callable[[], Any]) -> None:
+        asyncio.get_running_loop().call_soon(fn)
+
+    def session_started(self, session_id: str) -> None:
+        for o in self.others():
+            self.later(lambda o=o: o.directory.add_session(self.node, session_id))
+
+    def session_ended(self, session_id: str) -> None:
+        for o in self.others():
+            self.later(lambda o=o: o.directory.remove_session(self.node, session_id))
+
+    def broadcast(self, frame: bytes) -> None:
+        for o in self.others():
+            self.later(lambda o=o: o.hub and o.hub.deliver_broadcast(frame))
+
+    def private(self, target: str, frame: bytes) -> bool:
+        node = self.directory.node_of(target)
+        for o in self.others():
+            if o.node == node:
+                self.later(lambda o=o: o.hub and o.hub.deliver_private(target, frame))
+                return True
+        return False
+
+    def room_joined(self, room: str, session_id: str) -> None:
+        def told(o: MemoryBus) -> None:
+            if o.directory.join(self.node, room, session_id) and o.hub is not None:
+                notice = {"type": "user_joined", "connectionId": session_id, "room": room}
+                o.hub.room_notice(room, notice)
+
+        for o in self.others():
+            self.later(lambda o=o: told(o))
+
+    def room_left(self, room: str, session_id: str) -> None:
+        def told(o: MemoryBus) -> None:
+            if o.directory.leave(self.node, room, session_id) and o.hub is not None:
+                notice = {"type": "user_left", "connectionId": session_id, "room": room}
+                o.hub.room_notice(room, notice)
+
+        for o in self.others():
+            self.later(lambda o=o: told(o))
+
+    def room_message(self, room: str, frame: bytes) -> None:
+        for o in self.others():
+            self.later(lambda o=o: o.hub and o.hub.deliver_room(room, frame))
+
+    def remote_members(self, room: str) -> Iterable[str]:
+        return self.directory.members(room)
+
+    def operator_broadcast(self, text: str, room: str | None) -> None:
+        for o in self.others():
+            self.later(lambda o=o: o.hub and o.hub.operator_broadcast(text, local_only=True))
+
+    def operator_close(self, session_id: str) -> bool:
+        return False
+
+    @property
+    def link_state(self) -> str:
+        return "up"
+
+    def info(self) -> dict[str, Any]:
+        return {}
+
+
+class Peer:
+    def __init__(self, outlet: MemoryOutlet, sid: str) -> None:
+        self.outlet, self.id = outlet, sid
+        self.splitter = FrameSplitter()
+
+    def messages(self) -> list[dict[str, Any]]:
+        return [json.loads(b) for b in self.splitter.feed(self.outlet.take())]
+
+
+class TwoNodeModel(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.loop = asyncio.new_event_loop()
+        self.dir = Path(tempfile.mkdtemp(prefix="cluster-model-"))
+        self.stores: list[UploadStore] = []
+        self.hubs: dict[str, Hub] = {}
+        net: list[MemoryBus] = []
+        for node in ("a", "b"):
+            store = UploadStore(self.dir / node, per_session_limit=2)
+            store.prepare()
+            self.stores.append(store)
+            hub = Hub(Settings(max_rooms=2, max_per_ip=0), store)
+            bus = MemoryBus(node, net)
+            bus.hub = hub
+            hub.join_cluster(bus)  # type: ignore[arg-type]
+            self.run(hub.start)
+            self.hubs[node] = hub
+        self.peers: dict[str, Peer] = {}
+        self.rooms: dict[str, set[str]] = {}
+        self.sent = 0
+
+    def teardown(self) -> None:
+        try:
+            for hub in self.hubs.values():
+                self.run(hub.force_shutdown)
+                self.loop.run_until_complete(asyncio.wait_for(hub.wait_stopped(), 10))
+            for store in self.stores:
+                self.loop.run_until_complete(store.aclose())
+        finally:
+            self.loop.close()
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def run(self, fn: Callable[[], Any]) -> Any:
+        async def step() -> Any:
+            result = fn()
+            for _ in range(8):
+                await asyncio.sleep(0)
+            return result
+
+        return self.loop.run_until_complete(step())
+
+    def pick(self, i: int) -> Peer:
+        return self.peers[sorted(self.peers)[i % len(self.peers)]]
+
+    def send(self, peer: Peer, msg: dict[str, Any]) -> None:
+        self.run(lambda: peer.outlet.feed(frame(msg)))
+
+    @initialize()
+    def first(self) -> None:
+        self.connect("a")
+        self.connect("b")
+
+    @rule(node=st.sampled_from(["a", "b"]))
+    def connect(self, node: str) -> None:
+        hub, outlet = self.hubs[node], MemoryOutlet()
+        assert hub.admit(outlet.remote_address, outlet.remote_port) is None
+        self.run(lambda: hub.attach(outlet, "json"))  # type: ignore[arg-type]
+        peer = Peer(outlet, f"{outlet.id}@{node}")
+        welcome = peer.messages()
+        assert [m["type"] for m in welcome] == ["welcome"] and welcome[0]["id"] == peer.id
+        self.peers[peer.id] = peer
+
+    @precondition(lambda self: self.peers)
+    @rule(i=st.integers(0, 1000), room=st.sampled_from(ROOMS))
+    def join(self, i: int, room: str) -> None:
+        peer = self.pick(i)
+        mine = [r for r, m in self.rooms.items() if peer.id in m]
+        if room not in mine and len(mine) >= 2:
+            return  # too_many_rooms, as test_hub_model.py checks
+        before = set(self.rooms.get(room, set()))
+        self.send(peer, {"type": "join_room", "room": room})
+        self.rooms.setdefault(room, set()).add(peer.id)
+        reply = peer.messages()
+        assert reply == [{"type": "joined", "room": room, "members": sorted(self.rooms[room])}]
+        for other in before - {peer.id}:
+            got = [(m["type"], m["connectionId"]) for m in self.peers[other].messages()]
+            assert got == ([] if peer.id in before else [("user_joined", peer.id)])
+
+    @precondition(lambda self: self.peers)
+    @rule(i=st.integers(0, 1000), room=st.sampled_from(ROOMS))
+    def leave(self, i: int, room: str) -> None:
+        peer = self.pick(i)
+        if peer.id not in self.rooms.get(room, set()):
+            return
+        self.send(peer, {"type": "leave_room", "room": room})
+        assert peer.messages() == [{"type": "left", "room": room}]
+        self.left(peer.id, room)
+
+    def left(self, sid: str, room: str) -> None:
+        self.rooms[room].discard(sid)
+        for other in self.rooms[room]:
+            got = [(m["type"], m["connectionId"]) for m in self.peers[other].messages()]
+            assert got == [("user_left", sid)]
+        if not self.rooms[room]:
+            del self.rooms[room]
+
+    @precondition(lambda self: self.peers)
+    @rule(i=st.integers(0, 1000), room=st.sampled_from(ROOMS), n=st.integers(1, 3))
+    def room_messages(self, i: int, room: str, n: int) -> None:
+        peer = self.pick(i)
+        members = self.rooms.get(room, set())
+        if peer.id not in members:
+            return
+        first = self.sent
+        self.sent += n
+        data = b"".join(
+            frame({"type": "room_message", "room": room, "data": k})
+            for k in range(first, self.sent)
+        )
+        self.run(lambda: peer.outlet.feed(data))
+        assert peer.messages() == []
+        want = [("room_message", peer.id, k) for k in range(first, self.sent)]
+        for other in members - {peer.id}:
+            got = [(m["type"], m["from"], m["data"]) for m in self.peers[other].messages()]
+            assert got == want  # each once, in the order sent
+
+    @precondition(lambda self: self.peers)
+    @rule(i=st.integers(0, 1000), j=st.integers(0, 1000), n=st.integers(1, 3))
+    def privates(self, i: int, j: int, n: int) -> None:
+        peer, target = self.pick(i), self.pick(j)
+        first = self.sent
+        self.sent += n
+        data = b"".join(
+            frame({"type": "private", "target": target.id, "data": k})
+            for k in range(first, self.sent)
+        )
+        self.run(lambda: peer.outlet.feed(data))
+        got = [(m["type"], m["from"], m["data"]) for m in target.messages()]
+        assert got == [("private", peer.id, k) for k in range(first, self.sent)]
+        if target is not peer:
+            assert peer.messages() == []
+
+    @precondition(lambda self: len(self.peers) > 1)
+    @rule(i=st.integers(0, 1000))
+    def dies(self, i: int) -> None:
+        peer = self.pick(i)
+        del self.peers[peer.id]
+        self.run(peer.outlet.lose)
+        # One user_left per room it was in, to each member left in that room.
+        want: dict[str, list[tuple[str, str, str]]] = {}
+        for room in sorted(r for r, m in self.rooms.items() if peer.id in m):
+            self.rooms[room].discard(peer.id)
+            for other in self.rooms[room]:
+                want.setdefault(other, []).append(("user_left", peer.id, room))
+            if not self.rooms[room]:
+                del self.rooms[room]
+        for other, notices in want.items():
+            got = [(m["type"], m["connectionId"], m["room"]) for m in self.peers[other].messages()]
+            assert sorted(got) == notices
+
+    @invariant()
+    def both_nodes_agree_on_every_room(self) -> None:
+        for hub in self.hubs.values():
+            assert hub.bus is not None
+            seen: dict[str, set[str]] = {}
+            for name, room in hub.rooms.rooms.items():
+                seen[name] = set(room.members)
+            for name in ROOMS:
+                remote = set(hub.bus.remote_members(name))
+                if remote:
+                    seen.setdefault(name, set()).update(remote)
+            assert seen == self.rooms
+
+    @invariant()
+    def each_node_knows_every_live_session(self) -> None:
+        for node, hub in self.hubs.items():
+            assert isinstance(hub.bus, MemoryBus)
+            local = {s for s in self.peers if s.endswith("@" + node)}
+            assert set(hub.json_sessions) == local
+            assert set(hub.bus.directory.sessions) == set(self.peers) - local
+
+
+TestTwoNodeModel = TwoNodeModel.TestCase
+TestTwoNodeModel.settings = settings(
+    max_examples=40,
+    stateful_step_count=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
