@@ -74,6 +74,7 @@ class RemoteHubView:
         self.notify: Callable[[str, str], None] | None = None  # (message, severity)
         self._client: AdminClient | None = None
         self._overview = _empty_overview()
+        self._cluster: dict[str, Any] | None = None
         self._page = SessionPage(0, 0, 0, ())
         self._query: dict[str, Any] = {"sort": "id", "reverse": False, "filter": "", "offset": 0}
         self._lists: dict[str, list[Any]] = {name: [] for name in _LISTS}
@@ -162,7 +163,8 @@ class RemoteHubView:
                 await client.request(op, **args)
             except AdminError as exc:
                 self._tell(f"{what} refused: {exc}", "error")
-        overview = from_wire(Overview, await client.request("overview"))
+        raw_overview = await client.request("overview")
+        overview = from_wire(Overview, raw_overview)
         page = page_from_wire(await client.request("sessions", **self._query, limit=WINDOW))
         events = await client.request("log_since", seq=self._remote_seq)
         wanted, self._wanted = self._wanted, set()
@@ -175,6 +177,8 @@ class RemoteHubView:
             self._remote_seq = max(self._remote_seq, event.seq)
             self._local_event(event.kind, event.text, event.time)
         self._overview = overview
+        # The cluster as the server's node sees it (absent from a server before clusters).
+        self._cluster = raw_overview.get("cluster")
         self._page = page
         if self.first_frame_at is None:
             self.first_frame_at = time.monotonic()
@@ -278,6 +282,9 @@ class RemoteHubView:
     def tap_close(self) -> None:
         self._tap_wanted = False
         self._poke()
+
+    def cluster_info(self) -> dict[str, Any] | None:
+        return self._cluster
 
     def tap_since(self, seq: int) -> TapBatch | None:
         if not self._tap_wanted:

@@ -19,6 +19,7 @@ PANE_NAMES: tuple[str, ...] = (
     "transfers",
     "log",
     "tap",
+    "cluster",
 )
 """The panes in the order of their digits; the pane classes carry the same names."""
 

@@ -21,6 +21,7 @@ from .glyphs import G
 from .header import HeaderBar
 from .keys import PANE_NAMES, bindings
 from .panes.base import Clock, Pane
+from .panes.cluster import ClusterPane
 from .panes.connections import ConnectionsPane
 from .panes.log import LogPane
 from .panes.rooms import RoomsPane
@@ -38,6 +39,7 @@ PANES: tuple[tuple[str, type[Pane]], ...] = (
     ("transfers", TransfersPane),
     ("log", LogPane),
     ("tap", TapPane),
+    ("cluster", ClusterPane),
 )
 assert tuple(name for name, _ in PANES) == PANE_NAMES
 
@@ -93,6 +95,7 @@ class MainScreen(Screen[None]):
     def __init__(self, view: HubView, clock: Clock) -> None:
         super().__init__()
         self.view = view
+        self.in_cluster = False  # from the overview the app samples (see show_state)
         self.clock = clock
         self._drawn: set[str] = set()
         self._drain_text = ""
@@ -149,8 +152,18 @@ class MainScreen(Screen[None]):
         fg = colours.get("block-cursor-foreground", "$text")
         bg = colours.get("block-cursor-background", "$primary")
         current = f"bold {fg} on {bg}"
-        for n, (name, pane_class) in enumerate(PANES, 1):
-            label = f" {n} {pane_class.label} "
+        # The Cluster tab is listed on a cluster node (its key and the palette reach it anyway).
+        in_cluster = self.in_cluster
+        shown = [
+            (n, name, pane_class)
+            for n, (name, pane_class) in enumerate(PANES, 1)
+            if name != "cluster" or name == self.current or in_cluster
+        ]
+        width = sum(len(p.label) + 4 for _, _, p in shown) - 1
+        # Too wide for the terminal (eight tabs in 80 columns): the tabs lose their padding.
+        tight = width > (self.size.width or 80)
+        for n, name, pane_class in shown:
+            label = f"{n} {pane_class.label}" if tight else f" {n} {pane_class.label} "
             style = current if name == self.current else "$text-muted"
             # Names and labels are fixed identifiers, so plain markup is safe here.
             markup = f"[@click=screen.show_pane('{name}')]{label}[/]"
@@ -190,7 +203,10 @@ class MainScreen(Screen[None]):
     # ----- drain --------------------------------------------------------------
 
     def show_state(self, overview: Overview, now: float, read_only: bool) -> None:
-        """Show or hide the drain banner."""
+        """Show or hide the drain banner; list the Cluster tab once the server is a node."""
+        if bool(overview.node) != self.in_cluster:
+            self.in_cluster = bool(overview.node)
+            self._show_tabs()
         draining = overview.state == "draining"
         self.set_class(draining, "-draining")
         if not draining:

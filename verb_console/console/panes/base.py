@@ -41,7 +41,7 @@ class Detail:
 
 
 class Pane(Vertical):
-    """Base class for the panes switched with ``1`` to ``7``."""
+    """Base class for the panes switched with ``1`` to ``8``."""
 
     DEFAULT_CSS = """
     Pane {

@@ -1,0 +1,144 @@
+"""The console's Cluster pane (8): the nodes with their sessions, rooms and heartbeats, the
+Redis link, cross-node rates and drops, read from the node's own view (a real in-process
+node and a real ``verb-console --headless`` node on a real redis-server); and one line on
+a server running alone."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cluster_harness import NodeProcess, RedisServer
+from console_fake import FixedHubView, FrozenClock
+from helpers import JsonClient, eventually
+
+from verb_console.console import VerbConsoleApp
+from verb_console.console.panes.cluster import ClusterPane
+from verb_console.console.run import build_app
+from verb_console.hub.snapshot import Overview
+from verb_console.settings import Settings
+
+pytestmark = pytest.mark.timeout(60)
+SIZE = (120, 30)
+SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40")]
+
+
+@pytest.fixture(autouse=True)
+def utc() -> Iterator[None]:
+    """Times on screen are local wall-clock times; pin the zone so pictures match anywhere."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    mp.undo()
+    time.tzset()
+
+
+@pytest.fixture
+async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    server = await RedisServer(tmp_path).start()
+    yield server
+    await server.kill()
+
+
+async def test_the_cluster_pane_shows_both_nodes_their_sessions_and_the_link(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    beta = await NodeProcess.start(tmp_path, redis_server.url, "beta")
+    settings = Settings(
+        port=0,
+        protocol="json",
+        upload_dir=str(tmp_path / "uploads"),
+        max_per_ip=0,
+        cluster=redis_server.url,
+        node_name="alpha",
+    )
+    app, runtime = build_app(settings)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await eventually(lambda: runtime.server is not None, 10)
+            on_b = await JsonClient.connect(beta.port)
+            await on_b.request({"type": "join_room", "room": "r"})
+            await pilot.press("8")
+            pane = app.main.query_one(ClusterPane)
+            assert app.main.current == "cluster"
+
+            def beta_listed() -> bool:
+                info = pane.info or {}
+                return any(
+                    n["name"] == "beta" and n["sessions"] == 1 and n["rooms"] == 1
+                    for n in info.get("nodes", [])
+                )
+
+            await eventually(beta_listed, 10)
+            await pilot.pause(0.3)
+            title = pane._title_text
+            assert "CLUSTER  node alpha" in title and "redis up" in title
+            assert "2 nodes" in title and "0 dropped" in title
+            assert sorted(r.name for r in pane.table.rows) == ["alpha", "beta"]
+            beta_row = next(r for r in pane.table.rows if r.name == "beta")
+            assert beta_row.heartbeat_age is not None and beta_row.heartbeat_age < 10
+            # The tab bar lists the Cluster tab on a cluster node.
+            assert "8 Cluster" in str(app.main.query_one("#tabs").render())
+            await on_b.close()
+    finally:
+        await beta.stop()
+
+
+async def test_a_server_alone_says_it_is_not_in_a_cluster(tmp_path: Path) -> None:
+    settings = Settings(port=0, protocol="json", upload_dir=str(tmp_path / "uploads"))
+    app, runtime = build_app(settings)
+    async with app.run_test(size=SIZE) as pilot:
+        await eventually(lambda: runtime.server is not None, 10)
+        assert "Cluster" not in str(app.main.query_one("#tabs").render())
+        await pilot.press("8")
+        await pilot.pause(0.3)
+        pane = app.main.query_one(ClusterPane)
+        assert "not in a cluster" in pane._title_text
+        assert pane.table.rows == []
+
+
+CLUSTER = {
+    "node": "node-a",
+    "link": "up",
+    "link_since": 0.0,
+    "nodes": [
+        {"name": "node-a", "sessions": 5, "rooms": 3, "heartbeat_age": 0.0, "self": True},
+        {"name": "node-b", "sessions": 1204, "rooms": 17, "heartbeat_age": 1.2, "self": False},
+        {"name": "node-c", "sessions": 0, "rooms": 0, "heartbeat_age": 7.4, "self": False},
+    ],
+    "published": 48210,
+    "received": 51007,
+    "dropped": 12,
+    "undeliverable": 0,
+    "msgs_out_per_s": 1520.0,
+    "msgs_in_per_s": 1830.5,
+    "queued": 0,
+    "reconnects": 1,
+}
+
+
+class ClusterView(FixedHubView):
+    def overview(self) -> Overview:
+        return dataclasses.replace(super().overview(), node="node-a", link="up")
+
+    def cluster_info(self) -> dict[str, Any] | None:
+        return CLUSTER
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_snapshot_of_the_cluster_pane(snap_compare: Any, size: tuple[int, int]) -> None:
+    clock = FrozenClock()
+    app = VerbConsoleApp(ClusterView(clock), clock=clock)
+    assert snap_compare(app, terminal_size=size, press=["8"])
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_snapshot_of_the_cluster_pane_alone(snap_compare: Any, size: tuple[int, int]) -> None:
+    clock = FrozenClock()
+    app = VerbConsoleApp(FixedHubView(clock), clock=clock)
+    assert snap_compare(app, terminal_size=size, press=["8"])
