@@ -5,6 +5,7 @@ a server running alone."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -16,6 +17,7 @@ from cluster_harness import NodeProcess, RedisServer
 from console_fake import FixedHubView, FrozenClock
 from helpers import JsonClient, eventually
 
+from verb_console.admin.remote_view import RemoteHubView
 from verb_console.console import VerbConsoleApp
 from verb_console.console.panes.cluster import ClusterPane
 from verb_console.console.run import build_app
@@ -142,3 +144,30 @@ def test_snapshot_of_the_cluster_pane_alone(snap_compare: Any, size: tuple[int, 
     clock = FrozenClock()
     app = VerbConsoleApp(FixedHubView(clock), clock=clock)
     assert snap_compare(app, terminal_size=size, press=["8"])
+
+
+async def test_an_attached_console_reads_the_cluster_from_the_overview(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    sock = tmp_path / "alpha.sock"
+    alpha = await NodeProcess.start(
+        tmp_path, redis_server.url, "alpha", "--admin-socket", str(sock)
+    )
+    beta = await NodeProcess.start(tmp_path, redis_server.url, "beta")
+    view = RemoteHubView(sock, interval=0.05)
+    task = asyncio.create_task(view.run())
+    try:
+
+        def both_nodes() -> bool:
+            info = view.cluster_info() or {}
+            return sorted(n["name"] for n in info.get("nodes", [])) == ["alpha", "beta"]
+
+        await eventually(both_nodes, 10)
+        info = view.cluster_info()
+        assert info is not None and info["node"] == "alpha" and info["link"] == "up"
+        assert view.overview().node == "alpha"
+    finally:
+        view.stop()
+        await asyncio.wait_for(task, 5)
+        await alpha.stop()
+        await beta.stop()
