@@ -40,6 +40,17 @@ def utc() -> Iterator[None]:
     time.tzset()
 
 
+async def stop(runtime: Any) -> None:
+    """End the in-process server as the console's quit does: its shutdown also hands
+    the ``verb_console`` logger back (the console keeps it while it runs), so later
+    tests see their log records again."""
+    if runtime.hub.state != "stopped":
+        runtime.hub.force_shutdown()
+    await asyncio.wait_for(runtime.hub.wait_stopped(), 10)
+    if runtime.server is not None:
+        await asyncio.wait_for(runtime.server.wait_closed(), 5)
+
+
 @pytest.fixture
 async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
     server = await RedisServer(tmp_path).start()
@@ -87,6 +98,7 @@ async def test_the_cluster_pane_shows_both_nodes_their_sessions_and_the_link(
             # The tab bar lists the Cluster tab on a cluster node.
             assert "8 Cluster" in str(app.main.query_one("#tabs").render())
             await on_b.close()
+            await stop(runtime)
     finally:
         await beta.stop()
 
@@ -102,6 +114,7 @@ async def test_a_server_alone_says_it_is_not_in_a_cluster(tmp_path: Path) -> Non
         pane = app.main.query_one(ClusterPane)
         assert "not in a cluster" in pane._title_text
         assert pane.table.rows == []
+        await stop(runtime)
 
 
 CLUSTER = {
