@@ -136,7 +136,12 @@ class TCPServer:
 
         def handler(lp: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
             exc = context.get("exception")
-            if isinstance(exc, OSError) and exc.errno in _RESOURCE_ERRNOS:
+            # Each listener chains its own handler: it answers only for its own
+            # socket (the loop names the listening socket), so a server with
+            # several listeners names the one that failed.
+            source = context.get("socket")
+            ours = source is None or source.fileno() == sock.fileno()
+            if ours and isinstance(exc, OSError) and exc.errno in _RESOURCE_ERRNOS:
                 self._note_accept_failure(exc)
                 return
             if previous is not None:
