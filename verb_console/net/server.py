@@ -7,6 +7,7 @@ import contextlib
 import enum
 import errno
 import logging
+import resource
 import socket as _socket
 import time
 from collections.abc import Callable, Generator
@@ -54,6 +55,10 @@ class TCPServer:
         # ACCEPT_NOTE_INTERVAL); asyncio retries the accept a second later.
         self.on_accept_failure: Callable[[str], Any] | None = None
         self._accept_noted = 0.0
+        # Under uvloop, libuv meets EMFILE by accepting and closing the waiting
+        # connections itself, and says nothing: the descriptor limit then, so that
+        # an accepted descriptor that fills the table can be noted instead (0: off).
+        self._fd_limit = 0
         # TLS on every accepted connection (or on those whose first byte asks for it).
         self.tls: TLSOptions | None = None
         self._sock: _socket.socket | None = None
@@ -150,6 +155,7 @@ class TCPServer:
                 lp.default_exception_handler(context)
 
         loop.set_exception_handler(handler)
+        self._fd_limit = _hidden_emfile_limit(loop)
         if self.options.on_listening is not None:
             self.options.on_listening()
 
@@ -178,6 +184,10 @@ class TCPServer:
                     self.on_reject(sock.remote_address, sock.remote_port, reason)
                 return False
         raw = sock.raw_socket
+        if self._fd_limit and raw is not None and raw.fileno() >= self._fd_limit - 1:
+            # The lowest free descriptor is the last one: the table is full, and
+            # libuv drops whoever connects next until one is closed.
+            self._note_table_full()
         if raw is not None and raw.family in (_socket.AF_INET, _socket.AF_INET6):
             raw.setsockopt(_socket.IPPROTO_TCP, _socket.TCP_NODELAY, 1 if opts.no_delay else 0)
             apply_keep_alive(raw, opts.keep_alive, opts.keep_alive_initial_delay)
@@ -206,6 +216,22 @@ class TCPServer:
         bound = self.address()
         where = f"{bound.address}:{bound.port}" if bound is not None else self.host
         text = f"accept on {where} failed: {exc.strerror} ({name}); connections wait in the backlog"
+        log.warning(text)
+        if self.on_accept_failure is not None:
+            self.on_accept_failure(text)
+
+    def _note_table_full(self) -> None:
+        now = time.monotonic()
+        if now - self._accept_noted < ACCEPT_NOTE_INTERVAL:
+            return
+        self._accept_noted = now
+        bound = self.address()
+        where = f"{bound.address}:{bound.port}" if bound is not None else self.host
+        text = (
+            f"accept on {where}: all {self._fd_limit} descriptors are in use;"
+            f" new connections fail with Too many open files (EMFILE) and are"
+            f" dropped until some close"
+        )
         log.warning(text)
         if self.on_accept_failure is not None:
             self.on_accept_failure(text)
@@ -260,6 +286,19 @@ class TCPServer:
         if self._serving is None:
             self.listen()
         await self.wait_closed()
+
+
+def _hidden_emfile_limit(loop: asyncio.AbstractEventLoop) -> int:
+    """The soft descriptor limit when ``loop`` hides a failed accept (uvloop), else 0.
+
+    asyncio reports EMFILE to the loop's exception handler and retries a second
+    later; libuv instead closes its reserve descriptor, accepts and closes every
+    waiting connection, and reports nothing.
+    """
+    if not type(loop).__module__.startswith("uvloop"):
+        return 0
+    soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+    return 0 if soft == resource.RLIM_INFINITY else int(soft)
 
 
 class _ServerSideSocket(TCPSocket):
