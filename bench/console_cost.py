@@ -22,7 +22,8 @@ medians, the ratio of the medians and the median of the per-round ratios,
 console / headless. Target: at most 1.15x.
 
     .venv/bin/python bench/console_cost.py [--sessions 10000] [--pingers 50]
-        [--samples 240] [--rounds 5] [--shared DIR] [--skip-a] [--skip-b] [--out FILE]
+        [--samples 240] [--rounds 5] [--filter TEXT ...] [--shared DIR] [--skip-a]
+        [--skip-b] [--out FILE]
 
 Figures of 2026-11-25 (2 cores, Python 3.11, uvloop), one run:
 
@@ -201,7 +202,9 @@ async def serve_clients(port: int, sessions: int, pingers: int) -> None:
 # ----- part A: the console side --------------------------------------------------------
 
 
-async def refresh_cost(sessions: int, pingers: int, samples: int) -> dict[str, Any]:
+async def refresh_cost(
+    sessions: int, pingers: int, samples: int, filters: Sequence[str] = ()
+) -> dict[str, Any]:
     from verb_console.console.panes.connections import ConnectionsPane
     from verb_console.console.run import build_app
     from verb_console.settings import Settings
@@ -274,6 +277,27 @@ async def refresh_cost(sessions: int, pingers: int, samples: int) -> dict[str, A
                 per_sort[label] = {"wall_ms": summary_ms(wall), "cpu_ms": summary_ms(cpu)}
                 all_wall += wall
                 all_cpu += cpu
+            # The filter line, as typed after "/": each one with the default sort.
+            pane.table.sort_by(sorts["uptime (default)"], False)
+            per_filter: dict[str, Any] = {}
+            for text in filters:
+                pane.table.set_filter(text)
+                wall, cpu = [], []
+                for _ in range(max(10, samples // len(sorts))):
+                    await asyncio.sleep(0.03)
+                    c = time.thread_time()
+                    w = time.perf_counter()
+                    pane.refresh_view(time.time())
+                    wall.append(time.perf_counter() - w)
+                    cpu.append(time.thread_time() - c)
+                per_filter[text] = {
+                    "rows_shown": len(pane.table.rows),
+                    "wall_ms": summary_ms(wall),
+                    "cpu_ms": summary_ms(cpu),
+                }
+            pane.table.set_filter("")
+            if per_filter:
+                result["per_filter"] = per_filter
             elapsed = time.monotonic() - w0
             result["msgs_in_per_s_while_measuring"] = round((hub.stats.msgs_in - msgs0) / elapsed)
             result["rows_shown"] = len(pane.table.rows)
@@ -309,7 +333,7 @@ async def refresh_cost(sessions: int, pingers: int, samples: int) -> dict[str, A
 def part_a(args: argparse.Namespace) -> dict[str, Any]:
     import uvloop
 
-    return uvloop.run(refresh_cost(args.sessions, args.pingers, args.samples))
+    return uvloop.run(refresh_cost(args.sessions, args.pingers, args.samples, args.filter))
 
 
 # ----- part B: console vs headless, CPU per message ------------------------------------
@@ -502,6 +526,13 @@ def report(results: dict[str, Any]) -> None:
                 f"   {label:18s} {w['median']:8.2f} {w['p95']:8.2f} {w['max']:8.2f}"
                 f"   {c['median']:8.2f} {c['p95']:8.2f} {c['max']:8.2f}"
             )
+        for text, r in a.get("per_filter", {}).items():
+            w, c = r["wall_ms"], r["cpu_ms"]
+            print(
+                f"   filter {text!r} ({r['rows_shown']:,} rows): wall {w['median']:.2f} /"
+                f" {w['p95']:.2f} / {w['max']:.2f} ms, cpu {c['median']:.2f} /"
+                f" {c['p95']:.2f} / {c['max']:.2f} ms"
+            )
         t = a["whole_tick_wall_ms"]
         verdict = "met" if a["wall_ms"]["median"] < BUDGET_MS else "MISSED"
         print(f"   whole tick (refresh_once): median {t['median']} ms, max {t['max']} ms")
@@ -531,6 +562,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples", type=int, default=240, help="timed refreshes in part A")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds in part B")
     p.add_argument("--shared", help="the shared bench dir (default <repo>/../shared/bench)")
+    p.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        help="also time part A with this filter line (repeatable): 'proto:json idle>60'",
+    )
     p.add_argument("--skip-a", action="store_true", help="skip the refresh timing")
     p.add_argument("--skip-b", action="store_true", help="skip console vs headless CPU")
     p.add_argument("--out", type=Path, help="also write the figures to this JSON file")

@@ -23,6 +23,7 @@ from ..hub.snapshot import (
     MuxConnectionInfo,
     Overview,
     Rates,
+    RateSeries,
     RoomInfo,
     SessionInfo,
     SessionPage,
@@ -51,6 +52,9 @@ READ_OPS = frozenset(
         "log_since",
         "tap",
         "tap_close",
+        "history",
+        "watch",
+        "unwatch",
     }
 )
 ACTION_OPS = frozenset({"close", "close_ip", "broadcast", "drain", "force", "reload"})
@@ -114,6 +118,21 @@ def tap_to_wire(batch: TapBatch | None) -> dict[str, Any]:
 def tap_from_wire(data: dict[str, Any]) -> TapBatch:
     rows = tuple(TapRow(*r) for r in data["rows"])
     return TapBatch(rows, data["seen"], data["skipped"], data["rate"])
+
+
+def series_to_wire(series: RateSeries) -> dict[str, Any]:
+    """The ``history`` and ``watch`` ops' result: samples as arrays in ``fields`` order."""
+    return {
+        "step": series.step,
+        "seq": series.seq,
+        "fields": list(series.fields),
+        "samples": [list(s) for s in series.samples],
+    }
+
+
+def series_from_wire(data: dict[str, Any]) -> RateSeries:
+    samples = tuple(tuple(float(v) for v in s) for s in data["samples"])
+    return RateSeries(int(data["step"]), int(data["seq"]), tuple(data["fields"]), samples)
 
 
 RECORDS: dict[str, type] = {

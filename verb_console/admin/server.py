@@ -29,6 +29,7 @@ from .protocol import (
     RECORDS,
     VERSION,
     page_to_wire,
+    series_to_wire,
     tap_to_wire,
     to_wire,
 )
@@ -72,6 +73,45 @@ class TapLease:
         if self.held:
             self.held = False
             self.view.tap_close()
+
+
+class WatchLease:
+    """One admin connection's watches of sessions and rooms, let go when it ends."""
+
+    MAX_HELD = 4
+
+    def __init__(self, view: LiveHubView) -> None:
+        self.view = view
+        self.held: set[tuple[str, str]] = set()
+
+    def series(self, kind: str, key: str, since: int, limit: int) -> dict[str, Any]:
+        if (kind, key) not in self.held:
+            if len(self.held) >= self.MAX_HELD:
+                raise ValueError(f"this connection holds {self.MAX_HELD} watches already")
+            self.view.watch_open(kind, key)  # ValueError for a bad kind or key
+            self.held.add((kind, key))
+        return series_to_wire(self.view.watch_series(kind, key, since, limit))
+
+    def close(self, kind: str, key: str) -> None:
+        if (kind, key) in self.held:
+            self.held.discard((kind, key))
+            self.view.watch_close(kind, key)
+
+    def release(self) -> None:
+        for kind, key in list(self.held):
+            self.close(kind, key)
+
+
+class Leases:
+    """What one admin connection holds open on the hub: the tap, and watches."""
+
+    def __init__(self, view: LiveHubView) -> None:
+        self.tap = TapLease(view)
+        self.watch = WatchLease(view)
+
+    def release(self) -> None:
+        self.tap.release()
+        self.watch.release()
 
 
 class AdminServer:
@@ -165,7 +205,7 @@ class AdminServer:
         writer.write(encode(self.hello()))
         decoder = JsonDecoder(MAX_REQUEST)
         read_only = False
-        lease = TapLease(self.view)
+        lease = Leases(self.view)
         try:
             while True:
                 data = await reader.read(65536)
@@ -181,11 +221,11 @@ class AdminServer:
                     return
                 await writer.drain()
         finally:
-            # An attached console that goes away stops the tap it was watching.
+            # An attached console that goes away stops the tap and the watches it held.
             lease.release()
 
     def _answer(
-        self, body: bytes | bytearray, read_only: bool, lease: TapLease
+        self, body: bytes | bytearray, read_only: bool, lease: Leases
     ) -> tuple[dict[str, Any], bool]:
         request_id = None
         try:
@@ -216,7 +256,7 @@ class AdminServer:
             return {"v": VERSION, "id": request_id, "ok": False, "error": error}, read_only
         return {"v": VERSION, "id": request_id, "ok": True, "result": result}, read_only
 
-    def _run(self, op: str, args: dict[str, Any], lease: TapLease) -> Any:
+    def _run(self, op: str, args: dict[str, Any], lease: Leases) -> Any:
         view = self.view
         try:
             if op in ("status", "overview"):
@@ -234,9 +274,18 @@ class AdminServer:
             if op == "log_since":
                 return [to_wire(e) for e in view.log_since(int(args.get("seq", 0)))]
             if op == "tap":
-                return lease.since(int(args.get("seq", 0)))
+                return lease.tap.since(int(args.get("seq", 0)))
             if op == "tap_close":
-                lease.release()
+                lease.tap.release()
+                return {}
+            if op == "history":
+                since, limit = int(args.get("since", 0)), int(args.get("limit", 1440))
+                return series_to_wire(view.traffic_history(int(args["step"]), since, limit))
+            if op == "watch":
+                since, limit = int(args.get("since", 0)), int(args.get("limit", 300))
+                return lease.watch.series(str(args["kind"]), str(args["key"]), since, limit)
+            if op == "unwatch":
+                lease.watch.close(str(args["kind"]), str(args["key"]))
                 return {}
             if op in RECORDS:
                 fetch: Callable[[], list[Any]] = {  # type: ignore[assignment]

@@ -26,6 +26,7 @@ from .bus import Bus
 from .detect_session import DetectingSession
 from .echo_session import EchoSession
 from .ended import Ended
+from .history import TrafficHistory, Watches
 from .json_session import HANDLERS, JsonSession
 from .mux_session import MuxSession
 from .operator import OperatorActions
@@ -132,6 +133,9 @@ class Hub(OperatorActions, GracefulShutdown):
         # Each listener's "stop accepting", called when the drain begins.
         self._stop_accepting: list[Callable[[], None]] = []
         self._rates = Rates()
+        # Rates over time (see .history): the server's, and the watched sessions' and rooms'.
+        self.history = TrafficHistory()
+        self.watches = Watches(self.sessions, self.rooms)
         self._last_sample: tuple[float, int, int, int, int] | None = None
         self._ticker: asyncio.TimerHandle | None = None
         self._ticks = 0
@@ -178,6 +182,7 @@ class Hub(OperatorActions, GracefulShutdown):
     def _tick(self) -> None:
         refresh_wall_offset()
         self._sample_rates()
+        self.watches.tick()
         self._ticks += 1
         if self._ticks % 10 == 0:
             self.throttle.sweep()
@@ -199,6 +204,7 @@ class Hub(OperatorActions, GracefulShutdown):
                 bytes_out=(sample[4] - last[4]) / dt,
             )
         self._last_sample = sample
+        self.history.sample(now, sample[1:])
 
     # ----------------------------------------------------------- connections
     def admit(self, ip: str, port: int) -> str | None:

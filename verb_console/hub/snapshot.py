@@ -223,6 +223,26 @@ class Rates:
 
 
 @dataclass(frozen=True, slots=True)
+class RateSeries:
+    """Per-second rates, one sample every ``step`` seconds, oldest first.
+
+    ``seq`` numbers the newest sample (samples ever taken, so a reader that
+    has seen up to ``seq`` asks for the rest); each sample has one rate per
+    name of ``fields``.
+    """
+
+    step: int
+    seq: int
+    fields: tuple[str, ...]
+    samples: tuple[tuple[float, ...], ...]
+
+    def values(self, field: str) -> list[float]:
+        """One field's rates, oldest first."""
+        i = self.fields.index(field)
+        return [s[i] for s in self.samples]
+
+
+@dataclass(frozen=True, slots=True)
 class Overview:
     state: str  # a HubState (a remote console adds "disconnected")
     started_at: float
@@ -260,6 +280,16 @@ class HubView(Protocol):
     def transfers(self) -> list[TransferInfo]: ...
 
     def log_since(self, seq: int) -> list[LogEvent]: ...
+
+    # Rates over time (hub/history.py): the server's at a step of 1, 10 or 60 s,
+    # and one session's or room's, sampled while a watch of it is open.
+    def traffic_history(self, step: int, since: int = 0, limit: int = 1440) -> RateSeries: ...
+
+    def watch_open(self, kind: str, key: str) -> None: ...
+
+    def watch_close(self, kind: str, key: str) -> None: ...
+
+    def watch_series(self, kind: str, key: str, since: int = 0, limit: int = 300) -> RateSeries: ...
 
     # Operator actions.
     def operator_broadcast(self, text: str, room: str | None = None) -> int: ...

@@ -17,6 +17,7 @@ from .snapshot import (
     LogEvent,
     MuxConnectionInfo,
     Overview,
+    RateSeries,
     RoomInfo,
     SessionPage,
     ThrottleInfo,
@@ -84,6 +85,20 @@ class LiveHubView:
 
     def tap_since(self, seq: int) -> TapBatch | None:
         return self.hub.tap_switch.since(seq)
+
+    # Rates over time (see .history): the server's, and one session's or room's
+    # while its detail view is open (watch_open ... watch_close).
+    def traffic_history(self, step: int, since: int = 0, limit: int = 1440) -> RateSeries:
+        return self.hub.history.series(step, since, limit)
+
+    def watch_open(self, kind: str, key: str) -> None:
+        self.hub.watches.open(kind, key)
+
+    def watch_close(self, kind: str, key: str) -> None:
+        self.hub.watches.close(kind, key)
+
+    def watch_series(self, kind: str, key: str, since: int = 0, limit: int = 300) -> RateSeries:
+        return self.hub.watches.series(kind, key, since, limit)
 
     def _check(self, action: str) -> None:
         refuse_if_read_only(self.read_only, action)
