@@ -11,7 +11,7 @@ from .. import __version__
 from ..protocols.errors import ProtocolError
 from ..protocols.json import JsonDecoder, encode, encode_error, parse_message
 from .rooms import valid_room_name
-from .session import CloseReason, Outlet, Session, SessionHost
+from .session import CloseReason, EventOutlet, Outlet, Session, SessionHost
 
 _time = time.time
 
@@ -20,6 +20,14 @@ _time = time.time
 # 256 KiB write of broadcasts to 200 readers is 1.5 million deliveries, and a
 # bystander's ping must not wait for all of them.
 FANOUT_BUDGET = 512
+# Bytes of replies one step batches before they are written. Once written, if
+# the socket cannot take more, the rest of the read waits for it to drain: a
+# read of re-joins to a big room asks for thousands of 21 KB member lists, and
+# they must not all be built before any output limit sees them.
+REPLY_BATCH = 64 * 1024
+# How often a session whose outlet has no drain event (a mux stream) looks
+# whether its output went down, while a read waits for it.
+DRAIN_POLL_S = 0.005
 
 Handler = Callable[["JsonSession", dict[str, Any], Any], None]
 
@@ -29,7 +37,16 @@ class JsonSession(Session):
 
     protocol = "json"
 
-    __slots__ = ("_backlog", "_fan_at", "_fan_tokens", "decoder", "handlers", "transfers")
+    __slots__ = (
+        "_backlog",
+        "_fan_at",
+        "_fan_tokens",
+        "_out_bytes",
+        "_waiting_drain",
+        "decoder",
+        "handlers",
+        "transfers",
+    )
 
     def __init__(
         self,
@@ -51,6 +68,9 @@ class JsonSession(Session):
         self.transfers: Any = None  # per-session transfer state, set by the transfer handlers
         # Messages read but not handled yet, while reading is paused (see _pace).
         self._backlog: list[Any] | None = None
+        # Bytes of replies batched in ``_out``; whether the backlog waits for output to drain.
+        self._out_bytes = 0
+        self._waiting_drain = False
         # The fan-out rate's token bucket: one second's worth to start with.
         self._fan_tokens = float(self.hub.settings.max_fanout_rate)
         self._fan_at = time.monotonic()
@@ -90,17 +110,22 @@ class JsonSession(Session):
                 self._handle(bodies)
 
     def _handle(self, bodies: list[Any]) -> None:
-        """Handle decoded messages until they are done or one step's fan-out budget is."""
+        """Handle decoded messages until they are done, one step's fan-out budget
+        is, or the replies written fill the socket."""
         stats = self.stats
         start = stats.msgs_out
+        # Replies written early (a batch of REPLY_BATCH bytes) are not fan-out.
+        replies = 0
         limit = start + FANOUT_BUDGET
         self._out = out = []
+        self._out_bytes = 0
         handlers = self.handlers
         parse = parse_message
         # The tap is None unless someone watches: one read per step.
         tap = self.hub.tap
         failed: ProtocolError | None = None
         rest: list[Any] | None = None
+        congested = False
         handled = 0
         for body in bodies:
             if isinstance(body, ProtocolError):
@@ -127,13 +152,26 @@ class JsonSession(Session):
                 out.append(encode_error(exc, ref))
             if self.closing:
                 break
-            if stats.msgs_out > limit and handled < len(bodies):
+            if self._out_bytes >= REPLY_BATCH:
+                # A write's worth of replies: out now, through the output limit
+                # (a slow consumer is closed here, not after the whole read).
+                replies += len(out)
+                self.flush()
+                if self.closing:
+                    break
+                self._out = out = []
+                self._out_bytes = 0
+                if handled < len(bodies) and self._output_full():
+                    rest = bodies[handled:]
+                    congested = True
+                    break
+            if stats.msgs_out - replies > limit and handled < len(bodies):
                 # Enough deliveries for one turn of the loop: the rest waits.
                 rest = bodies[handled:]
                 break
         self.msgs_in += handled
         stats.msgs_in += handled
-        used = stats.msgs_out - start
+        used = stats.msgs_out - start - replies
         self.flush()
         if self.closing:
             return
@@ -147,11 +185,19 @@ class JsonSession(Session):
             self.close(reason, detail=failed.code)
             return
         if used or rest is not None:
-            self._pace(used, rest)
+            self._pace(used, rest, congested)
 
-    def _pace(self, used: int, rest: list[Any] | None) -> None:
+    def _output_full(self) -> bool:
+        """Whether this session's output is congested: its socket is over the
+        writable high-water mark, or (a mux stream, whose connection pumps the
+        socket) a quarter of the unsent limit waits."""
+        outlet = self.outlet
+        return outlet.congested or outlet.unsent >= self.hub.settings.max_pending // 4
+
+    def _pace(self, used: int, rest: list[Any] | None, congested: bool = False) -> None:
         """Charge ``used`` deliveries to the fan-out rate; pause reading while the
-        rate is spent or ``rest`` waits for the next turn of the loop."""
+        rate is spent or ``rest`` waits for the next turn of the loop (or, when
+        ``congested``, for the output to drain)."""
         rate = self.hub.settings.max_fanout_rate
         delay = 0.0
         if rate > 0 and used:
@@ -165,17 +211,41 @@ class JsonSession(Session):
             return
         self._backlog = rest if rest is not None else []
         self.outlet.hold(self)
+        if congested:
+            self._wait_drain()
+            return
         loop = asyncio.get_running_loop()
         if delay > 0:
             loop.call_later(delay, self._resume)
         else:
             loop.call_soon(self._resume)
 
+    def _wait_drain(self) -> None:
+        outlet = self.outlet
+        if isinstance(outlet, EventOutlet):
+            if not self._waiting_drain:
+                self._waiting_drain = True
+                outlet.on("drain", self._drained)
+        else:
+            asyncio.get_running_loop().call_later(DRAIN_POLL_S, self._resume)
+
+    def _drained(self) -> None:
+        self._waiting_drain = False
+        outlet = self.outlet
+        if isinstance(outlet, EventOutlet):
+            outlet.off("drain", self._drained)
+        self._resume()
+
     def _resume(self) -> None:
         backlog = self._backlog
-        self._backlog = None
         if self.closing or backlog is None:
+            self._backlog = None
             return
+        if backlog and self._output_full():
+            # Still more unsent than the socket's high-water mark: wait again.
+            self._wait_drain()
+            return
+        self._backlog = None
         if backlog:
             self._handle(backlog)
         if self._backlog is None and not self.closing:
@@ -187,13 +257,19 @@ class JsonSession(Session):
             message["ref"] = ref
         f = encode(message)
         out = self._out
-        # While a read is handled (the usual case) replies join its one write.
+        # While a read is handled (the usual case) replies join its write.
         if out is not None and not self.closing:
             out.append(f)
+            self._out_bytes += len(f)
         else:
             self.deliver(f)
 
     def closed(self) -> None:
+        if self._waiting_drain:
+            self._waiting_drain = False
+            outlet = self.outlet
+            if isinstance(outlet, EventOutlet):
+                outlet.off("drain", self._drained)
         if self._backlog is not None:
             self._backlog = None
             self.outlet.release(self)
