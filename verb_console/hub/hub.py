@@ -110,6 +110,9 @@ class Hub(OperatorActions, GracefulShutdown):
         self.uploads = uploads
         self.connections: dict[str, Session] = {}  # one per TCP connection
         self.sessions: dict[str, Session] = {}  # every session, mux streams included
+        # Bumped whenever ``sessions`` gains, loses or replaces a session, so a
+        # reader can keep an order of them between samples (hub/view.py does).
+        self.sessions_changed = 0
         self.json_sessions: dict[str, Session] = {}
         self.rooms = RoomRegistry()
         self.throttle = Throttle(self.settings.max_per_ip, self.settings.throttle_window)
@@ -285,6 +288,7 @@ class Hub(OperatorActions, GracefulShutdown):
     def register(self, session: Session) -> None:
         """Add a session (a connection's, or a mux stream's) to the registry."""
         self.sessions[session.id] = session
+        self.sessions_changed += 1
         if len(self.sessions) > self.peak_sessions:
             self.peak_sessions = len(self.sessions)
 
@@ -306,6 +310,7 @@ class Hub(OperatorActions, GracefulShutdown):
         new.user = old.user
         self.connections[new.id] = new
         self.sessions[new.id] = new
+        self.sessions_changed += 1
         # The detecting session is done: released now, not left to a collection.
         old.closed()
         sock.off("data", old.feed)
@@ -360,6 +365,7 @@ class Hub(OperatorActions, GracefulShutdown):
         """Release what a finished session held and remember why it ended."""
         if self.sessions.get(session.id) is session:
             del self.sessions[session.id]
+            self.sessions_changed += 1
             self.ended.add(session, reason)
         # Sessions that end with it (a mux connection's streams) end for the same reason.
         if session.close_reason is None:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from operator import attrgetter
 from typing import Any
 
 from ..filtering import apply
 from .hub import Hub
-from .session import SessionView
+from .session import Session, SessionView
 from .session_fields import LIVE_FIELDS, search_text
 from .snapshot import (
     SESSION_SORT_KEYS,
@@ -34,6 +35,12 @@ class LiveHubView:
         self.hub = hub
         # Kept here only: the hub itself has no notion of a read-only operator.
         self.read_only = read_only
+        # The ids of every session in the order of a key no session's value of
+        # which ever changes, per (key, reverse), kept while the hub's sessions
+        # stay the same ones (see session_page). Ids, not sessions: an order kept
+        # for a console that has gone must not keep ended sessions alive.
+        self._orders: dict[tuple[str, bool], list[str]] = {}
+        self._orders_of = -1  # the hub's sessions_changed they were made at
 
     def overview(self) -> Overview:
         return self.hub.overview(self.read_only)
@@ -50,10 +57,47 @@ class LiveHubView:
         offset: int = 0,
         limit: int = 100,
     ) -> SessionPage:
-        """One page of sessions; see :func:`page_of`."""
-        return page_of(
-            [s.view for s in self.hub.sessions.values()], sort, reverse, filter, offset, limit
-        )
+        """One page of sessions, as :func:`page_of` makes it from every session's view.
+
+        An attached console asks for a page several times a second, so the work
+        is cut where the answer allows: sorted by a key that never changes for a
+        session (id, protocol, address, connected_at), the order is kept until a
+        session comes, goes or is handed over; sorted by a changing one with no
+        filter, the sessions are sorted by their own fields (no view property
+        per session) and only the page's views are read.
+        """
+        if sort not in SESSION_SORT_KEYS:
+            raise ValueError(f"unknown sort key {sort!r}")
+        sessions = self.hub.sessions
+        total = len(sessions)
+        if sort in _FIXED_KEYS:
+            ids = self._order(sort, reverse)
+            if filter.strip():
+                rows = filter_records([sessions[i].view for i in ids], filter)
+                return _page(total, rows, offset, limit)
+            matched = len(ids)
+            offset = max(0, min(offset, matched))
+            picked = [sessions[i].view for i in ids[offset : offset + max(0, limit)]]
+            return SessionPage(total, matched, offset, tuple(map(frozen, picked)))
+        if filter.strip():
+            views = [s.view for s in sessions.values()]
+            return page_of(views, sort, reverse, filter, offset, limit)
+        ordered = sorted(sessions.values(), key=_SESSION_KEYS[sort], reverse=reverse)
+        offset = max(0, min(offset, total))
+        picked = [s.view for s in ordered[offset : offset + max(0, limit)]]
+        return SessionPage(total, total, offset, tuple(map(frozen, picked)))
+
+    def _order(self, sort: str, reverse: bool) -> list[str]:
+        """Every session's id in the order of ``sort``, a key fixed for each session."""
+        hub = self.hub
+        if self._orders_of != hub.sessions_changed:
+            self._orders.clear()
+            self._orders_of = hub.sessions_changed
+        ids = self._orders.get((sort, reverse))
+        if ids is None:
+            ordered = sorted(hub.sessions.values(), key=_SESSION_KEYS[sort], reverse=reverse)
+            ids = self._orders[(sort, reverse)] = [s.id for s in ordered]
+        return ids
 
     def closed_sessions(self) -> list[ClosedSessionInfo]:
         return self.hub.closed_sessions()
@@ -144,6 +188,14 @@ def page_of(
     if sort not in SESSION_SORT_KEYS:
         raise ValueError(f"unknown sort key {sort!r}")
     total = len(records)
+    rows = filter_records(records, filter, now)
+    key = _user_key if sort == "user" else attrgetter(sort)
+    # One C-level sort beats a partial sort in Python (heapq) at these sizes.
+    return _page(total, sorted(rows, key=key, reverse=reverse), offset, limit)
+
+
+def filter_records(records: list[Any], filter: str, now: float | None = None) -> list[Any]:
+    """The records the console's filter line keeps, in their order (see :func:`page_of`)."""
     rows = records
     needle = filter.strip().lower()
     if needle and " " not in needle and not _FIELD_TERM.search(needle):
@@ -160,12 +212,14 @@ def page_of(
     elif needle:
         when = time.time() if now is None else now
         rows, _error = apply(filter, records, LIVE_FIELDS, search_text, when)
+    return rows
+
+
+def _page(total: int, rows: list[Any], offset: int, limit: int) -> SessionPage:
+    """The page ``[offset, offset + limit)`` of ``rows``, already filtered and sorted."""
     matched = len(rows)
     offset = max(0, min(offset, matched))
-    limit = max(0, limit)
-    key = _user_key if sort == "user" else attrgetter(sort)
-    # One C-level sort beats a partial sort in Python (heapq) at these sizes.
-    picked = sorted(rows, key=key, reverse=reverse)[offset : offset + limit]
+    picked = rows[offset : offset + max(0, limit)]
     return SessionPage(total, matched, offset, tuple(map(frozen, picked)))
 
 
@@ -182,3 +236,25 @@ _FIELD_TERM = re.compile(r"[:<>=]")
 def _user_key(s: Any) -> str:
     # As the console sorts its USER column: no user first.
     return s.user or ""
+
+
+# Each sort key of SessionView read off the session itself, in the same order:
+# one C-level attribute walk per session instead of a property call. (The
+# view's last_activity adds one offset, the wall clock's, to every session alike.)
+_SESSION_KEYS: dict[str, Callable[[Session], Any]] = {
+    "id": attrgetter("id"),
+    "protocol": attrgetter("protocol"),
+    "address": attrgetter("address"),
+    "connected_at": attrgetter("connected_at"),
+    "last_activity": attrgetter("outlet.last_received"),
+    "msgs_in": attrgetter("msgs_in"),
+    "msgs_out": attrgetter("msgs_out"),
+    "bytes_in": attrgetter("outlet.bytes_read"),
+    "bytes_out": attrgetter("outlet.bytes_written"),
+    "unsent": attrgetter("outlet.unsent"),
+    "rooms": attrgetter("view.rooms"),
+    "user": _user_key,
+}
+# The keys a session keeps from the moment it is registered (a detected
+# protocol comes with a new session: the hub hands the connection over).
+_FIXED_KEYS = frozenset({"id", "protocol", "address", "connected_at"})
