@@ -55,6 +55,7 @@ READ_OPS = frozenset(
         "history",
         "watch",
         "unwatch",
+        "frame",
     }
 )
 ACTION_OPS = frozenset({"close", "close_ip", "broadcast", "drain", "force", "reload"})

@@ -4,9 +4,11 @@ The console's view methods are synchronous and called on every tick, so they
 must never wait on a socket. This view answers them from a local copy that a
 background task (on the console's own loop) refreshes over the admin socket:
 each round fetches the overview, new log events, one window of sessions in the
-order and filter the Connections pane shows, and the other lists only if a pane
-asked for them since the last round. When the server goes away the overview
-says ``disconnected, retrying`` and the task reconnects with backoff.
+order and filter the Connections pane shows (in one ``frame`` request that the
+server answers with what changed since the last, see :mod:`.frame`), and the
+other lists only if a pane asked for them since the last round. When the
+server goes away the overview says ``disconnected, retrying`` and the task
+reconnects with backoff.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ from ..hub.snapshot import (
 from ..hub.tap import TAP_KEPT, TapBatch, TapRow
 from ..hub.view import page_of, refuse_if_read_only
 from .client import AdminClient, AdminError
+from .frame import FEATURE as FRAME_FEATURE
+from .frame import FrameCopy
 from .paths import AdminSocketError
 from .protocol import RECORDS, from_wire, page_from_wire, series_from_wire, tap_from_wire
 
@@ -102,6 +106,7 @@ class RemoteHubView:
         self._overview = _empty_overview()
         self._cluster: dict[str, Any] | None = None
         self._page = SessionPage(0, 0, 0, ())
+        self._frames = FrameCopy()  # what the server's frame deltas built
         self._query: dict[str, Any] = {"sort": "id", "reverse": False, "filter": "", "offset": 0}
         self._lists: dict[str, list[Any]] = {name: [] for name in _LISTS}
         self._wanted: set[str] = set()
@@ -151,6 +156,7 @@ class RemoteHubView:
                 self._server_pid = pid
             self._tap_held = False  # a new connection holds no tap yet
             self._watch_held = None
+            self._frames.reset()  # nor any frame
             self.connected = True
             self.attaches += 1
             self._local_event("server", f"attached to {self.path} (pid {pid})")
@@ -199,23 +205,40 @@ class RemoteHubView:
                 await client.request(op, **args)
             except AdminError as exc:
                 self._tell(f"{what} refused: {exc}", "error")
-        raw_overview = await client.request("overview")
-        overview = from_wire(Overview, raw_overview)
-        page = page_from_wire(await client.request("sessions", **self._query, limit=WINDOW))
-        events = await client.request("log_since", seq=self._remote_seq)
+        if FRAME_FEATURE in client.hello.get("features", ()):
+            # One request a tick, answered with what changed since the last one.
+            overview, page, events = self._frames.apply(
+                await client.request(
+                    "frame",
+                    **self._query,
+                    limit=WINDOW,
+                    log_seq=self._remote_seq,
+                    have=self._frames.have,
+                )
+            )
+            cluster = self._frames.cluster
+        else:
+            # A server from before the frame op: the overview, window and log apart.
+            raw_overview = await client.request("overview")
+            overview = from_wire(Overview, raw_overview)
+            page = page_from_wire(await client.request("sessions", **self._query, limit=WINDOW))
+            events = [
+                from_wire(LogEvent, raw)
+                for raw in await client.request("log_since", seq=self._remote_seq)
+            ]
+            # The cluster as the server's node sees it (absent from a server before clusters).
+            cluster = raw_overview.get("cluster")
         wanted, self._wanted = self._wanted, set()
         for name in wanted:
             cls = RECORDS[name]
             self._lists[name] = [from_wire(cls, r) for r in await client.request(name)]
         await self._tap_round(client)
         await self._history_round(client)
-        for raw in events:
-            event = from_wire(LogEvent, raw)
+        for event in events:
             self._remote_seq = max(self._remote_seq, event.seq)
             self._local_event(event.kind, event.text, event.time)
         self._overview = overview
-        # The cluster as the server's node sees it (absent from a server before clusters).
-        self._cluster = raw_overview.get("cluster")
+        self._cluster = cluster
         self._page = page
         if self.first_frame_at is None:
             self.first_frame_at = time.monotonic()

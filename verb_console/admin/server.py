@@ -23,6 +23,8 @@ from .. import __version__
 from ..hub.view import LiveHubView
 from ..protocols.json import JsonDecoder, encode
 from . import paths
+from .frame import FEATURE as FRAME_FEATURE
+from .frame import FrameState, overview_to_wire
 from .protocol import (
     ACTION_OPS,
     READ_OPS,
@@ -103,11 +105,13 @@ class WatchLease:
 
 
 class Leases:
-    """What one admin connection holds open on the hub: the tap, and watches."""
+    """What one admin connection holds open on the hub: the tap, and watches
+    (and what its client holds of the last ``frame`` it was sent)."""
 
     def __init__(self, view: LiveHubView) -> None:
         self.tap = TapLease(view)
         self.watch = WatchLease(view)
+        self.frames = FrameState()
 
     def release(self) -> None:
         self.tap.release()
@@ -116,6 +120,9 @@ class Leases:
 
 class AdminServer:
     """Serves the admin protocol on a Unix socket for one running server."""
+
+    # Ops a client may use beyond version 1's first set, named in the hello.
+    features: tuple[str, ...] = (FRAME_FEATURE,)
 
     def __init__(
         self,
@@ -176,6 +183,7 @@ class AdminServer:
             "pid": os.getpid(),
             "port": self.port,
             "state": overview.state,
+            "features": list(self.features),
         }
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -259,9 +267,11 @@ class AdminServer:
     def _run(self, op: str, args: dict[str, Any], lease: Leases) -> Any:
         view = self.view
         try:
+            if op == "frame":
+                return lease.frames.frame(view, args)
             if op in ("status", "overview"):
                 # The cluster as this node sees it (None on a single server).
-                return {**to_wire(view.overview()), "cluster": view.cluster_info()}
+                return {**overview_to_wire(view.overview()), "cluster": view.cluster_info()}
             if op == "sessions":
                 page = view.session_page(
                     sort=str(args.get("sort", "id")),
