@@ -13,6 +13,11 @@ A headless server holds 10,000 idle json sessions (opened by
 - re-attach: the server is killed and started again on the same admin socket;
   from its listening line until the attached console shows a session of the
   new server. Target: under 2 s.
+- per round: the server's CPU time per round of an attached console's view
+  (``RemoteHubView`` in this process, rounds back to back, the Connections
+  pane's default order: newest first), over many rounds, less the server's
+  idle CPU over the same time. What an attached console costs the server four
+  times a second, without the load generator's noise.
 - CPU: server CPU per ping (``cpu_per_msg.py`` with ``loadgen.js ping``, 50
   connections x 20 pipelined, 4 s) of two headless servers of 10,000 sessions
   each, one of them with an attached console drawing on a pty; rounds
@@ -26,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import os
 import statistics
 import subprocess
 import sys
@@ -123,6 +129,46 @@ async def first_round(sock: Path) -> float:
     return view.first_frame_at - t0
 
 
+def cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as fh:
+        f = fh.read().rsplit(")", 1)[1].split()
+    return (int(f[11]) + int(f[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class _CountedView(RemoteHubView):
+    """A remote view that stops itself after ``want`` rounds."""
+
+    want = 0
+    rounds = 0
+
+    async def _round(self, client: AdminClient) -> None:
+        await super()._round(client)
+        self.rounds += 1
+        if self.rounds >= self.want:
+            self.stop()
+
+
+async def view_rounds(sock: Path, rounds: int) -> None:
+    view = _CountedView(sock, interval=0.0)
+    view.want = rounds
+    view.set_session_query("connected_at", True, "")  # the pane's default: newest first
+    await view.run()
+
+
+def cpu_per_round(server: Headless, rounds: int, repeats: int = 3) -> list[float]:
+    """Server CPU (ms) per round of an attached view, less its idle CPU meanwhile."""
+    out = []
+    for _ in range(repeats):
+        c0, t0 = cpu_s(server.proc.pid), time.monotonic()
+        time.sleep(1.0)
+        idle_per_s = (cpu_s(server.proc.pid) - c0) / (time.monotonic() - t0)
+        c0, t0 = cpu_s(server.proc.pid), time.monotonic()
+        asyncio.run(view_rounds(server.sock, rounds))
+        used = cpu_s(server.proc.pid) - c0 - idle_per_s * (time.monotonic() - t0)
+        out.append(round(used / rounds * 1000, 3))
+    return out
+
+
 def ms(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
     return {
@@ -146,6 +192,9 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     try:
         out["page"] = ms(asyncio.run(page_round_trips(sock_a, 300)))
         out["first_round_in_process_ms"] = round(asyncio.run(first_round(sock_a)) * 1000, 1)
+        view_cost = cpu_per_round(a, args.view_rounds)
+        out["server_cpu_ms_per_view_round"] = view_cost
+        out["server_cpu_ms_per_view_round_median"] = statistics.median(view_cost)
         started = time.monotonic()
         console = PtyConsole(["attach", "--admin-socket", str(sock_a)], cols=160, rows=40)
         console.wait_for("127.0.0.1:", timeout=30)
@@ -192,6 +241,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sessions", type=int, default=10000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument(
+        "--view-rounds", type=int, default=400, help="attached-view rounds per CPU sample"
+    )
     parser.add_argument("--shared", help="the shared measuring stick (default ../shared/bench)")
     parser.add_argument("--out", help="results file (default bench/results/attach-DATE.json)")
     args = parser.parse_args()
