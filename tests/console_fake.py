@@ -18,6 +18,7 @@ from verb_console.hub.snapshot import (
     MuxConnectionInfo,
     Overview,
     Rates,
+    RateSeries,
     RoomInfo,
     SessionInfo,
     Stats,
@@ -153,6 +154,10 @@ class FixedHubView:
             self._log.append(LogEvent(seq=i + 1, time=NOW - 300 + i * 15, kind=kind, text=text))
         self._bumps = 0
         self.tap_readers = 0
+        # The rate history starts when the view is made; watches, when opened.
+        self._started = self.clock()
+        self.watches: dict[tuple[str, str], float] = {}
+        self.watch_holders: dict[tuple[str, str], int] = {}
 
     @staticmethod
     def _fixed_sessions() -> list[SessionInfo]:
@@ -181,10 +186,18 @@ class FixedHubView:
 
     # ----- HubView --------------------------------------------------------------
 
+    @staticmethod
+    def _rates_at(now: float) -> Rates:
+        wave = 0.5 + 0.5 * math.sin((now - T0) / 7.0)
+        return Rates(
+            msgs_in=1200 + 900 * wave,
+            msgs_out=3600 + 2000 * (1 - wave),
+            bytes_in=220_000 + 180_000 * wave,
+            bytes_out=2_200_000 + 900_000 * wave,
+        )
+
     def overview(self) -> Overview:
         now = self.clock()
-        phase = (now - T0) / 7.0
-        wave = 0.5 + 0.5 * math.sin(phase)
         return Overview(
             state=self.state,
             started_at=T0,
@@ -205,12 +218,7 @@ class FixedHubView:
                 bytes_in=1_734_000_000,
                 bytes_out=5_100_000_000,
             ),
-            rates=Rates(
-                msgs_in=1200 + 900 * wave,
-                msgs_out=3600 + 2000 * (1 - wave),
-                bytes_in=220_000 + 180_000 * wave,
-                bytes_out=2_200_000 + 900_000 * wave,
-            ),
+            rates=self._rates_at(now),
             drain_deadline=self.drain_deadline,
             read_only=self.read_only,
             version="0.1.0",
@@ -355,6 +363,40 @@ class FixedHubView:
             return None
         rows = tuple(r for r in _TAP_ROWS if r.seq > seq)
         return TapBatch(rows, seen=4210, skipped=4210 - len(_TAP_ROWS), rate=20)
+
+    # Rates over time: one sample a step since the view was made (or the watch opened),
+    # each the rates at its time, so a frozen clock draws the same sparklines.
+    def traffic_history(self, step: int, since: int = 0, limit: int = 1440) -> RateSeries:
+        kept = {1: 300, 10: 360, 60: 1440}[step]
+        seq = int((self.clock() - self._started) // step)
+        n = max(0, min(seq - since, limit, kept))
+        times = [self._started + step * (i + 1) for i in range(seq - n, seq)]
+        fields = ("msgs_in", "msgs_out", "bytes_in", "bytes_out")
+        samples = tuple(tuple(getattr(self._rates_at(t), f) for f in fields) for t in times)
+        return RateSeries(step, seq, fields, samples)
+
+    def watch_open(self, kind: str, key: str) -> None:
+        self.watches.setdefault((kind, key), self.clock())
+        self.watch_holders[kind, key] = self.watch_holders.get((kind, key), 0) + 1
+
+    def watch_close(self, kind: str, key: str) -> None:
+        self.watch_holders[kind, key] -= 1
+
+    def watch_series(self, kind: str, key: str, since: int = 0, limit: int = 300) -> RateSeries:
+        fields = ("msgs_in", "msgs_out") if kind == "session" else ("messages",)
+        opened = self.watches.get((kind, key))
+        if opened is None:
+            return RateSeries(1, 0, fields, ())
+        seq = int(self.clock() - opened)
+        n = max(0, min(seq - since, limit, 300))
+        samples = tuple(
+            tuple(
+                (20.0 + 10 * j) * (1.2 + math.sin((opened + i + 1 - T0) / (4.0 + j)))
+                for j in range(len(fields))
+            )
+            for i in range(seq - n, seq)
+        )
+        return RateSeries(1, seq, fields, samples)
 
     def operator_broadcast(self, text: str, room: str | None = None) -> int:
         self.actions.append(Action("broadcast", (text, room)))

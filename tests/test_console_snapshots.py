@@ -174,3 +174,49 @@ def test_an_ascii_console_for_the_linux_console(snap_compare, size) -> None:
 @pytest.mark.parametrize("size", SIZES)
 def test_space_tags_rows_for_closing_many(snap_compare, size) -> None:
     assert snap_compare(make_app(), terminal_size=size, press=["down", "space", "space"])
+
+
+async def watch_for_a_while(pilot: Pilot, *keys: str, sixteen: bool = False) -> None:
+    """Press ``keys`` (opening a detail dialog), then let 40 s of (fake) time pass."""
+    app = pilot.app
+    assert isinstance(app, VerbConsoleApp)
+    if sixteen:
+        app.theme = "verb-16"
+    await pilot.press(*keys)
+    clock = app.clock
+    assert isinstance(clock, FrozenClock)
+    for _ in range(40):
+        clock.advance(1.0)
+        app.refresh_once()
+    await pilot.pause()
+
+
+@pytest.mark.parametrize("sixteen", [False, True], ids=["default", "16-colours"])
+@pytest.mark.parametrize("size", SIZES)
+def test_a_session_s_details_draw_its_message_rates_in_and_out(snap_compare, size, sixteen) -> None:
+    async def run(pilot: Pilot) -> None:
+        await watch_for_a_while(pilot, "down", "down", "down", "enter", sixteen=sixteen)
+
+    assert snap_compare(make_app(), terminal_size=size, run_before=run)
+
+
+@pytest.mark.parametrize("sixteen", [False, True], ids=["default", "16-colours"])
+@pytest.mark.parametrize("size", SIZES)
+def test_a_room_s_details_draw_its_message_rate(snap_compare, size, sixteen) -> None:
+    async def run(pilot: Pilot) -> None:
+        await watch_for_a_while(pilot, "3", "down", "enter", sixteen=sixteen)
+
+    assert snap_compare(make_app(), terminal_size=size, run_before=run)
+
+
+@pytest.mark.parametrize("size", SIZES)
+def test_h_draws_the_header_s_history_at_10_s_a_bar(snap_compare, size) -> None:
+    async def run(pilot: Pilot) -> None:
+        app = pilot.app
+        assert isinstance(app, VerbConsoleApp)
+        app.clock.advance(15 * 60.0)  # type: ignore[attr-defined]
+        await pilot.press("h")
+        app.refresh_once()
+        await pilot.pause()
+
+    assert snap_compare(make_app(), terminal_size=size, run_before=run)

@@ -17,6 +17,7 @@ from textual.widgets import Button, Footer, Input, Label, OptionList, Static
 from .glyphs import G
 from .keys import changing_keys, help_lines
 from .panes.base import DetailFetch, DetailRows
+from .rates import DIALOG_WIDTH, RateWatch, rate_lines, spark_width
 
 DIALOG_CSS = """
     align: center middle;
@@ -146,23 +147,30 @@ class BroadcastDialog(ModalScreen[BroadcastRequest | None]):
 
 
 class DetailScreen(ModalScreen[None]):
-    """Every field of one record, re-read on each refresh while it is open."""
+    """Every field of one record, re-read on each refresh while it is open.
+
+    A session's or room's dialog also draws its rates (``rates``): the server
+    samples them once a second from when the dialog opens until it closes.
+    """
 
     DEFAULT_CSS = (
         "DetailScreen {"
         + DIALOG_CSS
-        + "& VerticalScroll { height: auto; max-height: 1fr; } & #fields { width: 100%; } }"
+        + "& VerticalScroll { height: auto; max-height: 1fr; } & #fields { width: 100%; }"
+        + " & #rates { width: 100%; height: auto; margin-top: 1; } }"
     )
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,enter,q", "close", "Close"),
     ]
 
-    def __init__(self, title: str, fetch: DetailFetch) -> None:
+    def __init__(self, title: str, fetch: DetailFetch, rates: RateWatch | None = None) -> None:
         super().__init__()
         self.title_text = title
         self.fetch = fetch
+        self.rates = rates
         self._rows: DetailRows | None = None
+        self._rates_key: tuple[int, int] | None = None
         self.gone = False
 
     def compose(self) -> ComposeResult:
@@ -171,6 +179,8 @@ class DetailScreen(ModalScreen[None]):
             with VerticalScroll():
                 # Filled in before the first paint, so the box has its final size at once.
                 yield Static(self._next_content() or "", id="fields")
+            if self.rates is not None:
+                yield Static(self._rates_content(DIALOG_WIDTH) or "", id="rates")
             yield Label("esc close", classes="hint")
         # The dialog's own keys, not those of the screen underneath.
         yield Footer(compact=True)
@@ -180,6 +190,34 @@ class DetailScreen(ModalScreen[None]):
         content = self._next_content()
         if content is not None:
             self.query_one("#fields", Static).update(content)
+        if self.rates is not None:
+            rates = self.query_one("#rates", Static)
+            drawn = self._rates_content(rates.content_region.width or DIALOG_WIDTH)
+            if drawn is not None:
+                rates.update(drawn)
+
+    def on_resize(self) -> None:
+        self._rates_key = None
+        self.reload()
+
+    def on_mount(self) -> None:
+        if self.rates is not None:
+            self.rates.open()
+
+    def on_unmount(self) -> None:
+        # The server stops sampling (after a while) once nobody looks.
+        if self.rates is not None:
+            self.rates.close()
+
+    def _rates_content(self, width: int) -> Content | None:
+        """The rate sparklines, or ``None`` if no sample came since they were drawn."""
+        assert self.rates is not None
+        series = self.rates.series(max(1, spark_width(width)))
+        key = (series.seq, width)
+        if key == self._rates_key:
+            return None
+        self._rates_key = key
+        return rate_lines(series, width)
 
     def _next_content(self) -> Content | None:
         """The fields as they are now, or ``None`` if nothing changed."""

@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 
 from textual.content import Content
 from textual.widget import Widget
 
-from verb_console.hub.snapshot import Overview, Rates
+from verb_console.hub.snapshot import Overview, Rates, RateSeries
 
 from .format import fmt_byte_rate, fmt_duration, fmt_int, fmt_rate, nice_ceiling, sparkline
 from .glyphs import G
+from .rates import STEP_TAGS, STEPS, next_step
 
-HISTORY = 240
-"""Sparkline samples kept (one a second), enough for the widest terminal."""
+History = Callable[[int, int, int], RateSeries]
+"""The view's ``traffic_history(step, since, limit)``."""
 
 _STATE_STYLES = {
     "running": "bold $text-success",
@@ -37,27 +37,35 @@ class HeaderBar(Widget):
     }
     """
 
-    def __init__(self, clock: Callable[[], float], *, id: str | None = None) -> None:
+    def __init__(
+        self, clock: Callable[[], float], history: History, *, id: str | None = None
+    ) -> None:
         super().__init__(id=id)
         self.clock = clock
         self.overview: Overview | None = None
         self.paused = False
         self.read_only = False
-        self.history: deque[Rates] = deque(maxlen=HISTORY)
-        self._last_sample: float | None = None
+        # The server's own rate history (hub/history.py), at the resolution on show.
+        self.read_history = history
+        self.step = STEPS[0]
+        self.history = RateSeries(self.step, 0, (), ())
         self._content: Content = Content("")
         self._key: tuple[object, ...] = ()
 
+    def cycle_step(self) -> int:
+        """Show the next resolution (1 s, 10 s, 1 min a bar); returns it."""
+        self.step = next_step(self.step)
+        if self.overview is not None:
+            self.update_overview(self.overview, self.paused, self.read_only)
+        return self.step
+
     def update_overview(self, overview: Overview, paused: bool, read_only: bool) -> None:
-        """Take a fresh overview; sample the rates at most once per clock second."""
+        """Take a fresh overview, and the newest samples of the history on show."""
         now = self.clock()
-        if self._last_sample is None or now - self._last_sample >= 1.0:
-            # Sampling on clock time (not on ticks) keeps the sparklines
-            # independent of the refresh rate and stable under a frozen clock.
-            self.history.append(overview.rates)
-            self._last_sample = now
+        width = max(20, self.content_region.width)
+        self.history = self.read_history(self.step, 0, max(1, _spark_width(width)))
         self.overview, self.paused, self.read_only = overview, paused, read_only
-        key = (overview, int(now), paused, read_only, len(self.history), self.size.width)
+        key = (overview, int(now), paused, read_only, self.history.seq, self.step, width)
         if key != self._key:
             self._key = key
             self._content = self._build(now)
@@ -68,7 +76,9 @@ class HeaderBar(Widget):
 
     def on_resize(self) -> None:
         if self.overview is not None:
-            self._content = self._build(self.clock())
+            # A wider header shows more samples: read them again.
+            self._key = ()
+            self.update_overview(self.overview, self.paused, self.read_only)
 
     def _build(self, now: float) -> Content:
         ov = self.overview
@@ -133,25 +143,29 @@ class HeaderBar(Widget):
         return line
 
     def _lines_traffic(self, width: int) -> list[Content]:
-        history = list(self.history)
+        history = self.history
         # The figures are the newest the hub has, not the last sparkline sample,
         # which can be up to a second older.
         current = self.overview.rates if self.overview is not None else Rates()
         # Two value columns and two scales of fixed width keep the sparklines aligned.
-        spark = max(0, (width - 31 - 2 * SCALE_WIDTH) // 2)
+        spark = _spark_width(width)
+        tag = STEP_TAGS.get(history.step, "").rjust(3)
         lines = []
         for label, msgs, data in (
             ("in ", "msgs_in", "bytes_in"),
             ("out", "msgs_out", "bytes_out"),
         ):
-            msg_values = [getattr(r, msgs) for r in history[-spark:]] if spark else []
-            byte_values = [getattr(r, data) for r in history[-spark:]] if spark else []
+            has = spark and msgs in history.fields
+            msg_values = history.values(msgs)[-spark:] if has else []
+            byte_values = history.values(data)[-spark:] if has else []
             msg_top = nice_ceiling(max(msg_values, default=0.0))
             byte_top = nice_ceiling(max(byte_values, default=0.0))
             parts: list[tuple[str, str]] = [
                 (label + " ", _LABEL),
                 (fmt_rate(getattr(current, msgs)).rjust(8), _VALUE),
                 (" msg ", _LABEL),
+                # The resolution on show (h cycles it): seconds a bar.
+                (tag + " ", _LABEL),
                 (sparkline(msg_values, spark, msg_top), "$text-accent"),
             ]
             if spark:
@@ -170,6 +184,11 @@ class HeaderBar(Widget):
 
 SCALE_WIDTH = 12
 """Room after each sparkline for its scale, e.g. `` ↑10k/s``."""
+
+
+def _spark_width(width: int) -> int:
+    """Samples each of a line's two sparklines shows, at ``width`` cells."""
+    return max(0, (width - 35 - 2 * SCALE_WIDTH) // 2)
 
 
 def _scale(top: str) -> str:

@@ -180,6 +180,12 @@ KEYS: tuple[Key, ...] = (
         group="export",
     ),
     Key(
+        "h",
+        "cycle_history",
+        "header sparklines: 1 s / 10 s / 1 min a bar (5 min, 1 h, 24 h kept)",
+        title="History resolution",
+    ),
+    Key(
         "p",
         "app.pause",
         "pause / resume the live view (header keeps ticking)",

@@ -101,7 +101,7 @@ class MainScreen(Screen[None]):
         self._drain_text = ""
 
     def compose(self) -> ComposeResult:
-        yield HeaderBar(self.clock, id="header")
+        yield HeaderBar(self.clock, self.view.traffic_history, id="header")
         yield Static("", id="drain", markup=False)
         yield Static(self._tabs_content(), id="tabs")
         with ContentSwitcher(initial=self.current, id="panes"):
@@ -171,6 +171,13 @@ class MainScreen(Screen[None]):
             parts.append(" ")
         # No space after the last tab: all seven fit in 80 columns.
         return Content.assemble(*parts[:-1])
+
+    def action_cycle_history(self) -> None:
+        """Show the header's sparklines at the next resolution: 1 s, 10 s, 1 min a bar."""
+        from .rates import STEP_NAMES
+
+        step = self.header.cycle_step()
+        self.notify(f"Traffic history: {STEP_NAMES[step]}.", title="History", timeout=3)
 
     def action_show_pane(self, name: str) -> None:
         """Show pane ``name`` and focus its table."""
@@ -295,9 +302,11 @@ class MainScreen(Screen[None]):
             self.notify("Nothing selected.", severity="warning")
             return
         from .dialogs import DetailScreen
+        from .rates import RateWatch
 
-        title, fetch = found
-        self.app.push_screen(DetailScreen(title, fetch))
+        title, fetch, watch = found
+        rates = RateWatch(self.view, *watch) if watch is not None else None
+        self.app.push_screen(DetailScreen(title, fetch, rates))
 
     @on(LiveTable.Activated)
     def _double_clicked(self) -> None:

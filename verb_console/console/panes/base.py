@@ -38,6 +38,8 @@ class Detail:
     source: Callable[[], Iterable[Any]]
     """Where the record is looked up again (a fixed record: a one-item tuple)."""
     key: Callable[[Any], object]
+    watch: tuple[str, str] | None = None
+    """``("session", id)`` or ``("room", name)``: the dialog also draws its rates."""
 
 
 class Pane(Vertical):
@@ -94,8 +96,8 @@ class Pane(Vertical):
         """How to show ``item``, a record of :attr:`table`, in the detail dialog."""
         return None
 
-    def detail(self) -> tuple[str, DetailFetch] | None:
-        """Return a title and a re-fetching function for the selected row."""
+    def detail(self) -> tuple[str, DetailFetch, tuple[str, str] | None] | None:
+        """Return a title, a re-fetching function and what to watch, for the selected row."""
         item = self.table.cursor_item
         found = self.describe(item) if item is not None else None
         if found is None:
@@ -108,7 +110,7 @@ class Pane(Vertical):
                     return found.rows(record, clock())
             return None
 
-        return found.title, fetch
+        return found.title, fetch, found.watch
 
     def selected_session_id(self) -> str | None:
         """The live session under the cursor, for panes that list sessions."""

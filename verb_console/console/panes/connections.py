@@ -293,7 +293,14 @@ class ConnectionsPane(Pane):
         if isinstance(item, ClosedSessionInfo):
             # A closed session no longer changes: the record is its own source.
             return Detail(f"Closed session {item.id}", closed_rows, item, lambda: (item,), _same)
-        return Detail(f"Session {item.id}", session_rows, item.id, self.view.sessions, _id)
+        return Detail(
+            f"Session {item.id}",
+            session_rows,
+            item.id,
+            self.view.sessions,
+            _id,
+            watch=("session", item.id),
+        )
 
 
 def _same(record: object) -> object:

@@ -136,11 +136,14 @@ class RoomsPane(Pane):
 
     def describe(self, item: RoomInfo | tuple[str, SessionInfo | None]) -> Detail:
         if isinstance(item, RoomInfo):
-            return Detail(f"Room {item.name}", room_rows, item.name, self.view.rooms, _name)
+            rows, rooms, name = room_rows, self.view.rooms, item.name
+            return Detail(f"Room {name}", rows, name, rooms, _name, watch=("room", name))
         from .connections import session_rows
 
         member = item[0]
-        return Detail(f"Session {member}", session_rows, member, self.view.sessions, _id)
+        sessions = self.view.sessions
+        watch = ("session", member)
+        return Detail(f"Session {member}", session_rows, member, sessions, _id, watch=watch)
 
 
 _id = attrgetter("id")

@@ -166,6 +166,7 @@ class StreamsPane(Pane):
             item.session_id,
             lambda: (s for m in view.mux_connections() for s in m.streams),
             _session_id,
+            watch=("session", item.session_id),
         )
 
 
