@@ -130,6 +130,8 @@ class RemoteHubView:
         self._watch: tuple[str, str] | None = None
         self._watch_held: tuple[str, str] | None = None
         self._watch_kept = _Kept(WATCH_KEPT)
+        # What the last history round fetched, and when (monotonic).
+        self._history_last: tuple[int, tuple[str, str] | None, float] = (0, None, 0.0)
 
     # ----- the background task ------------------------------------------------
 
@@ -156,6 +158,7 @@ class RemoteHubView:
                 self._server_pid = pid
             self._tap_held = False  # a new connection holds no tap yet
             self._watch_held = None
+            self._history_last = (0, None, 0.0)
             self._frames.reset()  # nor any frame
             self.connected = True
             self.attaches += 1
@@ -258,7 +261,12 @@ class RemoteHubView:
             self._tap_held = False
 
     async def _history_round(self, client: AdminClient) -> None:
+        # The server samples once a second: asking more often would only fetch nothing.
+        now = time.monotonic()
         step = self._history_step
+        if (step, self._watch) == self._history_last[:2] and now < self._history_last[2] + 1:
+            return
+        self._history_last = (step, self._watch, now)
         kept = self._history[step]
         raw = await client.request("history", step=step, since=kept.seq, limit=KEPT[step])
         kept.merge(series_from_wire(raw))

@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from .rooms import RoomRegistry
-from .snapshot import RateSeries
+from .snapshot import Rates, RateSeries, Stats
 
 STEPS: tuple[int, ...] = (1, 10, 60)
 """The resolutions of the server-wide history, in seconds a sample."""
@@ -80,15 +80,27 @@ class Ring:
 
 
 class TrafficHistory:
-    """The server's message and byte rates at 1 s, 10 s and 1 min a sample (fixed memory)."""
+    """The server's message and byte rates at 1 s, 10 s and 1 min a sample (fixed memory).
+
+    :attr:`rates` is the newest 1 s sample: the rates the overview reports.
+    """
 
     def __init__(self) -> None:
         self.rings = {step: Ring(step, KEPT[step]) for step in STEPS}
+        self.rates = Rates()
+
+    def tick(self, stats: Stats) -> None:
+        """The hub's once-a-second tick (and its start, which only takes a base)."""
+        counters = (stats.msgs_in, stats.msgs_out, stats.bytes_in, stats.bytes_out)
+        self.sample(time.monotonic(), counters)
 
     def sample(self, now: float, counters: tuple[int, int, int, int]) -> None:
         """One tick: msgs_in, msgs_out, bytes_in, bytes_out as they are now."""
         for ring in self.rings.values():
             ring.add(now, counters)
+        newest = self.rings[1].samples
+        if newest:
+            self.rates = Rates(*newest[-1])
 
     def series(self, step: int, since: int = 0, limit: int = 1440) -> RateSeries:
         ring = self.rings.get(step)

@@ -45,7 +45,6 @@ from .snapshot import (
     LogEvent,
     MuxConnectionInfo,
     Overview,
-    Rates,
     RoomInfo,
     Stats,
     ThrottleInfo,
@@ -135,11 +134,9 @@ class Hub(OperatorActions, GracefulShutdown):
         self.listeners: list[str] = []
         # Each listener's "stop accepting", called when the drain begins.
         self._stop_accepting: list[Callable[[], None]] = []
-        self._rates = Rates()
-        # Rates over time (see .history): the server's, and the watched sessions' and rooms'.
+        # The rates, now and over time (see .history), and the watched sessions' and rooms'.
         self.history = TrafficHistory()
         self.watches = Watches(self.sessions, self.rooms)
-        self._last_sample: tuple[float, int, int, int, int] | None = None
         self._ticker: asyncio.TimerHandle | None = None
         self._ticks = 0
         self._drained = asyncio.Event()
@@ -173,8 +170,7 @@ class Hub(OperatorActions, GracefulShutdown):
     def start(self) -> None:
         """Start the once-a-second figures ticker on the running loop."""
         loop = asyncio.get_running_loop()
-        st = self.stats
-        self._last_sample = (time.monotonic(), st.msgs_in, st.msgs_out, st.bytes_in, st.bytes_out)
+        self.history.tick(self.stats)
         self._ticker = loop.call_later(1.0, self._tick)
 
     def listening(self, line: str, stop_accepting: Callable[[], None]) -> None:
@@ -184,7 +180,7 @@ class Hub(OperatorActions, GracefulShutdown):
 
     def _tick(self) -> None:
         refresh_wall_offset()
-        self._sample_rates()
+        self.history.tick(self.stats)
         self.watches.tick()
         self._ticks += 1
         if self._ticks % 10 == 0:
@@ -192,22 +188,6 @@ class Hub(OperatorActions, GracefulShutdown):
             self.auth_failures.sweep()
         if self.state is not HubState.STOPPED:
             self._ticker = asyncio.get_running_loop().call_later(1.0, self._tick)
-
-    def _sample_rates(self) -> None:
-        now = time.monotonic()
-        last = self._last_sample
-        st = self.stats
-        sample = (now, st.msgs_in, st.msgs_out, st.bytes_in, st.bytes_out)
-        if last is not None and now > last[0]:
-            dt = now - last[0]
-            self._rates = Rates(
-                msgs_in=(sample[1] - last[1]) / dt,
-                msgs_out=(sample[2] - last[2]) / dt,
-                bytes_in=(sample[3] - last[3]) / dt,
-                bytes_out=(sample[4] - last[4]) / dt,
-            )
-        self._last_sample = sample
-        self.history.sample(now, sample[1:])
 
     # ----------------------------------------------------------- connections
     def admit(self, ip: str, port: int) -> str | None:
@@ -467,7 +447,7 @@ class Hub(OperatorActions, GracefulShutdown):
             sessions=len(self.sessions),
             peak_sessions=self.peak_sessions,
             totals=self.totals(),
-            rates=self._rates,
+            rates=self.history.rates,
             drain_deadline=self.drain_deadline,
             connections=len(self.connections),
             read_only=read_only,
