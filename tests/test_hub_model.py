@@ -58,6 +58,7 @@ class MemoryOutlet:
         self.remote_port = next(_ports) if port is None else port
         self.bytes_read = 0
         self.bytes_written = 0
+        self.wire = None  # no transport to write past write() to
         self.congested = False
         self.last_received = time.monotonic()
         self.destroyed = False

@@ -26,6 +26,7 @@ from .bus import Bus
 from .detect_session import DetectingSession
 from .echo_session import EchoSession
 from .ended import Ended
+from .fanout import fan_out
 from .history import TrafficHistory, Watches
 from .json_session import HANDLERS, JsonSession
 from .mux_session import MuxSession
@@ -113,7 +114,6 @@ class Hub(OperatorActions, GracefulShutdown):
         # reader can keep an order of them between samples (hub/view.py does).
         self.sessions_changed = 0
         self.json_sessions: dict[str, Session] = {}
-        self.rooms = RoomRegistry()
         self.throttle = Throttle(self.settings.max_per_ip, self.settings.throttle_window)
         # Authentication (PROTOCOL.md section 8): None is off. Replaced whole on reload.
         self.auth: AuthFile | None = None
@@ -121,6 +121,7 @@ class Hub(OperatorActions, GracefulShutdown):
         self.factories = session_kinds(with_uploads=uploads is not None)
         # Every counter of the server, once; sessions count into it directly.
         self.stats = Stats()
+        self.rooms = RoomRegistry(self.stats)
         self.peak_sessions = 0
         # What ended sessions added up to, by reason and by protocol (kept as they end).
         self.ended = Ended()
@@ -387,11 +388,9 @@ class Hub(OperatorActions, GracefulShutdown):
     # ----------------------------------------------------------- delivery from other nodes
     def deliver_broadcast(self, frame: bytes) -> int:
         """Another node's client broadcast: to every json session here."""
-        n = 0
-        for session in self.json_sessions.values():
-            session.deliver(frame)
-            n += 1
-        return n
+        sessions = self.json_sessions
+        fan_out(sessions.values(), frame, self.stats)
+        return len(sessions)
 
     def deliver_private(self, target: str, frame: bytes) -> bool:
         """Another node's private message for ``target``; False if it is not (or no longer) here."""
@@ -406,11 +405,7 @@ class Hub(OperatorActions, GracefulShutdown):
         room = self.rooms.get(name)
         if room is None:
             return 0
-        n = 0
-        for member in room.members.values():
-            member.deliver(frame)
-            n += 1
-        return n
+        return self.rooms.send_frame(room, frame)
 
     def room_notice(self, name: str, message: dict[str, Any]) -> int:
         """Another node's ``user_joined`` or ``user_left`` for the members of ``name`` here."""

@@ -10,6 +10,7 @@ from typing import Any
 from .. import __version__
 from ..protocols.errors import ProtocolError
 from ..protocols.json import JsonDecoder, encode, encode_error, parse_message
+from .fanout import fan_out
 from .rooms import valid_room_name
 from .session import CloseReason, EventOutlet, Outlet, Session, SessionHost
 
@@ -305,9 +306,7 @@ def handle_broadcast(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
     data = _require(msg, "data")
     f = encode({"type": "broadcast", "from": s.id, "data": data, "timestamp": int(_time() * 1000)})
     hub = s.hub
-    for other in hub.json_sessions.values():
-        if other is not s:
-            other.deliver(f)
+    fan_out(hub.json_sessions.values(), f, s.stats, s)
     if hub.bus is not None:
         hub.bus.broadcast(f)
 

@@ -63,6 +63,9 @@ class StreamOutlet:
         self.destroyed = False
 
     # --- outlet interface -------------------------------------------------
+    # A stream's bytes are framed for its connection: a fan-out calls write().
+    wire = None
+
     @property
     def congested(self) -> bool:
         # The connection-wide slow-consumer check lives in MuxSession.enqueue.

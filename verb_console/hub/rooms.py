@@ -7,11 +7,13 @@ import unicodedata
 from typing import Any, Protocol
 
 from ..protocols.json import encode
-from .snapshot import RoomInfo
+from .fanout import Recipient, fan_out
+from .snapshot import RoomInfo, Stats
 
 
-class Member(Protocol):
-    """What a room needs of a session: its id, its own set of room names, and delivery."""
+class Member(Recipient, Protocol):
+    """What a room needs of a session: its id, its own set of room names, and
+    delivery (one frame by ``deliver``, or what a fan-out needs)."""
 
     @property
     def id(self) -> str: ...
@@ -47,8 +49,10 @@ class Room:
 class RoomRegistry:
     """Rooms by name; a room exists while it has members."""
 
-    def __init__(self) -> None:
+    def __init__(self, stats: Stats) -> None:
         self.rooms: dict[str, Room] = {}
+        # The server's counters, which room deliveries count into.
+        self.stats = stats
         # Messages of rooms that no longer exist (a room is deleted with its last member).
         self.retired_messages = 0
 
@@ -77,17 +81,19 @@ class RoomRegistry:
     def get(self, name: str) -> Room | None:
         return self.rooms.get(name)
 
-    @staticmethod
-    def send(room: Room, message: dict[str, Any], exclude: Member | None = None) -> int:
-        """Send ``message`` (stamped with the time) to a room's members but ``exclude``."""
+    def send(self, room: Room, message: dict[str, Any], exclude: Member | None = None) -> int:
+        """Send ``message`` (stamped with the time) to a room's members but ``exclude``;
+        returns how many members that is."""
         message["timestamp"] = int(time.time() * 1000)
-        f = encode(message)
-        n = 0
-        for member in room.members.values():
-            if member is not exclude:
-                member.deliver(f)
-                n += 1
-        return n
+        return self.send_frame(room, encode(message), exclude)
+
+    def send_frame(self, room: Room, frame: bytes, exclude: Member | None = None) -> int:
+        """Send an encoded frame to a room's members but ``exclude``; returns how many."""
+        members = room.members
+        fan_out(members.values(), frame, self.stats, exclude)
+        if exclude is not None and members.get(exclude.id) is exclude:
+            return len(members) - 1
+        return len(members)
 
     def __len__(self) -> int:
         return len(self.rooms)

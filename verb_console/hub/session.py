@@ -68,11 +68,17 @@ class Outlet(Protocol):
     (an upload whose disk backlog is high holds its session's outlet).
     """
 
+    # Counted by ``write``, and by a fan-out that writes through ``wire``.
+    bytes_written: int
+
     @property
     def bytes_read(self) -> int: ...
 
     @property
-    def bytes_written(self) -> int: ...
+    def wire(self) -> Callable[[bytes], object] | None:
+        """Where bytes can be written as they are, skipping ``write`` (a plain TCP
+        connection's transport), or None: a fan-out then calls ``write``."""
+        ...
 
     @property
     def congested(self) -> bool: ...

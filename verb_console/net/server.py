@@ -317,6 +317,7 @@ class _ServerSideSocket(TCPSocket):
         self.server.connections.discard(self)
         if self.refused:
             self.destroyed = True
+            self.wire = None
             return
         super().connection_lost(exc)
 

@@ -95,6 +95,10 @@ class TCPSocket(TLSSocketMixin, asyncio.BufferedProtocol):
         self.writable_high_water_mark = writable_high_water_mark
         self.allow_half_open = allow_half_open
         self.transport: asyncio.Transport | None = None
+        # The transport's own write while bytes go to it as they are (connected,
+        # no TLS), else None. A fan-out writes one frame to many sockets through
+        # it, skipping a Python call per socket, and adds to bytes_written itself.
+        self.wire: Callable[[bytes], object] | None = None
         self._listeners: dict[str, list[Listener]] = {}
         self._data_listeners: list[Listener] = []
         self.remote_address: str = ""
@@ -179,6 +183,8 @@ class TCPSocket(TLSSocketMixin, asyncio.BufferedProtocol):
         self.connected_at = time.time()
         self.last_received = time.monotonic()
         transport.set_write_buffer_limits(high=self.writable_high_water_mark)
+        if self._tls is None and self._tls_options is None:
+            self.wire = transport.write
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._rbuf
@@ -219,6 +225,7 @@ class TCPSocket(TLSSocketMixin, asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.destroyed = True
+        self.wire = None
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None

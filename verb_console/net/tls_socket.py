@@ -5,6 +5,7 @@ buffer, the handshake timeout and the ``secure`` event."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from .tls import TLS_RECORD_HANDSHAKE, TLSCounters, TLSError, TLSLayer, TLSOptions, failure_kind
@@ -13,13 +14,15 @@ from .tls import TLS_RECORD_HANDSHAKE, TLSCounters, TLSError, TLSLayer, TLSOptio
 class TLSSocketMixin:
     """The TLS state and methods of ``TCPSocket``."""
 
-    __slots__ = ("_tls", "_tls_counters", "_tls_options", "_tls_timer", "tls_error")
+    # ``wire`` is TCPSocket's (see there); here because TLS switches it off.
+    __slots__ = ("_tls", "_tls_counters", "_tls_options", "_tls_timer", "tls_error", "wire")
 
     _tls: TLSLayer | None
     _tls_counters: TLSCounters | None
     _tls_options: TLSOptions | None
     _tls_timer: asyncio.TimerHandle | None
     tls_error: str | None  # why TLS ended the connection, if it did
+    wire: Callable[[bytes], object] | None
 
     if TYPE_CHECKING:  # provided by TCPSocket
         transport: asyncio.Transport | None
@@ -45,6 +48,8 @@ class TLSSocketMixin:
     def use_tls(self, options: TLSOptions) -> None:
         """Speak TLS on this accepted connection (from its first byte, or, with
         ``options.detect``, if its first byte starts a TLS handshake)."""
+        # Bytes go through the TLS layer now: no writing past it to the transport.
+        self.wire = None
         self._tls_counters = options.counters
         if options.detect:
             self._tls_options = options
@@ -105,6 +110,8 @@ class TLSSocketMixin:
                 if self._tls_timer is not None:
                     self._tls_timer.cancel()
                     self._tls_timer = None
+                if self.transport is not None and not self.destroyed:
+                    self.wire = self.transport.write  # plaintext: as if TLS were off
                 self._deliver(bytes(rbuf[:nbytes]))
                 return
             self._tls = tls = TLSLayer(options.context)
