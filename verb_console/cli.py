@@ -145,6 +145,7 @@ CONFIG_ONLY: dict[str, Any] = {
     "max_rooms": _positive_int,
     "max_streams": _positive_int,
     "max_input_per_connection": _positive_int,
+    "max_input_total": _positive_int,
     "max_transfers": _positive_int,
     "max_transfers_per_connection": _positive_int,
     "max_transfers_total": _positive_int,

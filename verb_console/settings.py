@@ -36,6 +36,9 @@ class Settings:
     max_streams: int = 256
     # Bytes of partial frames one mux connection's streams may hold together.
     max_input_per_connection: int = 8 * MiB
+    # Bytes of partial frames all connections may hold together (a plain json or
+    # binary connection holds at most one frame, max_frame; 10,000 of them 10 GiB).
+    max_input_total: int = 256 * MiB
     max_transfers: int = 4
     max_transfers_per_connection: int = 16  # a mux connection's streams together
     max_transfers_total: int = 256  # open transfers (and their files) in the whole server

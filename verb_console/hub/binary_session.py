@@ -57,7 +57,15 @@ class BinarySession(Session):
             return
         stats = self.stats
         stats.bytes_in += len(data)
-        frames = self.decoder.receive(data)
+        decoder = self.decoder
+        frames = decoder.receive(data)
+        held = decoder.buffered
+        if (held or self._input) and self.parent is None:
+            # A mux stream's partial frames are charged by its connection.
+            over = self.charge_input(held)
+            if over is not None:
+                # After the frames this read completed, as a framing error is.
+                frames.append(ProtocolError("frame_too_large", over))
         if frames:
             self._out = out = []
             # A framing error is always the last event.

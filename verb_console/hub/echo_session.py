@@ -46,7 +46,13 @@ class EchoSession(Session):
         if self.closing:
             return
         self.stats.bytes_in += len(data)
-        lines = self.decoder.receive(data)
+        decoder = self.decoder
+        lines = decoder.receive(data)
+        held = decoder.buffered
+        if (held or self._input) and self.parent is None:
+            over = self.charge_input(held)
+            if over is not None:
+                lines.append(ProtocolError("frame_too_large", over))
         if lines:
             self._out = out = []
             failed = None

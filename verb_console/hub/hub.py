@@ -35,6 +35,7 @@ from .rooms import RoomRegistry
 from .session import (
     CloseReason,
     EventOutlet,
+    InputMeter,
     Outlet,
     Session,
     refresh_wall_offset,
@@ -114,6 +115,7 @@ class Hub(OperatorActions, GracefulShutdown):
         # reader can keep an order of them between samples (hub/view.py does).
         self.sessions_changed = 0
         self.json_sessions: dict[str, Session] = {}
+        self.input = InputMeter()  # partial frames held by all connections together
         self.throttle = Throttle(self.settings.max_per_ip, self.settings.throttle_window)
         # Authentication (PROTOCOL.md section 8): None is off. Replaced whole on reload.
         self.auth: AuthFile | None = None

@@ -100,7 +100,15 @@ class JsonSession(Session):
         if self.closing:
             return
         self.stats.bytes_in += len(data)
-        bodies = self.decoder.receive(data)
+        decoder = self.decoder
+        bodies = decoder.receive(data)
+        held = decoder.buffered
+        if (held or self._input) and self.parent is None:
+            # A mux stream's partial frames are charged by its connection.
+            over = self.charge_input(held)
+            if over is not None:
+                # After the messages this read completed, as a framing error is.
+                bodies.append(ProtocolError("frame_too_large", over))
         if bodies:
             backlog = self._backlog
             if backlog is not None:

@@ -239,7 +239,14 @@ class MuxSession(Session):
         if self.closing:
             return
         self.stats.bytes_in += len(data)
-        runs = self.decoder.feed_runs(data)
+        decoder = self.decoder
+        runs = decoder.feed_runs(data)
+        total = self.held + decoder.buffered
+        # The connection's own partial mux frame counts toward the server's total.
+        if total != self._input and (over := self.charge_input(total, self.held)):
+            self.control_error(ProtocolError("frame_too_large", over))
+            self.close(CloseReason.FRAME_TOO_LARGE, detail="frame_too_large")
+            return
         if self._runs is not None:
             self._runs.extend(runs)
         elif runs:
@@ -319,19 +326,13 @@ class MuxSession(Session):
         return None
 
     def _held_changed(self, st: StreamOutlet, held: int) -> None:
-        """A stream's partial frame grew or shrank: past the connection's limit
-        (``max_input_per_connection``), that stream ends with ``frame_too_large``."""
+        """A stream's partial frame grew or shrank: past the connection's limit or
+        the server's (``max_input_*``), that stream ends with ``frame_too_large``."""
         self.held += held - st.held
         st.held = held
-        limit = self.hub.settings.max_input_per_connection
-        if self.held > limit and not st.destroyed:
-            self.control_error(
-                ProtocolError(
-                    "frame_too_large",
-                    f"Partial frames of this connection's streams exceed {limit} bytes",
-                    streamId=st.stream_id,
-                )
-            )
+        over = self.charge_input(self.held + self.decoder.buffered, self.held)
+        if over is not None and not st.destroyed:
+            self.control_error(ProtocolError("frame_too_large", over, streamId=st.stream_id))
             self.end_stream(st, announce=True, reason=CloseReason.FRAME_TOO_LARGE)
 
     def control_error(self, error: ProtocolError) -> None:
@@ -418,6 +419,7 @@ class MuxSession(Session):
         st.destroyed = True
         self.held -= st.held
         st.held = 0
+        self.charge_input(self.held + self.decoder.buffered, self.held)
         if self.streams.get(st.stream_id) is st:
             del self.streams[st.stream_id]
         if st.queue and not announce:

@@ -115,6 +115,16 @@ class EventOutlet(Outlet, Protocol):
     def off(self, event: str, listener: Callable[..., Any]) -> object: ...
 
 
+class InputMeter:
+    """Bytes of partial frames every connection of the server holds together
+    (``max_input_total`` bounds them); each session charges its own share."""
+
+    __slots__ = ("held",)
+
+    def __init__(self) -> None:
+        self.held = 0
+
+
 class SessionHost(Protocol):
     """What a session may use of the server that runs it, and nothing more.
 
@@ -136,6 +146,11 @@ class SessionHost(Protocol):
 
     @property
     def json_sessions(self) -> dict[str, Session]: ...
+
+    @property
+    def input(self) -> InputMeter:
+        """The partial input all connections hold (see :meth:`Session.charge_input`)."""
+        ...
 
     @property
     def auth(self) -> AuthFile | None:
@@ -274,6 +289,7 @@ class Session:
     __slots__ = (
         "__weakref__",
         "_flush_timer",
+        "_input",
         "_out",
         "_view",
         "address",
@@ -321,6 +337,8 @@ class Session:
         # Replies to this session's own messages, batched into one write per read.
         self._out: list[bytes] | None = None
         self._flush_timer: asyncio.TimerHandle | None = None
+        # Bytes of partial frames this connection has charged to the hub's InputMeter.
+        self._input = 0
         # The session and its view refer to each other until the session ends;
         # ``closed`` drops the session's side, so that nothing but a collection
         # could otherwise free an ended session (and the buffers it holds).
@@ -348,6 +366,30 @@ class Session:
         decoder = getattr(self, "decoder", None)
         if decoder is not None:
             decoder.release()
+        if self._input:
+            self.hub.input.held -= self._input
+            self._input = 0
+
+    def charge_input(self, held: int, own: int = -1) -> str | None:
+        """This TCP connection now holds ``held`` bytes of partial frames: charge
+        them to the server's total. When they grew and ``own`` (the part its own
+        limit bounds; all of them unless given) is past ``max_input_per_connection``
+        or the total past ``max_input_total``, returns why (the caller ends what
+        grew with ``frame_too_large``), else None."""
+        meter = self.hub.input
+        grew = held - self._input
+        meter.held += grew
+        self._input = held
+        if grew <= 0:
+            return None
+        settings = self.hub.settings
+        if (held if own < 0 else own) > settings.max_input_per_connection:
+            limit = settings.max_input_per_connection
+            return f"Partial frames of this connection exceed {limit} bytes"
+        if meter.held > settings.max_input_total:
+            limit = settings.max_input_total
+            return f"Partial frames of all connections exceed the server's {limit} bytes"
+        return None
 
     def encode_notice(self, message: dict[str, Any]) -> bytes:  # pragma: no cover
         """A server-initiated message (section 6) in this session's own protocol."""
