@@ -96,8 +96,23 @@ def _field_check(column: Column, t: Term, now: float) -> Callable[[Any], bool]:
     number = getattr(column, "number", None)
     if number is not None and t.op in _COMPARE and t.number is not None:
         compare, limit = _COMPARE[t.op], t.number
-        return lambda row: compare(number(row, now), limit)
-    render, test = column.render, _test(t)
+
+        def compare_number(row: Any) -> bool:
+            n = number(row, now)  # None: the text reads back as no number
+            return n is not None and compare(n, limit)
+
+        return compare_number
+    render = column.render
+    if t.op == ":":
+        # The common field term, with no second call per row.
+        value = t.value
+
+        def contains(row: Any) -> bool:
+            rendered = render(row, now)
+            return value in (rendered[0] if isinstance(rendered, tuple) else rendered).lower()
+
+        return contains
+    test = _test(t)
 
     def check(row: Any) -> bool:
         rendered = render(row, now)
@@ -152,7 +167,19 @@ def apply(
         # The common case, one word, stays one pass of C-level string search.
         needle = terms[0].value
         return [r for r in rows if needle in search(r).lower()], ""
-    if terms:
-        keep = matcher(terms, columns, search, now)
-        rows = [r for r in rows if keep(r)]
+    # One pass a term, each over what the ones before it kept (a predicate testing
+    # every term of each row cost a generator a row): the words together first.
+    words = [t.value for t in terms if t.column is None]
+    if len(words) == 1:
+        needle = words[0]
+        rows = [r for r in rows if needle in search(r).lower()]
+    elif words:
+        rows = [r for r in rows if _has_all(search(r).lower(), words)]
+    for t in terms:
+        if t.column is not None and rows:
+            rows = list(filter(_field_check(columns[t.column], t, now), rows))
     return rows, ""
+
+
+def _has_all(text: str, words: Sequence[str]) -> bool:
+    return all(w in text for w in words)

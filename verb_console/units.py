@@ -90,6 +90,24 @@ def duration_read_back(seconds: float) -> float:
     return float(s // 3600 * 3600)  # 4d07h: to the hour
 
 
+def count_read_back(n: int) -> float | None:
+    """What :func:`to_number` reads back from ``fmt_count(n)``; below 10,000 with no text made.
+
+    Small counts are exact and each is its own text, so reading them back through
+    the cache would miss for nearly every session; larger ones have few texts.
+    """
+    if 0 <= n < 10_000:
+        return float(n)
+    return to_number(fmt_count(n))
+
+
+def bytes_read_back(n: int) -> float | None:
+    """What :func:`to_number` reads back from ``fmt_bytes(n)``; below 1 KiB with no text made."""
+    if 0 <= n < 1024:
+        return float(n)
+    return to_number(fmt_bytes(n))
+
+
 @lru_cache(maxsize=8192)
 def to_number(text: str) -> float | None:
     """Read a cell back as a number: ``1m05s`` is 65, ``1.5 KiB`` 1536, ``12.3k`` 12300."""

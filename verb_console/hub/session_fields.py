@@ -12,7 +12,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from ..units import duration_read_back, fmt_bytes, fmt_count, fmt_duration
+from ..units import (
+    bytes_read_back,
+    count_read_back,
+    duration_read_back,
+    fmt_bytes,
+    fmt_count,
+    fmt_duration,
+)
 
 
 class SessionField(NamedTuple):
@@ -21,13 +28,18 @@ class SessionField(NamedTuple):
     label: str
     render: Callable[[Any, float], str]  # (session record, now) -> the cell's text
     sort: str | None  # the record's field the server sorts this column by
-    # The number the cell's text reads back as, made without the text (a filter's
-    # ``idle>60`` over ten thousand sessions); None: read back from the text.
-    number: Callable[[Any, float], float] | None = None
+    # The number the cell's text reads back as, made without the text where it can
+    # be (a filter's ``idle>60`` over ten thousand sessions); None from it means the
+    # text reads back as no number; a field without it is read back from the text.
+    number: Callable[[Any, float], float | None] | None = None
 
 
 def unsent_text(s: Any, _now: float) -> str:
     return fmt_bytes(s.unsent) if s.unsent > 0 else "0"
+
+
+def unsent_number(s: Any, _now: float) -> float | None:
+    return bytes_read_back(s.unsent) if s.unsent > 0 else 0.0
 
 
 def user_text(s: Any, _now: float) -> str:
@@ -50,11 +62,31 @@ LIVE_FIELDS = (
         "last_activity",
         lambda s, now: duration_read_back(now - s.last_activity),
     ),
-    SessionField("MSG IN", lambda s, _: fmt_count(s.msgs_in), "msgs_in"),
-    SessionField("MSG OUT", lambda s, _: fmt_count(s.msgs_out), "msgs_out"),
-    SessionField("BYTES IN", lambda s, _: fmt_bytes(s.bytes_in), "bytes_in"),
-    SessionField("BYTES OUT", lambda s, _: fmt_bytes(s.bytes_out), "bytes_out"),
-    SessionField("UNSENT", unsent_text, "unsent"),
+    SessionField(
+        "MSG IN",
+        lambda s, _: fmt_count(s.msgs_in),
+        "msgs_in",
+        lambda s, _: count_read_back(s.msgs_in),
+    ),
+    SessionField(
+        "MSG OUT",
+        lambda s, _: fmt_count(s.msgs_out),
+        "msgs_out",
+        lambda s, _: count_read_back(s.msgs_out),
+    ),
+    SessionField(
+        "BYTES IN",
+        lambda s, _: fmt_bytes(s.bytes_in),
+        "bytes_in",
+        lambda s, _: bytes_read_back(s.bytes_in),
+    ),
+    SessionField(
+        "BYTES OUT",
+        lambda s, _: fmt_bytes(s.bytes_out),
+        "bytes_out",
+        lambda s, _: bytes_read_back(s.bytes_out),
+    ),
+    SessionField("UNSENT", unsent_text, "unsent", unsent_number),
     SessionField("ROOMS", lambda s, _: ",".join(s.rooms), "rooms"),
     SessionField("USER", user_text, "user"),
 )

@@ -42,6 +42,8 @@ REASON_TONES: dict[str, str] = {
 # a column adds only its width, colour and layout. A new column: one field
 # there, one Column here, at the same position.
 _F = {f.label: f.render for f in LIVE_FIELDS}
+# And the numbers those texts read back as, for the filter's comparisons.
+_N = {f.label: f.number for f in LIVE_FIELDS}
 
 
 def _unsent(s: SessionInfo, now: float) -> Cell:
@@ -77,13 +79,27 @@ LIVE_COLUMNS = (
         "right",
         priority=5,
         descending=True,
+        number=_N["UPTIME"],
     ),
-    Column("IDLE", 6, _idle, attrgetter("last_activity"), "right", 2, descending=True),
-    Column("MSG IN", 7, _F["MSG IN"], attrgetter("msgs_in"), "right"),
-    Column("MSG OUT", 7, _F["MSG OUT"], attrgetter("msgs_out"), "right"),
-    Column("BYTES IN", 9, _F["BYTES IN"], attrgetter("bytes_in"), "right", priority=7),
-    Column("BYTES OUT", 9, _F["BYTES OUT"], attrgetter("bytes_out"), "right", priority=7),
-    Column("UNSENT", 9, _unsent, attrgetter("unsent"), "right", priority=3),
+    Column(
+        "IDLE",
+        6,
+        _idle,
+        attrgetter("last_activity"),
+        "right",
+        2,
+        descending=True,
+        number=_N["IDLE"],
+    ),
+    Column("MSG IN", 7, _F["MSG IN"], attrgetter("msgs_in"), "right", number=_N["MSG IN"]),
+    Column("MSG OUT", 7, _F["MSG OUT"], attrgetter("msgs_out"), "right", number=_N["MSG OUT"]),
+    Column(
+        "BYTES IN", 9, _F["BYTES IN"], attrgetter("bytes_in"), "right", 7, number=_N["BYTES IN"]
+    ),
+    Column(
+        "BYTES OUT", 9, _F["BYTES OUT"], attrgetter("bytes_out"), "right", 7, number=_N["BYTES OUT"]
+    ),
+    Column("UNSENT", 9, _unsent, attrgetter("unsent"), "right", 3, number=_N["UNSENT"]),
     Column("ROOMS", 6, _F["ROOMS"], lambda s: s.rooms, priority=8, flex=True),
     # Last, so the sort keys' positions stay; hidden first when the terminal is narrow.
     Column("USER", 8, _user, lambda s: s.user or "", priority=10),
