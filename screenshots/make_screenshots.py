@@ -7,7 +7,8 @@ pane shows live traffic. Run from the repository root::
     python screenshots/make_screenshots.py [--settle SECONDS] [--out DIR]
 
 The files are named after what they show (``connections.svg`` ... ``tap.svg``,
-``help.svg``, ``broadcast.svg``); their content changes from run to run because
+``help.svg``, ``broadcast.svg``, and ``session.svg`` and ``room.svg``, the detail
+dialogs with their rate sparklines); their content changes from run to run because
 the traffic and the clock are real.
 """
 
@@ -22,7 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from verb_console.console.dialogs import BroadcastDialog, HelpScreen
+from verb_console.console.dialogs import BroadcastDialog, DetailScreen, HelpScreen
 from verb_console.console.glyphs import use_ascii
 from verb_console.console.run import build_app
 from verb_console.console.screen import PANES
@@ -96,7 +97,16 @@ async def make_screenshots(out_dir: Path, settle: float) -> list[Path]:
             save("help")
             await pilot.press("escape")
 
-            await pilot.press("b", *"Maintenance at 18:00 UTC, please reconnect after")
+            # The busiest session's details, and a room's, once their rates have
+            # had some seconds to draw (the server samples them while they show).
+            for name, keys in (("session", ("1", "M", "home", "enter")), ("room", ("3", "enter"))):
+                await pilot.press(*keys)
+                await pilot.pause(12.0)
+                assert isinstance(app.screen, DetailScreen)
+                save(name)
+                await pilot.press("escape")
+
+            await pilot.press("1", "b", *"Maintenance at 18:00 UTC, please reconnect after")
             await pilot.pause(0.3)
             assert isinstance(app.screen, BroadcastDialog)
             save("broadcast")
