@@ -205,3 +205,28 @@ async def test_ctl_sessions_shows_the_user_and_ctl_reload_rereads_the_auth_file(
         await b.close()
     finally:
         server.stop()
+
+
+async def test_ctl_history_prints_the_server_s_rates_at_the_step_asked_for(env, tmp_path) -> None:
+    server = await asyncio.to_thread(Headless, env, "--upload-dir", str(tmp_path / "up"))
+    try:
+        client = await JsonClient.connect(server.port)
+        deadline = time.monotonic() + 3.5
+        while time.monotonic() < deadline:
+            await client.request({"type": "ping"})
+        doc = json.loads(
+            (await asyncio.to_thread(ctl, env, "--json", "history", "--step", "1")).stdout
+        )
+        assert doc["step"] == 1 and doc["fields"][0] == "msgs_in"
+        assert max(s[0] for s in doc["samples"]) > 10  # pings a second, from the server's ring
+        text = (await asyncio.to_thread(ctl, env, "history", "--step", "1", "--last", "2")).stdout
+        lines = text.strip().splitlines()
+        names = ["AGO", "MSG IN/S", "MSG OUT/S", "BYTES IN/S", "BYTES OUT/S"]
+        assert re.fullmatch(r"\s+".join(map(re.escape, names)), lines[0]), lines[0]
+        assert len(lines) == 3 and lines[-1].startswith("-1s")
+        young = await asyncio.to_thread(ctl, env, "history")
+        assert young.stdout.strip() == "no 60 s samples yet"
+        bad = await asyncio.to_thread(ctl, env, "history", "--step", "5")
+        assert bad.returncode == 2
+    finally:
+        server.stop()

@@ -59,6 +59,11 @@ def build_parser() -> argparse.ArgumentParser:
     broadcast = commands.add_parser("broadcast", help="send a message to every session")
     broadcast.add_argument("text")
     broadcast.add_argument("--room", help="only to this room")
+    history = commands.add_parser("history", help="the server's rates over time")
+    history.add_argument(
+        "--step", type=int, choices=(1, 10, 60), default=60, help="seconds a sample (default 60)"
+    )
+    history.add_argument("--last", type=int, default=60, help="the newest N samples (default 60)")
     commands.add_parser("drain", help="begin the graceful shutdown")
     commands.add_parser("reload", help="re-read what the server reloads (SIGHUP does the same)")
     return parser
@@ -218,6 +223,18 @@ async def run_command(args: argparse.Namespace) -> tuple[Any, str]:
             result = await client.request("broadcast", text=args.text, room=args.room)
             where = f"room {args.room}" if args.room else "every session"
             return result, f"broadcast to {where}: {result['sent']} sessions"
+        if command == "history":
+            step, last = args.step, max(1, args.last)
+            result = await client.request("history", step=step, limit=last)
+            samples = result["samples"]
+            # The newest sample ends at most one step ago; each before it, one step earlier.
+            rows = [
+                [f"-{_duration((len(samples) - i) * step)}", *(f"{v:,.1f}" for v in sample)]
+                for i, sample in enumerate(samples)
+            ]
+            headers = ["AGO", "MSG IN/S", "MSG OUT/S", "BYTES IN/S", "BYTES OUT/S"]
+            text = _table(headers, rows) if rows else f"no {step} s samples yet"
+            return result, text
         if command == "drain":
             result = await client.request("drain")
             return result, f"state: {result['state']}"
