@@ -20,6 +20,7 @@ from .hub import Hub
 from .hub.snapshot import HubState
 from .hub.uploads import UploadStore
 from .hub.view import LiveHubView
+from .memory import HeapTrimmer
 from .net import ServerProtocol, TCPOptions, TCPServer, TLSOptions, create_server
 from .net.socket import TCPSocket
 from .security import SecurityError, load_auth, load_tls
@@ -58,6 +59,8 @@ class Runtime:
         self.server: TCPServer | None = None
         self.admin: AdminServer | None = None
         self.metrics: MetricsServer | None = None
+        # Hands freed heap memory back to the system (memory.py), from start to shutdown.
+        self.trimmer = HeapTrimmer()
         self._signals = 0
         # Called by reload() (``ctl reload``, SIGHUP when headless), in order. Each
         # re-reads what it owns (an auth file, a certificate...); one that raises
@@ -154,6 +157,8 @@ class Runtime:
             server.close()
             raise
         hub.event("server", f"listening on {line}")
+        self.trimmer.start()
+        hub.on_shutdown.append(self.trimmer.stop)
         if s.metrics:
             from .admin.metrics_http import start_metrics
 

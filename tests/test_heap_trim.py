@@ -1,0 +1,104 @@
+"""RSS comes back by itself after connections holding large partial frames leave.
+
+glibc keeps a freed block's pages when it sits below a live one; after a round
+of partial ~1 MiB frames the heap stayed full of holes (a ``--headless`` server
+at 37 MiB after the clients left, from 29 MiB). The server's heap trimmer
+(verb_console/memory.py) must hand them back within a few seconds, with
+nothing done from outside.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from verb_console.memory import HeapTrimmer
+
+MiB = 1024 * 1024
+LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+) \(json\)")
+
+ARGS = ("--protocol", "json", "--max-per-ip", "0")
+
+pytestmark = pytest.mark.skipif(not HeapTrimmer().available, reason="glibc malloc only")
+
+
+def rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+def session(port: int) -> socket.socket:
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(b'15\n{"type":"ping"}')
+    got = b""
+    while got.count(b"\n") < 2:  # welcome and pong
+        got += s.recv(65536)
+    return s
+
+
+def partial_frames(port: int, count: int, pid: int) -> tuple[socket.socket, int]:
+    """``count`` sessions grow partial 1 MiB frames side by side, then leave; a new
+    session stays open after them (its memory is above theirs in the heap). Returns
+    that session and the server's RSS while the frames were held."""
+    conns = [session(port) for _ in range(count)]
+    for c in conns:
+        c.sendall(b"1000000\n")
+    for _ in range(7):
+        for c in conns:
+            c.sendall(b"x" * (128 * 1024))
+    time.sleep(0.5)
+    pin = session(port)
+    held = rss(pid)
+    for c in conns:
+        c.close()
+    return pin, held
+
+
+def test_rss_comes_back_after_partial_frames_are_dropped(tmp_path: Path) -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "verb_console", "--headless", "--port", "0", *ARGS],
+        cwd=tmp_path,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    pins = []
+    try:
+        assert proc.stderr is not None
+        line = b""
+        while (m := LISTENING.search(line)) is None:
+            line = proc.stderr.readline()
+            assert line, "the server exited"
+        port = int(m.group(1))
+        # The first large block freed raises glibc's mmap threshold.
+        pins.append(partial_frames(port, 1, proc.pid)[0])
+        time.sleep(1.0)
+        base = rss(proc.pid)
+        peak = 0
+        for _ in range(3):
+            pin, held = partial_frames(port, 64, proc.pid)
+            pins.append(pin)
+            peak = max(peak, held)
+        figures = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            time.sleep(0.5)
+            figures.append(rss(proc.pid))
+            if figures[-1] <= base * 1.10:
+                break
+        print(f"base {base / MiB:.1f} MiB, after", [round(f / MiB, 1) for f in figures])
+        assert peak > base + 32 * MiB  # the rounds did hold their frames while they lasted
+        assert figures[-1] <= base * 1.10, [f // MiB for f in figures]
+    finally:
+        for p in pins:
+            p.close()
+        proc.terminate()
+        proc.wait(10)
