@@ -1,809 +1,591 @@
-"""Soak test: minutes of mixed traffic from hundreds of clients, then a leak check.
+"""Soak test: minutes of mixed traffic and attacks on real servers, then a leak check.
 
-    python bench/soak.py --seconds 180 --clients 300
-    python bench/soak.py --seconds 20 --clients 60 --json   # the CI version
+    python bench/soak.py --seconds 120 --clients 300
+    python bench/soak.py --seconds 120 --clients 300 --cluster   # two nodes on a redis-server
+    python bench/soak.py --seconds 5 --clients 40 --json        # the CI version
 
-The server runs in a child process (this file with ``--serve``) on an ``auto``
-listener, so that its descriptors, tasks and memory are its own. The clients
+The server is a real ``verb-console --headless`` process on an ``auto``
+listener (in ``--cluster`` mode, two of them, nodes A and B, on a real
+redis-server), so that its descriptors and memory are its own; the soak reads
+its figures over the admin socket and from /proc. The clients (bench/soak_clients.py)
 speak every protocol (json chat and uploads, binary heartbeats, echoes and
 uploads, echo lines, mux connections with json, echo and binary streams, their
-json streams carrying uploads too),
-live for a random while and leave in a random way: a normal close, a reset, a
-reset in the middle of a frame or of an upload, or a half-close.
+json streams carrying uploads too) and leave in every way: a normal close, a
+reset, a reset in the middle of a frame or of an upload, or a half-close.
+Attackers are mixed in: partial ~1 MiB json frames, mux connections whose
+streams each hold a partial ~1 MiB frame, mux streams full of uploads in
+flight, fan-out floods into a big room of readers, bursts of re-joins of that
+room, and reconnect churn; each leaves without finishing. In a cluster the
+clients are spread over both nodes, rooms span them, and private messages go
+across (through a session on each node that sends them back).
 
-Before the run (after a warm-up round, so that one-time allocations are not
-counted) and after it (once every client has gone) the server reports its
-sessions, rooms, open transfers, asyncio tasks, file descriptors, temporary
-upload files and resident memory. A leak is any of these that did not come
-back: sessions, rooms, transfers and temporary files to zero, tasks and
-descriptors to where they started, memory to within 10% of where it started.
-The exit status is 0 when nothing leaked and no client saw a wrong answer.
+Before the run (after a warm-up of the same traffic, so that one-time
+allocations are counted in the baseline) and after it (once every client has
+gone, and then a few seconds more: nothing is triggered, the server must give
+memory back by itself) the soak reads each server's sessions, connections, rooms,
+open transfers, descriptors, temporary upload files and resident memory
+(VmRSS), and the peak RSS during the run. A leak is any of these that did not
+come back: sessions, connections, rooms, transfers and temporary files to zero,
+descriptors to where they started, RSS to within 10% of where it started; in a
+cluster also Redis's keys and ``PUBSUB CHANNELS`` to their baseline. The exit
+status is 0 when nothing leaked and no client saw a wrong answer. Results go to
+``bench/results/soak-DATE.json`` (``soak-cluster-DATE.json``; ``--out FILE``).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
-import ctypes
-import gc
-import hashlib
+import datetime
 import json
-import logging
 import os
 import random
 import re
 import shutil
-import socket
-import struct
 import sys
 import tempfile
 import time
-from collections import Counter, deque
 from pathlib import Path
 from typing import Any
 
-import orjson
+from benchlib import Server, exit_on_signals, machine, result_path, verb_console_cmd, write_json
+from soak_clients import ATTACK_KINDS, BIG_ROOM, NORMAL_KINDS, Conn, Driver, Stats, jframe
 
-TEMP_RE = re.compile(r"\.verb-upload-[0-9a-f]{32}\.part")
+from verb_console.admin.client import AdminClient
+
 MEMORY_TOLERANCE = 0.10
-REPLY_TIMEOUT = 15.0
+TEMP_RE = re.compile(r"\.verb-upload-[0-9a-f]{32}\.part")
+READY = re.compile(r"listening on \S+:(\d+) \(auto\)")
+# Directory entries of a session cut off live 15 s (cluster/keys.py ENTRY_TTL_MS)
+# before any node prunes them; a closed one goes at once.
+REDIS_SETTLE = 25.0
+MiB = 1024 * 1024
+
+CONFIG = """\
+log_level = "info"
+"""
 
 
-# ----------------------------------------------------------------- the server side
-
-
-def release_free_memory() -> None:
-    """Hand freed heap memory back to the OS (glibc), so RSS shows what is in use."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-
-
-def rss_bytes(field: str = "VmRSS") -> int:
-    with open("/proc/self/status") as f:
+def proc_status(pid: int, field: str) -> int:
+    with open(f"/proc/{pid}/status") as f:
         for line in f:
             if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024
+                return int(line.split()[1])
     return 0
 
 
-class ErrorCounter(logging.Handler):
-    """Counts what the server logs as an error (a handler that raised, say)."""
-
-    def __init__(self) -> None:
-        super().__init__(logging.ERROR)
-        self.count = 0
-        self.samples: list[str] = []
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.count += 1
-        if len(self.samples) < 10:
-            self.samples.append(record.getMessage())
-
-
-ERRORS = ErrorCounter()
-
-
-def server_figures(rt: Any) -> dict[str, Any]:
-    hub = rt.hub
-    store = hub.uploads
-    gc.collect()
-    release_free_memory()
-    fds = len(os.listdir("/proc/self/fd")) - 1  # less the one listdir itself holds
-    return {
-        "sessions": len(hub.sessions),
-        "connections": len(hub.connections),
-        "json_sessions": len(hub.json_sessions),
-        "rooms": len(hub.rooms),
-        "transfers": store.active_count,
-        "disk_jobs": store.pending_jobs,
-        "tasks": len(asyncio.all_tasks()),
-        "fds": fds,
-        "temp_files": sum(1 for n in os.listdir(store.directory) if TEMP_RE.fullmatch(n)),
-        "rss": rss_bytes(),
-        "rss_anon": rss_bytes("RssAnon"),
-        "rss_file": rss_bytes("RssFile"),
-        "allocated_blocks": sys.getallocatedblocks(),
-        "accepted": hub.stats.accepted,
-        "msgs_in": hub.stats.msgs_in,
-        "msgs_out": hub.stats.msgs_out,
-        "slow_consumers": hub.stats.slow_consumers,
-        "closed": dict(Counter(c.reason for c in hub.closed_log)),
-        "objects": dict(Counter(type(o).__name__ for o in gc.get_objects()).most_common(25)),
-        "server_errors": ERRORS.count,
-        "server_error_samples": ERRORS.samples,
-    }
-
-
-def inspect_session(rt: Any, session_id: str) -> dict[str, Any]:
-    """What holds a session up: its socket's reading state and its uploads."""
-    session = rt.hub.sessions.get(session_id)
-    if session is None:
-        return {"id": session_id, "gone": True}
-    sock = session.outlet
-    return {
-        "id": session_id,
-        "closing": session.closing,
-        "reading_paused": getattr(sock, "_reading_paused", None),
-        "holds": len(getattr(sock, "_holds", None) or ()),
-        "congested": sock.congested,
-        "unsent": sock.unsent,
-        "uploads": [
-            repr(u) + f" backlog={u.backlog}" for u in rt.hub.uploads.uploads_of(session_id)
-        ],
-        "disk_jobs": rt.hub.uploads.pending_jobs,
-        "transport_reading": sock.transport.is_reading() if sock.transport else None,
-        "bytes_read": sock.bytes_read,
-        "bytes_written": sock.bytes_written,
-        "msgs_in": session.msgs_in,
-        "msgs_out": session.msgs_out,
-        "decoder_buffered": getattr(getattr(session, "decoder", None), "buffered", None),
-        "decoder_need": getattr(getattr(session, "decoder", None), "_need", None),
-    }
-
-
-async def serve(upload_dir: str) -> None:
-    """Run the server; answer ``figures`` lines on stdin with one JSON line on stdout."""
-    from verb_console.runtime import Runtime
-    from verb_console.settings import Settings
-
-    # Resets are the point of the exercise: their warnings are not news. Errors are.
-    root = logging.getLogger()
-    root.setLevel(logging.ERROR)
-    root.addHandler(ERRORS)
-
-    rt = Runtime(
-        Settings(
-            host="127.0.0.1",
-            port=0,
-            protocol="auto",
-            upload_dir=upload_dir,
-            max_per_ip=0,
-            max_connections=20000,
-            idle_timeout=30,
-            handshake_timeout=5,
-        )
-    )
-    await rt.start()
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    print(json.dumps({"port": rt.port}), flush=True)
-    while line := await reader.readline():
-        command = line.strip().decode()
-        if command == "figures":
-            await rt.hub.uploads.wait_idle()
-            print(json.dumps(server_figures(rt)), flush=True)
-        elif command.startswith("inspect "):
-            print(json.dumps(inspect_session(rt, command.split(" ", 1)[1])), flush=True)
-        elif command == "quit":
-            break
-    rt.hub.force_shutdown()
-    await rt.hub.wait_stopped()
-
-
-# ----------------------------------------------------------------- the clients
-
-
-class Stats:
-    def __init__(self) -> None:
-        self.counts: Counter[str] = Counter()
-        self.errors: list[str] = []
-
-    def error(self, text: str) -> None:
-        if len(self.errors) < 50:
-            self.errors.append(text)
-        self.counts["errors"] += 1
-
-
-class Mismatch(Exception):
-    """A reply that is not what the protocol promises."""
-
-
-class Abandon(Exception):
-    """The client leaves now, in the middle of an upload."""
-
-
-def jframe(obj: Any) -> bytes:
-    body = json.dumps(obj, separators=(",", ":")).encode()
-    return b"%d\n%s" % (len(body), body)
-
-
-def bframe(kind: int, payload: bytes = b"", flags: int = 0) -> bytes:
-    return struct.pack(">HIH", kind, len(payload), flags) + payload
-
-
-def json_frames(data: bytes) -> list[dict[str, Any]]:
-    """The whole json frames (``<length>\\n<body>``) in one mux data frame's payload."""
-    out = []
-    pos = 0
-    while True:
-        nl = data.find(b"\n", pos)
-        if nl < 0:
-            return out
-        end = nl + 1 + int(data[pos:nl])
-        if end > len(data):
-            return out
-        obj = orjson.loads(data[nl + 1 : end])
-        if isinstance(obj, dict):
-            out.append(obj)
-        pos = end
-
-
-def mframe(sid: int, payload: bytes) -> bytes:
-    return struct.pack(">II", sid, len(payload)) + payload
-
-
-class Conn:
-    """One TCP connection: a reader task hands each awaited answer to its waiter."""
-
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, kind: str):
-        self.reader = reader
-        self.writer = writer
-        self.kind = kind
-        # What the client waits for; everything else (broadcasts, progress) is counted
-        # and dropped by the reader itself, so a busy room never delays an answer.
-        self.waiting: tuple[Any, asyncio.Future[Any]] | None = None
-        # An answer that came while the request was still being sent (drain yields).
-        self.unmatched: deque[Any] = deque(maxlen=1024)
-        self.received = 0
-        self.session_id = ""
-        self.sent = 0
-        self.ended = ""
-        self.task = asyncio.create_task(self._read())
-
-    @classmethod
-    async def open(cls, port: int, kind: str) -> Conn:
-        reader, writer = await asyncio.wait_for(
-            asyncio.open_connection("127.0.0.1", port, limit=1 << 22), REPLY_TIMEOUT
-        )
-        return cls(reader, writer, kind)
-
-    async def _read(self) -> None:
-        r = self.reader
-        try:
-            while True:
-                if self.kind == "json":
-                    header = await r.readuntil(b"\n")
-                    msg: Any = orjson.loads(await r.readexactly(int(header)))
-                elif self.kind == "echo":
-                    msg = await r.readuntil(b"\n")
-                elif self.kind == "binary":
-                    t, n, flags = struct.unpack(">HIH", await r.readexactly(8))
-                    msg = (t, flags, await r.readexactly(n))
-                else:
-                    sid, n = struct.unpack(">II", await r.readexactly(8))
-                    msg = (sid, await r.readexactly(n))
-                self.received += 1
-                waiting = self.waiting
-                if waiting is not None and waiting[0](msg) and not waiting[1].done():
-                    self.waiting = None
-                    waiting[1].set_result(msg)
-                else:
-                    self.unmatched.append(msg)
-        except (asyncio.IncompleteReadError, ConnectionError, OSError):
-            self.ended = "connection closed"
-        except Exception as exc:  # a reply the client cannot parse
-            self.ended = f"unreadable reply: {type(exc).__name__}: {exc}"
-        if self.waiting is not None and not self.waiting[1].done():
-            self.waiting[1].set_exception(Mismatch(f"{self.kind}: {self.ended} while waiting"))
-
-    async def expect(self, match: Any, what: str = "a reply") -> Any:
-        """The first message from now on that ``match`` accepts."""
-        for msg in self.unmatched:
-            if match(msg):
-                self.unmatched.remove(msg)
-                return msg
-        self.unmatched.clear()
-        if self.ended:
-            raise Mismatch(f"{self.kind}: {self.ended} while waiting for {what}")
-        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self.waiting = (match, fut)
-        try:
-            return await asyncio.wait_for(fut, REPLY_TIMEOUT)
-        except TimeoutError:
-            raise Mismatch(f"{self.kind}: no {what} within {REPLY_TIMEOUT:g} s") from None
-        finally:
-            self.waiting = None
-
-    async def send(self, data: bytes) -> None:
-        self.sent += len(data)
-        self.writer.write(data)
-        await self.writer.drain()
-
-    def reset(self) -> None:
-        sock = self.writer.get_extra_info("socket")
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        self.writer.transport.abort()
-
-    async def leave(self, how: str, partial: bytes) -> None:
-        """Go away: ``fin``, ``rst``, ``rst_mid_frame`` or ``half_close``."""
-        try:
-            if how == "rst_mid_frame":
-                await self.send(partial)
-                self.reset()
-            elif how == "rst":
-                self.reset()
-            elif how == "half_close":
-                self.writer.write_eof()
-                # The server ends the session: the reader sees the end.
-                await asyncio.wait_for(self.task, REPLY_TIMEOUT)
-                self.writer.close()
-            else:
-                self.writer.close()
-        except (ConnectionError, OSError):
-            self.writer.transport.abort()
-        finally:
-            self.task.cancel()
-            with contextlib.suppress(BaseException):
-                await self.task
-
-
-class Driver:
-    def __init__(
-        self,
-        port: int,
-        upload_dir: Path,
-        stats: Stats,
-        rng: random.Random,
-        server: Server,
-    ) -> None:
-        self.server = server
-        self.port = port
-        self.upload_dir = upload_dir
-        self.stats = stats
-        self.rng = rng
-        self.files = 0
-
-    def next_file(self, tag: str) -> str:
-        self.files += 1
-        return f"{tag}-{self.files}.bin"
-
-    def check_file(self, name: str, data: bytes, reported: str) -> None:
-        if reported != hashlib.sha256(data).hexdigest():
-            raise Mismatch(f"{name}: server sha256 {reported} is not the client's")
-        path = self.upload_dir / name
-        if path.read_bytes() != data:
-            raise Mismatch(f"{name}: the file on disk differs from what was sent")
-        path.unlink()
-        self.stats.counts["uploads_completed"] += 1
-
-    # --- one client's life --------------------------------------------------------
-    async def client(self, kind: str, until: float) -> None:
-        rng = self.rng
-        stats = self.stats
-        lifetime = time.monotonic() + rng.uniform(0.2, 6.0)
-        how = rng.choice(["fin", "fin", "rst", "rst_mid_frame", "half_close"])
-        conn: Conn | None = None
-        try:
-            conn = await Conn.open(self.port, "json" if kind == "json" else kind)
-            stats.counts[f"clients_{kind}"] += 1
-            stats.counts["clients"] += 1
-            run = getattr(self, f"run_{kind}")
-            try:
-                partial = await run(conn, min(lifetime, until))
-            except Abandon:
-                stats.counts["uploads_abandoned"] += 1
-                partial = b""
-            stats.counts[f"leave_{how}"] += 1
-            stats.counts["disconnects"] += 1
-            await conn.leave(how, partial)
-        except Mismatch as exc:
-            if conn is not None and conn.session_id:
-                state = await self.server.ask(f"inspect {conn.session_id}")
-                stats.error(f"{exc}; client sent {conn.sent} bytes; server side: {state}")
-            else:
-                stats.error(str(exc))
-        except (TimeoutError, ConnectionError, OSError, asyncio.IncompleteReadError) as exc:
-            stats.error(f"{kind}: {type(exc).__name__}: {exc}")
-        finally:
-            if conn is not None:
-                stats.counts["messages_received"] += conn.received
-                conn.writer.transport.abort()
-                conn.task.cancel()
-
-    async def pause(self) -> None:
-        await asyncio.sleep(self.rng.uniform(0.0, 0.05))
-
-    # --- json ---------------------------------------------------------------------
-    async def run_json(self, c: Conn, until: float) -> bytes:
-        rng = self.rng
-        counts = self.stats.counts
-        ref = 0
-
-        async def request(msg: dict[str, Any], want: str) -> dict[str, Any]:
-            nonlocal ref
-            ref += 1
-            msg["ref"] = ref
-            await c.send(jframe(msg))
-            counts["messages_sent"] += 1
-            reply = await c.expect(lambda m: m.get("ref") == ref, f"answer to {msg['type']}")
-            if reply["type"] != want:
-                raise Mismatch(f"json: {msg['type']} got {reply}")
-            return reply
-
-        await c.send(jframe({"type": "ping"}))
-        welcome = await c.expect(lambda m: m["type"] == "welcome")
-        await c.expect(lambda m: m["type"] == "pong")
-        me = c.session_id = welcome["id"]
-        rooms: set[str] = set()
-        while time.monotonic() < until:
-            roll = rng.random()
-            if roll < 0.3:
-                await request({"type": "ping"}, "pong")
-            elif roll < 0.45:
-                room = f"room-{rng.randrange(8)}"
-                await request({"type": "join_room", "room": room}, "joined")
-                rooms.add(room)
-            elif roll < 0.5 and rooms:
-                room = rooms.pop()
-                await request({"type": "leave_room", "room": room}, "left")
-            elif roll < 0.75 and rooms:
-                room = rng.choice(sorted(rooms))
-                data = "x" * rng.randrange(200)
-                await c.send(jframe({"type": "room_message", "room": room, "data": data}))
-                counts["messages_sent"] += 1
-            elif roll < 0.85:
-                await c.send(jframe({"type": "private", "target": me, "data": roll}))
-                counts["messages_sent"] += 1
-                await c.expect(lambda m, r=roll: m["type"] == "private" and m["data"] == r)
-            elif roll < 0.853:
-                await c.send(jframe({"type": "broadcast", "data": "hello all"}))
-                counts["messages_sent"] += 1
-            elif roll < 0.9:
-                await self.json_upload(c, request)
-            await self.pause()
-        return jframe({"type": "ping"})[:5]
-
-    async def json_upload(self, c: Conn, request: Any) -> None:
-        rng = self.rng
-        name = self.next_file("json")
-        data = rng.randbytes(rng.randrange(1, 256 * 1024))
-        tid = f"t{self.files}"
-        await request(
-            {"type": "file_start", "transferId": tid, "filename": name, "fileSize": len(data)},
-            "file_start_ack",
-        )
-        self.stats.counts["uploads_started"] += 1
-        step = 16 * 1024
-        for i, off in enumerate(range(0, len(data), step)):
-            chunk = base64.b64encode(data[off : off + step]).decode()
-            msg = {"type": "file_chunk", "transferId": tid, "chunkIndex": i, "data": chunk}
-            await request(msg, "file_chunk_ack")
-            if rng.random() < 0.02:
-                raise Abandon
-        done = await request({"type": "file_end", "transferId": tid}, "file_complete")
-        self.check_file(name, data, done["sha256"])
-
-    # --- binary -------------------------------------------------------------------
-    async def run_binary(self, c: Conn, until: float) -> bytes:
-        rng = self.rng
-        counts = self.stats.counts
-        while time.monotonic() < until:
-            roll = rng.random()
-            if roll < 0.5:
-                await c.send(bframe(0x01))
-                counts["messages_sent"] += 1
-                if await c.expect(lambda m: True) != (0x02, 0, b"pong"):
-                    raise Mismatch("binary: heartbeat not answered with pong")
-            elif roll < 0.9:
-                payload = rng.randbytes(rng.randrange(2000))
-                await c.send(bframe(0x10, payload, 3))
-                counts["messages_sent"] += 1
-                if await c.expect(lambda m: True) != (0x10, 3, payload):
-                    raise Mismatch("binary: DATA not echoed unchanged")
-            else:
-                await self.binary_upload(c)
-            await self.pause()
-        return bframe(0x10, b"z" * 100)[:20]
-
-    async def binary_upload(self, c: Conn) -> None:
-        rng = self.rng
-        name = self.next_file("binary")
-        data = rng.randbytes(rng.randrange(1, 512 * 1024))
-        start = {"transferId": f"b{self.files}", "filename": name, "fileSize": len(data)}
-        await c.send(bframe(0x20, json.dumps(start).encode(), 0x1))
-        reply = await c.expect(lambda m: True)
-        if reply[0] != 0x21 or json.loads(reply[2])["type"] != "file_start_ack":
-            raise Mismatch(f"binary: START got {reply}")
-        self.stats.counts["uploads_started"] += 1
-        for off in range(0, len(data), 64 * 1024):
-            await c.send(bframe(0x20, data[off : off + 64 * 1024], 0x2))
-            if rng.random() < 0.03:
-                raise Abandon
-        await c.send(bframe(0x20, b"", 0x4))
-        while True:
-            reply = await c.expect(lambda m: True)
-            msg = json.loads(reply[2])
-            if msg["type"] != "file_progress":
-                break
-        if msg["type"] != "file_complete":
-            raise Mismatch(f"binary: END got {msg}")
-        self.check_file(name, data, msg["sha256"])
-
-    # --- echo ---------------------------------------------------------------------
-    async def run_echo(self, c: Conn, until: float) -> bytes:
-        rng = self.rng
-        counts = self.stats.counts
-        await c.send(b"hello\n")
-        if await c.expect(lambda m: True) != b"Welcome to TCP server!\n":
-            raise Mismatch("echo: no welcome")
-        await c.expect(lambda m: m == b"Echo: hello\n")
-        while time.monotonic() < until:
-            line = bytes(rng.choice(b"abcdefgh \xff\xc3") for _ in range(rng.randrange(300)))
-            await c.send(line + b"\n")
-            counts["messages_sent"] += 1
-            if await c.expect(lambda m: not m.startswith(b"[server]")) != b"Echo: " + line + b"\n":
-                raise Mismatch("echo: line not echoed verbatim")
-            await self.pause()
-        return b"half a line"
-
-    # --- mux ----------------------------------------------------------------------
-    def mux_json_request(self, c: Conn, sid: int) -> Any:
-        """``request(msg, want)`` for the json session of mux stream ``sid``."""
-        counts = self.stats.counts
-        sent = 0
-
-        def answer(m: Any, ref: str) -> dict[str, Any] | None:
-            if m[0] != sid:
-                return None
-            return next((o for o in json_frames(m[1]) if o.get("ref") == ref), None)
-
-        async def request(msg: dict[str, Any], want: str) -> dict[str, Any]:
-            nonlocal sent
-            sent += 1
-            ref = msg["ref"] = f"{sid}:{sent}"
-            await c.send(mframe(sid, jframe(msg)))
-            counts["messages_sent"] += 1
-            raw = await c.expect(lambda m: answer(m, ref) is not None, f"answer to {msg['type']}")
-            reply = answer(raw, ref)
-            assert reply is not None
-            if reply["type"] != want:
-                raise Mismatch(f"mux json: {msg['type']} got {reply}")
-            return reply
-
-        return request
-
-    async def run_mux(self, c: Conn, until: float) -> bytes:
-        rng = self.rng
-        counts = self.stats.counts
-        next_id = 1
-        open_streams: dict[int, str] = {}
-
-        def control(match: Any) -> Any:
-            return lambda m: m[0] == 0 and match(json.loads(m[1]))
-
-        while time.monotonic() < until:
-            roll = rng.random()
-            if roll < 0.3 or not open_streams:
-                await c.send(mframe(0, b'{"type":"ping","ref":1}'))
-                counts["messages_sent"] += 1
-                await c.expect(control(lambda m: m["type"] == "pong"))
-            if roll < 0.4 and len(open_streams) < 4:
-                sid = next_id
-                next_id += 2
-                kind = rng.choice(["json", "echo", "binary"])
-                create = {"type": "stream_create", "streamId": sid, "streamType": kind}
-                await c.send(mframe(0, json.dumps(create).encode()))
-                counts["messages_sent"] += 1
-                await c.expect(control(lambda m, s=sid: m.get("streamId") == s))
-                open_streams[sid] = kind
-                if kind == "echo":
-                    await c.expect(lambda m, s=sid: m == (s, b"Welcome to TCP server!\n"))
-                elif kind == "json":
-                    await c.expect(lambda m, s=sid: m[0] == s and b'"welcome"' in m[1])
-            elif roll < 0.5 and open_streams:
-                sid = rng.choice(sorted(open_streams))
-                del open_streams[sid]
-                close = {"type": "stream_close", "streamId": sid}
-                await c.send(mframe(0, json.dumps(close).encode()))
-                counts["messages_sent"] += 1
-                await c.expect(
-                    control(lambda m, s=sid: m["type"] == "stream_closed" and m["streamId"] == s)
+def memory_map(pid: int) -> dict[str, int]:
+    """Resident bytes by kind of mapping: the brk heap, anonymous maps (thread arenas,
+    Python's arenas, large buffers), files (code), stacks."""
+    out = {"heap": 0, "anon": 0, "file": 0, "other": 0, "anon_maps_over_1mib": 0}
+    kind = "other"
+    size = 0
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            first = line.split(None, 1)[0]
+            if "-" in first and not first.endswith(":"):
+                parts = line.split()
+                start, end = (int(x, 16) for x in parts[0].split("-"))
+                size = end - start
+                path = parts[5] if len(parts) > 5 else ""
+                kind = (
+                    "heap"
+                    if path == "[heap]"
+                    else "anon"
+                    if not path
+                    else "file"
+                    if path.startswith("/")
+                    else "other"
                 )
-            elif open_streams:
-                sid = rng.choice(sorted(open_streams))
-                kind = open_streams[sid]
-                counts["messages_sent"] += 1
-                if kind == "json" and rng.random() < 0.2:
-                    # A mux stream full of uploads: json chunks over the stream.
-                    await self.json_upload(c, self.mux_json_request(c, sid))
-                    counts["uploads_over_mux"] += 1
-                elif kind == "json":
-                    await c.send(mframe(sid, jframe({"type": "ping", "ref": sid})))
-                    await c.expect(lambda m, s=sid: m[0] == s and b'"pong"' in m[1])
-                elif kind == "echo":
-                    await c.send(mframe(sid, b"over mux\n"))
-                    await c.expect(lambda m, s=sid: m == (s, b"Echo: over mux\n"))
-                else:
-                    await c.send(mframe(sid, bframe(0x01)))
-                    await c.expect(lambda m, s=sid: m == (s, bframe(0x02, b"pong")))
-            await self.pause()
-        return mframe(1, b"x" * 50)[:20]
+                if kind == "anon" and size > MiB:
+                    out["anon_maps_over_1mib"] += 1
+            elif first == "Rss:":
+                out[kind] += int(line.split()[1]) * 1024
+    return out
 
 
-class Server:
-    """The server process and its command pipe (one question at a time)."""
+class Node:
+    """One ``verb-console --headless`` process and a connection to its admin socket."""
 
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.lock = asyncio.Lock()
+    def __init__(self, name: str, workdir: Path, cluster: str = "") -> None:
+        self.name = name
+        self.cluster = cluster
+        self.dir = workdir / name
+        self.upload_dir = self.dir / "uploads"
+        self.upload_dir.mkdir(parents=True)
+        (self.dir / "soak.toml").write_text(CONFIG)
+        self.socket = self.dir / "admin.sock"
+        argv = [*verb_console_cmd(), "--headless", "--port", "0", "--protocol", "auto"]
+        argv += ["--config", str(self.dir / "soak.toml"), "--upload-dir", str(self.upload_dir)]
+        argv += ["--admin-socket", str(self.socket), "--max-per-ip", "0"]
+        argv += ["--max-connections", "20000", "--idle-timeout", "30"]
+        argv += ["--handshake-timeout", "5"]
+        if cluster:
+            argv += ["--cluster", cluster, "--node-name", name]
+        self.server = Server(name, argv, READY, cwd=self.dir)
+        # Unpinned: the clients, the nodes and redis share the cores as the kernel sees fit.
+        self.server._preexec = lambda: None  # type: ignore[method-assign]
+        self.admin: AdminClient | None = None
+        self.rss_peak = 0
 
-    async def ask(self, command: str) -> dict[str, Any]:
-        proc = self.proc
-        assert proc.stdin is not None and proc.stdout is not None
-        async with self.lock:
-            proc.stdin.write(command.encode() + b"\n")
-            await proc.stdin.drain()
-            return json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))  # type: ignore[no-any-return]
+    @property
+    def pid(self) -> int:
+        return self.server.pid
 
-    async def settle(self, timeout: float = 15.0) -> dict[str, Any]:
-        """The server's figures once every client has gone (or the timeout passed)."""
-        deadline = time.monotonic() + timeout
-        while True:
-            f = await self.ask("figures")
-            if (f["connections"] == 0 and f["disk_jobs"] == 0) or time.monotonic() > deadline:
-                return f
-            await asyncio.sleep(0.2)
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.server.start, 30.0)
+        self.admin = await AdminClient.connect(self.socket)
+        deadline = time.monotonic() + 20
+        while self.cluster and (await self.ask("status")).get("link") != "up":
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"node {self.name} did not link to Redis")
+            await asyncio.sleep(0.1)
+
+    def rss(self) -> int:
+        return proc_status(self.pid, "VmRSS") * 1024
+
+    async def ask(self, op: str, **args: Any) -> Any:
+        assert self.admin is not None
+        return await asyncio.wait_for(self.admin.request(op, **args), 30)
+
+    async def figures(self) -> dict[str, Any]:
+        status = await self.ask("status")
+        rooms = await self.ask("rooms")
+        transfers = await self.ask("transfers")
+        closed = await self.ask("closed_sessions")
+        return {
+            "sessions": status["sessions"],
+            "connections": status["connections"],
+            "rooms": len(rooms),
+            # The list holds the last ended and refused uploads too.
+            "transfers": sum(1 for t in transfers if t["state"] == "active"),
+            "closed_kept": len(closed),
+            "fds": len(os.listdir(f"/proc/{self.pid}/fd")),
+            "threads": proc_status(self.pid, "Threads"),
+            "temp_files": sum(1 for n in os.listdir(self.upload_dir) if TEMP_RE.fullmatch(n)),
+            "rss": self.rss(),
+            "rss_hwm": proc_status(self.pid, "VmHWM") * 1024,
+            "rss_by_mapping": memory_map(self.pid),
+            "totals": status["totals"],
+            "cluster": status.get("cluster"),
+        }
+
+    async def inspect(self, session_id: str) -> Any:
+        try:
+            page = await self.ask("sessions", filter=session_id, limit=1)
+        except Exception as exc:
+            return f"cannot ask: {exc}"
+        return [dict(zip(page["fields"], row, strict=False)) for row in page["rows"]]
+
+    def log_problems(self) -> dict[str, Any]:
+        """Lines of the server's log at ERROR or worse, and a tally of its warnings."""
+        errors: list[str] = []
+        warnings: dict[str, int] = {}
+        for line in self.server.output().splitlines():
+            if " ERROR " in line or " CRITICAL " in line or line.startswith("Traceback"):
+                errors.append(line[:300])
+            elif " WARNING " in line:
+                # "... WARNING verb_console.x: what happened ..." -> "verb_console.x: what"
+                text = line.split(" WARNING ", 1)[1]
+                key = " ".join(re.sub(r"[\d.:]+", "N", text).split()[:5])
+                warnings[key] = warnings.get(key, 0) + 1
+        return {"errors": len(errors), "error_samples": errors[:10], "warnings": warnings}
+
+    async def stop(self) -> None:
+        if self.admin is not None:
+            with contextlib.suppress(Exception):
+                await self.admin.aclose()
+        await asyncio.to_thread(self.server.stop)
 
 
-async def traffic(driver: Driver, clients: int, seconds: float) -> None:
+class Redis:
+    """A redis-server with no persistence, and a client to read its keys and channels."""
+
+    def __init__(self, workdir: Path) -> None:
+        sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+        from cluster_harness import RedisServer
+
+        self.server = RedisServer(workdir)
+        self.client: Any = None
+
+    async def start(self) -> None:
+        await self.server.start()
+        self.client = self.server.client()
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    async def state(self) -> dict[str, Any]:
+        keys = sorted(k.decode() for k in await self.client.keys("*"))
+        channels = sorted(c.decode() for c in await self.client.pubsub_channels())
+        return {"dbsize": await self.client.dbsize(), "keys": keys, "channels": channels}
+
+    async def stop(self) -> None:
+        if self.client is not None:
+            with contextlib.suppress(Exception):
+                await self.client.aclose()
+        with contextlib.suppress(Exception):
+            await self.server.kill()
+
+
+async def big_room_members(driver: Driver, count: int) -> list[Conn]:
+    """``count`` json sessions in the big room for the whole run, spread over the nodes."""
+    members = []
+    for i in range(count):
+        node = i % len(driver.nodes)
+        c = await Conn.open(driver.nodes[node][0], "json", node)
+        await driver.json_hello(c)
+        await c.send(jframe({"type": "join_room", "room": BIG_ROOM, "ref": "in"}))
+        await c.expect(lambda m: m.get("ref") == "in", "joined")
+        members.append(c)
+    return members
+
+
+async def traffic(driver: Driver, clients: int, seconds: float, members: int) -> None:
     """Keep ``clients`` clients busy for ``seconds``: each one that leaves is replaced."""
+    kinds = NORMAL_KINDS + ATTACK_KINDS
+    responders = [asyncio.create_task(driver.responder(n)) for n in range(len(driver.nodes))]
+    room = await big_room_members(driver, members)
+    if len(driver.nodes) > 1:
+        # Until every node's directory has the responders, a private to one is unknown_target.
+        while len(driver.responders) < len(driver.nodes):
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(1.0)
     until = time.monotonic() + seconds
-    kinds = ["json", "json", "binary", "echo", "mux"]
 
     async def slot(i: int) -> None:
         while time.monotonic() < until:
             await driver.client(kinds[i % len(kinds)], until)
 
-    await asyncio.gather(*(slot(i) for i in range(clients)))
-
-
-async def soak(seconds: float, clients: int, seed: int) -> dict[str, Any]:
-    upload_dir = Path(tempfile.mkdtemp(prefix="verb-soak-"))
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        __file__,
-        "--serve",
-        "--upload-dir",
-        str(upload_dir),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
     try:
-        assert proc.stdout is not None
-        port = json.loads(await asyncio.wait_for(proc.stdout.readline(), 30))["port"]
-        stats = Stats()
-        server = Server(proc)
-        driver = Driver(port, upload_dir, stats, random.Random(seed), server)
-        # Warm-up, so that one-time allocations are in the baseline. The server keeps
-        # the last 1,000 closed sessions and log events: the
-        # baseline is taken once they are full, as they are for the rest of the run.
-        # The allocator's high-water mark also needs a while at full load to settle
-        # (Python's own block count is flat from the start): warm up for a fifth of
-        # the run, at least 4 s, before taking the baseline.
-        warm_until = time.monotonic() + max(4.0, seconds / 5)
-        for _ in range(60):
-            await traffic(driver, clients, 2.0)
-            before = await server.settle()
-            if sum(before["closed"].values()) >= 1000 and time.monotonic() >= warm_until:
-                break
-        stats.counts.clear()
-        started = time.monotonic()
-        await traffic(driver, clients, seconds)
-        elapsed = time.monotonic() - started
-        after = await server.settle()
+        await asyncio.gather(*(slot(i) for i in range(clients)))
     finally:
-        if proc.returncode is None:
-            with contextlib.suppress(Exception):
-                assert proc.stdin is not None
-                proc.stdin.write(b"quit\n")
-                await proc.stdin.drain()
-            try:
-                await asyncio.wait_for(proc.wait(), 15)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
-        shutil.rmtree(upload_dir, ignore_errors=True)
-    leaks = {
-        "sessions": after["sessions"],
-        "connections": after["connections"],
-        "json_sessions": after["json_sessions"],
-        "rooms": after["rooms"],
-        "transfers": after["transfers"],
-        "temp_files": after["temp_files"],
-        "tasks": after["tasks"] - before["tasks"],
-        "fds": after["fds"] - before["fds"],
-    }
-    growth = (after["rss"] - before["rss"]) / before["rss"]
+        for task in responders:
+            task.cancel()
+        for task in responders:
+            with contextlib.suppress(BaseException):
+                await task
+        for c in room:
+            await c.leave(driver.rng.choice(["fin", "rst"]), b"")
+            driver.finish(c)
+
+
+async def settle(nodes: list[Node], timeout: float = 20.0) -> list[dict[str, Any]]:
+    """Each node's figures once every client has gone (or the timeout passed)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        figures = [await n.figures() for n in nodes]
+        done = all(f["connections"] == 0 and f["transfers"] == 0 for f in figures)
+        if done or time.monotonic() > deadline:
+            return figures
+        await asyncio.sleep(0.2)
+
+
+async def sample_peaks(nodes: list[Node], stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        for n in nodes:
+            with contextlib.suppress(OSError):
+                n.rss_peak = max(n.rss_peak, n.rss())
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.2)
+
+
+async def memory_back(nodes: list[Node], before: list[int], wait: float) -> list[list[int]]:
+    """RSS of each node every second for up to ``wait`` s, until all are within tolerance."""
+    series: list[list[int]] = [[] for _ in nodes]
+    deadline = time.monotonic() + wait
+    while True:
+        for s, n in zip(series, nodes, strict=True):
+            s.append(n.rss())
+        back = all(s[-1] <= b * (1 + MEMORY_TOLERANCE) for s, b in zip(series, before, strict=True))
+        if back or time.monotonic() > deadline:
+            return series
+        await asyncio.sleep(1.0)
+
+
+async def redis_back(redis: Redis, base: dict[str, Any], wait: float) -> tuple[dict, float]:
+    started = time.monotonic()
+    while True:
+        state = await redis.state()
+        same = state["keys"] == base["keys"] and state["channels"] == base["channels"]
+        if same or time.monotonic() - started > wait:
+            return state, round(time.monotonic() - started, 1)
+        await asyncio.sleep(0.5)
+
+
+async def soak(args: argparse.Namespace) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="verb-soak-"))
+    redis = Redis(workdir) if args.cluster else None
+    names = ["A", "B"] if args.cluster else ["solo"]
+    nodes: list[Node] = []
+    try:
+        if redis is not None:
+            await redis.start()
+        for name in names:
+            node = Node(name, workdir, redis.url if redis is not None else "")
+            nodes.append(node)
+            await node.start()
+        stats = Stats()
+        fresh = [n.rss() for n in nodes]
+        fresh_maps = [memory_map(n.pid) for n in nodes]
+
+        async def inspect(node: int, session_id: str) -> Any:
+            return await nodes[node].inspect(session_id)
+
+        driver = Driver(
+            [(n.port, n.upload_dir) for n in nodes], stats, random.Random(args.seed), inspect
+        )
+        # Warm-up, so that one-time allocations are in the baseline. A server keeps the
+        # last 1,000 closed sessions and log events: the baseline is taken once they
+        # are full, as they are for the rest of the run. The allocator's high-water
+        # mark also needs a while at full load to settle: warm up for a fifth of the
+        # run, at least --warmup s, before taking the baseline.
+        warm_until = time.monotonic() + max(args.warmup, args.seconds / 5)
+        for _ in range(60):
+            await traffic(driver, args.clients, 2.0, args.big_room)
+            before = await settle(nodes)
+            full = all(f["closed_kept"] >= 1000 for f in before)
+            if full and time.monotonic() >= warm_until:
+                break
+        await asyncio.sleep(args.settle_before)
+        before = await settle(nodes)
+        redis_before = await redis.state() if redis is not None else None
+        stats = driver.stats = Stats()
+        for n in nodes:
+            n.rss_peak = n.rss()
+        stop = asyncio.Event()
+        sampler = asyncio.create_task(sample_peaks(nodes, stop))
+        started = time.monotonic()
+        await traffic(driver, args.clients, args.seconds, args.big_room)
+        elapsed = time.monotonic() - started
+        stop.set()
+        await sampler
+        after = await settle(nodes)
+        left_at = time.monotonic()
+        series = await memory_back(nodes, [f["rss"] for f in before], args.wait)
+        rss_wait = round(time.monotonic() - left_at, 1)
+        after = await settle(nodes)
+        redis_after, redis_wait = (
+            await redis_back(redis, redis_before, REDIS_SETTLE)
+            if redis is not None and redis_before is not None
+            else (None, 0.0)
+        )
+        logs = [n.log_problems() for n in nodes]
+        for log, rss, fresh_map in zip(logs, fresh, fresh_maps, strict=True):
+            log["rss_fresh"] = rss
+            log["rss_fresh_by_mapping"] = fresh_map
+        peaks = [n.rss_peak for n in nodes]
+    finally:
+        for n in nodes:
+            await n.stop()
+        if redis is not None:
+            await redis.stop()
+        shutil.rmtree(workdir, ignore_errors=True)
+    return report(
+        args, stats, elapsed, nodes, before, after, peaks, series, rss_wait, logs,
+        redis_before, redis_after, redis_wait,
+    )  # fmt: skip
+
+
+def report(
+    args: argparse.Namespace,
+    stats: Stats,
+    elapsed: float,
+    nodes: list[Node],
+    before: list[dict[str, Any]],
+    after: list[dict[str, Any]],
+    peaks: list[int],
+    series: list[list[int]],
+    rss_wait: float,
+    logs: list[dict[str, Any]],
+    redis_before: dict[str, Any] | None,
+    redis_after: dict[str, Any] | None,
+    redis_wait: float,
+) -> dict[str, Any]:
+    counts = stats.counts
+    per_node = {}
+    leaks_found = 0
+    memory_ok = True
+    for n, b, a, peak, s, log in zip(nodes, before, after, peaks, series, logs, strict=True):
+        leaks = {k: a[k] for k in ("sessions", "connections", "rooms", "transfers", "temp_files")}
+        leaks["fds"] = a["fds"] - b["fds"]
+        leaks_found += sum(1 for v in leaks.values() if v != 0)
+        rss_after = s[-1]
+        growth = (rss_after - b["rss"]) / b["rss"]
+        memory_ok = memory_ok and growth <= MEMORY_TOLERANCE
+        per_node[n.name] = {
+            "leaks": leaks,
+            "rss_fresh": log["rss_fresh"],
+            "rss_fresh_by_mapping": log["rss_fresh_by_mapping"],
+            "rss_before": b["rss"],
+            "rss_peak": peak,
+            "rss_after": rss_after,
+            "rss_growth": round(growth, 4),
+            "rss_after_series": s,
+            "threads_before": b["threads"],
+            "threads_after": a["threads"],
+            "server_msgs_in": a["totals"]["msgs_in"] - b["totals"]["msgs_in"],
+            "server_msgs_out": a["totals"]["msgs_out"] - b["totals"]["msgs_out"],
+            "slow_consumers": a["totals"]["slow_consumers"] - b["totals"]["slow_consumers"],
+            "cluster": {
+                k: a["cluster"][k] - b["cluster"][k]
+                for k in ("published", "received", "dropped", "undeliverable", "reconnects")
+            }
+            if a["cluster"] and b["cluster"]
+            else None,
+            "server_errors": log["errors"],
+            "server_error_samples": log["error_samples"],
+            "server_warnings": log["warnings"],
+            "before": b,
+            "after": a,
+        }
+    redis_ok = True
+    redis_report = None
+    if redis_before is not None and redis_after is not None:
+        redis_ok = (
+            redis_after["keys"] == redis_before["keys"]
+            and redis_after["channels"] == redis_before["channels"]
+        )
+        redis_report = {
+            "ok": redis_ok,
+            "seconds_to_baseline": redis_wait,
+            "dbsize_before": redis_before["dbsize"],
+            "dbsize_after": redis_after["dbsize"],
+            "channels_before": len(redis_before["channels"]),
+            "channels_after": len(redis_after["channels"]),
+            "keys_left": sorted(set(redis_after["keys"]) - set(redis_before["keys"]))[:20],
+            "channels_left": sorted(set(redis_after["channels"]) - set(redis_before["channels"]))[
+                :20
+            ],
+            "before": redis_before,
+        }
+    rtts = sorted(stats.ping_rtts)
+
+    def pct(p: float) -> float | None:
+        return round(rtts[min(len(rtts) - 1, int(p * len(rtts)))] * 1000, 2) if rtts else None
+
+    def by(prefix: str) -> dict[str, int]:
+        return {k[len(prefix) :]: v for k, v in sorted(counts.items()) if k.startswith(prefix)}
+
+    server_errors = sum(log["errors"] for log in logs)
+    ok = (
+        leaks_found == 0 and memory_ok and redis_ok and counts["errors"] == 0 and server_errors == 0
+    )
     return {
+        "mode": "cluster" if args.cluster else "single",
+        "nodes": [n.name for n in nodes],
         "seconds": round(elapsed, 1),
-        "clients": stats.counts["clients"],
-        "concurrent_clients": clients,
-        "clients_by_protocol": {
-            k[len("clients_") :]: v for k, v in stats.counts.items() if k.startswith("clients_")
-        },
-        "messages_sent": stats.counts["messages_sent"],
-        "messages_received": stats.counts["messages_received"],
-        "server_msgs_in": after["msgs_in"] - before["msgs_in"],
-        "server_msgs_out": after["msgs_out"] - before["msgs_out"],
-        "disconnects": stats.counts["disconnects"],
-        "disconnects_by_kind": {
-            k[len("leave_") :]: v for k, v in stats.counts.items() if k.startswith("leave_")
-        },
-        "uploads_started": stats.counts["uploads_started"],
-        "uploads_completed": stats.counts["uploads_completed"],
-        "uploads_abandoned": stats.counts["uploads_abandoned"],
-        "uploads_over_mux": stats.counts["uploads_over_mux"],
-        "client_errors": stats.counts["errors"],
-        "server_errors": after["server_errors"],
-        "server_error_samples": after["server_error_samples"],
+        "concurrent_clients": args.clients,
+        "big_room_members": args.big_room,
+        "clients": counts["clients"],
+        "clients_by_kind": by("clients_"),
+        "messages_sent": counts["messages_sent"],
+        "messages_received": counts["messages_received"],
+        "disconnects": counts["disconnects"],
+        "disconnects_by_kind": by("leave_"),
+        "uploads_started": counts["uploads_started"],
+        "uploads_completed": counts["uploads_completed"],
+        "uploads_abandoned": counts["uploads_abandoned"],
+        "uploads_over_mux": counts["uploads_over_mux"],
+        "uploads_refused": counts["uploads_refused"],
+        "attacks": by("attack_"),
+        "server_refusals": by("refused_"),
+        "privates_cross_node": counts["privates_cross_node"],
+        "privates_answered": counts["privates_answered"],
+        "ping_ms": {"count": len(rtts), "p50": pct(0.5), "p99": pct(0.99), "max": pct(1.0)},
+        "client_errors": counts["errors"],
         "client_error_samples": stats.errors[:10],
-        "leaks": leaks,
-        "leaks_found": sum(1 for v in leaks.values() if v != 0),
-        "rss_before": before["rss"],
-        "rss_after": after["rss"],
-        "rss_growth": round(growth, 4),
-        "memory_ok": growth <= MEMORY_TOLERANCE,
-        # Python objects alive (pymalloc blocks): flat when RSS is only allocator slack.
-        "blocks_before": before["allocated_blocks"],
-        "blocks_after": after["allocated_blocks"],
-        "before": before,
-        "after": after,
+        "server_errors": server_errors,
+        "leaks_found": leaks_found,
+        "memory_ok": memory_ok,
+        "rss_wait_seconds": rss_wait,
+        "per_node": per_node,
+        "redis": redis_report,
+        "ok": ok,
+        "load_average": os.getloadavg(),
+        "machine": machine(),
     }
 
 
 def print_report(r: dict[str, Any]) -> None:
-    mib = 1024 * 1024
-    print(f"soak: {r['seconds']} s, {r['concurrent_clients']} concurrent clients")
-    print(f"  clients       {r['clients']}  {r['clients_by_protocol']}")
+    print(f"soak ({r['mode']}): {r['seconds']} s, {r['concurrent_clients']} concurrent clients")
+    print(f"  clients       {r['clients']}  {r['clients_by_kind']}")
     print(f"  messages      {r['messages_sent']} sent, {r['messages_received']} received")
-    print(f"  server        {r['server_msgs_in']} in, {r['server_msgs_out']} out")
     print(f"  disconnects   {r['disconnects']}  {r['disconnects_by_kind']}")
     print(
         f"  uploads       {r['uploads_started']} started, {r['uploads_completed']} completed, "
-        f"{r['uploads_abandoned']} abandoned mid-way, {r['uploads_over_mux']} over mux streams"
+        f"{r['uploads_abandoned']} abandoned mid-way, {r['uploads_over_mux']} over mux streams, "
+        f"{r['uploads_refused']} refused at a limit"
     )
+    print(f"  attacks       {r['attacks']}")
+    print(f"  limits hit    {r['server_refusals']}")
+    if r["mode"] == "cluster":
+        print(
+            f"  privates      {r['privates_cross_node']} across nodes, "
+            f"{r['privates_answered']} sent back"
+        )
+    p = r["ping_ms"]
+    print(f"  bystander ping {p['count']} pings, p50 {p['p50']} ms, p99 {p['p99']} ms")
     print(f"  client errors {r['client_errors']}  {r['client_error_samples']}")
-    print(f"  server errors {r['server_errors']}  {r['server_error_samples']}")
-    print(f"  leaks found   {r['leaks_found']}  {r['leaks']}")
-    print(
-        f"  memory (RSS)  {r['rss_before'] / mib:.1f} MiB before, "
-        f"{r['rss_after'] / mib:.1f} MiB after ({r['rss_growth'] * 100:+.1f}%); "
-        f"Python blocks {r['blocks_before']} before, {r['blocks_after']} after"
-    )
+    for name, n in r["per_node"].items():
+        print(
+            f"  node {name:5} leaks {n['leaks']}; server errors {n['server_errors']} "
+            f"{n['server_error_samples']}"
+        )
+        print(
+            f"             RSS {n['rss_fresh'] / MiB:.1f} MiB fresh, "
+            f"{n['rss_before'] / MiB:.1f} before, peak "
+            f"{n['rss_peak'] / MiB:.1f}, after {n['rss_after'] / MiB:.1f} "
+            f"({n['rss_growth'] * 100:+.1f}%) {r['rss_wait_seconds']} s after the clients left; "
+            f"{n['server_msgs_in']} msgs in, {n['server_msgs_out']} out, "
+            f"{n['slow_consumers']} slow consumers"
+        )
+        if n["cluster"]:
+            print(f"             cross-node {n['cluster']}")
+    if r["redis"] is not None:
+        rd = r["redis"]
+        print(
+            f"  redis         keys {rd['dbsize_before']} before, {rd['dbsize_after']} after; "
+            f"channels {rd['channels_before']} before, {rd['channels_after']} after "
+            f"({rd['seconds_to_baseline']} s); left {rd['keys_left']} {rd['channels_left']}"
+        )
+    print(f"  verdict       {'ok' if r['ok'] else 'FAILED'}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
-    parser.add_argument("--seconds", type=float, default=180.0)
-    parser.add_argument("--clients", type=int, default=300)
+    parser.add_argument("--seconds", type=float, default=120.0, help="the measured run")
+    parser.add_argument("--clients", type=int, default=300, help="clients at a time")
+    parser.add_argument("--big-room", type=int, default=100, help="members the floods reach")
+    parser.add_argument("--cluster", action="store_true", help="two nodes on a redis-server")
+    parser.add_argument("--warmup", type=float, default=4.0, help="least warm-up (s)")
+    parser.add_argument(
+        "--settle-before", type=float, default=2.0, help="s idle before the baseline"
+    )
+    parser.add_argument(
+        "--wait", type=float, default=10.0, help="s the RSS has to come back after the run"
+    )
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
-    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--upload-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help="results file (default bench/results/soak-DATE.json)")
     args = parser.parse_args(argv)
-    if args.serve:
-        # As verb-console runs it: uvloop, and the same garbage-collector tuning.
-        from verb_console.runtime import run_loop, tune_gc
-
-        tune_gc()
-        run_loop(serve(args.upload_dir))
-        return 0
-    report = asyncio.run(soak(args.seconds, args.clients, args.seed))
+    exit_on_signals()
+    result = asyncio.run(soak(args))
+    kind = "soak-cluster" if args.cluster else "soak"
+    out = Path(args.out) if args.out else result_path(kind, datetime.date.today())
+    write_json(out, result)
     if args.json:
-        print(json.dumps(report))
+        print(json.dumps(result))
     else:
-        print_report(report)
-    ok = (
-        report["leaks_found"] == 0
-        and report["memory_ok"]
-        and report["client_errors"] == 0
-        and report["server_errors"] == 0
-    )
-    return 0 if ok else 1
+        print_report(result)
+        print(f"  results       {out}")
+    return 0 if result["ok"] else 1
 
 
 if __name__ == "__main__":
