@@ -183,18 +183,27 @@ class Node:
         return [dict(zip(page["fields"], row, strict=False)) for row in page["rows"]]
 
     def log_problems(self) -> dict[str, Any]:
-        """Lines of the server's log at ERROR or worse, and a tally of its warnings."""
+        """Lines of the server's log at ERROR or worse (with each traceback's last
+        line, the exception), and a tally of its warnings."""
         errors: list[str] = []
         warnings: dict[str, int] = {}
+        in_traceback = False
         for line in self.server.output().splitlines():
-            if " ERROR " in line or " CRITICAL " in line or line.startswith("Traceback"):
+            if line.startswith("Traceback"):
+                in_traceback = True
+            elif in_traceback and not line.startswith(" "):
+                in_traceback = line.startswith(("During handling", "The above")) or not line
+                if not in_traceback:
+                    errors.append("  " + line[:300])
+            elif " ERROR " in line or " CRITICAL " in line:
                 errors.append(line[:300])
             elif " WARNING " in line:
                 # "... WARNING verb_console.x: what happened ..." -> "verb_console.x: what"
                 text = line.split(" WARNING ", 1)[1]
                 key = " ".join(re.sub(r"[\d.:]+", "N", text).split()[:5])
                 warnings[key] = warnings.get(key, 0) + 1
-        return {"errors": len(errors), "error_samples": errors[:10], "warnings": warnings}
+        count = sum(1 for e in errors if not e.startswith("  "))
+        return {"errors": count, "error_samples": errors[:20], "warnings": warnings}
 
     async def stop(self) -> None:
         if self.admin is not None:
@@ -333,6 +342,10 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
             await node.start()
         stats = Stats()
         fresh = [n.rss() for n in nodes]
+        redis_fresh = None
+        if redis is not None:
+            await asyncio.sleep(1.5)  # the nodes' heartbeats and figures are in
+            redis_fresh = await redis.state()
         fresh_maps = [memory_map(n.pid) for n in nodes]
 
         async def inspect(node: int, session_id: str) -> Any:
@@ -355,7 +368,13 @@ async def soak(args: argparse.Namespace) -> dict[str, Any]:
                 break
         await asyncio.sleep(args.settle_before)
         before = await settle(nodes)
-        redis_before = await redis.state() if redis is not None else None
+        # Sessions cut off in the warm-up stay in Redis's directory until their
+        # entries expire: the baseline is Redis as it was before any client.
+        redis_before, _ = (
+            await redis_back(redis, redis_fresh, REDIS_SETTLE)
+            if redis is not None and redis_fresh is not None
+            else (None, 0.0)
+        )
         stats = driver.stats = Stats()
         for n in nodes:
             n.rss_peak = n.rss()
