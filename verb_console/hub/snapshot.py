@@ -42,49 +42,15 @@ class SessionInfo(NamedTuple):
 _SESSION_FIELDS = attrgetter(*SessionInfo._fields)
 
 
-def frozen(record: SessionRecord) -> SessionInfo:
-    """A frozen :class:`SessionInfo` of any record with its fields (a live ``SessionView``).
+def frozen(record: SessionInfo) -> SessionInfo:
+    """A frozen :class:`SessionInfo` of a record with its fields (a live ``SessionView``).
 
     Generic over the fields, so that a new field of :class:`SessionInfo` is copied,
     sent over the admin socket and read back with no other change.
     """
-    if isinstance(record, SessionInfo):
+    if type(record) is SessionInfo:
         return record
     return SessionInfo._make(_SESSION_FIELDS(record))
-
-
-class SessionRecord(Protocol):
-    """What the console reads of a live session: :class:`SessionInfo`, or the hub's
-    live view of a session with the same fields (see ``hub.session.SessionView``)."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def protocol(self) -> str: ...
-    @property
-    def address(self) -> str: ...
-    @property
-    def port(self) -> int: ...
-    @property
-    def connected_at(self) -> float: ...
-    @property
-    def last_activity(self) -> float: ...
-    @property
-    def msgs_in(self) -> int: ...
-    @property
-    def msgs_out(self) -> int: ...
-    @property
-    def bytes_in(self) -> int: ...
-    @property
-    def bytes_out(self) -> int: ...
-    @property
-    def unsent(self) -> int: ...
-    @property
-    def rooms(self) -> tuple[str, ...]: ...
-    @property
-    def parent(self) -> str | None: ...
-    @property
-    def user(self) -> str | None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,7 +233,9 @@ class HubView(Protocol):
 
     def overview(self) -> Overview: ...
 
-    def sessions(self) -> Sequence[SessionRecord]: ...
+    def sessions(self) -> Sequence[SessionInfo]:
+        """The live sessions: records, or the hub's live views that read as records."""
+        ...
 
     def closed_sessions(self) -> list[ClosedSessionInfo]: ...
 
@@ -301,22 +269,6 @@ class HubView(Protocol):
     def begin_shutdown(self) -> None: ...
 
     def force_shutdown(self) -> None: ...
-
-
-SESSION_SORT_KEYS = (
-    "id",
-    "protocol",
-    "address",
-    "connected_at",
-    "last_activity",
-    "msgs_in",
-    "msgs_out",
-    "bytes_in",
-    "bytes_out",
-    "unsent",
-    "rooms",
-    "user",
-)
 
 
 @dataclass(frozen=True, slots=True)

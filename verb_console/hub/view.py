@@ -4,22 +4,22 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from operator import attrgetter
 from typing import Any
 
 from ..filtering import apply
 from .hub import Hub
-from .session import Session, SessionView
-from .session_fields import LIVE_FIELDS, search_text
+from .session import LIVE_READS, Session, SessionView
+from .session_fields import LIVE_FIELDS, SessionField, search_text, sort_keys
 from .snapshot import (
-    SESSION_SORT_KEYS,
     ClosedSessionInfo,
     LogEvent,
     MuxConnectionInfo,
     Overview,
     RateSeries,
     RoomInfo,
+    SessionInfo,
     SessionPage,
     ThrottleInfo,
     TransferInfo,
@@ -66,7 +66,7 @@ class LiveHubView:
         filter, the sessions are sorted by their own fields (no view property
         per session) and only the page's views are read.
         """
-        if sort not in SESSION_SORT_KEYS:
+        if sort not in _SESSION_KEYS:
             raise ValueError(f"unknown sort key {sort!r}")
         sessions = self.hub.sessions
         total = len(sessions)
@@ -170,31 +170,40 @@ class LiveHubView:
 
 
 def page_of(
-    records: list[Any],
+    records: Sequence[SessionInfo],
     sort: str = "id",
     reverse: bool = False,
     filter: str = "",
     offset: int = 0,
     limit: int = 100,
     now: float | None = None,
+    fields: tuple[SessionField, ...] = LIVE_FIELDS,
 ) -> SessionPage:
     """Filter, sort and slice live session records into a :class:`SessionPage`.
 
     ``filter`` is the console's filter line (words, ``proto:mux``, ``idle>60``;
     see :mod:`verb_console.filtering`), applied to the Connections pane's cell
     texts as the console applies it; a term naming no column matches nothing.
-    Only the page's records are copied into :class:`SessionInfo`.
+    ``sort`` is a column's sort field, sorted by that column's key. Both come
+    from ``fields``, the Connections pane's columns. Only the page's records are
+    copied into :class:`SessionInfo`.
     """
-    if sort not in SESSION_SORT_KEYS:
+    keys = _SORT_KEYS if fields is LIVE_FIELDS else sort_keys(fields)
+    key = keys.get(sort)
+    if key is None:
         raise ValueError(f"unknown sort key {sort!r}")
     total = len(records)
-    rows = filter_records(records, filter, now)
-    key = _user_key if sort == "user" else attrgetter(sort)
+    rows = filter_records(records, filter, now, fields)
     # One C-level sort beats a partial sort in Python (heapq) at these sizes.
     return _page(total, sorted(rows, key=key, reverse=reverse), offset, limit)
 
 
-def filter_records(records: list[Any], filter: str, now: float | None = None) -> list[Any]:
+def filter_records(
+    records: Sequence[SessionInfo],
+    filter: str,
+    now: float | None = None,
+    fields: tuple[SessionField, ...] = LIVE_FIELDS,
+) -> Sequence[SessionInfo]:
     """The records the console's filter line keeps, in their order (see :func:`page_of`)."""
     rows = records
     needle = filter.strip().lower()
@@ -211,11 +220,11 @@ def filter_records(records: list[Any], filter: str, now: float | None = None) ->
         ]
     elif needle:
         when = time.time() if now is None else now
-        rows, _error = apply(filter, records, LIVE_FIELDS, search_text, when)
+        rows, _error = apply(filter, records, fields, search_text, when)
     return rows
 
 
-def _page(total: int, rows: list[Any], offset: int, limit: int) -> SessionPage:
+def _page(total: int, rows: Sequence[SessionInfo], offset: int, limit: int) -> SessionPage:
     """The page ``[offset, offset + limit)`` of ``rows``, already filtered and sorted."""
     matched = len(rows)
     offset = max(0, min(offset, matched))
@@ -233,28 +242,37 @@ def refuse_if_read_only(read_only: bool, action: str) -> None:
 _FIELD_TERM = re.compile(r"[:<>=]")
 
 
-def _user_key(s: Any) -> str:
-    # As the console sorts its USER column: no user first.
-    return s.user or ""
+_SORT_KEYS = sort_keys()
 
-
-# Each sort key of SessionView read off the session itself, in the same order:
-# one C-level attribute walk per session instead of a property call. (The
-# view's last_activity adds one offset, the wall clock's, to every session alike.)
-_SESSION_KEYS: dict[str, Callable[[Session], Any]] = {
-    "id": attrgetter("id"),
-    "protocol": attrgetter("protocol"),
-    "address": attrgetter("address"),
-    "connected_at": attrgetter("connected_at"),
+# Sort orders read off the session itself, for the columns whose field is not
+# the session's attribute of the same name: one C-level attribute walk per
+# session instead of a property call. (The view's last_activity adds one
+# offset, the wall clock's, to every session alike.) Only a speed-up: any other
+# column sorts the sessions by their attribute of its field's name, or, when
+# that is not the field (see session.LIVE_READS), through their views.
+_SESSION_ORDERS: dict[str, Callable[[Session], Any]] = {
     "last_activity": attrgetter("outlet.last_received"),
-    "msgs_in": attrgetter("msgs_in"),
-    "msgs_out": attrgetter("msgs_out"),
     "bytes_in": attrgetter("outlet.bytes_read"),
     "bytes_out": attrgetter("outlet.bytes_written"),
     "unsent": attrgetter("outlet.unsent"),
     "rooms": attrgetter("view.rooms"),
-    "user": _user_key,
+    "user": lambda s: s.user or "",  # as session_fields.user_order: no user first
 }
+
+
+def _session_key(field: SessionField) -> Callable[[Session], Any]:
+    """A column's sort key as a key of the sessions themselves, in the same order."""
+    order = _SESSION_ORDERS.get(field.sort)
+    if order is not None:
+        return order
+    if field.order is None and field.sort not in LIVE_READS:
+        return attrgetter(field.sort)  # the session's own attribute is the field
+    key = field.sort_key
+    return lambda session: key(session.view)
+
+
+# Each live column's sort key read off the session, by the name a query sorts by.
+_SESSION_KEYS: dict[str, Callable[[Session], Any]] = {f.sort: _session_key(f) for f in LIVE_FIELDS}
 # The keys a session keeps from the moment it is registered (a detected
 # protocol comes with a new session: the hub hands the connection over).
 _FIXED_KEYS = frozenset({"id", "protocol", "address", "connected_at"})

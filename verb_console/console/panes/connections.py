@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from operator import attrgetter
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.reactive import var
 
 from verb_console.admin.remote_view import WINDOW
-from verb_console.hub.session_fields import LIVE_FIELDS, search_text
+from verb_console.hub.session_fields import LIVE_FIELDS, SessionField, search_text
 from verb_console.hub.snapshot import ClosedSessionInfo, SessionInfo
 
 from ..format import fmt_bytes, fmt_clock, fmt_count, fmt_duration, fmt_int
@@ -37,80 +38,81 @@ REASON_TONES: dict[str, str] = {
 }
 
 
-# The live columns' texts are the hub's (hub/session_fields.py), so that the
-# server filters an attached console's sessions on the very text shown here;
-# a column adds only its width, colour and layout. A new column: one field
-# there, one Column here, at the same position.
-_F = {f.label: f.render for f in LIVE_FIELDS}
-# And the numbers those texts read back as, for the filter's comparisons.
-_N = {f.label: f.number for f in LIVE_FIELDS}
+# The live columns are the hub's (hub/session_fields.py): label, text, sort key
+# and layout, so that the server sorts and filters an attached console's
+# sessions on the very keys and text shown here. The console adds only colour:
+# a tone for a cell, by column label; a column without one is plain text.
+def _protocol_tone(s: SessionInfo | ClosedSessionInfo, _now: float) -> str:
+    return "muted" if s.protocol == "detecting" else ""
 
 
-def _unsent(s: SessionInfo, now: float) -> Cell:
-    text = _F["UNSENT"](s, now)
+def _idle_tone(s: SessionInfo, now: float) -> str:
+    return "warn" if now - s.last_activity >= IDLE_WARN else ""
+
+
+def _unsent_tone(s: SessionInfo, _now: float) -> str:
     if s.unsent <= 0:
-        return (text, "muted")
-    tone = "error" if s.unsent >= UNSENT_ERROR else "warn" if s.unsent >= UNSENT_WARN else ""
-    return (text, tone) if tone else text
+        return "muted"
+    return "error" if s.unsent >= UNSENT_ERROR else "warn" if s.unsent >= UNSENT_WARN else ""
 
 
-def _idle(s: SessionInfo, now: float) -> Cell:
-    text = _F["IDLE"](s, now)
-    return (text, "warn") if now - s.last_activity >= IDLE_WARN else text
+def _user_tone(s: SessionInfo, _now: float) -> str:
+    return "muted" if s.user is None else ""
 
 
-def _protocol(s: SessionInfo | ClosedSessionInfo, _now: float) -> Cell:
-    return (s.protocol, "muted") if s.protocol == "detecting" else s.protocol
+LIVE_TONES: dict[str, Callable[[SessionInfo, float], str]] = {
+    "PROTO": _protocol_tone,
+    "IDLE": _idle_tone,
+    "UNSENT": _unsent_tone,
+    "USER": _user_tone,
+}
 
 
-def _user(s: SessionInfo, _now: float) -> Cell:
-    return s.user if s.user is not None else ("-", "muted")
+def _toned(
+    text: Callable[[Any, float], str], tone: Callable[[Any, float], str]
+) -> Callable[[Any, float], Cell]:
+    def cell(s: Any, now: float) -> Cell:
+        toned = tone(s, now)
+        return (text(s, now), toned) if toned else text(s, now)
+
+    return cell
 
 
-LIVE_COLUMNS = (
-    Column("SESSION", 16, _F["SESSION"], attrgetter("id"), measure=attrgetter("id")),
-    Column("PROTO", 9, _protocol, attrgetter("protocol"), priority=4),
-    Column("ADDRESS", 15, _F["ADDRESS"], attrgetter("address"), priority=9),
-    Column(
-        "UPTIME",
-        7,
-        _F["UPTIME"],
-        attrgetter("connected_at"),
-        "right",
-        priority=5,
-        descending=True,
-        number=_N["UPTIME"],
-    ),
-    Column(
-        "IDLE",
-        6,
-        _idle,
-        attrgetter("last_activity"),
-        "right",
-        2,
-        descending=True,
-        number=_N["IDLE"],
-    ),
-    Column("MSG IN", 7, _F["MSG IN"], attrgetter("msgs_in"), "right", number=_N["MSG IN"]),
-    Column("MSG OUT", 7, _F["MSG OUT"], attrgetter("msgs_out"), "right", number=_N["MSG OUT"]),
-    Column(
-        "BYTES IN", 9, _F["BYTES IN"], attrgetter("bytes_in"), "right", 7, number=_N["BYTES IN"]
-    ),
-    Column(
-        "BYTES OUT", 9, _F["BYTES OUT"], attrgetter("bytes_out"), "right", 7, number=_N["BYTES OUT"]
-    ),
-    Column("UNSENT", 9, _unsent, attrgetter("unsent"), "right", 3, number=_N["UNSENT"]),
-    Column("ROOMS", 6, _F["ROOMS"], lambda s: s.rooms, priority=8, flex=True),
-    # Last, so the sort keys' positions stay; hidden first when the terminal is narrow.
-    Column("USER", 8, _user, lambda s: s.user or "", priority=10),
-)
+def live_column(
+    field: SessionField, tone: Callable[[SessionInfo, float], str] | None = None
+) -> Column:
+    """The table's column of one of the hub's session fields, coloured by ``tone``."""
+    return Column(
+        field.label,
+        field.width,
+        field.render if tone is None else _toned(field.render, tone),
+        field.sort_key,
+        field.align,
+        field.priority,
+        attrgetter(field.sort) if field.measure else None,
+        field.flex,
+        field.descending,
+        field.number,
+    )
 
-# The view's sort key of each live column, for server-side sorting.
-SORT_FIELDS = tuple(f.sort for f in LIVE_FIELDS)
+
+def live_columns(fields: Sequence[SessionField] = LIVE_FIELDS) -> tuple[Column, ...]:
+    """The live table's columns: one per session field, in its order."""
+    return tuple(live_column(f, LIVE_TONES.get(f.label)) for f in fields)
+
+
+LIVE_COLUMNS = live_columns()
+
 
 CLOSED_COLUMNS = (
     Column("SESSION", 16, lambda s, _: s.id, attrgetter("id"), measure=attrgetter("id")),
-    Column("PROTO", 9, _protocol, attrgetter("protocol"), priority=4),
+    Column(
+        "PROTO",
+        9,
+        _toned(lambda s, _: s.protocol, _protocol_tone),
+        attrgetter("protocol"),
+        priority=4,
+    ),
     Column(
         "CLOSED",
         10,
@@ -246,10 +248,10 @@ class ConnectionsPane(Pane):
             if query is not None:
                 # A view over the admin socket fetches only the first rows in
                 # this table's order and filter: the server sorts and filters.
-                column = LIVE_COLUMNS[table.sort_column]
+                field = LIVE_FIELDS[table.sort_column]
                 query(
-                    SORT_FIELDS[table.sort_column],
-                    table.sort_reverse != column.descending,
+                    field.sort,
+                    table.sort_reverse != field.descending,
                     table.filter_text,
                     self._window_wanted(table),
                 )
