@@ -45,6 +45,20 @@ return #gone
 """
 
 
+# Rooms no node renewed: prune their expired members, and the room once empty.
+PRUNE_ROOMS_SCRIPT = """
+local rooms = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+for _, room in ipairs(rooms) do
+  local h, z = 'vc:rm:' .. room, 'vc:rx:' .. room
+  local gone = redis.call('ZRANGEBYSCORE', z, '-inf', ARGV[1])
+  for _, id in ipairs(gone) do redis.call('HDEL', h, id) end
+  redis.call('ZREMRANGEBYSCORE', z, '-inf', ARGV[1])
+  if redis.call('HLEN', h) == 0 then redis.call('ZREM', KEYS[1], room) end
+end
+return #rooms
+"""
+
+
 def node_channel(node: str) -> bytes:
     return f"{PREFIX}:n:{node}".encode()
 

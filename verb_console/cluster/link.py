@@ -27,6 +27,7 @@ from redis.exceptions import ResponseError
 from ..hub.histogram import Histogram
 from . import keys
 from .base import SUBSCRIBE, UNSUBSCRIBE, ClusterUnavailable, LinkBus, NodeNameTaken
+from .commands import pack, pairs, pairs_rev
 
 log = logging.getLogger("verb_console.cluster")
 
@@ -68,6 +69,10 @@ class Link:
         self._closing = False
         self._last_refresh = 0.0
         self._last_rates = (time.monotonic(), 0, 0)
+        # The writer's connection and stream while a command may be written to
+        # it at once (write_now), and the replies Redis owes on it.
+        self._direct: tuple[Any, asyncio.StreamWriter] | None = None
+        self._owed = 0
 
     def _new_client(self) -> Redis:
         return Redis.from_url(
@@ -174,6 +179,11 @@ class Link:
         await pubsub.subscribe(*channels)
         await asyncio.wait_for(self._confirmed(pubsub, set(channels)), COMMAND_TIMEOUT_S * 2)
         await client.set(keys.heartbeat_key(bus.node), self.token, px=keys.HEARTBEAT_TTL_MS)
+        # Listed among the nodes now, not at the first heartbeat a second later: a
+        # node linking meanwhile reads the directory by that list, and would miss
+        # this node's sessions (their events went out before it subscribed).
+        info = {"sessions": len(bus.hub.sessions), "rooms": len(bus.hub.rooms)}
+        await client.hset(keys.NODES, bus.node, orjson.dumps(info))
         await self._bootstrap(client)
         # Up: from here on the hub's changes are queued, after this node's whole state.
         sessions, rooms = bus.local_state()
@@ -229,11 +239,11 @@ class Link:
         expiry = int(time.time() * 1000) + keys.ENTRY_TTL_MS
         out: list[tuple[Any, ...]] = []
         if sessions:
-            out.append(("HSET", keys.SESSIONS, *_pairs(sessions, node)))
-            out.append(("ZADD", keys.SESSIONS_EXPIRY, *_pairs_rev(sessions, expiry)))
+            out.append(("HSET", keys.SESSIONS, *pairs(sessions, node)))
+            out.append(("ZADD", keys.SESSIONS_EXPIRY, *pairs_rev(sessions, expiry)))
         for room, members in rooms.items():
-            out.append(("HSET", keys.room_key(room), *_pairs(members, node)))
-            out.append(("ZADD", keys.room_expiry_key(room), *_pairs_rev(members, expiry)))
+            out.append(("HSET", keys.room_key(room), *pairs(members, node)))
+            out.append(("ZADD", keys.room_expiry_key(room), *pairs_rev(members, expiry)))
             out.append(("ZADD", keys.ROOMS, expiry, room))
         state = {"o": "st", "n": node, "s": sessions, "r": rooms}
         out.append(("PUBLISH", keys.MEMBERS, orjson.dumps(state)))
@@ -306,29 +316,71 @@ class Link:
             elif kind == b"unsubscribe":
                 self._subscribed.discard(msg[1])
 
+    def write_now(self, item: tuple[Any, ...]) -> bool:
+        """Write one command to Redis at once, when nothing is queued before it.
+
+        An idle node's message then leaves in the turn of the loop that made
+        it, not one turn later when the writer task wakes; the writer reads
+        Redis's reply. False: queue it (no writer yet, a (un)subscription under
+        way, too many replies owed, or the connection is closing).
+        """
+        direct = self._direct
+        if direct is None or self._owed >= BATCH or item[0] in (SUBSCRIBE, UNSUBSCRIBE):
+            return False
+        conn, stream = direct
+        if stream.transport.is_closing():
+            return False
+        parts: list[bytes] = []
+        pack(conn, item, parts)
+        try:
+            stream.writelines(parts)
+        except (OSError, RuntimeError):  # the transport went away: the link is rebuilt
+            return False
+        self._owed += 1
+        self.bus.published += 1
+        return True
+
     async def _write(self, client: Redis, pubsub: PubSub) -> None:
         """Publish what is queued, in order, many commands per write on one connection.
 
         PUBLISH is framed here (a redis-py pipeline spent several times longer
         packing and reading each reply than Redis took to run it); the replies are
-        read back in one go, with one timeout for the batch.
+        read back in one go, with one timeout for them all.
         """
         bus = self.bus
         queue = bus.queue
         conn = client.connection_pool.make_connection()
         await conn.connect()
+        # The replies are read under one timeout of our own (below). redis-py's
+        # socket_timeout would run every write in asyncio.wait_for: a task, and
+        # two more turns of the loop before the bytes leave.
+        conn.socket_timeout = None
         read = conn.read_response
         forever = math.inf
+        self._owed = 0
+        stream = getattr(conn, "_writer", None)
+        if isinstance(stream, asyncio.StreamWriter):
+            self._direct = (conn, stream)
         try:
             while True:
                 if not queue:
+                    if self._owed:
+                        async with asyncio.timeout(COMMAND_TIMEOUT_S * 2):
+                            await self._read_owed(read, forever)
+                        continue
                     bus.wake.clear()
                     await bus.wake.wait()
                     continue
                 head = queue[0]
                 if head[0] is SUBSCRIBE or head[0] is UNSUBSCRIBE:
                     queue.popleft()
-                    await self._subscription(pubsub, head[0], head[1])
+                    # Nothing may overtake a subscription: the join that needs it
+                    # is told after it, through the queue.
+                    direct, self._direct = self._direct, None
+                    try:
+                        await self._subscription(pubsub, head[0], head[1])
+                    finally:
+                        self._direct = direct
                     continue
                 parts: list[bytes] = []
                 n = 0
@@ -337,26 +389,24 @@ class Link:
                     if item[0] is SUBSCRIBE or item[0] is UNSUBSCRIBE:
                         break
                     queue.popleft()
-                    if item[0] == "PUBLISH":
-                        channel, payload = item[1], item[2]
-                        parts.append(
-                            b"*3\r\n$7\r\nPUBLISH\r\n$%d\r\n%b\r\n$%d\r\n"
-                            % (len(channel), channel, len(payload))
-                        )
-                        parts.append(payload)
-                        parts.append(b"\r\n")
-                    else:
-                        parts.extend(conn.pack_command(*item))
+                    pack(conn, item, parts)
                     n += 1
                 async with asyncio.timeout(COMMAND_TIMEOUT_S * 2):
                     await conn.send_packed_command(parts, check_health=False)
-                    for _ in range(n):
-                        with contextlib.suppress(ResponseError):  # one bad command, not the link
-                            await read(timeout=forever)
-                bus.published += n
+                    self._owed += n
+                    bus.published += n
+                    await self._read_owed(read, forever)
         finally:
+            self._direct = None
             with contextlib.suppress(Exception):
                 await conn.disconnect()
+
+    async def _read_owed(self, read: Any, forever: float) -> None:
+        """Read the replies owed, those of commands written at once included."""
+        while self._owed:
+            with contextlib.suppress(ResponseError):  # one bad command, not the link
+                await read(timeout=forever)
+            self._owed -= 1
 
     async def _subscription(self, pubsub: PubSub, kind: str, channel: bytes) -> None:
         wanted = channel in self.bus.wanted
@@ -424,7 +474,7 @@ class Link:
             pipe.zadd(keys.room_expiry_key(room), dict.fromkeys(members, expiry))
             pipe.zadd(keys.ROOMS, {room: expiry})
             pipe.eval(keys.PRUNE_SCRIPT, 2, keys.room_key(room), keys.room_expiry_key(room), now_ms)
-        pipe.eval(PRUNE_ROOMS_SCRIPT, 1, keys.ROOMS, now_ms)
+        pipe.eval(keys.PRUNE_ROOMS_SCRIPT, 1, keys.ROOMS, now_ms)
 
     def _sample_rates(self, now: float) -> None:
         bus = self.bus
@@ -434,33 +484,3 @@ class Link:
             bus.rate_out = (bus.published - last_out) / dt
             bus.rate_in = (bus.received - last_in) / dt
         self._last_rates = (now, bus.published, bus.received)
-
-
-# Rooms no node renewed: prune their expired members, and the room once empty.
-PRUNE_ROOMS_SCRIPT = """
-local rooms = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-for _, room in ipairs(rooms) do
-  local h, z = 'vc:rm:' .. room, 'vc:rx:' .. room
-  local gone = redis.call('ZRANGEBYSCORE', z, '-inf', ARGV[1])
-  for _, id in ipairs(gone) do redis.call('HDEL', h, id) end
-  redis.call('ZREMRANGEBYSCORE', z, '-inf', ARGV[1])
-  if redis.call('HLEN', h) == 0 then redis.call('ZREM', KEYS[1], room) end
-end
-return #rooms
-"""
-
-
-def _pairs(ids: list[str], value: str) -> list[str]:
-    out: list[str] = []
-    for sid in ids:
-        out.append(sid)
-        out.append(value)
-    return out
-
-
-def _pairs_rev(ids: list[str], score: int) -> list[Any]:
-    out: list[Any] = []
-    for sid in ids:
-        out.append(score)
-        out.append(sid)
-    return out

@@ -97,7 +97,9 @@ class RedisBus:
         if self.link.state != "up" or len(self.queue) >= self.queue_limit:
             self.dropped += 1
             return False
-        self.queue.append(item)
+        # Nothing waiting before it: written now (the writer reads the reply).
+        if self.queue or not self.link.write_now(item):
+            self.queue.append(item)
         self.wake.set()
         return True
 

@@ -1,0 +1,116 @@
+"""How a node publishes to Redis and learns the others (real hubs in this process, a real
+redis-server): an idle node's message leaves at once, a burst still arrives whole and in
+order, and a node that links just after another finds that one's sessions."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cluster_harness import RedisServer, wait_for
+
+from verb_console.protocols.json import encode
+
+pytestmark = pytest.mark.timeout(60)
+
+
+@pytest.fixture
+async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    server = await RedisServer(tmp_path).start()
+    yield server
+    await server.kill()
+
+
+async def _nodes(start_server: Any, redis_server: RedisServer, tmp_path: Path) -> Any:
+    a = await start_server(
+        cluster=redis_server.url, node_name="a", upload_dir=str(tmp_path / "ua"), max_per_ip=0
+    )
+    b = await start_server(
+        cluster=redis_server.url, node_name="b", upload_dir=str(tmp_path / "ub"), max_per_ip=0
+    )
+    return a, b
+
+
+async def _idle(bus: Any) -> bool:
+    await asyncio.sleep(0.05)
+    return not bus.queue and bus.link.state == "up"
+
+
+async def test_an_idle_node_writes_a_private_message_to_redis_in_the_same_turn(
+    start_server: Any, connect: Any, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    a, b = await _nodes(start_server, redis_server, tmp_path)
+    ca, cb = await connect(a), await connect(b)
+    bus = a.hub.bus
+
+    async def known() -> bool:
+        await asyncio.sleep(0)
+        return cb.id in bus.directory.sessions
+
+    await wait_for(known, 5)
+    await wait_for(lambda: _idle(bus), 5)
+    published, dropped = bus.published, bus.dropped
+    frame = encode({"type": "private", "from": ca.id, "data": "now", "timestamp": 0})
+    assert bus.private(cb.id, frame) is True
+    # Before the loop runs anything else: written, nothing left for the writer task.
+    assert not bus.queue
+    assert bus.published == published + 1
+    got = await cb.recv(3)
+    assert (got["type"], got["from"], got["data"]) == ("private", ca.id, "now")
+    # The writer read Redis's reply to it, and the node is idle again.
+    await wait_for(lambda: _idle(bus), 5)
+    assert bus.dropped == dropped
+
+
+async def test_a_burst_across_nodes_arrives_whole_and_in_order(
+    start_server: Any, connect: Any, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    a, b = await _nodes(start_server, redis_server, tmp_path)
+    ca, cb = await connect(a), await connect(b)
+
+    async def known() -> bool:
+        await asyncio.sleep(0)
+        return cb.id in a.hub.bus.directory.sessions
+
+    await wait_for(known, 5)
+    dropped = a.hub.bus.dropped
+    # The first goes at once, the rest queue behind it: one order all the same.
+    burst = b"".join(encode({"type": "private", "target": cb.id, "data": n}) for n in range(300))
+    await ca.send_raw(burst[: len(burst) // 3])
+    await asyncio.sleep(0)
+    await ca.send_raw(burst[len(burst) // 3 :])
+    got = [await cb.recv(5) for _ in range(300)]
+    assert [m["data"] for m in got] == list(range(300))
+    assert {m["from"] for m in got} == {ca.id}
+    assert a.hub.bus.dropped == dropped
+
+
+async def test_a_node_linking_in_its_neighbour_s_first_second_learns_its_sessions(
+    start_server: Any, connect: Any, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    # A's sessions are told before B subscribes, so B must find them in the
+    # directory, which it reads for the nodes listed there: A must be listed
+    # from its link on, not from its first heartbeat a second later.
+    a = await start_server(
+        cluster=redis_server.url, node_name="a", upload_dir=str(tmp_path / "ua"), max_per_ip=0
+    )
+    await wait_for(lambda: _idle(a.hub.bus), 5)
+    ca = await connect(a)
+    await wait_for(lambda: _idle(a.hub.bus), 5)
+    b = await start_server(
+        cluster=redis_server.url, node_name="b", upload_dir=str(tmp_path / "ub"), max_per_ip=0
+    )
+    await wait_for(lambda: _idle(b.hub.bus), 5)
+
+    async def known() -> bool:
+        await asyncio.sleep(0)
+        return ca.id in b.hub.bus.directory.sessions
+
+    await wait_for(known, 3)
+    cb = await connect(b)
+    await cb.send({"type": "private", "target": ca.id, "data": "found"})
+    got = await ca.recv(3)
+    assert (got["type"], got["from"], got["data"]) == ("private", cb.id, "found")
