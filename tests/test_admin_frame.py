@@ -168,3 +168,23 @@ async def test_the_server_s_kept_orders_page_as_a_fresh_sort_of_every_session(
         check_every_order()
     for _reader, writer in conns:
         writer.close()
+
+
+async def test_a_view_attached_to_a_server_without_history_asks_for_none(server, connect) -> None:
+    # A server from before the rate history names only the frame op: a console
+    # must not send it history or watch requests (an older server refuses them,
+    # and a refused request would end the view's run).
+    server.admin.features = ("frame",)
+    client = await connect(server)
+    view = RemoteHubView(server.admin.path, interval=0.05)
+    task = asyncio.create_task(view.run())
+    try:
+        await eventually(lambda: server.hub.history.series(1).seq >= 2, timeout=5)
+        await client.request({"type": "ping"})
+        await eventually(lambda: view.sessions()[0].msgs_in == 1, timeout=5)
+        await asyncio.sleep(0.3)
+        assert view.traffic_history(1).samples == ()
+        assert view.connected
+    finally:
+        view.stop()
+        await asyncio.wait_for(task, 5)

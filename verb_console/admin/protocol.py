@@ -36,6 +36,9 @@ from ..hub.snapshot import (
 from ..hub.tap import TapBatch, TapRow
 
 VERSION = 1
+# Ops added to version 1 after its first set, named in the hello's ``features``:
+# a console uses one only when the server names it.
+HISTORY_FEATURE = "history"  # history, watch, unwatch
 
 # Operations and what they change; the read-only ones are allowed to every peer.
 READ_OPS = frozenset(

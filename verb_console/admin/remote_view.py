@@ -43,7 +43,14 @@ from .client import AdminClient, AdminError
 from .frame import FEATURE as FRAME_FEATURE
 from .frame import FrameCopy
 from .paths import AdminSocketError
-from .protocol import RECORDS, from_wire, page_from_wire, series_from_wire, tap_from_wire
+from .protocol import (
+    HISTORY_FEATURE,
+    RECORDS,
+    from_wire,
+    page_from_wire,
+    series_from_wire,
+    tap_from_wire,
+)
 
 log = logging.getLogger("verb_console.admin")
 
@@ -236,7 +243,9 @@ class RemoteHubView:
             cls = RECORDS[name]
             self._lists[name] = [from_wire(cls, r) for r in await client.request(name)]
         await self._tap_round(client)
-        await self._history_round(client)
+        if HISTORY_FEATURE in client.hello.get("features", ()):
+            # A server from before the rate history has no history op.
+            await self._history_round(client)
         for event in events:
             self._remote_seq = max(self._remote_seq, event.seq)
             self._local_event(event.kind, event.text, event.time)

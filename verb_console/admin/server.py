@@ -27,6 +27,7 @@ from .frame import FEATURE as FRAME_FEATURE
 from .frame import FrameState, overview_to_wire
 from .protocol import (
     ACTION_OPS,
+    HISTORY_FEATURE,
     READ_OPS,
     RECORDS,
     VERSION,
@@ -122,7 +123,7 @@ class AdminServer:
     """Serves the admin protocol on a Unix socket for one running server."""
 
     # Ops a client may use beyond version 1's first set, named in the hello.
-    features: tuple[str, ...] = (FRAME_FEATURE,)
+    features: tuple[str, ...] = (FRAME_FEATURE, HISTORY_FEATURE)
 
     def __init__(
         self,
