@@ -1,12 +1,14 @@
 """A bystander's ping while one client floods 200 readers, against a separate
 ``verb-console --headless`` process.
 
-    python bench/flood_bystander.py [--seconds 10] [--readers 200] [--interval 0.02]
+    python bench/flood_bystander.py [--seconds 10] [--readers 200] [--processes 4]
+        [--interval 0.02]
 
 One flooder writes broadcast frames in 256 KiB writes for ``--seconds`` (each
-write is some 7,500 broadcasts, 1.5 million deliveries to 200 readers). The
-readers keep reading in their own process and check that each got every
-broadcast, in order. A bystander in a third process sends a mux control ping
+write is some 7,500 broadcasts, 1.5 million deliveries to 200 readers; the
+deadline is checked inside a write too). The readers, asyncio protocols spread
+over ``--processes`` processes of their own, keep reading and check that each
+got every broadcast, in order. A bystander in a process of its own sends a mux control ping
 every ``--interval`` seconds and times each pong, before the flood (idle), during
 it, and until the readers have everything. The target: the bystander's p99 under
 50 ms with no message lost.
@@ -15,9 +17,11 @@ it, and until the readers have everything. The target: the bystander's p99 under
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import json
 import multiprocessing as mp
+import os
 import re
 import selectors
 import socket
@@ -63,70 +67,99 @@ def read_json_frames(sock: socket.socket, want: int) -> list[dict[str, Any]]:
     return out
 
 
+class Reader(asyncio.Protocol):
+    """One json reader: counts the flooder's broadcasts and checks their order
+    with C-speed scans only (the count, the first and the last sequence)."""
+
+    def __init__(self, group: ReaderGroup) -> None:
+        self.group = group
+        self.tail = b""
+        self.next = 0  # next expected sequence number
+        self.gaps = 0
+        self.greeted = asyncio.get_running_loop().create_future()
+        self.closed = False
+
+    def connection_made(self, transport: Any) -> None:
+        transport.write(jframe({"type": "ping"}))  # an auto listener speaks once spoken to
+
+    def data_received(self, data: bytes) -> None:
+        self.group.last = time.monotonic()
+        buf = self.tail + data
+        if not self.greeted.done():
+            # welcome and pong: two frames before any broadcast.
+            if buf.count(b'"type":"pong"') == 0:
+                self.tail = buf
+                return
+            self.greeted.set_result(None)
+            buf = buf[buf.index(b'"type":"pong"') :]
+            buf = buf[buf.index(b"}") + 1 :]
+        # Complete frames end before the last header: "...}<digits>\n{...".
+        # A body ends with its only "}", so one that ends the read is whole.
+        nl = buf.rfind(b"\n")
+        cut = len(buf) if buf.endswith(b"}") else buf.rfind(b"}", 0, nl) + 1
+        if cut <= 0:
+            self.tail = buf
+            return
+        done, self.tail = buf[:cut], buf[cut:]
+        n = done.count(MARK)
+        if not n:
+            return
+        first = BROADCAST.search(done)
+        end = BROADCAST.search(done, done.rfind(MARK))
+        assert first is not None and end is not None
+        lo, hi = int(first.group(2)), int(end.group(2))
+        if lo != self.next or hi - lo + 1 != n:
+            self.gaps += 1
+        self.next = hi + 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+
+
+class ReaderGroup:
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+
+async def readers_async(port: int, count: int, ready: Any, total: Any) -> dict[str, Any]:
+    loop = asyncio.get_running_loop()
+    group = ReaderGroup()
+    readers: list[Reader] = []
+    transports = []
+    for _ in range(count):
+        t, r = await loop.create_connection(lambda: Reader(group), "127.0.0.1", port)
+        readers.append(r)
+        transports.append(t)
+    await asyncio.wait_for(asyncio.gather(*(r.greeted for r in readers)), 60)
+    ready.release()
+    while True:
+        await asyncio.sleep(0.1)
+        want = total.value
+        if want >= 0 and (
+            all(r.next >= want or r.closed for r in readers) or time.monotonic() - group.last > 10
+        ):
+            break
+    for t in transports:
+        t.close()
+    return {
+        "received": [r.next for r in readers],
+        "gaps": sum(r.gaps for r in readers),
+        "closed": sum(1 for r in readers if r.closed),
+    }
+
+
 def readers_main(port: int, count: int, ready: Any, results: Any, total: Any) -> None:
     """Open ``count`` json connections, then read everything they are sent until
     each has the flooder's ``total`` broadcasts (or 10 s pass with nothing more):
     per reader, the flooder's sequence numbers, checked for gaps."""
     benchlib.pin_load()
-    socks = []
-    for _ in range(count):
-        s = socket.create_connection(("127.0.0.1", port))
-        s.sendall(jframe({"type": "ping"}))  # an auto listener speaks once spoken to
-        read_json_frames(s, 2)  # welcome, pong
-        s.setblocking(False)
-        socks.append(s)
-    ready.set()
-    sel = selectors.DefaultSelector()
-    state: dict[int, list[Any]] = {}
-    for i, s in enumerate(socks):
-        sel.register(s, selectors.EVENT_READ, i)
-        state[i] = [b"", 0, 0]  # tail, next expected sequence, errors
-    closed = 0
-    last = time.monotonic()
-    while True:
-        want = total.value
-        if want >= 0 and (
-            all(st[1] >= want for st in state.values()) or time.monotonic() - last > 10
-        ):
-            break
-        for key, _ in sel.select(0.2):
-            last = time.monotonic()
-            s = socks[key.data]
-            try:
-                data = s.recv(1 << 20)
-            except BlockingIOError:
-                continue
-            st = state[key.data]
-            if not data:
-                sel.unregister(s)
-                closed += 1
-                continue
-            buf = st[0] + data
-            # Complete frames end before the last header: "...}<digits>\n{...".
-            # A body ends with its only "}", so one that ends the read is whole.
-            nl = buf.rfind(b"\n")
-            cut = len(buf) if buf.endswith(b"}") else buf.rfind(b"}", 0, nl) + 1
-            if cut <= 0:
-                st[0] = buf
-                continue
-            done, st[0] = buf[:cut], buf[cut:]
-            # C-speed checks only, or 200 readers in one Python process fall
-            # behind the server: the count, the first and the last sequence.
-            n = done.count(MARK)
-            if not n:
-                continue
-            first = BROADCAST.search(done)
-            end = BROADCAST.search(done, done.rfind(MARK))
-            assert first is not None and end is not None
-            lo, hi = int(first.group(2)), int(end.group(2))
-            if lo != st[1] or hi - lo + 1 != n:
-                st[2] += 1
-            st[1] = hi + 1
-    got = [st[1] for st in state.values()]
-    errors = sum(st[2] for st in state.values())
-    results.put({"received": got, "gaps": errors, "closed": closed})
-    for s in socks:
-        s.close()
+    try:
+        import uvloop
+
+        uvloop.install()
+    except ImportError:
+        pass
+    results.put(asyncio.run(readers_async(port, count, ready, total)))
 
 
 def bystander_main(port: int, interval: float, phase: Any, results: Any) -> None:
@@ -172,6 +205,7 @@ def summary(rtts: list[float]) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
+    load = [round(x, 2) for x in os.getloadavg()]
     work = Path(tempfile.mkdtemp(prefix="flood-"))
     config = work / "server.toml"
     config.write_text("max_per_ip = 0\n")
@@ -183,17 +217,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     with benchlib.Servers() as servers:
         servers.start(server)
         port = server.port
-        ready = ctx.Event()
+        ready = ctx.Semaphore(0)
         phase = ctx.Value("i", 0)
         total = ctx.Value("q", -1)
         reader_results: Any = ctx.Queue()
         bystander_results: Any = ctx.Queue()
-        readers = ctx.Process(
-            target=readers_main, args=(port, args.readers, ready, reader_results, total)
-        )
-        readers.start()
-        if not ready.wait(60):
-            raise RuntimeError("readers did not connect")
+        groups = [
+            args.readers // args.processes + (1 if i < args.readers % args.processes else 0)
+            for i in range(args.processes)
+        ]
+        groups = [g for g in groups if g]
+        readers = [
+            ctx.Process(target=readers_main, args=(port, g, ready, reader_results, total))
+            for g in groups
+        ]
+        for p in readers:
+            p.start()
+        for _ in readers:
+            if not ready.acquire(timeout=60):
+                raise RuntimeError("readers did not connect")
         bystander = ctx.Process(
             target=bystander_main, args=(port, args.interval, phase, bystander_results)
         )
@@ -201,37 +243,62 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         flooder = socket.create_connection(("127.0.0.1", port))
         flooder.sendall(jframe({"type": "ping"}))
         me = read_json_frames(flooder, 2)[0]["id"]
+        flooder.setblocking(False)
         time.sleep(args.idle)
         rss_before = server.rss_kib()
         phase.value = 1
         seq = 0
         writes = 0
         t0 = time.monotonic()
-        while time.monotonic() - t0 < args.seconds:
+        deadline = t0 + args.seconds
+        sel = selectors.DefaultSelector()
+        sel.register(flooder, selectors.EVENT_WRITE)
+        while time.monotonic() < deadline:
+            ends = []
             parts = []
             size = 0
             while size < WRITE:
-                f = jframe({"type": "broadcast", "data": seq})
+                f = jframe({"type": "broadcast", "data": seq + len(parts)})
                 parts.append(f)
                 size += len(f)
-                seq += 1
-            # Blocks while the server has paused reading this client: the flood
-            # goes as fast as the server takes it.
-            flooder.sendall(b"".join(parts))
+                ends.append(size)
+            data = memoryview(b"".join(parts))
+            # The server pauses reading this client while it works: the flood goes
+            # as fast as the server takes it, and stops at the deadline even in
+            # the middle of a write (after the frame that was being sent).
+            sent = 0
+            stop = len(data)
+            while sent < stop:
+                if time.monotonic() >= deadline and stop == len(data):
+                    stop = next(e for e in ends if e >= sent)
+                    if sent == stop:
+                        break
+                try:
+                    sent += flooder.send(data[sent:stop])
+                except BlockingIOError:
+                    sel.select(0.01)
+            seq += sum(1 for e in ends if e <= sent)
             writes += 1
         flood_s = time.monotonic() - t0
         phase.value = 2
         total.value = seq
-        got = reader_results.get(timeout=600)
+        got: dict[str, Any] = {"received": [], "gaps": 0, "closed": 0}
+        for _ in readers:
+            part = reader_results.get(timeout=600)
+            got["received"] += part["received"]
+            got["gaps"] += part["gaps"]
+            got["closed"] += part["closed"]
         phase.value = 3
         rtts = bystander_results.get(timeout=60)
-        readers.join(10)
+        for p in readers:
+            p.join(10)
         bystander.join(10)
         rss_after = server.rss_kib()
         flooder.close()
     complete = sum(1 for n in got["received"] if n == seq)
     return {
         "machine": benchlib.machine(),
+        "load_average": load,
         "args": vars(args),
         "flooder": me,
         "writes": writes,
@@ -254,6 +321,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=10.0, help="how long the flood lasts")
     parser.add_argument("--readers", type=int, default=200)
+    parser.add_argument("--processes", type=int, default=4, help="reader processes")
     parser.add_argument("--interval", type=float, default=0.02, help="seconds between pings")
     parser.add_argument("--idle", type=float, default=2.0, help="seconds of pings before it")
     parser.add_argument("--out", help="results file (default bench/results/flood-DATE.json)")
