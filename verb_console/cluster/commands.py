@@ -1,4 +1,4 @@
-"""Redis commands as the link writes them: queue entries in the wire format, and arguments."""
+"""Redis commands as the link writes them (queue entries in the wire format), and closing."""
 
 from __future__ import annotations
 
@@ -32,3 +32,13 @@ def pairs_rev(ids: list[str], score: int) -> list[Any]:
         out.append(score)
         out.append(sid)
     return out
+
+
+def abort(conn: Any) -> None:
+    """Close a redis-py connection's socket at once, dropping what it has not sent.
+
+    A polite close waits on a peer that may never read (a frozen Redis).
+    """
+    writer = getattr(conn, "_writer", None)
+    if writer is not None:
+        writer.transport.abort()

@@ -19,7 +19,7 @@ from typing import Any
 
 import orjson
 from redis.asyncio import Redis
-from redis.asyncio.client import PubSub
+from redis.asyncio.connection import AbstractConnection
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ResponseError
@@ -27,7 +27,7 @@ from redis.exceptions import ResponseError
 from ..hub.histogram import Histogram
 from . import keys
 from .base import SUBSCRIBE, UNSUBSCRIBE, ClusterUnavailable, LinkBus, NodeNameTaken
-from .commands import pack, pairs, pairs_rev
+from .commands import abort, pack, pairs, pairs_rev
 
 log = logging.getLogger("verb_console.cluster")
 
@@ -57,7 +57,9 @@ class Link:
         self.token = secrets.token_hex(8)
         self._up_at = 0.0
         self._client: Redis | None = None
-        self._pubsub: PubSub | None = None
+        # The subscriber and the publisher connections of the current link.
+        self._conns: list[AbstractConnection] = []
+        self._sub: AbstractConnection | None = None
         self._subscribed: set[bytes] = set()
         self._confirm: dict[bytes, asyncio.Future[None]] = {}
         self._probe_seq = 0
@@ -160,13 +162,14 @@ class Link:
         self._confirm.clear()
 
     async def _teardown(self) -> None:
-        pubsub, client = self._pubsub, self._client
-        self._pubsub = self._client = None
-        # A frozen Redis must not hold the node: close without waiting for it.
-        if pubsub is not None:
+        conns, client = self._conns, self._client
+        self._conns, self._sub, self._client = [], None, None
+        # Close the sockets now: a subscriber left open keeps its channels in Redis.
+        for conn in conns:
+            abort(conn)
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(pubsub.aclose(), 0.5)
-        if client is not None:
+                await asyncio.wait_for(conn.disconnect(nowait=True), 0.5)
+        if client is not None:  # a frozen Redis must not hold the node
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(client.aclose(), 0.5)
 
@@ -174,10 +177,15 @@ class Link:
     async def _run(self) -> None:
         bus = self.bus
         client = self._client = self._new_client()
-        pubsub = self._pubsub = client.pubsub()
-        channels = [keys.MEMBERS, keys.BROADCAST, bus.own_channel, *bus.wanted]
-        await pubsub.subscribe(*channels)
-        await asyncio.wait_for(self._confirmed(pubsub, set(channels)), COMMAND_TIMEOUT_S * 2)
+        # A bare connection, not redis-py's PubSub: that reconnects on a failed
+        # command and subscribes every channel it saw, rooms left included.
+        sub = self._sub = client.connection_pool.make_connection()
+        self._conns.append(sub)
+        fixed = [keys.MEMBERS, keys.BROADCAST, bus.own_channel]
+        channels = [*fixed, *bus.wanted]
+        await sub.connect()
+        await sub.send_command("SUBSCRIBE", *channels)
+        await asyncio.wait_for(self._confirmed(sub, set(channels)), COMMAND_TIMEOUT_S * 2)
         await client.set(keys.heartbeat_key(bus.node), self.token, px=keys.HEARTBEAT_TTL_MS)
         # Listed among the nodes now, not at the first heartbeat a second later: a
         # node linking meanwhile reads the directory by that list, and would miss
@@ -192,14 +200,18 @@ class Link:
         self._up_at = self._probe_back = time.monotonic()
         for node_state in bus.directory.nodes.values():
             node_state.last_heard = self._up_at
-        # Rooms joined while linking were not subscribed with the rest: first thing.
+        # Rooms joined or emptied while linking (the queue dropped their changes):
+        # first thing, subscribe exactly the rooms with local members now.
         missing = [(SUBSCRIBE, ch) for ch in bus.wanted if ch not in self._subscribed]
-        bus.queue.extendleft(reversed([*missing, *self._announce(sessions, rooms)]))
+        stale = [
+            (UNSUBSCRIBE, ch) for ch in self._subscribed if ch not in bus.wanted and ch not in fixed
+        ]
+        bus.queue.extendleft(reversed([*missing, *stale, *self._announce(sessions, rooms)]))
         bus.wake.set()
         bus.hub.event("server", f"cluster: node {bus.node} linked to Redis")
         tasks = [
-            asyncio.ensure_future(self._read(pubsub)),
-            asyncio.ensure_future(self._write(client, pubsub)),
+            asyncio.ensure_future(self._read(sub)),
+            asyncio.ensure_future(self._write(client, sub)),
             asyncio.ensure_future(self._heartbeat(client)),
             asyncio.ensure_future(self._watchdog()),
         ]
@@ -226,12 +238,12 @@ class Link:
             if time.monotonic() - self._probe_back > PROBE_DEADLINE_S + HEARTBEAT_S:
                 raise LinkLost("the subscription's probe did not come back")
 
-    async def _confirmed(self, pubsub: PubSub, channels: set[bytes]) -> None:
+    async def _confirmed(self, sub: AbstractConnection, channels: set[bytes]) -> None:
         while channels:
-            msg = await pubsub.get_message(timeout=COMMAND_TIMEOUT_S)
-            if msg is not None and msg["type"] == "subscribe":
-                channels.discard(msg["channel"])
-                self._subscribed.add(msg["channel"])
+            msg = await sub.read_response(timeout=math.inf, push_request=True)
+            if isinstance(msg, list) and len(msg) >= 2 and msg[0] == b"subscribe":
+                channels.discard(msg[1])
+                self._subscribed.add(msg[1])
 
     def _announce(self, sessions: list[str], rooms: dict[str, list[str]]) -> list[tuple[Any, ...]]:
         """Queue entries that write this node's state into the directory and tell it."""
@@ -284,15 +296,13 @@ class Link:
             d.heard(name)
         bus.tell_members(joined, [])
 
-    async def _read(self, pubsub: PubSub) -> None:
+    async def _read(self, conn: AbstractConnection) -> None:
         # Straight from the pub/sub connection: PubSub.get_message builds a dict and
         # runs a timeout per message, several times the cost of the delivery. No
         # read timeout here: an idle link is normal, and a dead one is found by
         # the probe and the heartbeat.
         bus = self.bus
         on_message = bus.on_message
-        conn = pubsub.connection
-        assert conn is not None
         read = conn.read_response
         forever = math.inf
         while True:
@@ -340,7 +350,7 @@ class Link:
         self.bus.published += 1
         return True
 
-    async def _write(self, client: Redis, pubsub: PubSub) -> None:
+    async def _write(self, client: Redis, sub: AbstractConnection) -> None:
         """Publish what is queued, in order, many commands per write on one connection.
 
         PUBLISH is framed here (a redis-py pipeline spent several times longer
@@ -350,6 +360,7 @@ class Link:
         bus = self.bus
         queue = bus.queue
         conn = client.connection_pool.make_connection()
+        self._conns.append(conn)
         await conn.connect()
         # The replies are read under one timeout of our own (below). redis-py's
         # socket_timeout would run every write in asyncio.wait_for: a task, and
@@ -378,7 +389,7 @@ class Link:
                     # is told after it, through the queue.
                     direct, self._direct = self._direct, None
                     try:
-                        await self._subscription(pubsub, head[0], head[1])
+                        await self._subscription(sub, head[0], head[1])
                     finally:
                         self._direct = direct
                     continue
@@ -398,8 +409,7 @@ class Link:
                     await self._read_owed(read, forever)
         finally:
             self._direct = None
-            with contextlib.suppress(Exception):
-                await conn.disconnect()
+            abort(conn)
 
     async def _read_owed(self, read: Any, forever: float) -> None:
         """Read the replies owed, those of commands written at once included."""
@@ -408,15 +418,18 @@ class Link:
                 await read(timeout=forever)
             self._owed -= 1
 
-    async def _subscription(self, pubsub: PubSub, kind: str, channel: bytes) -> None:
+    async def _subscription(self, sub: AbstractConnection, kind: str, channel: bytes) -> None:
+        if sub is not self._sub or not sub.is_connected:
+            # A torn-down link's connection: sending would connect it again.
+            raise LinkLost("the subscriber connection is closed")
         wanted = channel in self.bus.wanted
         if kind is SUBSCRIBE:
             if wanted and channel not in self._subscribed:
                 fut = self._confirm[channel] = asyncio.get_running_loop().create_future()
-                await pubsub.subscribe(channel)
+                await asyncio.wait_for(sub.send_command("SUBSCRIBE", channel), COMMAND_TIMEOUT_S)
                 await asyncio.wait_for(fut, COMMAND_TIMEOUT_S)
         elif not wanted and channel in self._subscribed:
-            await pubsub.unsubscribe(channel)
+            await asyncio.wait_for(sub.send_command("UNSUBSCRIBE", channel), COMMAND_TIMEOUT_S)
             self._subscribed.discard(channel)
 
     def probe_returned(self, seq: bytes) -> None:
