@@ -122,3 +122,14 @@ async def test_rooms_emptied_while_the_link_is_rebuilt_leave_no_channel(
             await subscribers(redis_server),
         )
         raise
+
+
+async def test_a_rebuilt_link_leaves_no_task_exception_unretrieved(
+    redis_server: RedisServer, nodes: list[NodeProcess]
+) -> None:
+    await freeze_and_leave(redis_server, nodes, flood=100)
+    await asyncio.sleep(1)
+    for n in nodes:
+        text = n.text()
+        assert "Redis link lost" in text  # the fault did rebuild the link
+        assert "never retrieved" not in text, text

@@ -57,7 +57,6 @@ class Link:
         self.token = secrets.token_hex(8)
         self._up_at = 0.0
         self._client: Redis | None = None
-        # The subscriber and the publisher connections of the current link.
         self._conns: list[AbstractConnection] = []
         self._sub: AbstractConnection | None = None
         self._subscribed: set[bytes] = set()
@@ -177,8 +176,7 @@ class Link:
     async def _run(self) -> None:
         bus = self.bus
         client = self._client = self._new_client()
-        # A bare connection, not redis-py's PubSub: that reconnects on a failed
-        # command and subscribes every channel it saw, rooms left included.
+        # Not redis-py's PubSub: it reconnects on errors, resubscribing all it saw.
         sub = self._sub = client.connection_pool.make_connection()
         self._conns.append(sub)
         fixed = [keys.MEMBERS, keys.BROADCAST, bus.own_channel]
@@ -223,6 +221,9 @@ class Link:
         finally:
             for task in tasks:
                 task.cancel()
+                # It may end in an error of its own (a timeout racing the
+                # cancellation): read it, or asyncio reports it never retrieved.
+                task.add_done_callback(lambda t: t.cancelled() or t.exception())
             # A task stuck in a client call that does not give way to its
             # cancellation must not hold the rebuild: it is left to end alone.
             await asyncio.wait(tasks, timeout=COMMAND_TIMEOUT_S)
