@@ -333,10 +333,10 @@ class Link:
         An idle node's message then leaves in the turn of the loop that made
         it, not one turn later when the writer task wakes; the writer reads
         Redis's reply. False: queue it (no writer yet, a (un)subscription under
-        way, too many replies owed, or the connection is closing).
+        way, a reply owed: not idle, so batched; or the connection is closing).
         """
         direct = self._direct
-        if direct is None or self._owed >= BATCH or item[0] in (SUBSCRIBE, UNSUBSCRIBE):
+        if direct is None or self._owed or item[0] in (SUBSCRIBE, UNSUBSCRIBE):
             return False
         conn, stream = direct
         if stream.transport.is_closing():
