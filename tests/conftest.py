@@ -5,15 +5,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from cluster_harness import RedisServer
 from helpers import TLS_PORTS, JsonClient
 
 from verb_console.runtime import Runtime
 from verb_console.settings import Settings
 
 ServerFactory = Callable[..., Awaitable[Runtime]]
+
+
+@pytest.fixture
+async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
+    """A real redis-server process on a free port, killed after the test."""
+    server = await RedisServer(tmp_path).start()
+    yield server
+    await server.kill()
 
 
 @pytest.fixture

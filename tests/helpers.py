@@ -12,6 +12,7 @@ import json
 import socket
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 DEFAULT_TIMEOUT = 2.0
@@ -219,3 +220,20 @@ class FrameSplitter:
             off = nl + 1 + size
         del buf[:off]
         return out
+
+
+def _status_bytes(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
+def rss(pid: int) -> int:
+    """A process's resident memory now, in bytes (VmRSS)."""
+    return _status_bytes(pid, "VmRSS")
+
+
+def peak_rss(pid: int) -> int:
+    """A process's highest resident memory so far, in bytes (VmHWM)."""
+    return _status_bytes(pid, "VmHWM")

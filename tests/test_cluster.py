@@ -25,13 +25,6 @@ NodeFactory = Callable[..., Awaitable[NodeProcess]]
 
 
 @pytest.fixture
-async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    server = await RedisServer(tmp_path).start()
-    yield server
-    await server.kill()
-
-
-@pytest.fixture
 async def node(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[NodeFactory]:
     started: list[NodeProcess] = []
 

@@ -8,7 +8,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -16,13 +15,6 @@ from cluster_harness import NodeProcess, RedisServer, wait_for
 from helpers import JsonClient
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    server = await RedisServer(tmp_path).start()
-    yield server
-    await server.kill()
 
 
 async def ctl(*args: str) -> subprocess.CompletedProcess[str]:

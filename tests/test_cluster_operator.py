@@ -4,7 +4,6 @@ actions across nodes, mux stream ids, and a hub with no cluster left as it was."
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +14,6 @@ from helpers import JsonClient
 from verb_console.client import MuxClient
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    server = await RedisServer(tmp_path).start()
-    yield server
-    await server.kill()
 
 
 async def two_nodes(start_server: Any, redis_server: RedisServer, tmp_path: Path) -> Any:

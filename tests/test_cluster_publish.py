@@ -5,7 +5,6 @@ order, and a node that links just after another finds that one's sessions."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +14,6 @@ from cluster_harness import RedisServer, wait_for
 from verb_console.protocols.json import encode
 
 pytestmark = pytest.mark.timeout(60)
-
-
-@pytest.fixture
-async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    server = await RedisServer(tmp_path).start()
-    yield server
-    await server.kill()
 
 
 async def _nodes(start_server: Any, redis_server: RedisServer, tmp_path: Path) -> Any:

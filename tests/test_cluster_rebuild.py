@@ -22,13 +22,6 @@ ROOMS = [f"gone-{i}" for i in range(5)]
 
 
 @pytest.fixture
-async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    server = await RedisServer(tmp_path).start()
-    yield server
-    await server.kill()
-
-
-@pytest.fixture
 async def nodes(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[list[NodeProcess]]:
     started = [
         await NodeProcess.start(tmp_path, redis_server.url, "a"),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,13 +49,6 @@ async def stop(runtime: Any) -> None:
     await asyncio.wait_for(runtime.hub.wait_stopped(), 10)
     if runtime.server is not None:
         await asyncio.wait_for(runtime.server.wait_closed(), 5)
-
-
-@pytest.fixture
-async def redis_server(tmp_path: Path) -> AsyncIterator[RedisServer]:
-    server = await RedisServer(tmp_path).start()
-    yield server
-    await server.kill()
 
 
 async def test_the_cluster_pane_shows_both_nodes_their_sessions_and_the_link(

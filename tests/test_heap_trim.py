@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from helpers import rss
 
 from verb_console.memory import HeapTrimmer
 
@@ -26,13 +27,6 @@ LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+) \(json\)")
 ARGS = ("--protocol", "json", "--max-per-ip", "0")
 
 pytestmark = pytest.mark.skipif(not HeapTrimmer().available, reason="glibc malloc only")
-
-
-def rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 def session(port: int) -> socket.socket:

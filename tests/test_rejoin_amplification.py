@@ -13,22 +13,15 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import peak_rss
 
 MiB = 1024 * 1024
 MUX_CONNECTIONS = 4
 STREAMS = 250  # per mux connection: 1,000 members, and the attacker makes 1,001
 LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+) \(auto\)")
-
-
-def peak_rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM")
 
 
 def jframe(message: object) -> bytes:

@@ -11,19 +11,13 @@ import struct
 import subprocess
 import sys
 import time
-from pathlib import Path
+
+from helpers import rss
 
 MiB = 1024 * 1024
 STREAMS = 64
 ROUNDS = 8
 LISTENING = re.compile(rb"listening on 127\.0\.0\.1:(\d+) \(mux\)")
-
-
-def rss(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    raise AssertionError("no VmRSS")
 
 
 def mframe(sid: int, payload: bytes) -> bytes:
