@@ -96,3 +96,23 @@ def test_rss_comes_back_after_partial_frames_are_dropped(tmp_path: Path) -> None
             p.close()
         proc.terminate()
         proc.wait(10)
+
+
+def test_a_steady_heap_is_not_trimmed_over_and_over() -> None:
+    # A trim keeps the loop 40 ms or more on a large fragmented heap: on a heap
+    # that gives nothing back, the trims must thin out, not run at every look.
+    keep = [bytearray(20_000) for _ in range(2000)]  # 40 MB live, steady
+    trimmer = HeapTrimmer(interval=0.01, max_interval=60.0)
+    trimmer.check()  # the first look only sees RSS
+    for _ in range(50):
+        trimmer.check()
+    assert 1 <= trimmer.trims <= 2
+    assert trimmer.backoff > trimmer.interval
+    # Memory that grows and is freed makes a trim due again at once.
+    grown = [bytearray(20_000) for _ in range(2000)]
+    trimmer.check()
+    del grown[::2]
+    trims = trimmer.trims
+    trimmer.check()
+    assert trimmer.trims == trims + 1
+    assert len(keep) == 2000

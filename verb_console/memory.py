@@ -10,11 +10,16 @@ started after every client had gone, all of it free heap (``malloc_trim``
 brought it back). Fixing the threshold instead (``M_MMAP_THRESHOLD``) cost
 uploads 1.4x to 3x the server CPU, one mmap and page faults per large buffer.
 
-So a timer on the loop reads the heap's free bytes (``mallinfo2``, which walks
-the free lists: microseconds) every few seconds, and only when more than
-:data:`TRIM_FREE_BYTES` lie free does it call ``malloc_trim(0)``, which hands
-the free pages back (``MADV_DONTNEED``). Under a steady load the free space is
-reused and stays small, so nothing happens. Anywhere but glibc this is a no-op.
+So a timer on the loop looks at the process's RSS (``/proc/self/statm``:
+microseconds) every few seconds. While it grows, nothing is done; once it
+stops growing, ``malloc_trim(0)`` hands the free pages back (``MADV_DONTNEED``).
+A trim is not free: on a large, fragmented heap it keeps the loop 40 to 175 ms
+(and ``mallinfo2``, which would say how much lies free, walks every free chunk:
+17 ms there). So a trim that gives back less than :data:`TRIM_FREE_BYTES`
+doubles the wait before the next trim, up to :data:`TRIM_MAX_INTERVAL` (the
+looks go on every :data:`TRIM_INTERVAL`); the wait starts again when RSS grows
+past where the last trim left it. A server whose memory is steady trims a few times, then once
+every five minutes at most. Anywhere but glibc on Linux this is a no-op.
 """
 
 from __future__ import annotations
@@ -24,36 +29,31 @@ import contextlib
 import ctypes
 import ctypes.util
 import logging
+import os
 import time
 
 log = logging.getLogger(__name__)
 
-TRIM_INTERVAL = 2.0  # seconds between looks at the heap
-TRIM_FREE_BYTES = 1024 * 1024  # free heap bytes (below the top) worth a trim
+TRIM_INTERVAL = 2.0  # seconds between looks at RSS
+TRIM_FREE_BYTES = 1024 * 1024  # a trim that gives back less than this was not worth it
+TRIM_MAX_INTERVAL = 300.0  # the longest wait between trims of a steady heap
+_PAGE = 4096
+with contextlib.suppress(ValueError, OSError, AttributeError):
+    _PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in (
-            "arena",
-            "ordblks",
-            "smblks",
-            "hblks",
-            "hblkhd",
-            "usmblks",
-            "fsmblks",
-            "uordblks",
-            "fordblks",
-            "keepcost",
-        )
-    ]
+def resident_bytes() -> int:
+    """This process's RSS, from /proc/self/statm (0 where there is none)."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            return int(f.read().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError):
+        return 0
 
 
 def _libc() -> ctypes.CDLL | None:
     with contextlib.suppress(OSError, AttributeError, TypeError):
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        libc.mallinfo2.restype = _MallInfo2
         libc.malloc_trim.argtypes = [ctypes.c_size_t]
         libc.malloc_trim.restype = ctypes.c_int
         return libc
@@ -61,15 +61,25 @@ def _libc() -> ctypes.CDLL | None:
 
 
 class HeapTrimmer:
-    """Every ``interval`` s, trims the heap when more than ``threshold`` bytes lie free."""
+    """Trims the heap once RSS stops growing, backing off while trims give back nothing."""
 
-    def __init__(self, interval: float = TRIM_INTERVAL, threshold: int = TRIM_FREE_BYTES) -> None:
+    def __init__(
+        self,
+        interval: float = TRIM_INTERVAL,
+        threshold: int = TRIM_FREE_BYTES,
+        max_interval: float = TRIM_MAX_INTERVAL,
+    ) -> None:
         self.interval = interval
         self.threshold = threshold
-        self.libc = _libc()
+        self.max_interval = max_interval
+        self.libc = _libc() if resident_bytes() else None
         self.trims = 0
-        self.released = 0  # free bytes the trims found (an upper bound of what went back)
+        self.released = 0  # bytes of RSS the trims gave back
         self.last_took = 0.0  # seconds the last trim kept the loop
+        self.backoff = interval  # seconds a trim that gave back nothing waits for the next
+        self._due = 0.0  # monotonic time before which no trim is made
+        self._seen = 0  # RSS at the last look
+        self._after = 0  # RSS the last trim left
         self._handle: asyncio.TimerHandle | None = None
         self._stopped = False
 
@@ -77,24 +87,33 @@ class HeapTrimmer:
     def available(self) -> bool:
         return self.libc is not None
 
-    def free_bytes(self) -> int:
-        """Free bytes held by the allocator below each arena's top (the part a trim returns)."""
-        if self.libc is None:
-            return 0
-        info = self.libc.mallinfo2()
-        return max(0, int(info.fordblks) - int(info.keepcost))
-
     def check(self) -> bool:
-        """Trim now if it is worth it; True if it trimmed."""
-        free = self.free_bytes()
-        if free < self.threshold or self.libc is None:
+        """One look: trim if RSS has stopped growing and a trim is due; True if it trimmed."""
+        if self.libc is None:
+            return False
+        now = resident_bytes()
+        seen, self._seen = self._seen, now
+        clock = time.monotonic()
+        if now > self._after + self.threshold:
+            # Grown past where the last trim left it: a trim is due again.
+            self.backoff = self.interval
+            self._due = 0.0
+        if now > seen + self.threshold or now <= self._after or clock < self._due:
+            # Still growing (nothing freed yet), nothing new, or backing off.
             return False
         started = time.perf_counter()
         self.libc.malloc_trim(0)
         self.last_took = time.perf_counter() - started
+        after = resident_bytes()
+        self._after = self._seen = after
         self.trims += 1
-        self.released += free
-        log.debug("heap trimmed: %d bytes free, %.1f ms", free, self.last_took * 1000)
+        gave = max(0, now - after)
+        self.released += gave
+        if gave < self.threshold:
+            # Not worth what it cost the loop: wait twice as long for the next one.
+            self.backoff = min(self.backoff * 2, self.max_interval)
+            self._due = clock + self.backoff
+        log.debug("heap trimmed: %d bytes back, %.1f ms", gave, self.last_took * 1000)
         return True
 
     def start(self) -> None:
