@@ -31,7 +31,9 @@ from .history import TrafficHistory, Watches
 from .json_session import HANDLERS, JsonSession
 from .mux_session import MuxSession
 from .operator import OperatorActions
+from .resume import ResumeManager
 from .rooms import RoomRegistry
+from .seq import SeqDelivery
 from .session import (
     CloseReason,
     EventOutlet,
@@ -159,6 +161,14 @@ class Hub(OperatorActions, GracefulShutdown):
         # The message tap (see .tap): None, and so free, until a reader opens it.
         self.tap: Tap | None = None
         self.tap_switch = TapSwitch(self._install_tap)
+        # Session resume (PROTOCOL.md 11.1): None while --resume-window is 0.
+        self.resume: ResumeManager | None = None
+        self.seq: SeqDelivery | None = None
+        if self.settings.resume_window > 0:
+            self.resume = ResumeManager(self)
+            self.seq = SeqDelivery(self.settings.max_pending)
+            self.rooms.fan = self.seq.fan_out
+            self.on_drain.append(self.resume.close_all)
 
     def _install_tap(self, tap: Tap | None) -> None:
         self.tap = tap
@@ -346,6 +356,8 @@ class Hub(OperatorActions, GracefulShutdown):
 
     def end_session(self, session: Session, reason: str) -> None:
         """Release what a finished session held and remember why it ended."""
+        if self.resume is not None and self.resume.detach(session, reason):
+            return
         if self.sessions.get(session.id) is session:
             del self.sessions[session.id]
             self.sessions_changed += 1
@@ -391,7 +403,7 @@ class Hub(OperatorActions, GracefulShutdown):
     def deliver_broadcast(self, frame: bytes) -> int:
         """Another node's client broadcast: to every json session here."""
         sessions = self.json_sessions
-        fan_out(sessions.values(), frame, self.stats)
+        (fan_out if self.seq is None else self.seq.fan_out)(sessions.values(), frame, self.stats)
         return len(sessions)
 
     def deliver_private(self, target: str, frame: bytes) -> bool:
@@ -399,7 +411,10 @@ class Hub(OperatorActions, GracefulShutdown):
         session = self.json_sessions.get(target)
         if session is None:
             return False
-        session.deliver(frame)
+        if self.seq is None:
+            session.deliver(frame)
+        else:
+            self.seq.one(session, frame)  # type: ignore[arg-type]
         return True
 
     def deliver_room(self, name: str, frame: bytes) -> int:

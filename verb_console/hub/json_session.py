@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -45,7 +46,13 @@ class JsonSession(Session):
         "_out_bytes",
         "_waiting_drain",
         "decoder",
+        "detached",
+        "fresh",
         "handlers",
+        "resume_token",
+        "ring",
+        "ring_bytes",
+        "seq",
         "transfers",
     )
 
@@ -75,6 +82,17 @@ class JsonSession(Session):
         # The fan-out rate's token bucket: one second's worth to start with.
         self._fan_tokens = float(self.hub.settings.max_fanout_rate)
         self._fan_at = time.monotonic()
+        # Session resume (PROTOCOL.md 11.1, see .resume and .seq): the seq of the
+        # last delivery, the deliveries kept for a replay (None: resume is off),
+        # and the detached state while no connection carries the session.
+        self.seq = 0
+        self.ring_bytes = 0
+        self.detached: Any = None
+        manager = self.hub.resume
+        self.ring: deque[tuple[float, bytes]] | None = None if manager is None else deque()
+        self.resume_token: str | None = None if manager is None else manager.new_token()
+        # Until its first message is handled: only then may it be a ``resume``.
+        self.fresh = True
 
     def start(self) -> None:
         hub = self.hub
@@ -91,6 +109,8 @@ class JsonSession(Session):
             hub.bus.session_started(self.id)
         if self.user is None and hub.auth is not None:
             welcome["auth"] = "required"
+        if self.resume_token is not None:
+            welcome["resume"] = self.resume_token
         self.deliver(encode(welcome))
 
     def encode_notice(self, message: dict[str, Any]) -> bytes:
@@ -115,8 +135,40 @@ class JsonSession(Session):
                 # Paused (a read's work was split, or the fan-out rate is spent):
                 # these wait behind the earlier ones, in order.
                 backlog.extend(bodies)
+            elif self.fresh:
+                self._first(bodies)
             else:
                 self._handle(bodies)
+
+    def _first(self, bodies: list[Any]) -> None:
+        """The session's first message: a ``resume`` hands the connection to the
+        session it names, and the rest of the read goes there."""
+        self.fresh = False
+        body = bodies[0]
+        if isinstance(body, ProtocolError) or b"resume" not in body:
+            self._handle(bodies)
+            return
+        try:
+            msg, kind, ref = parse_message(body)
+        except ProtocolError:
+            self._handle(bodies)
+            return
+        if kind != "resume":
+            self._handle(bodies)
+            return
+        self.msgs_in += 1
+        self.stats.msgs_in += 1
+        target: JsonSession = self
+        manager = self.hub.resume
+        try:
+            if manager is None:
+                raise ProtocolError("resume_failed", "Session resume is off", reason="unknown")
+            target = manager.resume(self, msg)
+        except ProtocolError as exc:
+            self.deliver(encode_error(exc, ref))
+        rest = bodies[1:]
+        if rest and not target.closing:
+            target._handle(rest)
 
     def _handle(self, bodies: list[Any]) -> None:
         """Handle decoded messages until they are done, one step's fan-out budget
@@ -260,6 +312,48 @@ class JsonSession(Session):
         if self._backlog is None and not self.closing:
             self.outlet.release(self)
 
+    # ----------------------------------------------------------- resume (see .resume)
+    def unplug(self) -> None:
+        """Let go of the present connection, keeping the session: what was read
+        and not handled is dropped, and any hold on the connection released."""
+        if self._waiting_drain:
+            self._waiting_drain = False
+            outlet = self.outlet
+            if isinstance(outlet, EventOutlet):
+                outlet.off("drain", self._drained)
+        if self._backlog is not None:
+            self._backlog = None
+            self.outlet.release(self)
+        self._out = None
+        self.release_input()
+
+    def take_input(self, other: JsonSession) -> None:
+        """Read on where ``other`` (the connection's own session) stopped."""
+        self.decoder, other.decoder = other.decoder, self.decoder
+        self._input, other._input = other._input, 0
+        self.fresh = False
+
+    def replay(self, message: dict[str, Any], ref: Any, frames: list[bytes]) -> None:
+        """Answer a resume: ``message`` and the kept ``frames``, in one write."""
+        if ref is not None:
+            message["ref"] = ref
+        self._out = [encode(message), *frames]
+        self.flush()
+
+    def overflowed(self) -> None:
+        manager = self.hub.resume
+        if manager is not None:
+            manager.overflowed(self)
+
+    def notify(self, message: dict[str, Any]) -> None:
+        # The operator's broadcasts are deliveries because of someone else (seq).
+        seq = self.hub.seq
+        if seq is not None and message.get("type") in ("broadcast", "room_message"):
+            self.flush()
+            seq.one(self, encode(message))
+            return
+        super().notify(message)
+
     def reply(self, message: dict[str, Any], ref: Any) -> None:
         """Answer this session's own message (``ref`` copied in when it had one)."""
         if ref is not None:
@@ -282,6 +376,7 @@ class JsonSession(Session):
         if self._backlog is not None:
             self._backlog = None
             self.outlet.release(self)
+        self.ring = None
         hub = self.hub
         if hub.json_sessions.pop(self.id, None) is not None and hub.bus is not None:
             hub.bus.session_ended(self.id)
@@ -314,7 +409,11 @@ def handle_broadcast(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
     data = _require(msg, "data")
     f = encode({"type": "broadcast", "from": s.id, "data": data, "timestamp": int(_time() * 1000)})
     hub = s.hub
-    fan_out(hub.json_sessions.values(), f, s.stats, s)
+    seq = hub.seq
+    if seq is None:
+        fan_out(hub.json_sessions.values(), f, s.stats, s)
+    else:
+        seq.fan_out(hub.json_sessions.values(), f, s.stats, s)
     if hub.bus is not None:
         hub.bus.broadcast(f)
 
@@ -333,7 +432,11 @@ def handle_private(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
                 return
         raise ProtocolError("unknown_target", f"No session {target}")
     f = encode({"type": "private", "from": s.id, "data": data, "timestamp": int(_time() * 1000)})
-    other.deliver(f)
+    seq = hub.seq
+    if seq is None:
+        other.deliver(f)
+    else:
+        seq.one(other, f)  # type: ignore[arg-type]
 
 
 def handle_join_room(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
@@ -384,10 +487,24 @@ def handle_room_message(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
     # One frame for the members here and, published once, for every other node's.
     message["timestamp"] = int(_time() * 1000)
     f = encode(message)
-    for member in room.members.values():
-        if member is not s:
-            member.deliver(f)
+    if hub.seq is not None:
+        hub.seq.fan_out(room.members.values(), f, s.stats, s)
+    else:
+        for member in room.members.values():
+            if member is not s:
+                member.deliver(f)
     hub.bus.room_message(name, f)
+
+
+def handle_bye(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
+    # Ended for good, as if the client had closed: no detached state.
+    s.final = True
+    s.close(CloseReason.CLIENT_CLOSED)
+
+
+def handle_resume(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
+    # Only a session's first message may be a resume (see JsonSession._first).
+    raise ProtocolError("bad_message", "resume must be the first message after auth")
 
 
 def handle_auth(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
@@ -405,4 +522,6 @@ HANDLERS: dict[str, Handler] = {
     "join_room": handle_join_room,
     "leave_room": handle_leave_room,
     "room_message": handle_room_message,
+    "bye": handle_bye,
+    "resume": handle_resume,
 }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import unicodedata
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..protocols.json import encode
@@ -55,6 +56,8 @@ class RoomRegistry:
         self.stats = stats
         # Messages of rooms that no longer exist (a room is deleted with its last member).
         self.retired_messages = 0
+        # How a frame reaches many members (with session resume on, each gets its seq).
+        self.fan: Callable[..., None] = fan_out
 
     def join(self, session: Member, name: str) -> tuple[Room, bool]:
         """Add ``session``; returns the room and whether it was newly added."""
@@ -90,7 +93,7 @@ class RoomRegistry:
     def send_frame(self, room: Room, frame: bytes, exclude: Member | None = None) -> int:
         """Send an encoded frame to a room's members but ``exclude``; returns how many."""
         members = room.members
-        fan_out(members.values(), frame, self.stats, exclude)
+        self.fan(members.values(), frame, self.stats, exclude)
         if exclude is not None and members.get(exclude.id) is exclude:
             return len(members) - 1
         return len(members)

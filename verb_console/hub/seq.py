@@ -1,0 +1,166 @@
+"""``seq`` on every delivery a json session gets because of someone else (PROTOCOL.md 11.1).
+
+With session resume on, each such frame is stamped with the session's next
+``seq`` and kept in the session's ring: the deliveries of the last
+:data:`RING_SECONDS` while the session is attached (a connection that broke may
+have lost what was written to it shortly before), everything while it is
+detached, and never more than the unsent-output limit. A resume replays from
+the ring. The cost per delivery is one counter and one ring append; the frame
+is made per recipient, since its ``seq`` differs, from the body encoded once.
+
+The ring holds ``(monotonic time, frame)`` pairs with consecutive ``seq``s, so
+the first one's ``seq`` is ``session.seq - len(ring) + 1``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable, Collection
+from typing import Any, Protocol
+
+from .fanout import Recipient, fan_out
+from .snapshot import Stats
+
+RING_SECONDS = 10.0
+"""How long a delivery is kept for a replay while its session is attached."""
+
+_monotonic = time.monotonic
+
+FanOut = Callable[..., None]
+
+
+class Kept(Protocol):
+    """What the detached state of a session counts (see :mod:`.resume`)."""
+
+    before: int  # ring entries kept from before the session was detached
+    delivered: int  # bytes delivered since the session was detached
+
+
+class Stamped(Recipient, Protocol):
+    """A json session with resume on: its counter, its ring and its detached state."""
+
+    seq: int
+    ring: deque[tuple[float, bytes]] | None
+    ring_bytes: int
+    detached: Kept | None
+
+    def deliver(self, frame: bytes) -> None: ...
+
+    def overflowed(self) -> None: ...
+
+
+def stamp(prefix: bytes, base: int, n: int) -> bytes:
+    """The frame of a body (``prefix``: the body without its closing brace) with ``seq`` n."""
+    sn = b"%d" % n
+    return b'%d\n%b,"seq":%b}' % (base + len(sn), prefix, sn)
+
+
+def split(frame: bytes) -> tuple[bytes, int]:
+    """``frame``'s body without its closing brace, and the body's length with ``,"seq":}``."""
+    prefix = frame[frame.index(b"\n") + 1 : -1]
+    return prefix, len(prefix) + 8
+
+
+def trim(s: Stamped, cutoff: float, limit: int) -> None:
+    """Drop what the ring need not keep; a detached session over the limit overflows."""
+    ring = s.ring
+    if ring is None:
+        return
+    kept = s.detached
+    if kept is None:
+        while ring and (ring[0][0] < cutoff or s.ring_bytes > limit):
+            s.ring_bytes -= len(ring.popleft()[1])
+        return
+    # Detached: nothing expires by time. What came before the break goes first.
+    while s.ring_bytes > limit and kept.before > 0:
+        s.ring_bytes -= len(ring.popleft()[1])
+        kept.before -= 1
+    if kept.delivered > limit:
+        s.overflowed()
+
+
+class SeqDelivery:
+    """Delivery with ``seq`` for one server: ``limit`` is its unsent-output limit."""
+
+    __slots__ = ("limit",)
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+
+    def one(self, s: Stamped, frame: bytes) -> None:
+        """Deliver ``frame`` (encoded without ``seq``) to one session."""
+        if s.closing:
+            return
+        ring = s.ring
+        if ring is None:
+            s.deliver(frame)
+            return
+        prefix, base = split(frame)
+        n = s.seq = s.seq + 1
+        f = stamp(prefix, base, n)
+        now = _monotonic()
+        ring.append((now, f))
+        s.ring_bytes += len(f)
+        kept = s.detached
+        if kept is not None:
+            kept.delivered += len(f)
+        if s.ring_bytes > self.limit or ring[0][0] < now - RING_SECONDS or kept is not None:
+            trim(s, now - RING_SECONDS, self.limit)
+        s.deliver(f)
+
+    def fan_out(
+        self, recipients: Collection[Any], frame: bytes, stats: Stats, exclude: object = None
+    ) -> None:
+        """What :func:`.fanout.fan_out` does, each recipient's frame stamped and kept."""
+        prefix = frame[frame.index(b"\n") + 1 : -1]
+        base = len(prefix) + 8
+        now = _monotonic()
+        cutoff = now - RING_SECONDS
+        limit = self.limit
+        written = 0
+        size = 0
+        for s in recipients:
+            if s is exclude or s.closing:
+                continue
+            ring = s.ring
+            if ring is None:
+                # Not a json session with a ring (none is, with resume off).
+                fan_out((s,), frame, stats)
+                continue
+            n = s.seq = s.seq + 1
+            sn = b"%d" % n
+            f = b'%d\n%b,"seq":%b}' % (base + len(sn), prefix, sn)
+            fl = len(f)
+            ring.append((now, f))
+            rb = s.ring_bytes = s.ring_bytes + fl
+            kept = s.detached
+            if kept is not None:
+                kept.delivered += fl
+                trim(s, cutoff, limit)
+            elif rb > limit or ring[0][0] < cutoff:
+                trim(s, cutoff, limit)
+            out = s._out
+            if out is not None:
+                out.append(f)
+                continue
+            s.msgs_out += 1
+            outlet = s.outlet
+            wire = outlet.wire
+            if wire is not None:
+                outlet.bytes_written += fl
+                wire(f)
+            else:
+                outlet.write(f)
+            if outlet.congested:
+                s.check_pending()
+            written += 1
+            size += fl
+        if written:
+            stats.msgs_out += written
+            stats.bytes_out += size
+
+
+def plain_fan_out() -> FanOut:
+    """The fan-out of a server with resume off."""
+    return fan_out
