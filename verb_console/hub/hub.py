@@ -32,6 +32,7 @@ from .json_session import HANDLERS, JsonSession
 from .mux_session import MuxSession
 from .operator import OperatorActions
 from .resume import ResumeManager
+from .room_history import HistoryStore
 from .rooms import RoomRegistry
 from .seq import SeqDelivery
 from .session import (
@@ -169,6 +170,9 @@ class Hub(OperatorActions, GracefulShutdown):
             self.seq = SeqDelivery(self.settings.max_pending)
             self.rooms.fan = self.seq.fan_out
             self.on_drain.append(self.resume.close_all)
+        s = self.settings
+        if s.history_size > 0:
+            self.rooms.history = HistoryStore(s.history_size, s.history_ttl, s.history_total)
 
     def _install_tap(self, tap: Tap | None) -> None:
         self.tap = tap
@@ -176,6 +180,8 @@ class Hub(OperatorActions, GracefulShutdown):
     def join_cluster(self, bus: Bus) -> None:
         """Become one node of a cluster; before the first session starts."""
         self.bus = bus
+        # Room history in a cluster must be the same on every node: not kept here.
+        self.rooms.history = None
         self.node = bus.node
         self.id_suffix = "@" + bus.node
 
@@ -195,6 +201,8 @@ class Hub(OperatorActions, GracefulShutdown):
         refresh_wall_offset()
         self.history.tick(self.stats)
         self.watches.tick()
+        if self.rooms.history is not None:
+            self.rooms.history.sweep(self.rooms.rooms)
         self._ticks += 1
         if self._ticks % 10 == 0:
             self.throttle.sweep()

@@ -12,6 +12,7 @@ from .. import __version__
 from ..protocols.errors import ProtocolError
 from ..protocols.json import JsonDecoder, encode, encode_error, parse_message
 from .fanout import fan_out
+from .room_history import parse_since
 from .rooms import valid_room_name
 from .session import CloseReason, EventOutlet, Outlet, Session, SessionHost
 
@@ -441,6 +442,7 @@ def handle_private(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
 
 def handle_join_room(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
     name = _room(msg)
+    since = parse_since(msg) if "since" in msg else None
     hub = s.hub
     if name not in s.rooms and len(s.rooms) >= hub.settings.max_rooms:
         raise ProtocolError(
@@ -452,7 +454,23 @@ def handle_join_room(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
         members = sorted(room.members)
     else:
         members = sorted({*room.members, *bus.remote_members(name)})
-    s.reply({"type": "joined", "room": name, "members": members}, ref)
+    joined: dict[str, Any] = {"type": "joined", "room": name, "members": members}
+    history = hub.rooms.history
+    if history is not None:
+        fields, frames = history.joined(name, since)
+        joined.update(fields)
+        s.reply(joined, ref)
+        # The missed messages, after ``joined`` and before any new one.
+        seq = hub.seq
+        for f in frames:
+            if seq is None:
+                s.deliver(f)
+            else:
+                seq.one(s, f)
+    else:
+        if since is not None:
+            joined["recovered"] = False
+        s.reply(joined, ref)
     if added:
         hub.rooms.send(room, {"type": "user_joined", "connectionId": s.id, "room": name}, exclude=s)
         if bus is not None:
@@ -482,7 +500,7 @@ def handle_room_message(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
     room.messages += 1
     message = {"type": "room_message", "room": name, "from": s.id, "data": data}
     if hub.bus is None:
-        hub.rooms.send(room, message, exclude=s)
+        hub.rooms.post(room, message, exclude=s)
         return
     # One frame for the members here and, published once, for every other node's.
     message["timestamp"] = int(_time() * 1000)

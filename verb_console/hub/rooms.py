@@ -9,6 +9,7 @@ from typing import Any, Protocol
 
 from ..protocols.json import encode
 from .fanout import Recipient, fan_out
+from .room_history import HistoryStore
 from .snapshot import RoomInfo, Stats
 
 
@@ -58,6 +59,8 @@ class RoomRegistry:
         self.retired_messages = 0
         # How a frame reaches many members (with session resume on, each gets its seq).
         self.fan: Callable[..., None] = fan_out
+        # Room positions and kept messages (PROTOCOL.md 11.2); None: history is off.
+        self.history: HistoryStore | None = None
 
     def join(self, session: Member, name: str) -> tuple[Room, bool]:
         """Add ``session``; returns the room and whether it was newly added."""
@@ -89,6 +92,15 @@ class RoomRegistry:
         returns how many members that is."""
         message["timestamp"] = int(time.time() * 1000)
         return self.send_frame(room, encode(message), exclude)
+
+    def post(self, room: Room, message: dict[str, Any], exclude: Member | None = None) -> int:
+        """Send a ``room_message`` to a room's members but ``exclude``: stamped with the
+        time and, with history on, the room's next offset, and kept."""
+        message["timestamp"] = int(time.time() * 1000)
+        history = self.history
+        if history is None:
+            return self.send_frame(room, encode(message), exclude)
+        return self.send_frame(room, history.keep(room.name, message, encode), exclude)
 
     def send_frame(self, room: Room, frame: bytes, exclude: Member | None = None) -> int:
         """Send an encoded frame to a room's members but ``exclude``; returns how many."""
