@@ -393,3 +393,16 @@ async def test_the_token_is_never_logged(rserver: Runtime, connect: Any, caplog:
     assert a.welcome["resume"] not in caplog.text
     assert re.search("resumed", caplog.text)
     assert json.dumps(a.welcome["resume"]) not in repr(rserver.hub.closed_log)
+
+
+async def test_seq_goes_up_by_one_across_widths_and_any_data(
+    rserver: Runtime, connect: Any
+) -> None:
+    a = await connect(rserver)
+    b = await connect(rserver)
+    data = ["%d %s %%", "x" * 9, {"k": "}"}, 1.5]
+    for i in range(120):
+        await b.send({"type": "broadcast", "data": data[i % 4]})
+    got = [await a.recv() for _ in range(120)]
+    assert [m["seq"] for m in got] == list(range(1, 121))
+    assert [m["data"] for m in got] == [data[i % 4] for i in range(120)]

@@ -54,6 +54,7 @@ class JsonSession(Session):
         "ring",
         "ring_bytes",
         "seq",
+        "seq_width",
         "transfers",
     )
 
@@ -87,6 +88,7 @@ class JsonSession(Session):
         # last delivery, the deliveries kept for a replay (None: resume is off),
         # and the detached state while no connection carries the session.
         self.seq = 0
+        self.seq_width = 1
         self.ring_bytes = 0
         self.detached: Any = None
         manager = self.hub.resume

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Collection
+from collections.abc import Collection
 from typing import Any, Protocol
 
 from .fanout import Recipient, fan_out
@@ -27,8 +27,8 @@ RING_SECONDS = 10.0
 
 _monotonic = time.monotonic
 
-FanOut = Callable[..., None]
-
+POW10 = tuple(10**k for k in range(21))
+"""``POW10[w]`` is the first ``seq`` of width ``w + 1``."""
 
 class Kept(Protocol):
     """What the detached state of a session counts (see :mod:`.resume`)."""
@@ -41,6 +41,7 @@ class Stamped(Recipient, Protocol):
     """A json session with resume on: its counter, its ring and its detached state."""
 
     seq: int
+    seq_width: int  # digits of ``seq`` (1 while it is 0)
     ring: deque[tuple[float, bytes]] | None
     ring_bytes: int
     detached: Kept | None
@@ -98,6 +99,8 @@ class SeqDelivery:
             return
         prefix, base = split(frame)
         n = s.seq = s.seq + 1
+        if n == POW10[s.seq_width]:
+            s.seq_width += 1
         f = stamp(prefix, base, n)
         now = _monotonic()
         ring.append((now, f))
@@ -112,9 +115,15 @@ class SeqDelivery:
     def fan_out(
         self, recipients: Collection[Any], frame: bytes, stats: Stats, exclude: object = None
     ) -> None:
-        """What :func:`.fanout.fan_out` does, each recipient's frame stamped and kept."""
+        """What :func:`.fanout.fan_out` does, each recipient's frame stamped and kept.
+
+        A frame is made by one ``%`` of a template per width of ``seq`` (the
+        length header depends on it), made once per fan-out.
+        """
         prefix = frame[frame.index(b"\n") + 1 : -1]
         base = len(prefix) + 8
+        body = prefix.replace(b"%", b"%%") + b',"seq":%d}'
+        templates: list[bytes | None] = [None] * len(POW10)
         now = _monotonic()
         cutoff = now - RING_SECONDS
         limit = self.limit
@@ -129,8 +138,13 @@ class SeqDelivery:
                 fan_out((s,), frame, stats)
                 continue
             n = s.seq = s.seq + 1
-            sn = b"%d" % n
-            f = b'%d\n%b,"seq":%b}' % (base + len(sn), prefix, sn)
+            w = s.seq_width
+            if n == POW10[w]:
+                w = s.seq_width = w + 1
+            t = templates[w]
+            if t is None:
+                t = templates[w] = b"%d\n" % (base + w) + body
+            f = t % n
             fl = len(f)
             ring.append((now, f))
             rb = s.ring_bytes = s.ring_bytes + fl
@@ -159,8 +173,3 @@ class SeqDelivery:
         if written:
             stats.msgs_out += written
             stats.bytes_out += size
-
-
-def plain_fan_out() -> FanOut:
-    """The fan-out of a server with resume off."""
-    return fan_out
