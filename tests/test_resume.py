@@ -406,3 +406,34 @@ async def test_seq_goes_up_by_one_across_widths_and_any_data(
     got = [await a.recv() for _ in range(120)]
     assert [m["seq"] for m in got] == list(range(1, 121))
     assert [m["data"] for m in got] == [data[i % 4] for i in range(120)]
+
+
+def test_a_ring_keeps_the_last_ten_seconds_and_no_more_than_the_limit() -> None:
+    from collections import deque
+    from types import SimpleNamespace
+
+    from verb_console.hub.seq import RING_SECONDS, retime
+
+    s = SimpleNamespace(
+        seq=0, ring=deque(), ring_bytes=0, marks=deque(), mark_at=float("-inf"), detached=None
+    )
+
+    def deliver(at: float, size: int = 10) -> None:
+        s.seq += 1
+        s.ring.append(b"x" * size)
+        s.ring_bytes += size
+        retime(s, at, 1000)  # type: ignore[arg-type]
+
+    for i in range(300):  # ten a second for 30 s
+        deliver(i / 10)
+        first = s.seq - len(s.ring) + 1
+        # Every delivery of the last RING_SECONDS is kept, and little more.
+        assert first <= max(1, s.seq - RING_SECONDS * 10 + 1)
+        assert len(s.ring) <= (RING_SECONDS + 2) * 10
+    # Nothing more for a while: a sweep empties the ring.
+    retime(s, 100.0, 1000, delivered=False)  # type: ignore[arg-type]
+    assert not s.ring and s.ring_bytes == 0
+    # The byte limit holds whatever the time.
+    for _ in range(200):
+        deliver(200.0)
+    assert s.ring_bytes <= 1000 and len(s.ring) == 100

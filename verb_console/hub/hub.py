@@ -203,6 +203,8 @@ class Hub(OperatorActions, GracefulShutdown):
         self.watches.tick()
         if self.rooms.history is not None:
             self.rooms.history.sweep(self.rooms.rooms)
+        if self.seq is not None:
+            self.seq.sweep(self.json_sessions.values())
         self._ticks += 1
         if self._ticks % 10 == 0:
             self.throttle.sweep()

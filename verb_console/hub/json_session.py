@@ -50,6 +50,8 @@ class JsonSession(Session):
         "detached",
         "fresh",
         "handlers",
+        "mark_at",
+        "marks",
         "resume_token",
         "ring",
         "ring_bytes",
@@ -92,7 +94,10 @@ class JsonSession(Session):
         self.ring_bytes = 0
         self.detached: Any = None
         manager = self.hub.resume
-        self.ring: deque[tuple[float, bytes]] | None = None if manager is None else deque()
+        self.ring: deque[bytes] | None = None if manager is None else deque()
+        # When the ring's deliveries were made, coarsely (see .seq).
+        self.marks: deque[tuple[float, int]] = deque()
+        self.mark_at = float("-inf")
         self.resume_token: str | None = None if manager is None else manager.new_token()
         # Until its first message is handled: only then may it be a ``resume``.
         self.fresh = True

@@ -15,11 +15,10 @@ import asyncio
 import hmac
 import secrets
 import time
-from collections import deque
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from ..protocols.errors import ProtocolError
-from .seq import RING_SECONDS
+from .seq import retime
 from .session import CloseReason, EventOutlet, Outlet, Session, SessionHost
 
 if TYPE_CHECKING:
@@ -146,11 +145,8 @@ class ResumeManager:
         s.close_reason = None
         detail = s.close_detail
         s.close_detail = ""
-        ring = s.ring
-        cutoff = time.monotonic() - RING_SECONDS
-        while ring and ring[0][0] < cutoff:
-            s.ring_bytes -= len(ring.popleft()[1])
-        kept = s.detached = Detached(len(ring), self.window)
+        retime(s, time.monotonic(), hub.settings.max_pending, delivered=False)
+        kept = s.detached = Detached(len(s.ring), self.window)
         kept.timer = asyncio.get_running_loop().call_later(self.window, self._expire, s)
         self.detached[s.id] = s
         why = f" ({detail})" if detail else ""
@@ -245,10 +241,12 @@ class ResumeManager:
         if seq > s.seq or s.seq - seq > len(ring):
             raise self._failed(p, "gap")
         self._plug(s, p)
-        frames = [f for _, f in ring][len(ring) - (s.seq - seq) :] if s.seq > seq else []
+        frames = list(ring)[len(ring) - (s.seq - seq) :] if s.seq > seq else []
         # Replayed now: kept for another RING_SECONDS, as a fresh delivery is.
-        now = time.monotonic()
-        s.ring = deque((now, f) for _, f in ring)
+        s.marks.clear()
+        s.mark_at = time.monotonic()
+        if ring:
+            s.marks.append((s.mark_at, s.seq - len(ring) + 1))
         self.results["resumed"] += 1
         hub.event("resume", f"{p.id} resumed {s.id} ({len(frames)} replayed)")
         s.replay(

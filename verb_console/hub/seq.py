@@ -8,8 +8,10 @@ detached, and never more than the unsent-output limit. A resume replays from
 the ring. The cost per delivery is one counter and one ring append; the frame
 is made per recipient, since its ``seq`` differs, from the body encoded once.
 
-The ring holds ``(monotonic time, frame)`` pairs with consecutive ``seq``s, so
-the first one's ``seq`` is ``session.seq - len(ring) + 1``.
+The ring holds frames with consecutive ``seq``s, so the first one's is
+``session.seq - len(ring) + 1``. When they were sent is kept coarsely, in
+*marks*: ``(monotonic time, seq)`` at most once a :data:`MARK_S`, so that a
+delivery allocates nothing the garbage collector tracks.
 """
 
 from __future__ import annotations
@@ -24,11 +26,14 @@ from .snapshot import Stats
 
 RING_SECONDS = 10.0
 """How long a delivery is kept for a replay while its session is attached."""
+MARK_S = 1.0
+"""The granularity of a ring's times: deliveries are kept RING_SECONDS to RING_SECONDS + MARK_S."""
 
 _monotonic = time.monotonic
 
 POW10 = tuple(10**k for k in range(21))
 """``POW10[w]`` is the first ``seq`` of width ``w + 1``."""
+
 
 class Kept(Protocol):
     """What the detached state of a session counts (see :mod:`.resume`)."""
@@ -42,8 +47,10 @@ class Stamped(Recipient, Protocol):
 
     seq: int
     seq_width: int  # digits of ``seq`` (1 while it is 0)
-    ring: deque[tuple[float, bytes]] | None
+    ring: deque[bytes] | None
     ring_bytes: int
+    marks: deque[tuple[float, int]]
+    mark_at: float
     detached: Kept | None
 
     def deliver(self, frame: bytes) -> None: ...
@@ -63,19 +70,53 @@ def split(frame: bytes) -> tuple[bytes, int]:
     return prefix, len(prefix) + 8
 
 
-def trim(s: Stamped, cutoff: float, limit: int) -> None:
+def drop_before(s: Stamped, first: int) -> None:
+    """Drop the ring's frames whose ``seq`` is below ``first``."""
+    ring = s.ring
+    assert ring is not None
+    n = first - (s.seq - len(ring) + 1)
+    for _ in range(min(n, len(ring))):
+        s.ring_bytes -= len(ring.popleft())
+
+
+def retime(s: Stamped, now: float, limit: int, delivered: bool = True) -> None:
+    """Drop what the ring need not keep; just after a delivery, mark its time
+    (at most once a MARK_S)."""
+    ring = s.ring
+    if ring is None:
+        return
+    marks = s.marks
+    if delivered and s.mark_at <= now - MARK_S and ring:
+        # The last frame is the first sent at or after ``now``.
+        marks.append((now, s.seq))
+        s.mark_at = now
+    cutoff = now - RING_SECONDS
+    while len(marks) > 1 and marks[1][0] <= cutoff:
+        marks.popleft()
+    if marks and marks[0][0] <= cutoff:
+        if len(marks) == 1 and marks[0][0] <= cutoff - MARK_S:
+            # No mark since: every frame was sent within MARK_S of this one.
+            drop_before(s, s.seq + 1)
+            marks.clear()
+        else:
+            # What came before the first mark was sent before its time.
+            drop_before(s, marks[0][1])
+    while s.ring_bytes > limit:
+        s.ring_bytes -= len(ring.popleft())
+
+
+def trim(s: Stamped, now: float, limit: int) -> None:
     """Drop what the ring need not keep; a detached session over the limit overflows."""
     ring = s.ring
     if ring is None:
         return
     kept = s.detached
     if kept is None:
-        while ring and (ring[0][0] < cutoff or s.ring_bytes > limit):
-            s.ring_bytes -= len(ring.popleft()[1])
+        retime(s, now, limit)
         return
     # Detached: nothing expires by time. What came before the break goes first.
     while s.ring_bytes > limit and kept.before > 0:
-        s.ring_bytes -= len(ring.popleft()[1])
+        s.ring_bytes -= len(ring.popleft())
         kept.before -= 1
     if kept.delivered > limit:
         s.overflowed()
@@ -102,14 +143,14 @@ class SeqDelivery:
         if n == POW10[s.seq_width]:
             s.seq_width += 1
         f = stamp(prefix, base, n)
-        now = _monotonic()
-        ring.append((now, f))
+        ring.append(f)
         s.ring_bytes += len(f)
         kept = s.detached
         if kept is not None:
             kept.delivered += len(f)
-        if s.ring_bytes > self.limit or ring[0][0] < now - RING_SECONDS or kept is not None:
-            trim(s, now - RING_SECONDS, self.limit)
+        now = _monotonic()
+        if kept is not None or s.ring_bytes > self.limit or s.mark_at <= now - MARK_S:
+            trim(s, now, self.limit)
         s.deliver(f)
 
     def fan_out(
@@ -125,7 +166,7 @@ class SeqDelivery:
         body = prefix.replace(b"%", b"%%") + b',"seq":%d}'
         templates: list[bytes | None] = [None] * len(POW10)
         now = _monotonic()
-        cutoff = now - RING_SECONDS
+        due = now - MARK_S
         limit = self.limit
         written = 0
         size = 0
@@ -146,14 +187,14 @@ class SeqDelivery:
                 t = templates[w] = b"%d\n" % (base + w) + body
             f = t % n
             fl = len(f)
-            ring.append((now, f))
+            ring.append(f)
             rb = s.ring_bytes = s.ring_bytes + fl
             kept = s.detached
             if kept is not None:
                 kept.delivered += fl
-                trim(s, cutoff, limit)
-            elif rb > limit or ring[0][0] < cutoff:
-                trim(s, cutoff, limit)
+                trim(s, now, limit)
+            elif rb > limit or s.mark_at <= due:
+                retime(s, now, limit)
             out = s._out
             if out is not None:
                 out.append(f)
@@ -173,3 +214,13 @@ class SeqDelivery:
         if written:
             stats.msgs_out += written
             stats.bytes_out += size
+
+    def sweep(self, sessions: Collection[Any]) -> None:
+        """Let the rings of sessions that get nothing now forget what is old; once a second."""
+        now = _monotonic()
+        old = now - RING_SECONDS
+        limit = self.limit
+        for s in sessions:
+            marks = getattr(s, "marks", None)
+            if marks and marks[0][0] <= old and s.detached is None:
+                retime(s, now, limit, delivered=False)
