@@ -57,7 +57,7 @@ _PLACE = re.compile(r"<(\$?[A-Za-z][\w ]*)>")
 _BINARY_NAMES = {
     name: value for name, value in vars(b).items() if name.isupper() and isinstance(value, int)
 }
-_FLAG_NAMES = {"START": b.FILE_START, "CHUNK": b.FILE_CHUNK, "END": b.FILE_END, "ABORT": b.FILE_ABORT}
+_FLAG_NAMES = {name: getattr(b, "FILE_" + name) for name in ("START", "CHUNK", "END", "ABORT")}
 
 
 @dataclass
@@ -78,9 +78,7 @@ class Exchange:
     @property
     def codecs(self) -> dict[str, str]:
         default = str(self.options.get("protocol", "json"))
-        return {
-            s.client: str(self.options.get(s.client, default)) for s in self.steps
-        }
+        return {s.client: str(self.options.get(s.client, default)) for s in self.steps}
 
 
 def parse(markdown: str) -> list[Exchange]:

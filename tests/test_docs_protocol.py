@@ -76,9 +76,10 @@ def _error_codes() -> set[str]:
                 name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
                 if name.endswith("Error") and name not in vars(builtins) and node.args:
                     first = node.args[0]
-                    if isinstance(first, ast.Constant) and isinstance(first.value, str):
-                        if re.fullmatch(r"[a-z]+(_[a-z]+)*", first.value):
-                            codes.add(first.value)
+                    if isinstance(first, ast.Constant) and re.fullmatch(
+                        r"[a-z]+(_[a-z]+)*", str(first.value)
+                    ):
+                        codes.add(first.value)
             elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict):
                 targets = [t.id for t in node.targets if isinstance(t, ast.Name)]
                 if any("MESSAGES" in t for t in targets):
@@ -127,7 +128,7 @@ def test_every_error_code_is_named() -> None:
 
 def test_every_message_type_is_named() -> None:
     missing = sorted(t for t in _message_types() if not _named(t))
-    assert not missing, f"message types the server sends that docs/protocol.md never names: {missing}"
+    assert not missing, f"message types sent that docs/protocol.md never names: {missing}"
 
 
 def test_every_close_reason_is_named() -> None:
