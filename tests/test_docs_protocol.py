@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import re
 from pathlib import Path
 
@@ -66,47 +67,50 @@ SERVER_SIDE = [
 INTERNAL_CODES = {"aborted"}
 
 
+@functools.cache
+def _server_nodes() -> list[ast.AST]:
+    """Every syntax node of the server's modules, parsed once per test process."""
+    return [node for path in SERVER_SIDE for node in ast.walk(ast.parse(path.read_text()))]
+
+
 def _error_codes() -> set[str]:
     codes: set[str] = set()
-    for path in SERVER_SIDE:
-        tree = ast.parse(path.read_text())
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Call):
-                func = node.func
-                name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
-                if name.endswith("Error") and name not in vars(builtins) and node.args:
-                    first = node.args[0]
-                    if isinstance(first, ast.Constant) and re.fullmatch(
-                        r"[a-z]+(_[a-z]+)*", str(first.value)
-                    ):
-                        codes.add(first.value)
-            elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict):
-                targets = [t.id for t in node.targets if isinstance(t, ast.Name)]
-                if any("MESSAGES" in t for t in targets):
-                    codes |= {k.value for k in node.value.keys if isinstance(k, ast.Constant)}
-            elif isinstance(node, ast.Dict):
-                for key, value in zip(node.keys, node.values, strict=True):
-                    if (
-                        isinstance(key, ast.Constant)
-                        and key.value == "code"
-                        and isinstance(value, ast.Constant)
-                    ):
-                        codes.add(value.value)
+    for node in _server_nodes():
+        if isinstance(node, ast.Call):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name.endswith("Error") and name not in vars(builtins) and node.args:
+                first = node.args[0]
+                if isinstance(first, ast.Constant) and re.fullmatch(
+                    r"[a-z]+(_[a-z]+)*", str(first.value)
+                ):
+                    codes.add(first.value)
+        elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict):
+            targets = [t.id for t in node.targets if isinstance(t, ast.Name)]
+            if any("MESSAGES" in t for t in targets):
+                codes |= {k.value for k in node.value.keys if isinstance(k, ast.Constant)}
+        elif isinstance(node, ast.Dict):
+            for key, value in zip(node.keys, node.values, strict=True):
+                if (
+                    isinstance(key, ast.Constant)
+                    and key.value == "code"
+                    and isinstance(value, ast.Constant)
+                ):
+                    codes.add(value.value)
     return codes - INTERNAL_CODES
 
 
 def _message_types() -> set[str]:
     types: set[str] = set()
-    for path in SERVER_SIDE:
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.Dict):
-                for key, value in zip(node.keys, node.values, strict=True):
-                    if (
-                        isinstance(key, ast.Constant)
-                        and key.value == "type"
-                        and isinstance(value, ast.Constant)
-                    ):
-                        types.add(value.value)
+    for node in _server_nodes():
+        if isinstance(node, ast.Dict):
+            for key, value in zip(node.keys, node.values, strict=True):
+                if (
+                    isinstance(key, ast.Constant)
+                    and key.value == "type"
+                    and isinstance(value, ast.Constant)
+                ):
+                    types.add(value.value)
     return types
 
 
