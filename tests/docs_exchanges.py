@@ -78,7 +78,18 @@ class Exchange:
     @property
     def codecs(self) -> dict[str, str]:
         default = str(self.options.get("protocol", "json"))
-        return {s.client: str(self.options.get(s.client, default)) for s in self.steps}
+        return {
+            s.client: str(self.options.get(s.client, default)).partition("@")[0] for s in self.steps
+        }
+
+    @property
+    def nodes(self) -> list[str]:
+        """The cluster's node names (``nodes=a,b``), or one unnamed server."""
+        return str(self.options.get("nodes", "")).split(",")
+
+    def node_of(self, letter: str) -> str:
+        """The node a client connects to (``B=json@b``), else the first."""
+        return str(self.options.get(letter, "")).partition("@")[2] or self.nodes[0]
 
 
 def parse(markdown: str) -> list[Exchange]:
@@ -233,22 +244,25 @@ def _payload_bytes(payload: str) -> bytes:
 class Player:
     """Plays one exchange against a server started for it."""
 
-    def __init__(self, exchange: Exchange, tmp: Path) -> None:
+    def __init__(self, exchange: Exchange, tmp: Path, redis_url: str = "") -> None:
         self.exchange = exchange
         self.tmp = tmp
+        self.redis_url = redis_url
         self.clients: dict[str, Client] = {}
         self.ids: dict[str, str] = {}
-        self.runtime: Runtime | None = None
+        self.runtimes: dict[str, Runtime] = {}
 
-    def settings(self) -> Settings:
+    def settings(self, node: str) -> Settings:
         values: dict[str, Any] = {
             "host": "127.0.0.1",
             "port": 0,
-            "upload_dir": str(self.tmp / "uploads"),
-            "admin_socket": str(self.tmp / "admin.sock"),
+            "upload_dir": str(self.tmp / f"uploads{node}"),
+            "admin_socket": str(self.tmp / f"admin{node}.sock"),
         }
+        if node:
+            values.update(cluster=self.redis_url, node_name=node)
         for key, value in self.exchange.options.items():
-            if len(key) == 1 and key.isupper():
+            if (len(key) == 1 and key.isupper()) or key == "nodes":
                 continue
             if key == "auth":  # NAME:TOKEN, written to an auth file
                 name, _, token = str(value).partition(":")
@@ -266,9 +280,11 @@ class Player:
         return Settings(**values)
 
     async def run(self) -> None:
-        self.runtime = Runtime(self.settings())
-        await self.runtime.start()
+        for node in self.exchange.nodes:
+            self.runtimes[node] = runtime = Runtime(self.settings(node))
+            await runtime.start()
         try:
+            await self.cluster_formed()
             for step in self.exchange.steps:
                 await self.step(step)
             await asyncio.sleep(0.05)
@@ -282,8 +298,24 @@ class Player:
                 client.writer.close()
                 if client.task is not None:
                     client.task.cancel()
-            self.runtime.hub.force_shutdown()
-            await asyncio.wait_for(self.runtime.hub.wait_stopped(), 10)
+            for runtime in self.runtimes.values():
+                runtime.hub.force_shutdown()
+            for runtime in self.runtimes.values():
+                await asyncio.wait_for(runtime.hub.wait_stopped(), 10)
+
+    async def cluster_formed(self) -> None:
+        """Wait until every node's Redis link is up and it knows every other node
+        (what a client sees before then is what a node sees while Redis is away)."""
+        names = set(self.exchange.nodes)
+        for _ in range(400):
+            infos = [r.hub.cluster_info() for r in self.runtimes.values()]
+            if all(
+                i is None or (i["link"] == "up" and {n["name"] for n in i["nodes"]} == names)
+                for i in infos
+            ):
+                return
+            await asyncio.sleep(0.05)
+        raise Mismatch(f"{self.where()}: the cluster did not form within 20 s: {infos}")
 
     def where(self, step: Step | None = None) -> str:
         line = f", line {step.line}" if step else ""
@@ -292,12 +324,12 @@ class Player:
     async def client(self, letter: str) -> Client:
         if letter in self.clients:
             return self.clients[letter]
-        assert self.runtime is not None
+        runtime = self.runtimes[self.exchange.node_of(letter)]
         codec = self.exchange.codecs[letter]
         if codec == "admin":
-            reader, writer = await asyncio.open_unix_connection(str(self.runtime.admin_path))
+            reader, writer = await asyncio.open_unix_connection(str(runtime.admin_path))
         else:
-            reader, writer = await asyncio.open_connection("127.0.0.1", self.runtime.port)
+            reader, writer = await asyncio.open_connection("127.0.0.1", runtime.port)
         if codec != "admin":
             host, port = writer.get_extra_info("sockname")[:2]
             self.ids[letter] = f"{host}:{port}"
