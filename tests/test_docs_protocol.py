@@ -40,6 +40,15 @@ def test_the_page_has_an_exchange_for_every_protocol() -> None:
     assert set(_AWAITING) <= set(EXCHANGES), set(_AWAITING) - set(EXCHANGES)
 
 
+def test_every_example_block_is_a_checked_exchange() -> None:
+    """No example on the page escapes the check: each ```text block is an exchange
+    (the only other block is the policy file, included from docs/snippets)."""
+    blocks = re.findall(r"^```(\w*)$", TEXT, re.M)
+    openings = blocks[0::2]
+    assert openings.count("text") == len(EXCHANGES)
+    assert set(openings) == {"text", "toml"}
+
+
 def _params() -> list[object]:
     params = []
     for name in EXCHANGES:
