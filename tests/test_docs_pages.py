@@ -107,6 +107,7 @@ def test_the_systemd_unit_verifies(tmp_path: Path) -> None:
     assert "/opt/verb-console/.venv/bin/verb-console" in unit
     path = tmp_path / "verb-console.service"
     path.write_text(unit.replace("/opt/verb-console/.venv/bin/verb-console", here))
+    assert unit.count("/opt/verb-console/.venv/bin/verb-console") == 2  # ExecStart, ExecStop
     done = subprocess.run([tool, "verify", str(path)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert path.name not in done.stdout + done.stderr, done.stdout + done.stderr
