@@ -437,3 +437,25 @@ def test_a_ring_keeps_the_last_ten_seconds_and_no_more_than_the_limit() -> None:
     for _ in range(200):
         deliver(200.0)
     assert s.ring_bytes <= 1000 and len(s.ring) == 100
+
+
+async def test_the_operator_sees_a_detached_session_its_time_left_and_what_is_kept(
+    rserver: Runtime, connect: Any
+) -> None:
+    import time
+
+    a = await connect(rserver)
+    b = await connect(rserver)
+    assert rserver.hub.sessions[a.id].view.snapshot().detached_until is None
+    await drop(a)
+    await eventually(lambda: a.id in rserver.hub.resume.detached)  # type: ignore[union-attr]
+    await b.send({"type": "private", "target": a.id, "data": "x" * 100})
+    await eventually(lambda: rserver.hub.sessions[a.id].view.snapshot().kept > 100)
+    info = rserver.hub.sessions[a.id].view.snapshot()
+    assert time.time() < info.detached_until <= time.time() + WINDOW  # type: ignore[operator]
+    # The rooms show their position.
+    await b.request({"type": "join_room", "room": "r"})
+    await b.send({"type": "room_message", "room": "r", "data": 1})
+    await b.request({"type": "ping"})
+    (room,) = rserver.hub.rooms_info()
+    assert room.epoch and room.offset == 1 and room.history == 1 and room.history_bytes > 0

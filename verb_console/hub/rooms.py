@@ -118,12 +118,20 @@ class RoomRegistry:
         return self.retired_messages + sum(r.messages for r in self.rooms.values())
 
     def snapshot(self) -> list[RoomInfo]:
-        return [
-            RoomInfo(
-                name=r.name,
-                members=tuple(sorted(r.members)),
-                messages=r.messages,
-                created_at=r.created_at,
+        history = self.history.rooms if self.history is not None else {}
+        out = []
+        for r in self.rooms.values():
+            pos = history.get(r.name)
+            out.append(
+                RoomInfo(
+                    name=r.name,
+                    members=tuple(sorted(r.members)),
+                    messages=r.messages,
+                    created_at=r.created_at,
+                    epoch=pos.epoch if pos is not None else "",
+                    offset=pos.offset if pos is not None else 0,
+                    history=len(pos.entries) if pos is not None else 0,
+                    history_bytes=pos.bytes if pos is not None else 0,
+                )
             )
-            for r in self.rooms.values()
-        ]
+        return out

@@ -482,6 +482,9 @@ LIVE_READS: dict[str, Callable[[SessionView], Any]] = {
     "bytes_out": lambda v: v._s.outlet.bytes_written,
     "unsent": lambda v: v._s.outlet.unsent,
     "rooms": _rooms,  # sorted, as a tuple
+    # Session resume (.resume): only json sessions have these.
+    "detached_until": lambda v: getattr(getattr(v._s, "detached", None), "deadline", None),
+    "kept": lambda v: getattr(v._s, "ring_bytes", 0),
 }
 
 for _field in SessionInfo._fields:
