@@ -31,10 +31,8 @@ from .history import TrafficHistory, Watches
 from .json_session import HANDLERS, JsonSession
 from .mux_session import MuxSession
 from .operator import OperatorActions
-from .resume import ResumeManager
-from .room_history import HistoryStore
+from .resume import every_second, install_resume
 from .rooms import RoomRegistry
-from .seq import SeqDelivery
 from .session import (
     CloseReason,
     EventOutlet,
@@ -162,17 +160,8 @@ class Hub(OperatorActions, GracefulShutdown):
         # The message tap (see .tap): None, and so free, until a reader opens it.
         self.tap: Tap | None = None
         self.tap_switch = TapSwitch(self._install_tap)
-        # Session resume (PROTOCOL.md 11.1): None while --resume-window is 0.
-        self.resume: ResumeManager | None = None
-        self.seq: SeqDelivery | None = None
-        if self.settings.resume_window > 0:
-            self.resume = ResumeManager(self)
-            self.seq = SeqDelivery(self.settings.max_pending)
-            self.rooms.fan = self.seq.fan_out
-            self.on_drain.append(self.resume.close_all)
-        s = self.settings
-        if s.history_size > 0:
-            self.rooms.history = HistoryStore(s.history_size, s.history_ttl, s.history_total)
+        # Session resume and room history (PROTOCOL.md 11): resume is None while off.
+        self.resume, self.seq = install_resume(self)
 
     def _install_tap(self, tap: Tap | None) -> None:
         self.tap = tap
@@ -201,10 +190,7 @@ class Hub(OperatorActions, GracefulShutdown):
         refresh_wall_offset()
         self.history.tick(self.stats)
         self.watches.tick()
-        if self.rooms.history is not None:
-            self.rooms.history.sweep(self.rooms.rooms)
-        if self.seq is not None:
-            self.seq.sweep(self.json_sessions.values())
+        every_second(self)
         self._ticks += 1
         if self._ticks % 10 == 0:
             self.throttle.sweep()

@@ -12,7 +12,8 @@ from .. import __version__
 from ..protocols.errors import ProtocolError
 from ..protocols.json import JsonDecoder, encode, encode_error, parse_message
 from .fanout import fan_out
-from .room_history import parse_since
+from .resume import first_message, handle_bye, handle_resume
+from .room_history import parse_since, position_reply
 from .rooms import valid_room_name
 from .session import CloseReason, EventOutlet, Outlet, Session, SessionHost
 
@@ -144,39 +145,10 @@ class JsonSession(Session):
                 # these wait behind the earlier ones, in order.
                 backlog.extend(bodies)
             elif self.fresh:
-                self._first(bodies)
+                # Its first message may be a ``resume`` (see .resume).
+                first_message(self, bodies)
             else:
                 self._handle(bodies)
-
-    def _first(self, bodies: list[Any]) -> None:
-        """The session's first message: a ``resume`` hands the connection to the
-        session it names, and the rest of the read goes there."""
-        self.fresh = False
-        body = bodies[0]
-        if isinstance(body, ProtocolError) or b"resume" not in body:
-            self._handle(bodies)
-            return
-        try:
-            msg, kind, ref = parse_message(body)
-        except ProtocolError:
-            self._handle(bodies)
-            return
-        if kind != "resume":
-            self._handle(bodies)
-            return
-        self.msgs_in += 1
-        self.stats.msgs_in += 1
-        target: JsonSession = self
-        manager = self.hub.resume
-        try:
-            if manager is None:
-                raise ProtocolError("resume_failed", "Session resume is off", reason="unknown")
-            target = manager.resume(self, msg)
-        except ProtocolError as exc:
-            self.deliver(encode_error(exc, ref))
-        rest = bodies[1:]
-        if rest and not target.closing:
-            target._handle(rest)
 
     def _handle(self, bodies: list[Any]) -> None:
         """Handle decoded messages until they are done, one step's fan-out budget
@@ -341,13 +313,6 @@ class JsonSession(Session):
         self._input, other._input = other._input, 0
         self.fresh = False
 
-    def replay(self, message: dict[str, Any], ref: Any, frames: list[bytes]) -> None:
-        """Answer a resume: ``message`` and the kept ``frames``, in one write."""
-        if ref is not None:
-            message["ref"] = ref
-        self._out = [encode(message), *frames]
-        self.flush()
-
     def overflowed(self) -> None:
         manager = self.hub.resume
         if manager is not None:
@@ -462,22 +427,14 @@ def handle_join_room(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
     else:
         members = sorted({*room.members, *bus.remote_members(name)})
     joined: dict[str, Any] = {"type": "joined", "room": name, "members": members}
-    history = hub.rooms.history
-    if history is not None:
-        fields, frames = history.joined(name, since)
-        joined.update(fields)
-        s.reply(joined, ref)
-        # The missed messages, after ``joined`` and before any new one.
-        seq = hub.seq
-        for f in frames:
-            if seq is None:
-                s.deliver(f)
-            else:
-                seq.one(s, f)
-    else:
-        if since is not None:
-            joined["recovered"] = False
-        s.reply(joined, ref)
+    # With room history, its position, and what is replayed after it (see .room_history).
+    replay = position_reply(hub.rooms.history, name, since, joined)
+    s.reply(joined, ref)
+    for f in replay:
+        if hub.seq is None:
+            s.deliver(f)
+        else:
+            hub.seq.one(s, f)
     if added:
         hub.rooms.send(room, {"type": "user_joined", "connectionId": s.id, "room": name}, exclude=s)
         if bus is not None:
@@ -519,17 +476,6 @@ def handle_room_message(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
             if member is not s:
                 member.deliver(f)
     hub.bus.room_message(name, f)
-
-
-def handle_bye(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
-    # Ended for good, as if the client had closed: no detached state.
-    s.final = True
-    s.close(CloseReason.CLIENT_CLOSED)
-
-
-def handle_resume(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
-    # Only a session's first message may be a resume (see JsonSession._first).
-    raise ProtocolError("bad_message", "resume must be the first message after auth")
 
 
 def handle_auth(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:

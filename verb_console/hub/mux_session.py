@@ -373,8 +373,6 @@ class MuxSession(Session):
                     ProtocolError("unknown_stream", f"Stream {sid} is not open", streamId=sid)
                 )
                 return
-            if st.session is not None:
-                st.session.final = True  # ended for good: never detached
             self.end_stream(st, announce=False, reason=CloseReason.CLIENT_CLOSED)
             self.send_control({"type": "stream_closed", "streamId": sid})
 

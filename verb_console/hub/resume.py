@@ -18,13 +18,16 @@ import time
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from ..protocols.errors import ProtocolError
-from .seq import retime
+from ..protocols.json import encode, encode_error, parse_message
+from .room_history import HistoryStore
+from .seq import SeqDelivery, retime
 from .session import CloseReason, EventOutlet, Outlet, Session, SessionHost
 
 if TYPE_CHECKING:
-    from .json_session import JsonSession
     from .snapshot import HubState
-    from .uploads import UploadStore
+
+# A json session (.json_session, which imports this module).
+JsonSession = Any
 
 RESULTS = ("resumed", "unknown", "bad_token", "expired", "overflow", "gap", "forbidden")
 """What a ``resume`` came to: ``resumed`` or one of the failure reasons."""
@@ -43,12 +46,19 @@ _FAILURE_TEXT = {
 }
 
 
+def _stream_closed(outlet: Any) -> bool:
+    """Whether a mux stream's session ends because the client closed the stream
+    (its connection lives on: it ends for good), not with its connection."""
+    mux = getattr(outlet, "mux", None)
+    return mux is not None and mux.streams.get(outlet.stream_id) is not outlet
+
+
 class ResumeHost(SessionHost, Protocol):
     """What resume needs of the server besides what a session does."""
 
     connections: dict[str, Session]
     state: HubState
-    uploads: UploadStore | None
+    uploads: Any  # the upload store, or None (.uploads imports json_session)
 
 
 class Tombstone(NamedTuple):
@@ -132,6 +142,7 @@ class ResumeManager:
             or s.final
             or s.detached is not None
             or reason not in DETACHABLE
+            or _stream_closed(s.outlet)
             or hub.state.value != "running"
             or (hub.auth is not None and s.user is None)
         ):
@@ -249,11 +260,13 @@ class ResumeManager:
             s.marks.append((s.mark_at, s.seq - len(ring) + 1))
         self.results["resumed"] += 1
         hub.event("resume", f"{p.id} resumed {s.id} ({len(frames)} replayed)")
-        s.replay(
-            {"type": "resumed", "id": s.id, "seq": s.seq, "replayed": len(frames)},
-            msg.get("ref"),
-            frames,
-        )
+        resumed = {"type": "resumed", "id": s.id, "seq": s.seq, "replayed": len(frames)}
+        ref = msg.get("ref")
+        if ref is not None:
+            resumed["ref"] = ref
+        # The reply, then the kept messages, in one write before anything new.
+        s._out = [encode(resumed), *frames]
+        s.flush()
         return s
 
     def _failed(self, p: JsonSession, reason: str) -> ProtocolError:
@@ -311,3 +324,69 @@ class ResumeManager:
         else:
             old.session = None
             old.mux.end_stream(old, announce=False)
+
+
+def first_message(s: JsonSession, bodies: list[Any]) -> None:
+    """A session's first message: a ``resume`` hands the connection to the session
+    it names, and the rest of the read goes there; anything else is handled as usual."""
+    s.fresh = False
+    body = bodies[0]
+    if isinstance(body, ProtocolError) or b"resume" not in body:
+        s._handle(bodies)
+        return
+    try:
+        msg, kind, ref = parse_message(body)
+    except ProtocolError:
+        s._handle(bodies)
+        return
+    if kind != "resume":
+        s._handle(bodies)
+        return
+    s.msgs_in += 1
+    s.stats.msgs_in += 1
+    target = s
+    manager = s.hub.resume
+    try:
+        if manager is None:
+            raise ProtocolError("resume_failed", "Session resume is off", reason="unknown")
+        target = manager.resume(s, msg)
+    except ProtocolError as exc:
+        s.deliver(encode_error(exc, ref))
+    rest = bodies[1:]
+    if rest and not target.closing:
+        target._handle(rest)
+
+
+def handle_bye(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
+    """``bye``: ended for good, as if the client had closed; never detached."""
+    s.final = True
+    s.close(CloseReason.CLIENT_CLOSED)
+
+
+def handle_resume(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
+    """Only a session's first message may be a resume (see :func:`first_message`)."""
+    raise ProtocolError("bad_message", "resume must be the first message after auth")
+
+
+def install_resume(hub: Any) -> tuple[ResumeManager | None, SeqDelivery | None]:
+    """Set a hub up for its settings' resume and room history (PROTOCOL.md 11):
+    returns its resume manager and delivery with ``seq`` (None, None: resume is off)."""
+    s = hub.settings
+    if s.history_size > 0:
+        hub.rooms.history = HistoryStore(s.history_size, s.history_ttl, s.history_total)
+    if s.resume_window <= 0:
+        return None, None
+    manager = ResumeManager(hub)
+    seq = SeqDelivery(s.max_pending)
+    hub.rooms.fan = seq.fan_out
+    # A drain ends every detached session: nobody can come back to resume it.
+    hub.on_drain.append(manager.close_all)
+    return manager, seq
+
+
+def every_second(hub: Any) -> None:
+    """Let kept deliveries and room messages past their time go (the hub's ticker)."""
+    if hub.rooms.history is not None:
+        hub.rooms.history.sweep(hub.rooms.rooms)
+    if hub.seq is not None:
+        hub.seq.sweep(hub.json_sessions.values())

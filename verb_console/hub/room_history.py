@@ -164,3 +164,17 @@ def parse_since(msg: dict[str, Any]) -> tuple[str, int] | None:
     raise ProtocolError(
         "bad_message", "since must be an object with a string epoch and an integer offset >= 0"
     )
+
+
+def position_reply(
+    history: HistoryStore | None, name: str, since: tuple[str, int] | None, joined: dict[str, Any]
+) -> list[bytes]:
+    """Add the room's position (and with ``since``, ``recovered``) to ``joined``;
+    returns the frames to replay after it, before any new room message."""
+    if history is None:
+        if since is not None:
+            joined["recovered"] = False
+        return []
+    fields, frames = history.joined(name, since)
+    joined.update(fields)
+    return frames
