@@ -97,7 +97,7 @@ class JsonSession(Session):
         manager = self.hub.resume
         self.ring: deque[bytes] | None = None if manager is None else deque()
         # When the ring's deliveries were made, coarsely (see .seq).
-        self.marks: deque[tuple[float, int]] = deque()
+        self.marks: Any = None if manager is None else deque()
         self.mark_at = float("-inf")
         self.resume_token: str | None = None if manager is None else manager.new_token()
         # Until its first message is handled: only then may it be a ``resume``.
