@@ -17,13 +17,14 @@ from typing import TYPE_CHECKING
 from .admin import paths as admin_paths
 from .admin.server import AdminServer
 from .hub import Hub
+from .hub.revocation import Revocation
 from .hub.snapshot import HubState
 from .hub.uploads import UploadStore
 from .hub.view import LiveHubView
 from .memory import HeapTrimmer
 from .net import ServerProtocol, TCPOptions, TCPServer, TLSOptions, create_server
 from .net.socket import TCPSocket
-from .security import SecurityError, load_auth, load_tls
+from .security import SecurityError, load_auth, load_policy, load_tls
 from .settings import Settings, StartupRefused
 
 if TYPE_CHECKING:
@@ -66,6 +67,8 @@ class Runtime:
         # re-reads what it owns (an auth file, a certificate...); one that raises
         # is logged and the others still run.
         self.reload_hooks: list[Callable[[], None]] = []
+        # The last reload's pass over the live sessions (section 12.2), if any.
+        self.revocation: Revocation | None = None
 
     @property
     def port(self) -> int:
@@ -110,11 +113,17 @@ class Runtime:
         if removed:
             hub.event("server", f"removed {removed} unfinished uploads left by an earlier run")
         hub.auth = load_auth(s)
+        hub.permissions.policy = load_policy(s)
         context = load_tls(s)
         if s.auth_file:
             self.reload_hooks.append(self.reload_auth)
+        if s.policy:
+            self.reload_hooks.append(self.reload_policy)
         if context is not None:
             self.reload_hooks.append(self.reload_tls)
+        if s.auth_file:
+            # Last: what the files now say, applied to the sessions already in.
+            self.reload_hooks.append(self.revoke)
         hub.start()
         if hub.state is not HubState.RUNNING:  # a signal arrived while starting
             return
@@ -221,6 +230,39 @@ class Runtime:
             raise SecurityError(f"kept the previous auth file: {exc}") from None
         self.hub.auth = auth
         self.hub.event("server", f"reload: auth file {s.auth_file}: {len(auth or ())} tokens")
+
+    def reload_policy(self) -> None:
+        """Re-read the policy (a reload hook): new sessions get it at once, live
+        ones when :meth:`revoke` reaches them. One that fails to load keeps the
+        previous policy and raises why."""
+        s = self.settings
+        try:
+            policy = load_policy(s)
+        except SecurityError as exc:
+            raise SecurityError(f"kept the previous policy: {exc}") from None
+        self.hub.permissions.policy = policy
+        users = len(policy.users) if policy is not None else 0
+        self.hub.event("server", f"reload: policy {s.policy}: {users} users named")
+
+    def revoke(self) -> None:
+        """Apply the reloaded auth file and policy to the live sessions (a reload
+        hook, PROTOCOL.md 12.2): in chunks across turns of the loop."""
+        hub = self.hub
+        users = {name for name, _ in hub.auth.entries} if hub.auth is not None else None
+        self.revocation = Revocation(hub, users, hub.permissions.policy, on_done=self._revoked)
+        self.revocation.start()
+
+    def _revoked(self, done: Revocation) -> None:
+        if done.revoked_sessions:
+            names = ", ".join(sorted(done.revoked_users))
+            self.hub.event(
+                "operator",
+                f"reload: revoked {done.revoked_sessions} sessions of {names} (no token left)",
+            )
+        if done.rooms_left:
+            self.hub.event(
+                "operator", f"reload: {done.rooms_left} room memberships revoked by the policy"
+            )
 
     def reload_tls(self) -> None:
         """Re-read the certificate (a reload hook): new connections use the new one,

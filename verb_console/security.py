@@ -10,10 +10,11 @@ import sys
 from collections.abc import Sequence
 
 from .hub.auth import AuthFile, AuthFileError, valid_user_name
+from .hub.policy import Policy, PolicyError
 from .net.tls import make_server_context
 from .settings import Settings
 
-__all__ = ["SecurityError", "load_auth", "load_tls", "token_command"]
+__all__ = ["SecurityError", "load_auth", "load_policy", "load_tls", "token_command"]
 
 
 class SecurityError(Exception):
@@ -27,6 +28,16 @@ def load_auth(settings: Settings) -> AuthFile | None:
     try:
         return AuthFile.load(settings.auth_file)
     except AuthFileError as exc:
+        raise SecurityError(str(exc)) from None
+
+
+def load_policy(settings: Settings) -> Policy | None:
+    """The policy file named by ``--policy`` (None: every user may do everything)."""
+    if not settings.policy:
+        return None
+    try:
+        return Policy.load(settings.policy)
+    except PolicyError as exc:
         raise SecurityError(str(exc)) from None
 
 

@@ -31,8 +31,10 @@ from .history import TrafficHistory, Watches
 from .json_session import HANDLERS, JsonSession
 from .mux_session import MuxSession
 from .operator import OperatorActions
+from .permissions import Permissions
 from .rooms import RoomRegistry
 from .session import (
+    REFUSED_REASON,
     CloseReason,
     EventOutlet,
     InputMeter,
@@ -120,6 +122,8 @@ class Hub(OperatorActions, GracefulShutdown):
         # Authentication (PROTOCOL.md section 8): None is off. Replaced whole on reload.
         self.auth: AuthFile | None = None
         self.auth_failures = AuthFailures(self.settings.throttle_window)
+        # Who may do what (PROTOCOL.md section 12): the policy, users' sessions, refusals.
+        self.permissions = Permissions()
         self.factories = session_kinds(with_uploads=uploads is not None)
         # Every counter of the server, once; sessions count into it directly.
         self.stats = Stats()
@@ -262,6 +266,10 @@ class Hub(OperatorActions, GracefulShutdown):
             # A valid client certificate authenticates as its common name.
             session.user = tls.peer_name
             self.event("auth", f"{session.id} authenticated as {session.user} (certificate)")
+        if session.user is not None and session.protocol != "auto":
+            refused = self.permissions.admit(session, session.user)
+            if refused is not None:
+                session.close(REFUSED_REASON[refused[0]], detail=refused[0])
         if self.auth is None or session.user is not None:
             return session.feed
         if session.protocol not in AUTH_PROTOCOLS:
@@ -363,6 +371,8 @@ class Hub(OperatorActions, GracefulShutdown):
             if bus is not None and room is not None:
                 bus.room_left(name, session.id)
         session.closed()
+        if session.guard is not None:
+            self.permissions.ended(session)
         if self.uploads is not None:
             self.uploads.abort_owner(session.id, str(reason))
         outlet = session.outlet

@@ -400,6 +400,11 @@ class MuxSession(Session):
                 ProtocolError("too_many_streams", f"At most {limit} open streams", streamId=sid)
             )
             return
+        refused = self.user and self.hub.permissions.refusal(self.user)
+        if refused:
+            # A stream is a session of the user: max_sessions counts it (section 12.1).
+            self.control_error(ProtocolError(refused[0], refused[1], streamId=sid))
+            return
         st = StreamOutlet(self, sid)
         self.streams[sid] = st
         session = self.hub.open_session(
@@ -408,6 +413,8 @@ class MuxSession(Session):
         st.session = session
         # The streams of an authenticated connection are sessions of its user.
         session.user = self.user
+        if self.user is not None:
+            self.hub.permissions.install(session, self.user)
         self.send_control({"type": "stream_created", "streamId": sid})
         self.hub.event("connect", f"{session.id} opened ({kind} stream)")
         session.start()
