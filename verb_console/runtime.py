@@ -114,6 +114,7 @@ class Runtime:
             hub.event("server", f"removed {removed} unfinished uploads left by an earlier run")
         hub.auth = load_auth(s)
         hub.permissions.policy = load_policy(s)
+        hub.banning.open(s.state_dir)
         context = load_tls(s)
         if s.auth_file:
             self.reload_hooks.append(self.reload_auth)

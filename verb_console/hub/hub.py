@@ -21,6 +21,7 @@ from . import uploads as upload_messages
 from .auth import AuthFailures, AuthFile
 from .auth_gate import PROTOCOLS as AUTH_PROTOCOLS
 from .auth_gate import AuthGate
+from .banning import Banning
 from .binary_session import BinarySession
 from .bus import Bus
 from .detect_session import DetectingSession
@@ -124,6 +125,8 @@ class Hub(OperatorActions, GracefulShutdown):
         self.auth_failures = AuthFailures(self.settings.throttle_window)
         # Who may do what (PROTOCOL.md section 12): the policy, users' sessions, refusals.
         self.permissions = Permissions()
+        self.banning = Banning(self)
+        self.permissions.user_banned = self.banning.list.user_banned
         self.factories = session_kinds(with_uploads=uploads is not None)
         # Every counter of the server, once; sessions count into it directly.
         self.stats = Stats()
@@ -201,6 +204,8 @@ class Hub(OperatorActions, GracefulShutdown):
         """Decide on a new TCP connection before any byte is sent: None accepts it."""
         if self.state is not HubState.RUNNING:
             reason = CloseReason.SHUTDOWN
+        elif self.banning.refuses(ip):
+            reason = CloseReason.BANNED
         elif self.auth_failures.blocked(ip):
             # Brute force: refused at accept, even with the per-IP throttle off.
             self.stats.rejected_auth += 1
