@@ -1,12 +1,13 @@
 """What a policy costs (PROTOCOL.md 12.1): server CPU per message with a policy
 of 100 users and 1,000 patterns against the same server with none, alternated in
-one run (target: at most 1.05x for ping and for fan-out).
+one run (target: at most 1.05x for ping and for fan-out). ``--patterns 1000``
+gives every user 1,000 patterns of each kind (200,000 in all) instead.
 
 Both servers run with the same auth file (a policy needs one); the load is
 Python, authenticates every connection as ``u0`` and is pinned apart from the
 server (as bench/compare.py). ``u0`` is the worst case the policy allows: its
-1,000 join and 1,000 publish patterns match the bench's room only at the last
-pattern, and its ``rate`` is set (high enough never to refuse), so every
+join and publish patterns match the bench's room only at the last pattern,
+and its ``rate`` is set (high enough never to refuse), so every
 message but ``ping`` goes through its guard (the rate bucket, then the cached
 answer for its room).
 
@@ -50,15 +51,17 @@ ROOM = "bench-room"
 TARGET = 1.05
 
 
-def write_files(directory: Path) -> dict[str, str]:
+def write_files(directory: Path, per_list: int) -> dict[str, str]:
+    """100 users with tokens, and a policy giving each ``per_list`` join and as
+    many publish patterns (100 x 5 x 2 = 1,000 patterns by default), the bench's
+    room matched by each list's last pattern."""
     tokens = directory / "tokens"
     lines = [f"u{i}:{hashlib.sha256(f'bench-token-u{i}'.encode()).hexdigest()}" for i in range(100)]
     tokens.write_text("\n".join(lines) + "\n")
-    # 1,000 patterns per user, the bench room matched only by the last one.
-    patterns = [f"room-{i}-*" for i in range(999)] + ["bench-*"]
-    listed = ", ".join(json.dumps(p) for p in patterns)
     text = "[default]\nbroadcast = false\n"
     for i in range(100):
+        patterns = [f"room-{i}-{k}-*" for k in range(per_list - 1)] + ["bench-*"]
+        listed = ", ".join(json.dumps(p) for p in patterns)
         text += f"\n[users.u{i}]\njoin = [{listed}]\npublish = [{listed}]\nrate = 100000000\n"
     policy = directory / "policy.toml"
     policy.write_text(text)
@@ -194,12 +197,15 @@ def main() -> None:
     parser.add_argument("--conns", type=int, default=50)
     parser.add_argument("--depth", type=int, default=20)
     parser.add_argument("--receivers", type=int, default=50)
+    parser.add_argument(
+        "--patterns", type=int, default=5, help="join (and publish) patterns per user"
+    )
     args = parser.parse_args()
     exit_on_signals()
     load_before = os.getloadavg()
     rounds: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp, Servers() as servers:
-        files = write_files(Path(tmp))
+        files = write_files(Path(tmp), args.patterns)
         for r in range(args.rounds):
             order = [("none", False), ("policy", True)]
             if r % 2:

@@ -34,6 +34,11 @@ def test_a_policy_gives_named_users_their_rules_over_the_default() -> None:
     assert (bob.private, bob.rate, bob.broadcast) == (False, 5.0, True)
     assert dave is policy.default and not dave.may_publish("public-1")
     assert Policy.parse("").default.unrestricted
+    mixed = Policy.parse('[default]\njoin = ["lobby", "team-*", "r?om-[0-9]", "*-ops"]\n').default
+    joins = ["lobby", "team-", "team-x", "room-7", "rxom-0", "db-ops"]
+    assert all(mixed.may_join(r) for r in joins)
+    nots = ["lobby2", "Team-x", "room-a", "room-77", "ops", "db-ops-2", "xlobby"]
+    assert not any(mixed.may_join(r) for r in nots)
 
 
 def test_a_thousand_patterns_compile_once_per_distinct_list() -> None:

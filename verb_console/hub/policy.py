@@ -36,17 +36,43 @@ def _never(_room: str) -> bool:
     return False
 
 
+_MAGIC = frozenset("*?[")
+
+
 def compile_patterns(patterns: tuple[str, ...]) -> Callable[[str], bool]:
-    """One matcher for a list of fnmatch patterns (``*``, ``?``, ``[..]``; case matters)."""
+    """One matcher for a list of fnmatch patterns (``*``, ``?``, ``[..]``; case matters).
+
+    Most patterns are a room name or a prefix and a ``*``: those are a set
+    lookup and one ``startswith``, which cost nothing to build. Only the rest
+    become one regular expression, built the first time it is needed, so a
+    policy of many users loads (and reloads) in a moment.
+    """
     if not patterns:
         return _never
     if "*" in patterns:
         return _always
-    regex = re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))
-    match = regex.match
+    names: set[str] = set()
+    prefixes: list[str] = []
+    others: list[str] = []
+    for p in patterns:
+        if not _MAGIC.intersection(p):
+            names.add(p)
+        elif p.endswith("*") and not _MAGIC.intersection(p[:-1]):
+            prefixes.append(p[:-1])
+        else:
+            others.append(p)
+    literal = frozenset(names)
+    starts = tuple(prefixes)
+    regex: list[re.Pattern[str]] = []
 
     def matches(room: str) -> bool:
-        return match(room) is not None
+        if room in literal or (starts and room.startswith(starts)):
+            return True
+        if not others:
+            return False
+        if not regex:
+            regex.append(re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in others)))
+        return regex[0].match(room) is not None
 
     return matches
 
