@@ -275,7 +275,7 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
 def check_security(settings: Settings) -> None:
     """Load the auth file and the certificate once before starting, so a bad one is
     reported in one line (exit status 2) instead of a traceback."""
-    from .security import SecurityError, load_auth, load_policy, load_tls
+    from .security import SecurityError, load_auth, load_policy, load_proxy_trust, load_tls
 
     if bool(settings.tls_cert) != bool(settings.tls_key):
         raise UsageError("--tls-cert and --tls-key go together")
@@ -287,6 +287,7 @@ def check_security(settings: Settings) -> None:
         load_auth(settings)
         load_tls(settings)
         load_policy(settings)
+        load_proxy_trust(settings)
     except SecurityError as exc:
         raise UsageError(str(exc)) from None
 

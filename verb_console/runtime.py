@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -24,13 +25,16 @@ from .hub.view import LiveHubView
 from .memory import HeapTrimmer
 from .net import ServerProtocol, TCPOptions, TCPServer, TLSOptions, create_server
 from .net.socket import TCPSocket
-from .security import SecurityError, load_auth, load_policy, load_tls
+from .security import SecurityError, load_auth, load_policy, load_proxy_trust, load_tls
 from .settings import Settings, StartupRefused
 
 if TYPE_CHECKING:
     from .admin.metrics_http import MetricsServer
 
 log = logging.getLogger("verb_console")
+
+PROXY_NOTE_S = 10.0
+"""Seconds between two log lines about bad PROXY headers."""
 
 
 def format_listen(host: str, port: int, protocol: str, tls: bool = False) -> str:
@@ -69,6 +73,9 @@ class Runtime:
         self.reload_hooks: list[Callable[[], None]] = []
         # The last reload's pass over the live sessions (section 12.2), if any.
         self.revocation: Revocation | None = None
+        # Bad PROXY headers since the last line about them, and when that was.
+        self._proxy_refusals = 0
+        self._proxy_noted = -PROXY_NOTE_S
 
     @property
     def port(self) -> int:
@@ -144,6 +151,11 @@ class Runtime:
             port=s.port, host=s.host, tcp=self.tcp_options(), tls=tls
         )
         server.accept_filter = hub.admit
+        trusted = load_proxy_trust(s)
+        if trusted is not None:
+            server.proxy_trusted = trusted
+            server.proxy_timeout = s.handshake_timeout
+            server.on_proxy_error = self._proxy_refused
         server.on_accept_failure = lambda text: hub.event("error", text)
         try:
             await server.listen()
@@ -231,6 +243,18 @@ class Runtime:
             raise SecurityError(f"kept the previous auth file: {exc}") from None
         self.hub.auth = auth
         self.hub.event("server", f"reload: auth file {s.auth_file}: {len(auth or ())} tokens")
+
+    def _proxy_refused(self, peer: str, why: str) -> None:
+        """A trusted proxy's connection without a good PROXY header: logged, at most
+        one line per :data:`PROXY_NOTE_S` (a broken balancer may send thousands)."""
+        self._proxy_refusals += 1
+        now = time.monotonic()
+        if now - self._proxy_noted < PROXY_NOTE_S:
+            return
+        more = self._proxy_refusals - 1
+        self._proxy_noted, self._proxy_refusals = now, 0
+        also = f" ({more} more since the last note)" if more else ""
+        self.hub.event("error", f"closed {peer}: bad PROXY header: {why}{also}")
 
     def reload_policy(self) -> None:
         """Re-read the policy (a reload hook): new sessions get it at once, live
