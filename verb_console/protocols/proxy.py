@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import ipaddress
 import struct
+from socket import AF_INET, AF_INET6, inet_ntop, inet_pton
 from typing import NamedTuple
 
 __all__ = [
@@ -40,6 +41,8 @@ V2_MAX = 536  # 16 + 520: the largest header the spec allows a receiver to expec
 _V2_HEAD = struct.Struct("!12sBBH")
 _V4 = struct.Struct("!4s4sHH")
 _V6 = struct.Struct("!16s16sHH")
+_V4_MAPPED = bytes(10) + b"\xff\xff"
+_V1_FAMILIES = {b"TCP4": AF_INET, b"TCP6": AF_INET6}
 
 
 class ProxyHeaderError(ValueError):
@@ -73,17 +76,19 @@ def _v1(line: bytes) -> ProxyHeader:
     if len(parts) != 6:
         raise ProxyHeaderError(f"v1: expected 6 fields, got {len(parts)}")
     family = parts[1]
-    kind = {b"TCP4": ipaddress.IPv4Address, b"TCP6": ipaddress.IPv6Address}.get(family)
-    if kind is None:
+    af = _V1_FAMILIES.get(family)
+    if af is None:
         raise ProxyHeaderError(f"v1: unknown protocol {family[:8]!r}")
     try:
-        source = kind(parts[2].decode("ascii"))
-        kind(parts[3].decode("ascii"))
-    except (ValueError, UnicodeDecodeError):
+        # inet_pton checks the text (a leading zero, a v6 address for TCP4...);
+        # inet_ntop gives the canonical form (IPv6 compressed, lower case).
+        source = inet_ntop(af, inet_pton(af, parts[2].decode("ascii")))
+        inet_pton(af, parts[3].decode("ascii"))
+    except (OSError, UnicodeDecodeError, ValueError):
         raise ProxyHeaderError(f"v1: bad {family.decode()} address") from None
     sport = _port(parts[4])
     _port(parts[5])
-    return ProxyHeader(1, str(source), sport)
+    return ProxyHeader(1, source, sport)
 
 
 def _v2(command: int, family: int, body: bytes) -> ProxyHeader:
@@ -101,14 +106,14 @@ def _v2(command: int, family: int, body: bytes) -> ProxyHeader:
         if len(body) < _V4.size:
             raise ProxyHeaderError("v2: IPv4 addresses need 12 bytes")
         src, _dst, sport, _dport = _V4.unpack_from(body)
-        return ProxyHeader(2, str(ipaddress.IPv4Address(src)), sport)
+        return ProxyHeader(2, inet_ntop(AF_INET, src), sport)
     if fam == 2 and transport:
         if len(body) < _V6.size:
             raise ProxyHeaderError("v2: IPv6 addresses need 36 bytes")
         src, _dst, sport, _dport = _V6.unpack_from(body)
-        addr = ipaddress.IPv6Address(src)
-        mapped = addr.ipv4_mapped
-        return ProxyHeader(2, str(mapped if mapped is not None else addr), sport)
+        if src[:12] == _V4_MAPPED:
+            return ProxyHeader(2, inet_ntop(AF_INET, src[12:]), sport)
+        return ProxyHeader(2, inet_ntop(AF_INET6, src), sport)
     # UNSPEC, or a Unix socket: no address to use, the proxy's stays.
     return ProxyHeader(2, None, None)
 
