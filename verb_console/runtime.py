@@ -234,8 +234,8 @@ class Runtime:
 
     def reload_auth(self) -> None:
         """Re-read the auth file (a reload hook). A file that fails to load keeps the
-        tokens loaded before and raises why. Sessions already in stay in, even if
-        their token was removed."""
+        tokens loaded before and raises why. The sessions of users with no token
+        left are closed by :meth:`revoke`, the last hook."""
         s = self.settings
         try:
             auth = load_auth(s)

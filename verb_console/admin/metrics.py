@@ -211,8 +211,8 @@ class HubCollector(Collector):
         yield _by(
             CounterMetricFamily,
             "verb_refusals",
-            "Requests refused by the policy or a ban (PROTOCOL.md 12), by code",
-            "code",
+            "Requests refused by the policy or a ban (PROTOCOL.md 12), by error code",
+            "reason",
             hub.permissions.totals,
         )
 

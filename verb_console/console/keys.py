@@ -144,7 +144,7 @@ KEYS: tuple[Key, ...] = (
     Key(
         "z",
         "app.ban",
-        "ban the selected session's address or user, for a time (asks first)",
+        "ban the session's address or its user (asks first)",
         title="Ban the session's address or user",
         changes=True,
     ),
