@@ -21,6 +21,16 @@ pytestmark = pytest.mark.timeout(60)
 DEST = ("127.0.0.1", 8080)
 
 
+@pytest.fixture(params=["asyncio", "uvloop"])
+def event_loop_policy(request: pytest.FixtureRequest) -> Any:
+    """Every test on both loops: uvloop calls the protocol's methods its own way."""
+    if request.param == "uvloop":
+        import uvloop
+
+        return uvloop.EventLoopPolicy()
+    return asyncio.DefaultEventLoopPolicy()
+
+
 @pytest.fixture
 async def behind(start_server: Any, tmp_path: Any) -> Any:
     async def start(trust: str = "127.0.0.1/32", **overrides: Any) -> Runtime:

@@ -340,16 +340,38 @@ class _ServerSideSocket(TCPSocket):
             loop = asyncio.get_running_loop()
             timer = loop.call_later(timeout, self._proxy_failed, "no PROXY header in time")
         self._proxy = (ProxyDecoder(), timer)
-        # Its reads go to the header's decoder until it is read: a class of its
-        # own, so no other connection's read pays for the check.
-        self.__class__ = _AwaitingProxySocket
+
+    def buffer_updated(self, nbytes: int) -> None:
+        # Checked on every read: uvloop keeps the bound method it found at the
+        # connect, so a connection cannot be given a class of its own later.
+        if self._proxy is None:
+            TCPSocket.buffer_updated(self, nbytes)
+            return
+        decoder = self._proxy[0]
+        try:
+            found = decoder.receive(bytes(self._rbuf[:nbytes]))
+        except ProxyHeaderError as exc:
+            self._proxy_failed(str(exc))
+            return
+        if found is None:
+            return
+        header, rest = found
+        self.proxy_done()
+        if header.address is not None and header.port is not None:
+            self.remote_address, self.remote_port = header.address, header.port
+            self.remote_family = "IPv6" if ":" in header.address else "IPv4"
+        if not self.server._admit(self):
+            return
+        if rest and not self.refused:
+            # The bytes after the header, read as if they had just arrived.
+            self._rbuf[: len(rest)] = rest
+            TCPSocket.buffer_updated(self, len(rest))
 
     def proxy_done(self) -> None:
         """No header is awaited any more (read, or the connection is gone)."""
         proxy = self._proxy
         if proxy is not None:
             self._proxy = None
-            self.__class__ = _ServerSideSocket
             if proxy[1] is not None:
                 proxy[1].cancel()
 
@@ -378,34 +400,6 @@ class _ServerSideSocket(TCPSocket):
             self.wire = None
             return
         super().connection_lost(exc)
-
-
-class _AwaitingProxySocket(_ServerSideSocket):
-    """A trusted load balancer's connection until its PROXY header is read."""
-
-    __slots__ = ()
-
-    def buffer_updated(self, nbytes: int) -> None:
-        assert self._proxy is not None
-        decoder = self._proxy[0]
-        try:
-            found = decoder.receive(bytes(self._rbuf[:nbytes]))
-        except ProxyHeaderError as exc:
-            self._proxy_failed(str(exc))
-            return
-        if found is None:
-            return
-        header, rest = found
-        self.proxy_done()
-        if header.address is not None and header.port is not None:
-            self.remote_address, self.remote_port = header.address, header.port
-            self.remote_family = "IPv6" if ":" in header.address else "IPv4"
-        if not self.server._admit(self):
-            return
-        if rest and not self.refused:
-            # The bytes after the header, read as if they had just arrived.
-            self._rbuf[: len(rest)] = rest
-            TCPSocket.buffer_updated(self, len(rest))
 
 
 class _Listening:
