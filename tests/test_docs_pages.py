@@ -35,9 +35,6 @@ AWAITING_SETTINGS = {
     "history_size",
     "history_ttl",
     "history_total",
-    "policy",
-    "state_dir",
-    "proxy_protocol",
     "log_format",
 }
 

@@ -28,8 +28,6 @@ AWAITING_FEATURE: dict[str, list[str]] = {
     "resume (PROTOCOL.md 11.1)": ["resume"],
     "room history and recovery (11.2)": ["recovery"],
     "lame duck (11.3)": ["lame-duck"],
-    "permissions (12.1)": ["policy"],
-    "PROXY protocol (12.4)": ["proxy-v1"],
 }
 _AWAITING = {name: feature for feature, names in AWAITING_FEATURE.items() for name in names}
 

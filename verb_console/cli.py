@@ -185,6 +185,7 @@ METAVARS |= dict.fromkeys(["grace_period"], "S")
 METAVARS |= dict.fromkeys(["max_frame", "max_pending", "max_file_size", "upload_quota"], "BYTES")
 METAVARS |= dict.fromkeys(["on_hangup"], "keep|drain")
 METAVARS |= dict.fromkeys(["log_file", "auth_file", "tls_cert", "tls_key", "tls_client_ca"], "FILE")
+METAVARS |= {"policy": "FILE", "state_dir": "DIR", "proxy_protocol": "CIDR[,CIDR...]"}
 
 EPILOG = """\
 other commands:

@@ -69,10 +69,10 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("drain", help="begin the graceful shutdown")
     commands.add_parser("reload", help="re-read what the server reloads (SIGHUP does the same)")
     ban = commands.add_parser("ban", help="ban an address, a network (CIDR) or user:NAME")
-    ban.add_argument("target")
+    ban.add_argument("target", metavar="TARGET")
     ban.add_argument("--for", dest="duration", help="30s, 10m, 2h, 7d (default: until unbanned)")
     unban = commands.add_parser("unban", help="lift a ban")
-    unban.add_argument("target")
+    unban.add_argument("target", metavar="TARGET")
     commands.add_parser("bans", help="the live bans")
     return parser
 
