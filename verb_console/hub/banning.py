@@ -57,7 +57,7 @@ class BanPass:
             if not s.closing and match(s.address, s.user):
                 s.close(CloseReason.BANNED)
                 self.closed += 1
-            if at % 64 == 0 and time.perf_counter() > deadline:
+            if at % 8 == 0 and time.perf_counter() > deadline:
                 break
         self._at = at
         if at < end:
