@@ -442,7 +442,6 @@ class Link:
 
     async def _heartbeat(self, client: Redis) -> None:
         bus = self.bus
-        hub = bus.hub
         while True:
             await asyncio.sleep(HEARTBEAT_S)
             now = time.monotonic()
@@ -450,9 +449,7 @@ class Link:
                 raise LinkLost("the subscription's probe did not come back")
             self._sample_rates(now)
             self._probe_seq += 1
-            info: dict[str, Any] = {"sessions": len(hub.sessions), "rooms": len(hub.rooms)}
-            if hub.permissions.by_user:
-                info["users"] = hub.permissions.by_user  # max_sessions counts every node's
+            info = bus.heartbeat_info()
             names = list(bus.directory.nodes)
             pipe = client.pipeline(transaction=False)
             pipe.set(keys.heartbeat_key(bus.node), self.token, px=keys.HEARTBEAT_TTL_MS)

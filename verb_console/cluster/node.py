@@ -341,6 +341,15 @@ class RedisBus:
                 log.warning("cluster: skipped a malformed ban %r: %s", target, exc)
         banning.replace(bans, "from the cluster")
 
+    def heartbeat_info(self) -> dict[str, Any]:
+        """What this node's heartbeat tells the others: its figures, and its users'
+        session counts (max_sessions counts every node's)."""
+        hub = self.hub
+        info: dict[str, Any] = {"sessions": len(hub.sessions), "rooms": len(hub.rooms)}
+        if hub.permissions.by_user:
+            info["users"] = hub.permissions.by_user
+        return info
+
     def remote_sessions_of(self, user: str) -> int:
         """The user's counted sessions on the other nodes, as their heartbeats said."""
         total = 0

@@ -24,6 +24,7 @@ class Session(Protocol):
 
     protocol: str
     guard: Guard | None
+    user: str | None
 
 
 __all__ = ["REFUSALS", "UNLIMITED", "Guard", "Permissions"]
@@ -248,10 +249,11 @@ class Permissions:
             return "too_many_sessions", f"User {user} has {limit} sessions already"
         return None
 
-    def install(self, session: Session, user: str) -> None:
-        """Give an admitted session of ``user`` its guard (policy on)."""
+    def install(self, session: Session, user: str | None) -> None:
+        """Make ``session`` one of ``user`` (None: no one's), with its guard (policy on)."""
+        session.user = user
         policy = self.policy
-        if policy is None:
+        if policy is None or user is None:
             return
         counted = session.protocol not in NOT_COUNTED
         guard = Guard(user, policy.rules(user), counted)
