@@ -196,8 +196,9 @@ async def test_ctl_sessions_shows_the_user_and_ctl_reload_rereads_the_auth_file(
         assert done.returncode == 0, done
         b = await JsonClient.connect(server.port)
         assert (await b.request({"type": "auth", "token": "two"}))["user"] == "bob"
-        # alice's token is gone; her session is not.
-        assert (await a.request({"type": "ping"}))["type"] == "pong"
+        # alice's token is gone, and so is her session (PROTOCOL.md 12.2).
+        assert await a.recv() == {"type": "closing", "reason": "auth_revoked"}
+        await a.expect_eof()
         tokens.write_text("broken\n")
         failed = await asyncio.to_thread(ctl, env, "reload")
         assert failed.returncode == 1 and "kept the previous auth file" in failed.stderr

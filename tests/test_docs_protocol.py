@@ -26,8 +26,6 @@ EXCHANGES = {x.name: x for x in parse(TEXT)}
 # when it passes, pytest reports it (strict xfail) and its name leaves this set.
 AWAITING_FEATURE: dict[str, list[str]] = {
     "lame duck (11.3)": ["lame-duck"],
-    "permissions (12.1)": ["policy"],
-    "PROXY protocol (12.4)": ["proxy-v1"],
 }
 _AWAITING = {name: feature for feature, names in AWAITING_FEATURE.items() for name in names}
 

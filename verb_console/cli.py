@@ -147,6 +147,17 @@ FLAGS: dict[str, tuple[str, Any, str]] = {
         _positive_float,
         "seconds a room message is kept for recovery (default 300)",
     ),
+    "policy": ("--policy", str, "who may do what: a TOML policy file (PROTOCOL.md s12.1)"),
+    "state_dir": (
+        "--state-dir",
+        str,
+        "where the server keeps its bans (default ./.verb-console)",
+    ),
+    "proxy_protocol": (
+        "--proxy-protocol",
+        str,
+        "trust PROXY protocol headers from these networks: CIDR[,CIDR...] (s12.4)",
+    ),
     "metrics": (
         "--metrics",
         _address,
@@ -190,6 +201,7 @@ METAVARS |= dict.fromkeys(["grace_period"], "S")
 METAVARS |= dict.fromkeys(["max_frame", "max_pending", "max_file_size", "upload_quota"], "BYTES")
 METAVARS |= dict.fromkeys(["on_hangup"], "keep|drain")
 METAVARS |= dict.fromkeys(["log_file", "auth_file", "tls_cert", "tls_key", "tls_client_ca"], "FILE")
+METAVARS |= {"policy": "FILE", "state_dir": "DIR", "proxy_protocol": "CIDR[,CIDR...]"}
 
 EPILOG = """\
 other commands:
@@ -305,15 +317,19 @@ def parse_settings(argv: Sequence[str] | None = None) -> Settings:
 def check_security(settings: Settings) -> None:
     """Load the auth file and the certificate once before starting, so a bad one is
     reported in one line (exit status 2) instead of a traceback."""
-    from .security import SecurityError, load_auth, load_tls
+    from .security import SecurityError, load_auth, load_policy, load_proxy_trust, load_tls
 
     if bool(settings.tls_cert) != bool(settings.tls_key):
         raise UsageError("--tls-cert and --tls-key go together")
     if not settings.tls_cert and (settings.tls_client_ca or settings.tls_required):
         raise UsageError("--tls-client-ca and --tls-required need --tls-cert and --tls-key")
+    if settings.policy and not settings.auth_file:
+        raise UsageError("--policy needs --auth-file (a policy names authenticated users)")
     try:
         load_auth(settings)
         load_tls(settings)
+        load_policy(settings)
+        load_proxy_trust(settings)
     except SecurityError as exc:
         raise UsageError(str(exc)) from None
 

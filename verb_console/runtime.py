@@ -10,6 +10,7 @@ import os
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,19 +19,23 @@ from .address import host_port
 from .admin import paths as admin_paths
 from .admin.server import AdminServer
 from .hub import Hub
+from .hub.revocation import Revocation
 from .hub.snapshot import HubState
 from .hub.uploads import UploadStore
 from .hub.view import LiveHubView
 from .memory import HeapTrimmer
 from .net import ServerProtocol, TCPOptions, TCPServer, TLSOptions, create_server
 from .net.socket import TCPSocket
-from .security import SecurityError, load_auth, load_tls
+from .security import SecurityError, load_auth, load_policy, load_proxy_trust, load_tls
 from .settings import Settings, StartupRefused
 
 if TYPE_CHECKING:
     from .admin.metrics_http import MetricsServer
 
 log = logging.getLogger("verb_console")
+
+PROXY_NOTE_S = 10.0
+"""Seconds between two log lines about bad PROXY headers."""
 
 
 def format_listen(host: str, port: int, protocol: str, tls: bool = False) -> str:
@@ -67,6 +72,11 @@ class Runtime:
         # re-reads what it owns (an auth file, a certificate...); one that raises
         # is logged and the others still run.
         self.reload_hooks: list[Callable[[], None]] = []
+        # The last reload's pass over the live sessions (section 12.2), if any.
+        self.revocation: Revocation | None = None
+        # Bad PROXY headers since the last line about them, and when that was.
+        self._proxy_refusals = 0
+        self._proxy_noted = -PROXY_NOTE_S
 
     @property
     def port(self) -> int:
@@ -111,11 +121,18 @@ class Runtime:
         if removed:
             hub.event("server", f"removed {removed} unfinished uploads left by an earlier run")
         hub.auth = load_auth(s)
+        hub.permissions.policy = load_policy(s)
+        hub.banning.open(s.state_dir)
         context = load_tls(s)
         if s.auth_file:
             self.reload_hooks.append(self.reload_auth)
+        if s.policy:
+            self.reload_hooks.append(self.reload_policy)
         if context is not None:
             self.reload_hooks.append(self.reload_tls)
+        if s.auth_file:
+            # Last: what the files now say, applied to the sessions already in.
+            self.reload_hooks.append(self.revoke)
         hub.start()
         if hub.state is not HubState.RUNNING:  # a signal arrived while starting
             return
@@ -135,6 +152,11 @@ class Runtime:
             port=s.port, host=s.host, tcp=self.tcp_options(), tls=tls
         )
         server.accept_filter = hub.admit
+        trusted = load_proxy_trust(s)
+        if trusted is not None:
+            server.proxy_trusted = trusted
+            server.proxy_timeout = s.handshake_timeout
+            server.on_proxy_error = self._proxy_refused
         server.on_accept_failure = lambda text: hub.event("error", text)
         try:
             await server.listen()
@@ -213,8 +235,8 @@ class Runtime:
 
     def reload_auth(self) -> None:
         """Re-read the auth file (a reload hook). A file that fails to load keeps the
-        tokens loaded before and raises why. Sessions already in stay in, even if
-        their token was removed."""
+        tokens loaded before and raises why. The sessions of users with no token
+        left are closed by :meth:`revoke`, the last hook."""
         s = self.settings
         try:
             auth = load_auth(s)
@@ -222,6 +244,51 @@ class Runtime:
             raise SecurityError(f"kept the previous auth file: {exc}") from None
         self.hub.auth = auth
         self.hub.event("server", f"reload: auth file {s.auth_file}: {len(auth or ())} tokens")
+
+    def _proxy_refused(self, peer: str, why: str) -> None:
+        """A trusted proxy's connection without a good PROXY header: logged, at most
+        one line per :data:`PROXY_NOTE_S` (a broken balancer may send thousands)."""
+        self._proxy_refusals += 1
+        now = time.monotonic()
+        if now - self._proxy_noted < PROXY_NOTE_S:
+            return
+        more = self._proxy_refusals - 1
+        self._proxy_noted, self._proxy_refusals = now, 0
+        also = f" ({more} more since the last note)" if more else ""
+        self.hub.event("error", f"closed {peer}: bad PROXY header: {why}{also}")
+
+    def reload_policy(self) -> None:
+        """Re-read the policy (a reload hook): new sessions get it at once, live
+        ones when :meth:`revoke` reaches them. One that fails to load keeps the
+        previous policy and raises why."""
+        s = self.settings
+        try:
+            policy = load_policy(s)
+        except SecurityError as exc:
+            raise SecurityError(f"kept the previous policy: {exc}") from None
+        self.hub.permissions.policy = policy
+        users = len(policy.users) if policy is not None else 0
+        self.hub.event("server", f"reload: policy {s.policy}: {users} users named")
+
+    def revoke(self) -> None:
+        """Apply the reloaded auth file and policy to the live sessions (a reload
+        hook, PROTOCOL.md 12.2): in chunks across turns of the loop."""
+        hub = self.hub
+        users = {name for name, _ in hub.auth.entries} if hub.auth is not None else None
+        self.revocation = Revocation(hub, users, hub.permissions.policy, on_done=self._revoked)
+        self.revocation.start()
+
+    def _revoked(self, done: Revocation) -> None:
+        if done.revoked_sessions:
+            names = ", ".join(sorted(done.revoked_users))
+            self.hub.event(
+                "operator",
+                f"reload: revoked {done.revoked_sessions} sessions of {names} (no token left)",
+            )
+        if done.rooms_left:
+            self.hub.event(
+                "operator", f"reload: {done.rooms_left} room memberships revoked by the policy"
+            )
 
     def reload_tls(self) -> None:
         """Re-read the certificate (a reload hook): new connections use the new one,

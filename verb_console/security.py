@@ -4,16 +4,25 @@
 from __future__ import annotations
 
 import hashlib
+import ipaddress
 import secrets
 import ssl
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .hub.auth import AuthFile, AuthFileError, valid_user_name
+from .hub.policy import Policy, PolicyError
 from .net.tls import make_server_context
 from .settings import Settings
 
-__all__ = ["SecurityError", "load_auth", "load_tls", "token_command"]
+__all__ = [
+    "SecurityError",
+    "load_auth",
+    "load_policy",
+    "load_proxy_trust",
+    "load_tls",
+    "token_command",
+]
 
 
 class SecurityError(Exception):
@@ -28,6 +37,41 @@ def load_auth(settings: Settings) -> AuthFile | None:
         return AuthFile.load(settings.auth_file)
     except AuthFileError as exc:
         raise SecurityError(str(exc)) from None
+
+
+def load_policy(settings: Settings) -> Policy | None:
+    """The policy file named by ``--policy`` (None: every user may do everything)."""
+    if not settings.policy:
+        return None
+    try:
+        return Policy.load(settings.policy)
+    except PolicyError as exc:
+        raise SecurityError(str(exc)) from None
+
+
+def load_proxy_trust(settings: Settings) -> Callable[[str], bool] | None:
+    """Whether a peer is one of the load balancers of ``--proxy-protocol``
+    (PROTOCOL.md 12.4); None when none is named."""
+    text = settings.proxy_protocol.strip()
+    if not text:
+        return None
+    networks = []
+    for part in text.split(","):
+        try:
+            networks.append(ipaddress.ip_network(part.strip(), strict=False))
+        except ValueError:
+            raise SecurityError(
+                f"--proxy-protocol: {part.strip()!r} is not an address or network (CIDR)"
+            ) from None
+
+    def trusted(ip: str) -> bool:
+        try:
+            address = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(address in net for net in networks)
+
+    return trusted
 
 
 def load_tls(settings: Settings) -> ssl.SSLContext | None:

@@ -66,6 +66,11 @@ class Settings:
     tls_key: str = ""
     tls_client_ca: str = ""
     tls_required: bool = False
+    # Who may do what (PROTOCOL.md section 12): a policy file ("": none), where
+    # bans are kept, and the load balancers trusted to send a PROXY header.
+    policy: str = ""
+    state_dir: str = "./.verb-console"
+    proxy_protocol: str = ""  # CIDR[,CIDR...]
     metrics: str = ""  # HOST:PORT of Prometheus /metrics and /healthz; "": off
     # Nothing lost across a break (PROTOCOL.md section 11).
     resume_window: float = 0.0  # seconds a dropped json session waits to be resumed; 0: off

@@ -16,7 +16,9 @@ from typing import Any, NoReturn
 import anyio
 import orjson
 
+from ..hub.bans import BanError, format_duration
 from . import paths
+from .bans import bans_text, check_ban_args
 from .client import AdminClient, AdminError
 from .paths import AdminSocketError
 
@@ -66,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     history.add_argument("--last", type=int, default=60, help="the newest N samples (default 60)")
     commands.add_parser("drain", help="begin the graceful shutdown")
     commands.add_parser("reload", help="re-read what the server reloads (SIGHUP does the same)")
+    ban = commands.add_parser("ban", help="ban an address, a network (CIDR) or user:NAME")
+    ban.add_argument("target", metavar="TARGET")
+    ban.add_argument("--for", dest="duration", help="30s, 10m, 2h, 7d (default: until unbanned)")
+    unban = commands.add_parser("unban", help="lift a ban")
+    unban.add_argument("target", metavar="TARGET")
+    commands.add_parser("bans", help="the live bans")
     return parser
 
 
@@ -152,6 +160,11 @@ def _status_text(s: dict[str, Any], hello: dict[str, Any]) -> str:
         f"messages: {t['msgs_in']} in, {t['msgs_out']} out"
         f"  bytes: {t['bytes_in']} in, {t['bytes_out']} out",
     ]
+    refusals = s.get("refusals")
+    if refusals:
+        lines.append(
+            "refusals: " + "  ".join(f"{k.replace('_', ' ')}: {v}" for k, v in refusals.items())
+        )
     if s.get("drain_deadline"):
         lines.append(f"drain ends in: {_duration(s['drain_deadline'] - s['now'])}")
     cluster = s.get("cluster")
@@ -175,6 +188,11 @@ def _cluster_text(c: dict[str, Any]) -> list[str]:
 
 async def run_command(args: argparse.Namespace) -> tuple[Any, str]:
     """Run one command; returns (the JSON document, the plain text)."""
+    if args.command == "ban":
+        try:
+            check_ban_args(args.target, args.duration)
+        except BanError as exc:
+            raise AdminError("bad_target", str(exc)) from None
     path = find_socket(args.admin_socket, args.port)
     async with await AdminClient.connect(path) as client:
         command = args.command
@@ -243,7 +261,24 @@ async def run_command(args: argparse.Namespace) -> tuple[Any, str]:
             if result["errors"]:
                 raise AdminError("reload_failed", "reload: " + "; ".join(result["errors"]))
             return result, "reloaded"
+        if command in ("ban", "unban", "bans"):
+            return await ban_command(client, args)
     raise CtlUsageError(f"unknown command {command}")  # pragma: no cover - argparse checks
+
+
+async def ban_command(client: AdminClient, args: argparse.Namespace) -> tuple[Any, str]:
+    """``ban``, ``unban`` and ``bans`` (``--json``: the ban, or the array of bans)."""
+    if args.command == "bans":
+        bans = (await client.request("bans"))["bans"]
+        return bans, bans_text(bans)
+    if args.command == "ban":
+        ban = (await client.request("ban", target=args.target, duration=args.duration))["ban"]
+        left = None if ban["expires"] is None else ban["expires"] - ban["created"]
+        return ban, f"banned {ban['target']} ({format_duration(left)})"
+    gone = (await client.request("unban", target=args.target))["unban"]
+    if gone is None:
+        raise AdminError("not_found", f"no ban of {args.target}")
+    return gone, f"unbanned {gone['target']}"
 
 
 def main(argv: Sequence[str]) -> int:

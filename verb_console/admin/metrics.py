@@ -198,6 +198,7 @@ class HubCollector(Collector):
             "throttle": stats.rejected_throttle,
             "max_connections": stats.rejected_max,
             "auth": stats.rejected_auth,
+            "banned": hub.banning.refused,
         }
         yield _by(
             CounterMetricFamily,
@@ -205,6 +206,14 @@ class HubCollector(Collector):
             "TCP connections refused before any byte was sent, by reason",
             "reason",
             rejected,
+        )
+
+        yield _by(
+            CounterMetricFamily,
+            "verb_refusals",
+            "Requests refused by the policy or a ban (PROTOCOL.md 12), by error code",
+            "reason",
+            hub.permissions.totals,
         )
 
         # ---- sessions and traffic: live sessions now, plus every session that ended

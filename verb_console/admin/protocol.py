@@ -59,9 +59,12 @@ READ_OPS = frozenset(
         "watch",
         "unwatch",
         "frame",
+        "bans",
     }
 )
-ACTION_OPS = frozenset({"close", "close_ip", "broadcast", "drain", "force", "reload"})
+ACTION_OPS = frozenset(
+    {"close", "close_ip", "broadcast", "drain", "force", "reload", "ban", "unban"}
+)
 
 T = TypeVar("T")
 

@@ -39,6 +39,7 @@ from ..hub.snapshot import (
 )
 from ..hub.tap import TAP_KEPT, TapBatch, TapRow
 from ..hub.view import page_of, refuse_if_read_only
+from .bans import check_ban_args
 from .client import AdminClient, AdminError
 from .frame import FEATURE as FRAME_FEATURE
 from .frame import FrameCopy
@@ -117,6 +118,9 @@ class RemoteHubView:
         self._query: dict[str, Any] = {"sort": "id", "reverse": False, "filter": "", "offset": 0}
         self._lists: dict[str, list[Any]] = {name: [] for name in _LISTS}
         self._wanted: set[str] = set()
+        # The bans (PROTOCOL.md 12.3) as last fetched, and whether the next round fetches them.
+        self._bans: list[dict[str, Any]] = []
+        self._bans_wanted = False
         self._events: list[LogEvent] = []
         self._local_seq = 0
         self._remote_seq = 0
@@ -242,6 +246,9 @@ class RemoteHubView:
         for name in wanted:
             cls = RECORDS[name]
             self._lists[name] = [from_wire(cls, r) for r in await client.request(name)]
+        if self._bans_wanted:
+            self._bans_wanted = False
+            self._bans = (await client.request("bans"))["bans"]
         await self._tap_round(client)
         if HISTORY_FEATURE in client.hello.get("features", ()):
             # A server from before the rate history has no history op.
@@ -446,6 +453,26 @@ class RemoteHubView:
         self._check("close")
         self._submit("close_ip", f"close {address}", ip=address)
         return sum(1 for s in self._page.rows if s.address == address)
+
+    def operator_ban(self, target: str, duration: str | None = None) -> dict[str, Any]:
+        """Ban ``target`` (checked here first: raises BanError); the server answers later."""
+        self._check("ban")
+        check_ban_args(target, duration)
+        self._submit("ban", f"ban {target}", target=target, duration=duration, by="console")
+        self._bans_wanted = True
+        return {"target": target, "by": "console", "created": time.time(), "expires": None}
+
+    def operator_unban(self, target: str) -> bool:
+        self._check("unban")
+        self._submit("unban", f"unban {target}", target=target, by="console")
+        self._bans_wanted = True
+        return any(b["target"] == target for b in self._bans)
+
+    def bans(self) -> list[dict[str, Any]]:
+        """The bans as last fetched; asking fetches them again with the next round."""
+        self._bans_wanted = True
+        self._poke()
+        return list(self._bans)
 
     def begin_shutdown(self) -> None:
         self._check("shutdown")

@@ -23,6 +23,7 @@ from .. import __version__
 from ..hub.view import LiveHubView
 from ..protocols.json import JsonDecoder, encode
 from . import paths
+from .bans import ban_request
 from .frame import FEATURE as FRAME_FEATURE
 from .frame import FrameState, overview_to_wire
 from .protocol import (
@@ -272,7 +273,11 @@ class AdminServer:
                 return lease.frames.frame(view, args)
             if op in ("status", "overview"):
                 # The cluster as this node sees it (None on a single server).
-                return {**overview_to_wire(view.overview()), "cluster": view.cluster_info()}
+                return {
+                    **overview_to_wire(view.overview()),
+                    "cluster": view.cluster_info(),
+                    "refusals": dict(view.hub.permissions.totals),
+                }
             if op == "sessions":
                 page = view.session_page(
                     sort=str(args.get("sort", "id")),
@@ -323,6 +328,8 @@ class AdminServer:
                 return {"state": view.overview().state}
             if op == "reload":
                 return {"errors": self.reload()}
+            if op in ("ban", "unban", "bans"):
+                return ban_request(view.hub.banning, op, args, str(args.get("by", "ctl")))
         except KeyError as exc:
             raise AdminRequestError("bad_request", f"{op}: missing argument {exc}") from None
         except (TypeError, ValueError) as exc:

@@ -12,6 +12,7 @@ Keys (the directory; any node prunes entries whose expiry has passed):
   ``vc:sessions``   HASH session id -> node, with ``vc:sx`` ZSET session id -> expiry (ms)
   ``vc:rm:<room>``  HASH member id -> node, with ``vc:rx:<room>`` ZSET member id -> expiry (ms)
   ``vc:rooms``      ZSET room -> expiry (ms)
+  ``vc:bans``       HASH ban target -> the ban (JSON), with the marker ``vc:bans:kept``
 """
 
 from __future__ import annotations
@@ -23,6 +24,10 @@ NODES = f"{PREFIX}:nodes"
 SESSIONS = f"{PREFIX}:sessions"
 SESSIONS_EXPIRY = f"{PREFIX}:sx"
 ROOMS = f"{PREFIX}:rooms"
+# The cluster's bans (PROTOCOL.md 12.3): HASH target -> the ban as JSON; the
+# marker says the hash is the cluster's list (an empty hash is then no bans).
+BANS = f"{PREFIX}:bans"
+BANS_KEPT = f"{PREFIX}:bans:kept"
 
 # How long a heartbeat lives, and directory entries between refreshes.
 HEARTBEAT_TTL_MS = 3000

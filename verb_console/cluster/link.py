@@ -191,6 +191,7 @@ class Link:
         info = {"sessions": len(bus.hub.sessions), "rooms": len(bus.hub.rooms)}
         await client.hset(keys.NODES, bus.node, orjson.dumps(info))
         await self._bootstrap(client)
+        await bus.sync_bans(client)
         # Up: from here on the hub's changes are queued, after this node's whole state.
         sessions, rooms = bus.local_state()
         self.state = "up"
@@ -441,7 +442,6 @@ class Link:
 
     async def _heartbeat(self, client: Redis) -> None:
         bus = self.bus
-        hub = bus.hub
         while True:
             await asyncio.sleep(HEARTBEAT_S)
             now = time.monotonic()
@@ -449,7 +449,7 @@ class Link:
                 raise LinkLost("the subscription's probe did not come back")
             self._sample_rates(now)
             self._probe_seq += 1
-            info = {"sessions": len(hub.sessions), "rooms": len(hub.rooms)}
+            info = bus.heartbeat_info()
             names = list(bus.directory.nodes)
             pipe = client.pipeline(transaction=False)
             pipe.set(keys.heartbeat_key(bus.node), self.token, px=keys.HEARTBEAT_TTL_MS)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ..hub.bans import Ban, BanError
 from ..protocols.json import encode
 from . import keys
 from .base import SUBSCRIBE, UNSUBSCRIBE
@@ -81,6 +82,9 @@ class RedisBus:
         self.rate_out = 0.0
         self.rate_in = 0.0
         self.link = Link(self)
+        # Bans hold on every node (PROTOCOL.md 12.3); max_sessions counts every node's.
+        hub.banning.listeners.append(self.ban_changed)
+        hub.permissions.remote_count = self.remote_sessions_of
 
     # ----------------------------------------------------------- lifecycle
     async def start(self) -> None:
@@ -261,6 +265,13 @@ class RedisBus:
             self.tell_members(*d.replace(node, ev["s"], ev["r"]))
         elif op == "bye":
             self.forget_node(node, "left the cluster")
+        elif op in ("ban", "unban"):
+            try:
+                ban = Ban.from_wire(ev["b"])
+            except (BanError, KeyError, TypeError, ValueError) as exc:
+                log.warning("cluster: a malformed %s from node %s: %s", op, node, exc)
+                return
+            self.hub.banning.apply_remote(op, ban, node)
         elif op == "ob":
             self.received += 1
             self.hub.operator_broadcast(ev["t"], local_only=True)
@@ -299,6 +310,54 @@ class RedisBus:
                 )
             )
         self.enqueue(("HDEL", keys.NODES, node))
+
+    # ----------------------------------------------------------- bans and users
+    def ban_changed(self, kind: str, ban: Ban) -> None:
+        """A ban made or lifted here: kept in Redis and told to every node."""
+        if kind == "ban":
+            self.enqueue(("HSET", keys.BANS, ban.target, orjson.dumps(ban.to_wire())))
+        else:
+            self.enqueue(("HDEL", keys.BANS, ban.target))
+        self.event({"o": kind, "b": ban.to_wire()})
+
+    async def sync_bans(self, client: Any) -> None:
+        """On linking: take the cluster's ban list (a node back from a restart or a
+        cut applies what was banned meanwhile); the first node to hold a list
+        gives the cluster its own."""
+        banning = self.hub.banning
+        if not await client.exists(keys.BANS_KEPT):
+            pipe = client.pipeline(transaction=False)
+            for ban in banning.live():
+                pipe.hset(keys.BANS, ban.target, orjson.dumps(ban.to_wire()))
+            pipe.set(keys.BANS_KEPT, b"1")
+            await pipe.execute()
+            return
+        raw: dict[bytes, bytes] = await client.hgetall(keys.BANS)
+        bans = []
+        for target, body in raw.items():
+            try:
+                bans.append(Ban.from_wire(orjson.loads(body)))
+            except (BanError, KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
+                log.warning("cluster: skipped a malformed ban %r: %s", target, exc)
+        banning.replace(bans, "from the cluster")
+
+    def heartbeat_info(self) -> dict[str, Any]:
+        """What this node's heartbeat tells the others: its figures, and its users'
+        session counts (max_sessions counts every node's)."""
+        hub = self.hub
+        info: dict[str, Any] = {"sessions": len(hub.sessions), "rooms": len(hub.rooms)}
+        if hub.permissions.by_user:
+            info["users"] = hub.permissions.by_user
+        return info
+
+    def remote_sessions_of(self, user: str) -> int:
+        """The user's counted sessions on the other nodes, as their heartbeats said."""
+        total = 0
+        for state in self.directory.nodes.values():
+            users = state.info.get("users")
+            if users:
+                total += users.get(user, 0)
+        return total
 
     @property
     def link_state(self) -> str:

@@ -21,6 +21,7 @@ from textual.theme import Theme
 from verb_console.hub.snapshot import HubView
 
 from . import glyphs, hangup, prefs, terminal_writer
+from .bans import show_bans, start_ban
 from .dialogs import BroadcastDialog, BroadcastRequest, ConfirmDialog, DetailScreen, HelpScreen
 from .format import plural
 from .glyphs import G
@@ -296,6 +297,14 @@ class VerbConsoleApp(App[int]):
             ConfirmDialog(f"Close session {session_id}?", self._close_consequence(session_id)),
             close,
         )
+
+    def action_ban(self) -> None:
+        """Ban the selected session's address or user (asks first)."""
+        start_ban(self)
+
+    def action_bans(self) -> None:
+        """The Bans view: the live bans, and lifting one."""
+        show_bans(self)
 
     def action_close_many(self) -> None:
         """Close the tagged sessions, else the filtered ones, else the selected address's."""

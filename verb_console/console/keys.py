@@ -142,6 +142,14 @@ KEYS: tuple[Key, ...] = (
         changes=True,
     ),
     Key(
+        "z",
+        "app.ban",
+        "ban the session's address or its user (asks first)",
+        title="Ban the session's address or user",
+        changes=True,
+    ),
+    Key("Z", "app.bans", "the bans; lift one", title="Bans"),
+    Key(
         "s",
         "app.shutdown",
         "graceful shutdown (asks first); again to close all now",

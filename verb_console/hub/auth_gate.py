@@ -22,7 +22,7 @@ from ..protocols import binary as b
 from ..protocols import mux as m
 from ..protocols.errors import ProtocolError
 from ..protocols.json import MAX_HEADER_DIGITS, encode, encode_error
-from .session import CloseReason
+from .session import REFUSED_REASON, CloseReason
 
 if TYPE_CHECKING:
     from .session import Session
@@ -216,6 +216,16 @@ class AuthGate:
                 s.deliver(error(code, MESSAGES[code], ref))
             hub.event("auth", f"{s.id}: {code}")
             s.close(CloseReason.AUTH_FAILED, detail=code)
+            return
+        refused = hub.permissions.admit(s, user)
+        if refused is not None:
+            # Section 12: banned, or at max_sessions; not a brute-force failure.
+            self._stop_timer()
+            code, text = refused
+            if error is not None:
+                s.deliver(error(code, text, ref))
+            hub.event("auth", f"{s.id}: {code} ({user})")
+            s.close(REFUSED_REASON[code], detail=code)
             return
         s.user = user
         hub.event("auth", f"{s.id} authenticated as {user}")

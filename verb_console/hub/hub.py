@@ -22,6 +22,7 @@ from . import uploads as upload_messages
 from .auth import AuthFailures, AuthFile
 from .auth_gate import PROTOCOLS as AUTH_PROTOCOLS
 from .auth_gate import AuthGate
+from .banning import Banning
 from .binary_session import BinarySession
 from .bus import Bus
 from .detect_session import DetectingSession
@@ -32,9 +33,11 @@ from .history import TrafficHistory, Watches
 from .json_session import HANDLERS, JsonSession
 from .mux_session import MuxSession
 from .operator import OperatorActions
+from .permissions import Permissions
 from .resume import every_second, install_resume
 from .rooms import RoomRegistry
 from .session import (
+    REFUSED_REASON,
     CloseReason,
     EventOutlet,
     InputMeter,
@@ -122,6 +125,10 @@ class Hub(OperatorActions, GracefulShutdown):
         # Authentication (PROTOCOL.md section 8): None is off. Replaced whole on reload.
         self.auth: AuthFile | None = None
         self.auth_failures = AuthFailures(self.settings.throttle_window)
+        # Who may do what (PROTOCOL.md section 12): the policy, users' sessions, refusals.
+        self.permissions = Permissions()
+        self.banning = Banning(self)
+        self.permissions.user_banned = self.banning.list.user_banned
         self.factories = session_kinds(with_uploads=uploads is not None)
         # Every counter of the server, once; sessions count into it directly.
         self.stats = Stats()
@@ -204,6 +211,8 @@ class Hub(OperatorActions, GracefulShutdown):
         """Decide on a new TCP connection before any byte is sent: None accepts it."""
         if self.state is not HubState.RUNNING:
             reason = CloseReason.SHUTDOWN
+        elif self.banning.refuses(ip):
+            reason = CloseReason.BANNED
         elif self.auth_failures.blocked(ip):
             # Brute force: refused at accept, even with the per-IP throttle off.
             self.stats.rejected_auth += 1
@@ -269,6 +278,10 @@ class Hub(OperatorActions, GracefulShutdown):
             # A valid client certificate authenticates as its common name.
             session.user = tls.peer_name
             self.event("auth", f"{session.id} authenticated as {session.user} (certificate)")
+        if session.user is not None and session.protocol != "auto":
+            refused = self.permissions.admit(session, session.user)
+            if refused is not None:
+                session.close(REFUSED_REASON[refused[0]], detail=refused[0])
         if self.auth is None or session.user is not None:
             return session.feed
         if session.protocol not in AUTH_PROTOCOLS:
@@ -372,6 +385,8 @@ class Hub(OperatorActions, GracefulShutdown):
             if bus is not None and room is not None:
                 bus.room_left(name, session.id)
         session.closed()
+        if session.guard is not None:
+            self.permissions.ended(session)
         if self.uploads is not None:
             self.uploads.abort_owner(session.id, str(reason))
         outlet = session.outlet

@@ -394,12 +394,12 @@ class MuxSession(Session):
                 ProtocolError("unknown_stream_type", f"Unknown stream type: {kind}", streamId=sid)
             )
             return
-        if len(self.streams) >= self.hub.settings.max_streams:
-            limit = self.hub.settings.max_streams
-            self.control_error(
-                ProtocolError("too_many_streams", f"At most {limit} open streams", streamId=sid)
-            )
-            return
+        if len(self.streams) >= (limit := self.hub.settings.max_streams):
+            err = ProtocolError("too_many_streams", f"At most {limit} open streams", streamId=sid)
+            return self.control_error(err)
+        refused = self.hub.permissions.refusal(self.user) if self.user else None
+        if refused:  # a stream is a session of the user: max_sessions counts it (12.1)
+            return self.control_error(ProtocolError(*refused, streamId=sid))
         st = StreamOutlet(self, sid)
         self.streams[sid] = st
         session = self.hub.open_session(
@@ -407,7 +407,7 @@ class MuxSession(Session):
         )
         st.session = session
         # The streams of an authenticated connection are sessions of its user.
-        session.user = self.user
+        self.hub.permissions.install(session, self.user)
         self.send_control({"type": "stream_created", "streamId": sid})
         self.hub.event("connect", f"{session.id} opened ({kind} stream)")
         session.start()

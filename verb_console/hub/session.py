@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from ..settings import Settings
 from .auth import AuthFailures, AuthFile
 from .bus import Bus
+from .permissions import Guard, Permissions
 from .rooms import RoomRegistry
 from .snapshot import SessionInfo, Stats, frozen
 from .tap import Tap
@@ -53,6 +54,9 @@ class CloseReason(enum.StrEnum):
     AUTH_BLOCKED = "auth_blocked"  # refused at accept after too many wrong tokens
     DETACHED_TIMEOUT = "detached_timeout"  # a detached session nobody resumed in the window
     RESUMED = "resumed"  # a connection's own session, replaced by the one it resumed
+    TOO_MANY_SESSIONS = "too_many_sessions"  # its user is at max_sessions (section 12.1)
+    AUTH_REVOKED = "auth_revoked"  # its user's last token was removed (section 12.2)
+    BANNED = "banned"  # its address or user is banned (section 12.3)
 
 
 # The ``reason`` of the ``closing`` message a client receives (PROTOCOL.md section 6).
@@ -64,6 +68,15 @@ WIRE_REASON: dict[str, str] = {
     CloseReason.FRAME_TOO_LARGE: "protocol_error",
     CloseReason.AUTH_FAILED: "auth_failed",
     CloseReason.AUTH_TIMEOUT: "auth_timeout",
+    CloseReason.TOO_MANY_SESSIONS: "auth_failed",
+    CloseReason.AUTH_REVOKED: "auth_revoked",
+    CloseReason.BANNED: "banned",
+}
+
+# Why a session is closed when its user is refused (PROTOCOL.md 12.1, 12.3), by error code.
+REFUSED_REASON: dict[str, CloseReason] = {
+    "banned": CloseReason.BANNED,
+    "too_many_sessions": CloseReason.TOO_MANY_SESSIONS,
 }
 
 
@@ -179,6 +192,11 @@ class SessionHost(Protocol):
     def auth_failures(self) -> AuthFailures: ...
 
     @property
+    def permissions(self) -> Permissions:
+        """Who may do what (PROTOCOL.md section 12)."""
+        ...
+
+    @property
     def bus(self) -> Bus | None:
         """The cluster bus, when this server is one node of a cluster."""
         ...
@@ -282,6 +300,7 @@ class Session:
         "closing",
         "connected_at",
         "final",
+        "guard",
         "hub",
         "id",
         "msgs_in",
@@ -321,6 +340,8 @@ class Session:
         self.final = False
         # The authenticated user (a token's name, or a client certificate's common name).
         self.user: str | None = None
+        # Its user's rules while a policy is on (PROTOCOL.md 12.1; see .permissions).
+        self.guard: Guard | None = None
         # Replies to this session's own messages, batched into one write per read.
         self._out: list[bytes] | None = None
         self._flush_timer: asyncio.TimerHandle | None = None

@@ -11,7 +11,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol
 
 
 class SessionInfo(NamedTuple):
@@ -273,6 +273,12 @@ class HubView(Protocol):
     def operator_close(self, session_id: str) -> bool: ...
 
     def operator_close_ip(self, address: str) -> int: ...
+
+    def operator_ban(self, target: str, duration: str | None = None) -> dict[str, Any]: ...
+
+    def operator_unban(self, target: str) -> bool: ...
+
+    def bans(self) -> list[dict[str, Any]]: ...
 
     def begin_shutdown(self) -> None: ...
 

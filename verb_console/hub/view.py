@@ -159,6 +159,19 @@ class LiveHubView:
         self._check("close")
         return self.hub.operator_close_ip(address)
 
+    def operator_ban(self, target: str, duration: str | None = None) -> dict[str, Any]:
+        """Ban ``target`` from the console (PROTOCOL.md 12.3); raises BanError."""
+        self._check("ban")
+        return self.hub.banning.ban(target, "console", duration).to_wire()
+
+    def operator_unban(self, target: str) -> bool:
+        self._check("unban")
+        return self.hub.banning.unban(target, "console") is not None
+
+    def bans(self) -> list[dict[str, Any]]:
+        """The live bans, as ``ctl bans --json`` gives them."""
+        return [b.to_wire() for b in self.hub.banning.live()]
+
     def begin_shutdown(self) -> None:
         # Not refused when read-only: quitting a console stops the server it hosts,
         # and an operator must always be able to quit.

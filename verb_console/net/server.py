@@ -14,6 +14,7 @@ from collections.abc import Callable, Generator
 from typing import Any, NamedTuple
 
 from ..address import host_port
+from ..protocols.proxy import ProxyDecoder, ProxyHeaderError
 from .options import TCPOptions
 from .socket import TCPSocket, apply_keep_alive
 from .tls import TLSOptions
@@ -62,6 +63,11 @@ class TCPServer:
         self._fd_limit = 0
         # TLS on every accepted connection (or on those whose first byte asks for it).
         self.tls: TLSOptions | None = None
+        # PROXY protocol (PROTOCOL.md 12.4): whether a peer address is a trusted
+        # load balancer, how long its header may take, and who hears a bad one.
+        self.proxy_trusted: Callable[[str], bool] | None = None
+        self.proxy_timeout = 10.0
+        self.on_proxy_error: Callable[[str, str], Any] | None = None
         self._sock: _socket.socket | None = None
         self._server: asyncio.base_events.Server | None = None
         self._serving: asyncio.Task[None] | None = None
@@ -173,6 +179,15 @@ class TCPServer:
 
     def _accept(self, sock: _ServerSideSocket) -> bool:
         """Apply limits and socket options to a new connection; False if it was refused."""
+        trusted = self.proxy_trusted
+        if trusted is not None and trusted(sock.remote_address):
+            # A load balancer's: its PROXY header names the client, who is then
+            # admitted (or refused) by that address (PROTOCOL.md 12.4).
+            sock.expect_proxy_header(self.proxy_timeout)
+            return True
+        return self._admit(sock)
+
+    def _admit(self, sock: _ServerSideSocket) -> bool:
         opts = self.options
         if self.accept_filter is not None:
             reason = self.accept_filter(sock.remote_address, sock.remote_port)
@@ -303,12 +318,76 @@ def _hidden_emfile_limit(loop: asyncio.AbstractEventLoop) -> int:
 
 
 class _ServerSideSocket(TCPSocket):
-    __slots__ = ("refused", "server")
+    """An accepted connection; from a trusted load balancer, it first reads the
+    PROXY header (PROTOCOL.md 12.4): while one is awaited, the bytes read go to
+    the sans-IO :class:`ProxyDecoder` instead of TLS or the session; once it is
+    whole, the socket takes the client's address it names, the server admits
+    the connection by that address, and the bytes after the header are read as
+    if they had just arrived. A header that is missing, malformed, too long or
+    late closes the connection with no reply."""
+
+    __slots__ = ("_proxy", "refused", "server")
 
     def __init__(self, server: TCPServer, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.server = server
         self.refused = False
+        self._proxy: tuple[ProxyDecoder, asyncio.TimerHandle | None] | None = None
+
+    def expect_proxy_header(self, timeout: float) -> None:
+        """Read a PROXY header before anything else, within ``timeout`` seconds."""
+        timer = None
+        if timeout > 0:
+            loop = asyncio.get_running_loop()
+            timer = loop.call_later(timeout, self._proxy_failed, "no PROXY header in time")
+        self._proxy = (ProxyDecoder(), timer)
+
+    def buffer_updated(self, nbytes: int) -> None:
+        # Checked on every read: uvloop keeps the bound method it found at the
+        # connect, so a connection cannot be given a class of its own later.
+        if self._proxy is None:
+            TCPSocket.buffer_updated(self, nbytes)
+            return
+        decoder = self._proxy[0]
+        try:
+            found = decoder.receive(bytes(self._rbuf[:nbytes]))
+        except ProxyHeaderError as exc:
+            self._proxy_failed(str(exc))
+            return
+        if found is None:
+            return
+        header, rest = found
+        self.proxy_done()
+        if header.address is not None and header.port is not None:
+            self.remote_address, self.remote_port = header.address, header.port
+            self.remote_family = "IPv6" if ":" in header.address else "IPv4"
+        if not self.server._admit(self):
+            return
+        if rest and not self.refused:
+            # The bytes after the header, read as if they had just arrived.
+            self._rbuf[: len(rest)] = rest
+            TCPSocket.buffer_updated(self, len(rest))
+
+    def proxy_done(self) -> None:
+        """No header is awaited any more (read, or the connection is gone)."""
+        proxy = self._proxy
+        if proxy is not None:
+            self._proxy = None
+            if proxy[1] is not None:
+                proxy[1].cancel()
+
+    def _proxy_failed(self, why: str) -> None:
+        if self._proxy is None:
+            return
+        self.proxy_done()
+        self.refused = True
+        if self.transport is not None:
+            self.transport.abort()
+        report = self.server.on_proxy_error
+        if report is not None:
+            peer = self.remote_address
+            shown = f"[{peer}]:{self.remote_port}" if ":" in peer else f"{peer}:{self.remote_port}"
+            report(shown, why)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
@@ -316,6 +395,7 @@ class _ServerSideSocket(TCPSocket):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
+        self.proxy_done()
         if self.refused:
             self.destroyed = True
             self.wire = None

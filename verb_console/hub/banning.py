@@ -1,0 +1,178 @@
+"""Making and lifting bans, and closing what a new ban covers (PROTOCOL.md 12.3).
+
+:class:`Banning` is the hub's part: the :class:`~.bans.BanList` its accept and
+authentication ask, the store that keeps it across restarts, and the pass that
+closes the live sessions a new ban covers. That pass walks the sessions in
+slices of at most :data:`SLICE_S` of work per turn of the event loop, so a ban
+over ten thousand sessions never holds the loop past its 20 ms budget.
+Listeners (the cluster) hear every change made here, and changes from other
+nodes come in through :meth:`Banning.apply_remote`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import Any
+
+from .ban_store import BanStore
+from .bans import Ban, BanList, format_duration, parse_duration, parse_target
+from .session import CloseReason, Session
+
+__all__ = ["SLICE_S", "BanPass", "Banning"]
+
+# Work one turn of the loop may spend closing the sessions a ban covers.
+SLICE_S = 0.005
+
+# (kind, ban): kind "ban" or "unban"; the cluster publishes them.
+Listener = Callable[[str, Ban], None]
+
+
+class BanPass:
+    """Closes, a slice per turn, the live sessions that fall under one ban."""
+
+    def __init__(self, hub: Any, ban: Ban, match: Callable[[str, str | None], bool]) -> None:
+        self.hub = hub
+        self.ban = ban
+        self.match = match
+        # Streams before connections, as the revocation pass does.
+        self._todo: list[Session] = sorted(hub.sessions.values(), key=lambda s: s.parent is None)
+        self._at = 0
+        self.closed = 0
+        self.turns = 0
+        self.done = asyncio.Event()
+
+    def start(self) -> None:
+        self._step()
+
+    def _step(self) -> None:
+        self.turns += 1
+        todo, match = self._todo, self.match
+        deadline = time.perf_counter() + SLICE_S
+        at, end = self._at, len(todo)
+        while at < end:
+            s = todo[at]
+            at += 1
+            if not s.closing and match(s.address, s.user):
+                s.close(CloseReason.BANNED)
+                self.closed += 1
+            if at % 8 == 0 and time.perf_counter() > deadline:
+                break
+        self._at = at
+        if at < end:
+            asyncio.get_running_loop().call_soon(self._step)
+            return
+        self._todo = []
+        self.done.set()
+        if self.closed:
+            self.hub.event("operator", f"ban {self.ban.target}: closed {self.closed} live sessions")
+
+
+class Banning:
+    """The bans of one server: asked at accept and authentication, kept in a file."""
+
+    def __init__(self, hub: Any) -> None:
+        self.hub = hub
+        self.list = BanList()
+        self.store: BanStore | None = None
+        self.listeners: list[Listener] = []
+        self.passes: list[BanPass] = []
+        # Connections refused at accept because their address is banned.
+        self.refused = 0
+
+    # ----------------------------------------------------------- start
+    def open(self, state_dir: str) -> None:
+        """Load the bans kept in ``state_dir`` (a corrupted file: none, said in the log)."""
+        self.store = BanStore(state_dir)
+        bans, problem = self.store.load()
+        if problem is not None:
+            self.hub.event("error", f"bans: {problem}")
+        now = time.time()
+        for ban in bans:
+            if ban.live(now):
+                self.list.add(ban)
+        if bans:
+            self.hub.event("server", f"bans: {len(self.list)} loaded from {self.store.path}")
+
+    # ----------------------------------------------------------- accept and auth
+    def refuses(self, ip: str) -> bool:
+        """Whether a new connection from ``ip`` is refused (counted when it is)."""
+        if self.list.bans and self.list.address_banned(ip) is not None:
+            self.refused += 1
+            self.hub.permissions.totals["banned"] += 1
+            return True
+        return False
+
+    # ----------------------------------------------------------- changes
+    def ban(self, target: str, by: str, duration: str | None = None) -> Ban:
+        """Ban ``target`` (parsed; raises BanError) for ``duration`` (None: until
+        unbanned), close what it covers, keep it and tell the cluster."""
+        canonical = parse_target(target)
+        seconds = parse_duration(duration) if duration else None
+        now = time.time()
+        ban = Ban(canonical, by, now, None if seconds is None else now + seconds)
+        self._apply(ban, by)
+        for listener in self.listeners:
+            listener("ban", ban)
+        return ban
+
+    def unban(self, target: str, by: str) -> Ban | None:
+        """Lift the ban of ``target``; None when there was none."""
+        ban = self.list.remove(parse_target(target))
+        if ban is None:
+            return None
+        self.hub.event("operator", f"unban {ban.target} by {by}")
+        self._save()
+        for listener in self.listeners:
+            listener("unban", ban)
+        return ban
+
+    def apply_remote(self, kind: str, ban: Ban, node: str) -> None:
+        """A change made on another node."""
+        if kind == "ban":
+            self._apply(ban, f"{ban.by} on node {node}")
+        elif self.list.remove(ban.target) is not None:
+            self.hub.event("operator", f"unban {ban.target} by node {node}")
+            self._save()
+
+    def replace(self, bans: list[Ban], why: str) -> None:
+        """Hold exactly the cluster's list (read whole when a node links)."""
+        before = {b.target for b in self.list.live()}
+        now = time.time()
+        self.list.replace(b for b in bans if b.live(now))
+        for ban in self.list.live():
+            if ban.target not in before:
+                self.hub.event("operator", f"ban {ban.target} by {ban.by} ({why})")
+                self._enforce(ban)
+        self._save()
+
+    def _apply(self, ban: Ban, by: str) -> None:
+        self.list.add(ban)
+        left = None if ban.expires is None else ban.expires - ban.created
+        self.hub.event("operator", f"ban {ban.target} ({format_duration(left)}) by {by}")
+        self._save()
+        self._enforce(ban)
+
+    def _enforce(self, ban: Ban) -> None:
+        done = BanPass(self.hub, ban, self.list.matcher(ban))
+        self.passes = [p for p in self.passes if not p.done.is_set()]
+        self.passes.append(done)
+        done.start()
+
+    def _save(self) -> None:
+        store = self.store
+        if store is None:
+            return
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        store.save(self.list.live(), self._saved)
+
+    def _saved(self, error: str | None) -> None:
+        if error is not None:
+            self.hub.event("error", f"bans: {error}; they hold until the server stops")
+
+    def live(self) -> list[Ban]:
+        return self.list.live()
