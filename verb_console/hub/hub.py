@@ -22,8 +22,7 @@ from .. import __version__
 from ..settings import Settings
 from . import uploads as upload_messages
 from .auth import AuthFailures, AuthFile
-from .auth_gate import PROTOCOLS as AUTH_PROTOCOLS
-from .auth_gate import AuthGate
+from .auth_gate import AUTH_PROTOCOLS, AuthGate
 from .binary_session import BinarySession
 from .bus import Bus
 from .detect_session import DetectingSession

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..protocols import mux as m
 from ..protocols.errors import ProtocolError
+from ..protocols.json import is_ref
 from .json_session import FANOUT_BUDGET
 from .session import WIRE_REASON, CloseReason, Session
 from .snapshot import MuxConnectionInfo, StreamInfo
@@ -361,7 +362,7 @@ class MuxSession(Session):
         if kind == "ping":
             pong: dict[str, Any] = {"type": "pong", "timestamp": int(time.time() * 1000)}
             ref = msg.get("ref")
-            if (type(ref) is str and len(ref) <= 64) or type(ref) is int:
+            if is_ref(ref):
                 pong["ref"] = ref
             self.send_control(pong)
         elif kind == "stream_create":

@@ -99,6 +99,21 @@ class EchoDecoder:
         buf += data[start:]
         return out
 
+    @staticmethod
+    def first_line(buf: bytes | bytearray, max_line: int) -> int | ProtocolError | None:
+        """Where the first line in ``buf`` ends (the index of its ``\\n``); the
+        ``line_too_long`` error :meth:`receive` would report; or None while incomplete.
+
+        For a reader that must stop after one line and hand the bytes after it
+        to a decoder of its own (the auth gate, PROTOCOL.md section 8).
+        """
+        nl = buf.find(b"\n")
+        if nl > max_line or (nl < 0 and len(buf) > max_line):
+            return ProtocolError(
+                "line_too_long", f"Line longer than the maximum of {max_line} bytes"
+            )
+        return nl if nl >= 0 else None
+
     def _fail(self) -> ProtocolError:
         self.error = error = ProtocolError(
             "line_too_long", f"Line longer than the maximum of {self.max_line} bytes"
