@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
+from .bus import Bus
+from .rooms import RoomRegistry
 from .session import CloseReason
 
 if TYPE_CHECKING:
-    from .hub import Hub
+    from .session import Session
+
+
+class OperatorHost(Protocol):
+    """What the operator's actions reach of their hub."""
+
+    rooms: RoomRegistry
+    bus: Bus | None
+    sessions: dict[str, Session]
+    connections: dict[str, Session]
+    id_suffix: str
+
+    def event(self, kind: str, text: str) -> None: ...
 
 
 class Operator:
@@ -20,7 +34,7 @@ class Operator:
 
     __slots__ = ("hub",)
 
-    def __init__(self, hub: Hub) -> None:
+    def __init__(self, hub: OperatorHost) -> None:
         self.hub = hub
 
     def broadcast(self, text: str, room: str | None = None, *, local_only: bool = False) -> int:

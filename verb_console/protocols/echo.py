@@ -6,11 +6,20 @@ complete lines; it never touches a socket or a clock.
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
+
+import orjson
 
 from .errors import ProtocolError
 
-__all__ = ["DEFAULT_MAX_LINE", "WELCOME", "EchoDecoder", "encode_echo", "encode_notice"]
+__all__ = [
+    "DEFAULT_MAX_LINE",
+    "WELCOME",
+    "EchoDecoder",
+    "encode_echo",
+    "encode_notice",
+    "notice_text",
+]
 
 DEFAULT_MAX_LINE = 65536
 WELCOME = b"Welcome to TCP server!\n"
@@ -29,6 +38,23 @@ def encode_notice(text: str) -> bytes:
     """
     one_line = text.replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
     return b"[server] " + one_line.encode() + b"\n"
+
+
+def notice_text(message: dict[str, Any]) -> str:
+    """A server-initiated message as one human line (section 6, echo form)."""
+    kind = message.get("type")
+    if kind == "broadcast":
+        data = message.get("data")
+    elif kind == "room_message":
+        data = f"({message.get('room')}) {message.get('data')}"
+    elif kind == "server_shutdown":
+        grace = message.get("gracePeriod", 0) / 1000
+        return f"{message.get('message', 'Server is shutting down')} (grace period {grace:g}s)"
+    elif kind == "closing":
+        return f"closing: {message.get('reason')}"
+    else:
+        data = message
+    return data if isinstance(data, str) else orjson.dumps(data).decode()
 
 
 class EchoDecoder:
