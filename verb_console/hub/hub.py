@@ -31,6 +31,7 @@ from .ended import Ended
 from .fanout import fan_out
 from .history import TrafficHistory, Watches
 from .json_session import HANDLERS, JsonSession
+from .log import EventLog
 from .mux_session import MuxSession
 from .operator import Operator
 from .rooms import RoomRegistry
@@ -70,11 +71,7 @@ _DISCONNECT_DETAIL = {
     BrokenPipeError: "broken pipe: the peer went away",
     ConnectionAbortedError: "aborted",
 }
-BLOCKED_NOTE_INTERVAL = 10.0
-"""Seconds between two log rows about one throttled address."""
-BLOCKED_NOTE_MAX = 10_000
 CLOSED_KEPT = 1000
-EVENTS_KEPT = 1000
 
 # A session class: (hub, outlet, session id, address, port, parent) -> Session.
 SessionFactory = Callable[..., Session]
@@ -130,9 +127,10 @@ class Hub:
         # What ended sessions added up to, by reason and by protocol (kept as they end).
         self.ended = Ended()
         self.closed_log: deque[ClosedSessionInfo] = deque(maxlen=CLOSED_KEPT)
-        self.events: deque[LogEvent] = deque(maxlen=EVENTS_KEPT)
-        self._blocked_noted: dict[str, float] = {}
-        self._seq = 0
+        # The server's log: ``event(kind, text)`` adds a row.
+        self.log = EventLog()
+        self.event = self.log.add
+        self.events = self.log.events
         self.started_at = time.time()
         self.listeners: list[str] = []
         # The graceful shutdown: its state, hooks and lame-duck schedule.
@@ -244,25 +242,14 @@ class Hub:
         elif not self.throttle.admit(ip):
             self.stats.rejected_throttle += 1
             reason = CloseReason.THROTTLED
-            self._note_blocked(ip)
+            if self.throttle.worth_noting(ip):
+                self.event("server", f"blocked {ip}: too many connections; new ones are refused")
         else:
             return None
         now = time.time()
         sid = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
         self.closed_log.append(ClosedSessionInfo(sid, "-", ip, port, now, now, reason))
         return reason
-
-    def _note_blocked(self, ip: str) -> None:
-        """Log a throttled address once per :data:`BLOCKED_NOTE_INTERVAL`, not per attempt."""
-        now = time.monotonic()
-        last = self._blocked_noted.get(ip)
-        if last is not None and now - last < BLOCKED_NOTE_INTERVAL:
-            return
-        if len(self._blocked_noted) >= BLOCKED_NOTE_MAX:
-            # A flood from many addresses must not grow this without bound.
-            self._blocked_noted.clear()
-        self._blocked_noted[ip] = now
-        self.event("server", f"blocked {ip}: too many connections; new ones are refused")
 
     def attach(self, sock: TCPSocket, protocol: str) -> Session:
         """Start a session of ``protocol`` on an accepted (admitted) connection."""
@@ -452,19 +439,6 @@ class Hub:
             return 0
         return self.rooms.send(room, message)
 
-    # ----------------------------------------------------------- log
-    def event(self, kind: str, text: str) -> None:
-        self._seq += 1
-        self.events.append(LogEvent(self._seq, time.time(), kind, text))
-        # Marked, so a handler that copies warnings into this log skips its own rows.
-        extra = {"hub_event": True}
-        if kind == "error":
-            log.warning(text, extra=extra)
-        elif kind in ("operator", "server"):
-            log.info(text, extra=extra)
-        else:
-            log.debug(text, extra=extra)
-
     # ----------------------------------------------------------- HubView
     def totals(self) -> Stats:
         """A copy of the counters as they are now."""
@@ -513,6 +487,4 @@ class Hub:
         return uploads.records() + uploads.refusals() if uploads is not None else []
 
     def log_since(self, seq: int) -> list[LogEvent]:
-        if not self.events or self.events[-1].seq <= seq:
-            return []
-        return [e for e in self.events if e.seq > seq]
+        return self.log.since(seq)
