@@ -27,7 +27,6 @@ EXCHANGES = {x.name: x for x in parse(TEXT)}
 AWAITING_FEATURE: dict[str, list[str]] = {
     "resume (PROTOCOL.md 11.1)": ["resume"],
     "room history and recovery (11.2)": ["recovery"],
-    "lame duck (11.3)": ["lame-duck"],
     "permissions (12.1)": ["policy"],
     "PROXY protocol (12.4)": ["proxy-v1"],
 }

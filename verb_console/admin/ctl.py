@@ -80,7 +80,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="print sessions and time left as they change; exit once the server is gone",
     )
     # Also after the command (ctl drain --wait --json); SUPPRESS keeps ctl --json drain.
-    drain.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
+    drain.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON lines"
+    )
     commands.add_parser("reload", help="re-read what the server reloads (SIGHUP does the same)")
     return parser
 
