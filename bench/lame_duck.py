@@ -3,8 +3,9 @@
 A server (this file with ``--serve``, a child process: RLIMIT_NOFILE is per
 process) holds N json connections that this process opens. The drain then
 closes them gradually over the grace period; the server samples its own loop
-(a 2 ms timer: how late it ran is the longest turn before it) from the drain's
-start to its end, and this process records when each client got ``closing``.
+(a 2 ms timer: how late it ran is the longest turn before it, and the CPU
+time spent between two samples, which a loaded machine does not inflate) from
+the drain's start to its end, and this process records when each client got ``closing``.
 Figures: the slowest turns, and how the closes spread (the quantiles of the
 close times against the schedule's 10% + 90% x k/n of the grace period).
 
@@ -30,6 +31,8 @@ SAMPLE_S = 0.002
 
 # ----------------------------------------------------------- the server (child)
 async def serve(n: int, grace: float) -> None:
+    import asyncio.base_events
+
     from verb_console.runtime import Runtime
     from verb_console.settings import Settings
 
@@ -52,18 +55,40 @@ async def serve(n: int, grace: float) -> None:
     await loop.run_in_executor(None, sys.stdin.readline)  # every client is connected
     hub = runtime.hub
     late: list[float] = []
+    # CPU this thread spent between two samples: on a loaded machine the wall
+    # clock also counts the time the process waited for a core, this does not.
+    cpu: list[float] = []
+    last_cpu = [time.thread_time()]
 
     def sample(due: float) -> None:
         now = loop.time()
         late.append(now - due)
+        t = time.thread_time()
+        cpu.append(t - last_cpu[0])
+        last_cpu[0] = t
         if hub.state != "stopped":
             loop.call_at(now + SAMPLE_S, sample, now + SAMPLE_S)
 
+    # Each turn of the loop (one _run_once: every callback ready at once), timed
+    # in this thread's CPU time, so a machine short of cores does not inflate it.
+    turns: list[float] = []
+    base = asyncio.base_events.BaseEventLoop
+    run_once = base._run_once  # type: ignore[attr-defined]
+
+    def timed_run_once(self: Any) -> None:
+        t = time.thread_time()
+        run_once(self)
+        turns.append(time.thread_time() - t)
+
+    base._run_once = timed_run_once  # type: ignore[attr-defined]
     started = time.monotonic()
     hub.begin_shutdown()
     loop.call_at(loop.time() + SAMPLE_S, sample, loop.time() + SAMPLE_S)
     await hub.wait_stopped()
+    base._run_once = run_once  # type: ignore[attr-defined]
+    turns.sort()
     late.sort()
+    cpu.sort()
     print(
         json.dumps(
             {
@@ -72,6 +97,13 @@ async def serve(n: int, grace: float) -> None:
                 "max_turn_ms": round(late[-1] * 1000, 2),
                 "p99_turn_ms": round(late[int(len(late) * 0.99)] * 1000, 2),
                 "turns_over_20ms": sum(1 for x in late if x > 0.020),
+                "turns": len(turns),
+                "max_turn_cpu_ms": round(turns[-1] * 1000, 2),
+                "p99_turn_cpu_ms": round(turns[int(len(turns) * 0.99)] * 1000, 3),
+                "turns_over_20ms_cpu": sum(1 for x in turns if x > 0.020),
+                "max_cpu_between_samples_ms": round(cpu[-1] * 1000, 2),
+                "p99_cpu_between_samples_ms": round(cpu[int(len(cpu) * 0.99)] * 1000, 2),
+                "cpu_gaps_over_20ms": sum(1 for x in cpu if x > 0.020),
             }
         ),
         flush=True,

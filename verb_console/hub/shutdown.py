@@ -28,7 +28,7 @@ from .snapshot import HubState
 if TYPE_CHECKING:
     from .session import Session
 
-CLOSE_BATCH = 64
+CLOSE_BATCH = 32
 """Most sessions closed (or told of the shutdown) in one turn of the loop."""
 FIRST_CLOSE_AT = 0.1
 """The share of the grace period that passes before the first gradual close."""
