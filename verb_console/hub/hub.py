@@ -1,10 +1,9 @@
 """The message server: session registry, accept and close, delivery from other nodes, figures.
 
-The hub is composed of parts that each own their job and state: the operator's
-actions (:class:`~.operator.Operator`), the graceful shutdown
-(:class:`~.shutdown.Shutdown`), the rooms, the throttle, the figures. Its own
-methods for those parts are the one-line entry points the admin socket, the
-console's view and the cluster call.
+Composed of parts that each own their job and state: the operator's actions
+(:class:`~.operator.Operator`), the graceful shutdown (:class:`~.shutdown.Shutdown`),
+the log, rooms, throttle and figures; the hub's methods for them are the one-line
+entry points the admin socket, the console's view and the cluster call.
 """
 
 from __future__ import annotations
@@ -34,6 +33,7 @@ from .json_session import HANDLERS, JsonSession
 from .log import EventLog
 from .mux_session import MuxSession
 from .operator import Operator
+from .resume import every_second, install_resume
 from .rooms import RoomRegistry
 from .session import (
     CloseReason,
@@ -153,6 +153,8 @@ class Hub:
         # The message tap (see .tap): None, and so free, until a reader opens it.
         self.tap: Tap | None = None
         self.tap_switch = TapSwitch(self._install_tap)
+        # Session resume and room history (PROTOCOL.md 11): resume is None while off.
+        self.resume, self.seq = install_resume(self)
 
     def _install_tap(self, tap: Tap | None) -> None:
         self.tap = tap
@@ -195,6 +197,8 @@ class Hub:
     def join_cluster(self, bus: Bus) -> None:
         """Become one node of a cluster; before the first session starts."""
         self.bus = bus
+        # Room history in a cluster must be the same on every node: not kept here.
+        self.rooms.history = None
         self.node = bus.node
         self.id_suffix = "@" + bus.node
 
@@ -220,6 +224,7 @@ class Hub:
         refresh_wall_offset()
         self.history.tick(self.stats)
         self.watches.tick()
+        every_second(self)
         self._ticks += 1
         if self._ticks % 10 == 0:
             self.throttle.sweep()
@@ -369,6 +374,8 @@ class Hub:
 
     def end_session(self, session: Session, reason: str) -> None:
         """Release what a finished session held and remember why it ended."""
+        if self.resume is not None and self.resume.detach(session, reason):
+            return
         if self.sessions.get(session.id) is session:
             del self.sessions[session.id]
             self.sessions_changed += 1
@@ -414,7 +421,7 @@ class Hub:
     def deliver_broadcast(self, frame: bytes) -> int:
         """Another node's client broadcast: to every json session here."""
         sessions = self.json_sessions
-        fan_out(sessions.values(), frame, self.stats)
+        (fan_out if self.seq is None else self.seq.fan_out)(sessions.values(), frame, self.stats)
         return len(sessions)
 
     def deliver_private(self, target: str, frame: bytes) -> bool:
@@ -422,7 +429,10 @@ class Hub:
         session = self.json_sessions.get(target)
         if session is None:
             return False
-        session.deliver(frame)
+        if self.seq is None:
+            session.deliver(frame)
+        else:
+            self.seq.one(session, frame)  # type: ignore[arg-type]
         return True
 
     def deliver_room(self, name: str, frame: bytes) -> int:

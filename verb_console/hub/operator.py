@@ -55,7 +55,7 @@ class Operator:
                     hub.event("operator", f"broadcast to unknown room {room!r} dropped")
                 return 0
             r.messages += 1
-            n = hub.rooms.send(
+            n = hub.rooms.post(
                 r, {"type": "room_message", "room": room, "from": "server", "data": text}
             )
             hub.event("operator", f"broadcast to room {room} ({sessions_text(n)}): {text}")
