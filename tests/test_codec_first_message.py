@@ -51,7 +51,7 @@ def frames(protocol: str) -> st.SearchStrategy[bytes]:
             st.builds(
                 lambda t, r: encode({"type": "auth", "token": t, "ref": r}),
                 st.text(max_size=8),
-                st.one_of(st.integers(), st.text(max_size=70), st.none()),
+                st.one_of(st.integers(-(2**63), 2**63 - 1), st.text(max_size=70), st.none()),
             ),
             st.binary(max_size=12),
         )
