@@ -18,6 +18,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+from ..address import host_port
 from ..settings import Settings
 from . import uploads as upload_messages
 from .auth import AuthFailures, AuthFile
@@ -252,7 +253,7 @@ class Hub:
         else:
             return None
         now = time.time()
-        sid = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+        sid = host_port(ip, port)
         self.closed_log.append(ClosedSessionInfo(sid, "-", ip, port, now, now, reason))
         return reason
 
