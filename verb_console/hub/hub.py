@@ -142,8 +142,7 @@ class Hub:
         self.watches = Watches(self.sessions, self.rooms)
         self._ticker: asyncio.TimerHandle | None = None
         self._ticks = 0
-        # Called (awaited) at the very end of shutdown, e.g. to abort open uploads;
-        # called when the graceful shutdown begins (a coroutine result runs as a task).
+        # The shutdown's hooks, at its very end (awaited) and when the drain begins.
         self.on_shutdown: list[Callable[[], Any]] = self.shutdown.on_shutdown
         self.on_drain: list[Callable[[], Any]] = self.shutdown.on_drain
         # One node of a cluster (PROTOCOL.md section 10): the bus to the other nodes,
