@@ -106,3 +106,36 @@ async def test_a_node_linking_in_its_neighbour_s_first_second_learns_its_session
     await cb.send({"type": "private", "target": ca.id, "data": "found"})
     got = await ca.recv(3)
     assert (got["type"], got["from"], got["data"]) == ("private", cb.id, "found")
+
+
+async def test_bus_stats_is_a_snapshot_of_the_link_and_node_figures(
+    start_server: Any, connect: Any, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    a, b = await _nodes(start_server, redis_server, tmp_path)
+    ca, cb = await connect(a), await connect(b)
+    bus = a.hub.bus
+
+    async def known() -> bool:
+        await asyncio.sleep(0)
+        return cb.id in bus.directory.sessions
+
+    await wait_for(known, 5)
+    before = bus.stats()
+    assert (before.node, before.link) == ("a", "up")
+    await ca.send({"type": "private", "target": cb.id, "data": "hi"})
+    assert (await cb.recv(3))["data"] == "hi"
+    after = bus.stats()
+    # The link counted what it wrote; the snapshot taken before did not move.
+    assert after.published > before.published
+    assert bus.link.stats().published == after.published
+    probes = before.probe_lags.count
+    await wait_for(lambda: _probed(bus, probes), 5)
+    assert before.probe_lags.count == probes
+    # The cluster pane's figures are the same record's.
+    info = bus.info()
+    assert info["reconnects"] == after.reconnects and info["link"] == "up"
+
+
+async def _probed(bus: Any, seen: int) -> bool:
+    await asyncio.sleep(0.05)
+    return bool(bus.stats().probe_lags.count > seen)

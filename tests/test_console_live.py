@@ -327,6 +327,7 @@ async def test_s_then_y_drains_and_the_app_exits_zero_within_a_second_of_the_las
             "type": "server_shutdown",
             "message": "Server is shutting down",
             "gracePeriod": 20000,
+            "reconnect": True,
         }
         assert await live.json.recv() == shutdown
         assert await live.binary.recv_notice() == shutdown

@@ -24,9 +24,7 @@ EXCHANGES = {x.name: x for x in parse(TEXT)}
 # Exchanges that document a feature of the contract (PROTOCOL.md) that is not on
 # main yet, by the feature. Each is expected to fail until its feature lands;
 # when it passes, pytest reports it (strict xfail) and its name leaves this set.
-AWAITING_FEATURE: dict[str, list[str]] = {
-    "lame duck (11.3)": ["lame-duck"],
-}
+AWAITING_FEATURE: dict[str, list[str]] = {}
 _AWAITING = {name: feature for feature, names in AWAITING_FEATURE.items() for name in names}
 
 

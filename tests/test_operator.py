@@ -268,6 +268,7 @@ async def test_begin_shutdown_from_the_hub_tells_sessions_and_force_shutdown_clo
         "type": "server_shutdown",
         "message": "Server is shutting down",
         "gracePeriod": 5000,
+        "reconnect": True,
     }
     assert runtime.hub.overview().state == "draining"
     assert runtime.hub.overview().drain_deadline is not None

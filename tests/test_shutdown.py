@@ -123,6 +123,7 @@ async def expect_shutdown_notice(client: JsonClient, grace_ms: int) -> None:
         "type": "server_shutdown",
         "message": "Server is shutting down",
         "gracePeriod": grace_ms,
+        "reconnect": True,
     }
 
 

@@ -7,6 +7,8 @@ line on stderr when the server refuses or cannot be reached (2 for bad usage).
 from __future__ import annotations
 
 import argparse
+import math
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -24,6 +26,8 @@ from .paths import AdminSocketError
 
 PROG = "verb-console ctl"
 PAGE = 1000
+WAIT_POLL_S = 0.25
+"""How often ``ctl drain --wait`` asks the server how the drain goes."""
 
 
 class CtlUsageError(Exception):
@@ -66,7 +70,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--step", type=int, choices=(1, 10, 60), default=60, help="seconds a sample (default 60)"
     )
     history.add_argument("--last", type=int, default=60, help="the newest N samples (default 60)")
-    commands.add_parser("drain", help="begin the graceful shutdown")
+    drain = commands.add_parser("drain", help="begin the graceful shutdown")
+    drain.add_argument(
+        "--final",
+        action="store_true",
+        help="a permanent stop: clients are told not to reconnect",
+    )
+    drain.add_argument(
+        "--wait",
+        action="store_true",
+        help="print sessions and time left as they change; exit once the server is gone",
+    )
+    # Also after the command (ctl drain --wait --json); SUPPRESS keeps ctl --json drain.
+    drain.add_argument(
+        "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON lines"
+    )
     commands.add_parser("reload", help="re-read what the server reloads (SIGHUP does the same)")
     ban = commands.add_parser("ban", help="ban an address, a network (CIDR) or user:NAME")
     ban.add_argument("target", metavar="TARGET")
@@ -166,7 +184,7 @@ def _status_text(s: dict[str, Any], hello: dict[str, Any]) -> str:
             "refusals: " + "  ".join(f"{k.replace('_', ' ')}: {v}" for k, v in refusals.items())
         )
     if s.get("drain_deadline"):
-        lines.append(f"drain ends in: {_duration(s['drain_deadline'] - s['now'])}")
+        lines.append(_drain_line(s) + (" (final)" if s.get("drain_final") else ""))
     cluster = s.get("cluster")
     if cluster:
         lines += _cluster_text(cluster)
@@ -184,6 +202,65 @@ def _cluster_text(c: dict[str, Any]) -> list[str]:
         f"  ({c['msgs_out_per_s']}/s out, {c['msgs_in_per_s']}/s in)",
         f"dropped: {c['dropped']}  undeliverable: {c['undeliverable']}  queued: {c['queued']}",
     ]
+
+
+def _drain_line(s: dict[str, Any]) -> str:
+    """``draining: 3 left, 12 s left``: sessions the drain has still to close, and
+    the grace period's time left (rounded up to whole seconds)."""
+    deadline = s.get("drain_deadline")
+    seconds = math.ceil(max(0.0, deadline - s["now"])) if deadline is not None else 0
+    return f"draining: {s.get('drain_left', 0)} left, {seconds} s left"
+
+
+def _process_gone(pid: int) -> bool:
+    """True once ``pid`` has exited (a zombie waiting for its parent counts as gone)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+    # The state follows the parenthesised command name, which may hold spaces.
+    return stat.rpartition(")")[2].split()[0] in ("Z", "X")
+
+
+async def _wait_drained(client: AdminClient, as_json: bool) -> tuple[Any, str]:
+    """Follow a drain until the server process is gone, printing each change.
+
+    Made for scripts and systemd's ``ExecStop``: it returns (exit status 0)
+    only once the process has exited, so a restart chained after it finds the
+    port free.
+    """
+    pid = int(client.hello.get("pid") or 0)
+    shown = ""
+    while True:
+        try:
+            status = await client.request("status")
+        except (AdminSocketError, AdminError):
+            break  # the admin socket closes at the very end of the shutdown
+        if status["state"] == "stopped":
+            break
+        line = _drain_line(status)
+        if line != shown:
+            shown = line
+            if as_json:
+                left = status.get("drain_left", 0)
+                deadline = status.get("drain_deadline") or status["now"]
+                doc = {"state": status["state"], "sessions_left": left}
+                doc["seconds_left"] = round(max(0.0, deadline - status["now"]), 1)
+                print(orjson.dumps(doc).decode(), flush=True)
+            else:
+                print(line, flush=True)
+        await anyio.sleep(WAIT_POLL_S)
+    while pid and not _process_gone(pid):
+        await anyio.sleep(0.02)
+    return {"state": "stopped", "pid": pid}, f"stopped (pid {pid} has exited)"
 
 
 async def run_command(args: argparse.Namespace) -> tuple[Any, str]:
@@ -254,7 +331,9 @@ async def run_command(args: argparse.Namespace) -> tuple[Any, str]:
             text = _table(headers, rows) if rows else f"no {step} s samples yet"
             return result, text
         if command == "drain":
-            result = await client.request("drain")
+            result = await client.request("drain", final=args.final)
+            if args.wait:
+                return await _wait_drained(client, args.json)
             return result, f"state: {result['state']}"
         if command == "reload":
             result = await client.request("reload")

@@ -325,48 +325,46 @@ class HubCollector(Collector):
 
     def _cluster(self) -> Iterator[Metric]:
         """With ``--cluster``: the link to Redis and the traffic with other nodes."""
-        node = getattr(self.hub, "bus", None)
-        link = getattr(node, "link", None)
-        if node is None or link is None:
+        bus = self.hub.bus
+        if bus is None:
             return
-        labels = {"node": str(node.node)}
+        stats = bus.stats()
+        labels = {"node": stats.node}
 
         def one(kind: Any, name: str, doc: str, value: float) -> Metric:
             family = kind(name, doc, labels=["node"])
-            family.add_metric([labels["node"]], value)
+            family.add_metric([stats.node], value)
             return family
 
         yield one(
             GaugeMetricFamily,
             "verb_cluster_link_up",
             "1 while this node's link to Redis is up",
-            1 if link.state == "up" else 0,
+            1 if stats.link == "up" else 0,
         )
         yield one(
             CounterMetricFamily,
             "verb_cluster_reconnects",
             "Times the link to Redis was made again after a loss",
-            link.reconnects,
+            stats.reconnects,
         )
         for name, doc, figure in (
-            ("published", "Messages published to other nodes", node.published),
-            ("received", "Messages received from other nodes", node.received),
+            ("published", "Messages published to other nodes", stats.published),
+            ("received", "Messages received from other nodes", stats.received),
             (
                 "dropped",
                 "Messages not sent: queue full, Redis unreachable, too large",
-                node.dropped,
+                stats.dropped,
             ),
-            ("undeliverable", "Messages for a session gone when they arrived", node.undeliverable),
+            ("undeliverable", "Messages for a session gone when they arrived", stats.undeliverable),
         ):
             yield one(CounterMetricFamily, f"verb_cluster_messages_{name}", doc, figure)
-        lags = getattr(link, "probe_lags", None)
-        if isinstance(lags, Histogram):
-            yield histogram_family(
-                "verb_cluster_pubsub_lag_seconds",
-                "Round trip of this node's probe through Redis pub/sub (one per heartbeat)",
-                lags,
-                labels,
-            )
+        yield histogram_family(
+            "verb_cluster_pubsub_lag_seconds",
+            "Round trip of this node's probe through Redis pub/sub (one per heartbeat)",
+            stats.probe_lags,
+            labels,
+        )
 
 
 def _escape_help(text: str) -> str:

@@ -321,7 +321,8 @@ class AdminServer:
                 sent = view.hub.operator_broadcast(str(args["text"]), room and str(room))
                 return {"sent": sent}
             if op == "drain":
-                view.hub.begin_shutdown()
+                # final: a permanent stop, clients are told not to reconnect (11.3).
+                view.hub.begin_shutdown(final=bool(args.get("final", False)))
                 return {"state": view.overview().state}
             if op == "force":
                 view.hub.force_shutdown()

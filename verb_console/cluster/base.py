@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from .directory import Change, Directory
-
-if TYPE_CHECKING:
-    from ..hub.hub import Hub
 
 # Queue entries that are not Redis commands: (un)subscribe a room's channel.
 SUBSCRIBE = "subscribe"
@@ -29,9 +26,12 @@ class ClusterUnavailable(Exception):
 
 
 class LinkBus(Protocol):
-    """What the link reads and updates of its node (``node.RedisBus``)."""
+    """What the link reads of its node (``node.RedisBus``), and asks of it.
 
-    hub: Hub
+    The link never reaches the hub: it logs and learns the node's load through
+    its node, and counts its own traffic (:class:`~.link.LinkStats`).
+    """
+
     url: str
     node: str
     own_channel: bytes
@@ -39,11 +39,23 @@ class LinkBus(Protocol):
     queue: deque[tuple[Any, ...]]
     wake: asyncio.Event
     wanted: dict[bytes, str]
-    published: int
-    received: int
-    dropped: int
-    rate_in: float
-    rate_out: float
+    received: int  # messages from other nodes (read for the rate)
+
+    def drop_queue(self) -> None:
+        """The link is down: what is queued is dropped (and counted)."""
+        ...
+
+    def note(self, text: str) -> None:
+        """A row for the server's log."""
+        ...
+
+    def load(self) -> dict[str, Any]:
+        """What this node's heartbeat tells the others (sessions, rooms, users)."""
+        ...
+
+    async def sync_bans(self, client: Any) -> None:
+        """On linking: take the cluster's ban list, or give it this node's."""
+        ...
 
     def local_state(self) -> tuple[list[str], dict[str, list[str]]]: ...
 
@@ -53,6 +65,3 @@ class LinkBus(Protocol):
 
     def forget_node(self, node: str, why: str) -> None: ...
 
-    async def sync_bans(self, client: Any) -> None: ...
-
-    def heartbeat_info(self) -> dict[str, Any]: ...

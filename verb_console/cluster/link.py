@@ -15,6 +15,7 @@ import logging
 import math
 import secrets
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -27,7 +28,8 @@ from redis.exceptions import ResponseError
 from ..hub.histogram import Histogram
 from . import keys
 from .base import SUBSCRIBE, UNSUBSCRIBE, ClusterUnavailable, LinkBus, NodeNameTaken
-from .commands import abort, pack, pairs, pairs_rev
+from .commands import abort, pack
+from .sync import announce, bootstrap, refresh
 
 log = logging.getLogger("verb_console.cluster")
 
@@ -46,14 +48,30 @@ class LinkLost(Exception):
     """The link must be rebuilt."""
 
 
+@dataclass(frozen=True, slots=True)
+class LinkStats:
+    """The link's figures at one moment (its node adds its own to make ``BusStats``)."""
+
+    state: str  # "up", "down" or "connecting"
+    since: float  # wall clock of the last change of state
+    reconnects: int  # times the link was made again after a loss
+    published: int  # queue entries written to Redis
+    rate_out: float  # of them, per second over the last heartbeat
+    rate_in: float  # messages from other nodes per second over the last heartbeat
+    probe_lags: Histogram  # a copy: the probe's round trips through pub/sub
+
+
 class Link:
-    """Connects the bus to Redis, and keeps it connected."""
+    """Connects the bus to Redis, and keeps it connected; counts what it writes."""
 
     def __init__(self, bus: LinkBus) -> None:
         self.bus = bus
         self.state = "connecting"
         self.since = time.time()
         self.reconnects = 0
+        self.published = 0  # queue entries written to Redis
+        self.rate_out = 0.0
+        self.rate_in = 0.0
         self.token = secrets.token_hex(8)
         self._up_at = 0.0
         self._client: Redis | None = None
@@ -138,7 +156,7 @@ class Link:
                 was_up = self.state == "up"
                 if was_up:
                     log.warning("cluster: Redis link lost: %s", exc or type(exc).__name__)
-                    self.bus.hub.event("server", f"cluster: Redis link lost ({exc})")
+                    self.bus.note(f"cluster: Redis link lost ({exc})")
             self._down()
             await self._teardown()
             if time.monotonic() - started > 5:
@@ -152,8 +170,7 @@ class Link:
             self.since = time.time()
             self.reconnects += 1
         self.state = "down"
-        bus.dropped += len(bus.queue)
-        bus.queue.clear()
+        bus.drop_queue()
         self._subscribed.clear()
         for fut in self._confirm.values():
             if not fut.done():
@@ -188,9 +205,8 @@ class Link:
         # Listed among the nodes now, not at the first heartbeat a second later: a
         # node linking meanwhile reads the directory by that list, and would miss
         # this node's sessions (their events went out before it subscribed).
-        info = {"sessions": len(bus.hub.sessions), "rooms": len(bus.hub.rooms)}
-        await client.hset(keys.NODES, bus.node, orjson.dumps(info))
-        await self._bootstrap(client)
+        await client.hset(keys.NODES, bus.node, orjson.dumps(bus.load()))
+        await bootstrap(bus, client)
         await bus.sync_bans(client)
         # Up: from here on the hub's changes are queued, after this node's whole state.
         sessions, rooms = bus.local_state()
@@ -205,9 +221,9 @@ class Link:
         stale = [
             (UNSUBSCRIBE, ch) for ch in self._subscribed if ch not in bus.wanted and ch not in fixed
         ]
-        bus.queue.extendleft(reversed([*missing, *stale, *self._announce(sessions, rooms)]))
+        bus.queue.extendleft(reversed([*missing, *stale, *announce(bus.node, sessions, rooms)]))
         bus.wake.set()
-        bus.hub.event("server", f"cluster: node {bus.node} linked to Redis")
+        bus.note(f"cluster: node {bus.node} linked to Redis")
         tasks = [
             asyncio.ensure_future(self._read(sub)),
             asyncio.ensure_future(self._write(client, sub)),
@@ -246,57 +262,6 @@ class Link:
             if isinstance(msg, list) and len(msg) >= 2 and msg[0] == b"subscribe":
                 channels.discard(msg[1])
                 self._subscribed.add(msg[1])
-
-    def _announce(self, sessions: list[str], rooms: dict[str, list[str]]) -> list[tuple[Any, ...]]:
-        """Queue entries that write this node's state into the directory and tell it."""
-        node = self.bus.node
-        expiry = int(time.time() * 1000) + keys.ENTRY_TTL_MS
-        out: list[tuple[Any, ...]] = []
-        if sessions:
-            out.append(("HSET", keys.SESSIONS, *pairs(sessions, node)))
-            out.append(("ZADD", keys.SESSIONS_EXPIRY, *pairs_rev(sessions, expiry)))
-        for room, members in rooms.items():
-            out.append(("HSET", keys.room_key(room), *pairs(members, node)))
-            out.append(("ZADD", keys.room_expiry_key(room), *pairs_rev(members, expiry)))
-            out.append(("ZADD", keys.ROOMS, expiry, room))
-        state = {"o": "st", "n": node, "s": sessions, "r": rooms}
-        out.append(("PUBLISH", keys.MEMBERS, orjson.dumps(state)))
-        return out
-
-    async def _bootstrap(self, client: Redis) -> None:
-        """Learn the other live nodes' sessions and members from the directory.
-
-        Only adds: what left while this node was away is told by its node's
-        state when that node links again, or by its death.
-        """
-        bus = self.bus
-        raw_names: list[Any] = await client.hkeys(keys.NODES)
-        names = [n.decode() for n in raw_names]
-        names = [n for n in names if n != bus.node]
-        pipe = client.pipeline(transaction=False)
-        for name in names:
-            pipe.exists(keys.heartbeat_key(name))
-        live = {n for n, alive in zip(names, await pipe.execute(), strict=True) if alive}
-        raw_rooms: list[Any] = await client.zrange(keys.ROOMS, 0, -1)
-        rooms = [r.decode() for r in raw_rooms]
-        pipe = client.pipeline(transaction=False)
-        pipe.hgetall(keys.SESSIONS)
-        for room in rooms:
-            pipe.hgetall(keys.room_key(room))
-        found = await pipe.execute()
-        d = bus.directory
-        for sid, node in found[0].items():
-            if node.decode() in live:
-                d.add_session(node.decode(), sid.decode())
-        joined = []
-        for room, members in zip(rooms, found[1:], strict=True):
-            for sid, node in members.items():
-                n = node.decode()
-                if n in live and d.join(n, room, sid.decode()):
-                    joined.append((room, sid.decode()))
-        for name in live:
-            d.heard(name)
-        bus.tell_members(joined, [])
 
     async def _read(self, conn: AbstractConnection) -> None:
         # Straight from the pub/sub connection: PubSub.get_message builds a dict and
@@ -349,7 +314,7 @@ class Link:
         except (OSError, RuntimeError):  # the transport went away: the link is rebuilt
             return False
         self._owed += 1
-        self.bus.published += 1
+        self.published += 1
         return True
 
     async def _write(self, client: Redis, sub: AbstractConnection) -> None:
@@ -407,7 +372,7 @@ class Link:
                 async with asyncio.timeout(COMMAND_TIMEOUT_S * 2):
                     await conn.send_packed_command(parts, check_health=False)
                     self._owed += n
-                    bus.published += n
+                    self.published += n
                     await self._read_owed(read, forever)
         finally:
             self._direct = None
@@ -449,7 +414,7 @@ class Link:
                 raise LinkLost("the subscription's probe did not come back")
             self._sample_rates(now)
             self._probe_seq += 1
-            info = bus.heartbeat_info()
+            info = bus.load()
             names = list(bus.directory.nodes)
             pipe = client.pipeline(transaction=False)
             pipe.set(keys.heartbeat_key(bus.node), self.token, px=keys.HEARTBEAT_TTL_MS)
@@ -459,10 +424,9 @@ class Link:
             self._probe_sent = time.monotonic()
             for name in names:
                 pipe.exists(keys.heartbeat_key(name))
-            refresh = now - self._last_refresh >= REFRESH_S
-            if refresh:
+            if now - self._last_refresh >= REFRESH_S:
                 self._last_refresh = now
-                self._refresh(pipe)
+                refresh(bus, pipe)
             results = await asyncio.wait_for(pipe.execute(), COMMAND_TIMEOUT_S * 2)
             alive = results[4 : 4 + len(names)]
             now = time.monotonic()
@@ -473,28 +437,23 @@ class Link:
                 if state is not None and not held and now - state.last_heard > DEAD_AFTER_S:
                     bus.forget_node(name, "is gone (no heartbeat)")
 
-    def _refresh(self, pipe: Any) -> None:
-        """Renew this node's directory entries, and prune what expired (any reader may)."""
-        sessions, rooms = self.bus.local_state()
-        node = self.bus.node
-        now_ms = int(time.time() * 1000)
-        expiry = now_ms + keys.ENTRY_TTL_MS
-        if sessions:
-            pipe.hset(keys.SESSIONS, mapping=dict.fromkeys(sessions, node))
-            pipe.zadd(keys.SESSIONS_EXPIRY, dict.fromkeys(sessions, expiry))
-        pipe.eval(keys.PRUNE_SCRIPT, 2, keys.SESSIONS, keys.SESSIONS_EXPIRY, now_ms)
-        for room, members in rooms.items():
-            pipe.hset(keys.room_key(room), mapping=dict.fromkeys(members, node))
-            pipe.zadd(keys.room_expiry_key(room), dict.fromkeys(members, expiry))
-            pipe.zadd(keys.ROOMS, {room: expiry})
-            pipe.eval(keys.PRUNE_SCRIPT, 2, keys.room_key(room), keys.room_expiry_key(room), now_ms)
-        pipe.eval(keys.PRUNE_ROOMS_SCRIPT, 1, keys.ROOMS, now_ms)
-
     def _sample_rates(self, now: float) -> None:
-        bus = self.bus
+        received = self.bus.received
         last_t, last_out, last_in = self._last_rates
         dt = now - last_t
         if dt > 0:
-            bus.rate_out = (bus.published - last_out) / dt
-            bus.rate_in = (bus.received - last_in) / dt
-        self._last_rates = (now, bus.published, bus.received)
+            self.rate_out = (self.published - last_out) / dt
+            self.rate_in = (received - last_in) / dt
+        self._last_rates = (now, self.published, received)
+
+    def stats(self) -> LinkStats:
+        """The link's figures now (the probe's histogram copied)."""
+        return LinkStats(
+            state=self.state,
+            since=self.since,
+            reconnects=self.reconnects,
+            published=self.published,
+            rate_out=self.rate_out,
+            rate_in=self.rate_in,
+            probe_lags=self.probe_lags.copy(),
+        )

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..hub.bans import Ban, BanError
+from ..hub.bus import BusStats
 from ..protocols.json import encode
 from . import keys
 from .base import SUBSCRIBE, UNSUBSCRIBE
@@ -74,13 +75,10 @@ class RedisBus:
         # Room channels wanted (the node has members there), and which room each is.
         self.wanted: dict[bytes, str] = {}
         self._node_channels: dict[str, bytes] = {}
-        # Figures
-        self.published = 0  # queue entries written to Redis
+        # Figures of the node's own; the link counts what it writes (Link.stats).
         self.received = 0  # messages from other nodes
         self.dropped = 0  # not sent: queue full, Redis unreachable, or too large
         self.undeliverable = 0  # for a session that had gone by the time it arrived
-        self.rate_out = 0.0
-        self.rate_in = 0.0
         self.link = Link(self)
         # Bans hold on every node (PROTOCOL.md 12.3); max_sessions counts every node's.
         hub.banning.listeners.append(self.ban_changed)
@@ -95,6 +93,30 @@ class RedisBus:
     async def aclose(self) -> None:
         """Leave the cluster: flush what is queued, say goodbye, drop the heartbeat."""
         await self.link.aclose()
+
+    # ----------------------------------------------------------- for the link
+    def drop_queue(self) -> None:
+        """The link went down: what is queued is dropped, and counted."""
+        self.dropped += len(self.queue)
+        self.queue.clear()
+
+    def note(self, text: str) -> None:
+        """A row for the server's log (the link's news)."""
+        self.hub.event("server", text)
+
+    def load(self) -> dict[str, Any]:
+        """What this node's heartbeat tells the others: its sessions and rooms, and
+        its users' session counts (max_sessions counts every node's)."""
+        hub = self.hub
+        info: dict[str, Any] = {"sessions": len(hub.sessions), "rooms": len(hub.rooms)}
+        if hub.permissions.by_user:
+            info["users"] = hub.permissions.by_user
+        return info
+
+    @property
+    def published(self) -> int:
+        """Queue entries written to Redis (the link counts them)."""
+        return self.link.published
 
     # ----------------------------------------------------------- publishing
     def enqueue(self, item: tuple[Any, ...]) -> bool:
@@ -341,15 +363,6 @@ class RedisBus:
                 log.warning("cluster: skipped a malformed ban %r: %s", target, exc)
         banning.replace(bans, "from the cluster")
 
-    def heartbeat_info(self) -> dict[str, Any]:
-        """What this node's heartbeat tells the others: its figures, and its users'
-        session counts (max_sessions counts every node's)."""
-        hub = self.hub
-        info: dict[str, Any] = {"sessions": len(hub.sessions), "rooms": len(hub.rooms)}
-        if hub.permissions.by_user:
-            info["users"] = hub.permissions.by_user
-        return info
-
     def remote_sessions_of(self, user: str) -> int:
         """The user's counted sessions on the other nodes, as their heartbeats said."""
         total = 0
@@ -370,16 +383,35 @@ class RedisBus:
         rooms = {name: list(room.members) for name, room in hub.rooms.rooms.items()}
         return list(hub.json_sessions), rooms
 
+    def stats(self) -> BusStats:
+        """This node's traffic and link figures now (the Bus interface)."""
+        link = self.link.stats()
+        return BusStats(
+            node=self.node,
+            link=link.state,
+            link_since=link.since,
+            reconnects=link.reconnects,
+            published=link.published,
+            received=self.received,
+            dropped=self.dropped,
+            undeliverable=self.undeliverable,
+            queued=len(self.queue),
+            msgs_out_per_s=round(link.rate_out, 1),
+            msgs_in_per_s=round(link.rate_in, 1),
+            probe_lags=link.probe_lags,
+        )
+
     def info(self) -> dict[str, Any]:
         """The figures the console's Cluster pane and ``ctl status`` show."""
         now = time.monotonic()
         hub = self.hub
+        stats = self.stats()
         nodes = [
             {
                 "name": self.node,
                 "sessions": len(hub.sessions),
                 "rooms": len(hub.rooms),
-                "heartbeat_age": 0.0 if self.link.state == "up" else None,
+                "heartbeat_age": 0.0 if stats.link == "up" else None,
                 "self": True,
             }
         ]
@@ -393,17 +425,20 @@ class RedisBus:
                     "self": False,
                 }
             )
-        return {
-            "node": self.node,
-            "link": self.link.state,
-            "link_since": self.link.since,
-            "nodes": nodes,
-            "published": self.published,
-            "received": self.received,
-            "dropped": self.dropped,
-            "undeliverable": self.undeliverable,
-            "msgs_out_per_s": round(self.rate_out, 1),
-            "msgs_in_per_s": round(self.rate_in, 1),
-            "queued": len(self.queue),
-            "reconnects": self.link.reconnects,
-        }
+        figures = {f: getattr(stats, f) for f in _INFO_FIGURES}
+        return {"node": self.node, "nodes": nodes, **figures}
+
+
+# The figures of BusStats that info() carries, under the same names.
+_INFO_FIGURES = (
+    "link",
+    "link_since",
+    "published",
+    "received",
+    "dropped",
+    "undeliverable",
+    "msgs_out_per_s",
+    "msgs_in_per_s",
+    "queued",
+    "reconnects",
+)

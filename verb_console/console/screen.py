@@ -223,7 +223,12 @@ class MainScreen(Screen[None]):
             if overview.drain_deadline is not None
             else "?"
         )
-        text = f"SHUTTING DOWN  {plural(overview.sessions, 'session')} left  {G.sep}  {left} to go"
+        text = f"SHUTTING DOWN  {plural(overview.sessions, 'session')} left  {G.sep}  "
+        if overview.drain_left:
+            # Connections the lame-duck schedule has still to close (a mux
+            # connection is one, however many streams it carries).
+            text += f"{overview.drain_left:,} to close  {G.sep}  "
+        text += f"{left} to go"
         if not read_only:
             text += f"  {G.sep}  s: close all now"
         if text != self._drain_text:

@@ -14,7 +14,29 @@ and :meth:`Hub.operator_close` with ``local_only``.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Protocol
+
+from .histogram import Histogram
+
+
+@dataclass(frozen=True, slots=True)
+class BusStats:
+    """One node's cluster figures at one moment: for ``/metrics``, ``ctl status``
+    and the console's Cluster pane (PROTOCOL.md section 10)."""
+
+    node: str
+    link: str  # the link to the other nodes: "up", "down" or "connecting"
+    link_since: float  # wall clock of its last change
+    reconnects: int  # times the link was made again after a loss
+    published: int  # messages (and directory writes) sent to other nodes
+    received: int  # messages from other nodes
+    dropped: int  # not sent: queue full, link down, or too large
+    undeliverable: int  # for a session that had gone by the time it arrived
+    queued: int  # waiting to be sent
+    msgs_out_per_s: float
+    msgs_in_per_s: float
+    probe_lags: Histogram  # round trips of the node's probe of its own link
 
 
 class Bus(Protocol):
@@ -55,6 +77,10 @@ class Bus(Protocol):
     @property
     def link_state(self) -> str:
         """The link to the other nodes: "up", "down" or "connecting"."""
+
+    def stats(self) -> BusStats:
+        """This node's traffic and link figures now."""
+        ...
 
     def info(self) -> dict[str, Any]:
         """Figures for an operator: nodes, their sessions and rooms, heartbeats, traffic, drops."""

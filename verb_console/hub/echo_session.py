@@ -4,28 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
-from ..protocols.echo import WELCOME, EchoDecoder, encode_echo, encode_notice
+from ..protocols.echo import WELCOME, EchoDecoder, encode_echo, encode_notice, notice_text
 from ..protocols.errors import ProtocolError
 from .session import CloseReason, Session
-
-
-def notice_text(message: dict[str, Any]) -> str:
-    """A server-initiated message as one human line (section 6, echo form)."""
-    kind = message.get("type")
-    if kind == "broadcast":
-        data = message.get("data")
-    elif kind == "room_message":
-        data = f"({message.get('room')}) {message.get('data')}"
-    elif kind == "server_shutdown":
-        grace = message.get("gracePeriod", 0) / 1000
-        return f"{message.get('message', 'Server is shutting down')} (grace period {grace:g}s)"
-    elif kind == "closing":
-        return f"closing: {message.get('reason')}"
-    else:
-        data = message
-    return data if isinstance(data, str) else orjson.dumps(data).decode()
 
 
 class EchoSession(Session):

@@ -35,6 +35,14 @@ class Histogram:
         self.sum += value
         self.count += 1
 
+    def copy(self) -> Histogram:
+        """The counts as they are now, apart from later observations."""
+        other = Histogram(self.bounds)
+        other.counts = list(self.counts)
+        other.sum = self.sum
+        other.count = self.count
+        return other
+
     def cumulative(self) -> list[tuple[float, int]]:
         """``(bound, observations <= bound)`` for each bound, in order."""
         out: list[tuple[float, int]] = []

@@ -1,7 +1,9 @@
 """The message server: session registry, accept and close, delivery from other nodes, figures.
 
-The operator actions (:mod:`.operator`) and the graceful shutdown (:mod:`.shutdown`)
-are parts of :class:`Hub` kept in their own modules.
+Composed of parts that each own their job and state: the operator's actions
+(:class:`~.operator.Operator`), the graceful shutdown (:class:`~.shutdown.Shutdown`),
+the log, rooms, throttle and figures; the hub's methods for them are the one-line
+entry points the admin socket, the console's view and the cluster call.
 """
 
 from __future__ import annotations
@@ -20,8 +22,7 @@ from ..address import host_port
 from ..settings import Settings
 from . import uploads as upload_messages
 from .auth import AuthFailures, AuthFile
-from .auth_gate import PROTOCOLS as AUTH_PROTOCOLS
-from .auth_gate import AuthGate
+from .auth_gate import AUTH_PROTOCOLS, AuthGate
 from .banning import Banning
 from .binary_session import BinarySession
 from .bus import Bus
@@ -31,8 +32,9 @@ from .ended import Ended
 from .fanout import fan_out
 from .history import TrafficHistory, Watches
 from .json_session import HANDLERS, JsonSession
+from .log import EventLog
 from .mux_session import MuxSession
-from .operator import OperatorActions
+from .operator import Operator
 from .permissions import Permissions
 from .resume import every_second, install_resume
 from .rooms import RoomRegistry
@@ -45,7 +47,7 @@ from .session import (
     Session,
     refresh_wall_offset,
 )
-from .shutdown import GracefulShutdown
+from .shutdown import Shutdown
 from .snapshot import (
     ClosedSessionInfo,
     HubState,
@@ -73,11 +75,7 @@ _DISCONNECT_DETAIL = {
     BrokenPipeError: "broken pipe: the peer went away",
     ConnectionAbortedError: "aborted",
 }
-BLOCKED_NOTE_INTERVAL = 10.0
-"""Seconds between two log rows about one throttled address."""
-BLOCKED_NOTE_MAX = 10_000
 CLOSED_KEPT = 1000
-EVENTS_KEPT = 1000
 
 # A session class: (hub, outlet, session id, address, port, parent) -> Session.
 SessionFactory = Callable[..., Session]
@@ -101,7 +99,7 @@ def session_kinds(with_uploads: bool) -> dict[str, SessionFactory]:
     }
 
 
-class Hub(OperatorActions, GracefulShutdown):
+class Hub:
     """Everything the server knows; the :class:`~.session.SessionHost` of its sessions.
 
     Built whole: the upload store (None: uploads are off) is given here, and a
@@ -137,29 +135,23 @@ class Hub(OperatorActions, GracefulShutdown):
         # What ended sessions added up to, by reason and by protocol (kept as they end).
         self.ended = Ended()
         self.closed_log: deque[ClosedSessionInfo] = deque(maxlen=CLOSED_KEPT)
-        self.events: deque[LogEvent] = deque(maxlen=EVENTS_KEPT)
-        self._blocked_noted: dict[str, float] = {}
-        self._seq = 0
-        self.state = HubState.RUNNING
+        # The server's log: ``event(kind, text)`` adds a row.
+        self.log = EventLog()
+        self.event = self.log.add
+        self.events = self.log.events
         self.started_at = time.time()
-        self.drain_deadline: float | None = None
         self.listeners: list[str] = []
-        # Each listener's "stop accepting", called when the drain begins.
-        self._stop_accepting: list[Callable[[], None]] = []
+        # The graceful shutdown: its state, hooks and lame-duck schedule.
+        self.shutdown = Shutdown(self)
+        self.operator = Operator(self)
         # The rates, now and over time (see .history), and the watched sessions' and rooms'.
         self.history = TrafficHistory()
         self.watches = Watches(self.sessions, self.rooms)
         self._ticker: asyncio.TimerHandle | None = None
         self._ticks = 0
-        self._drained = asyncio.Event()
-        self._force = asyncio.Event()
-        self._stopped = asyncio.Event()
-        self._drain_task: asyncio.Task[None] | None = None
-        # Called (awaited) at the very end of shutdown, e.g. to abort open uploads.
-        self.on_shutdown: list[Callable[[], Any]] = []
-        # Called when the graceful shutdown begins (a coroutine result runs as a task).
-        self.on_drain: list[Callable[[], Any]] = []
-        self._hook_tasks: set[asyncio.Task[Any]] = set()
+        # The shutdown's hooks, at its very end (awaited) and when the drain begins.
+        self.on_shutdown: list[Callable[[], Any]] = self.shutdown.on_shutdown
+        self.on_drain: list[Callable[[], Any]] = self.shutdown.on_drain
         # One node of a cluster (PROTOCOL.md section 10): the bus to the other nodes,
         # and ``@<node>`` on every session id. None and "" on a single server.
         self.bus: Bus | None = None
@@ -173,6 +165,41 @@ class Hub(OperatorActions, GracefulShutdown):
 
     def _install_tap(self, tap: Tap | None) -> None:
         self.tap = tap
+
+    @property
+    def state(self) -> HubState:
+        """Serving, draining or stopped: the shutdown's state."""
+        return self.shutdown.state
+
+    @property
+    def drain_deadline(self) -> float | None:
+        """When the grace period ends (wall clock), while draining."""
+        return self.shutdown.deadline
+
+    def begin_shutdown(self, final: bool = False) -> None:
+        """Graceful shutdown (``final``: clients are told not to come back); see Shutdown."""
+        self.shutdown.begin(final=final)
+
+    def force_shutdown(self) -> None:
+        """Close every session now (a second signal, or the operator's choice)."""
+        self.shutdown.force()
+
+    async def wait_stopped(self) -> None:
+        await self.shutdown.wait_stopped()
+
+    def operator_broadcast(
+        self, text: str, room: str | None = None, *, local_only: bool = False
+    ) -> int:
+        """The operator's broadcast; see :meth:`.operator.Operator.broadcast`."""
+        return self.operator.broadcast(text, room, local_only=local_only)
+
+    def operator_close(self, session_id: str, *, local_only: bool = False) -> bool:
+        """The operator closes a session; see :meth:`.operator.Operator.close`."""
+        return self.operator.close(session_id, local_only=local_only)
+
+    def operator_close_ip(self, address: str) -> int:
+        """The operator closes an address's connections; returns how many."""
+        return self.operator.close_ip(address)
 
     def join_cluster(self, bus: Bus) -> None:
         """Become one node of a cluster; before the first session starts."""
@@ -188,11 +215,17 @@ class Hub(OperatorActions, GracefulShutdown):
         loop = asyncio.get_running_loop()
         self.history.tick(self.stats)
         self._ticker = loop.call_later(1.0, self._tick)
+        self.shutdown.on_shutdown.append(self._stop_ticker)
+
+    def _stop_ticker(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
 
     def listening(self, line: str, stop_accepting: Callable[[], None]) -> None:
         """A listener is up: ``line`` shows it; ``stop_accepting`` ends it when the drain begins."""
         self.listeners.append(line)
-        self._stop_accepting.append(stop_accepting)
+        self.shutdown.stop_accepting.append(stop_accepting)
 
     def _tick(self) -> None:
         refresh_wall_offset()
@@ -223,25 +256,14 @@ class Hub(OperatorActions, GracefulShutdown):
         elif not self.throttle.admit(ip):
             self.stats.rejected_throttle += 1
             reason = CloseReason.THROTTLED
-            self._note_blocked(ip)
+            if self.throttle.worth_noting(ip):
+                self.event("server", f"blocked {ip}: too many connections; new ones are refused")
         else:
             return None
         now = time.time()
         sid = host_port(ip, port)
         self.closed_log.append(ClosedSessionInfo(sid, "-", ip, port, now, now, reason))
         return reason
-
-    def _note_blocked(self, ip: str) -> None:
-        """Log a throttled address once per :data:`BLOCKED_NOTE_INTERVAL`, not per attempt."""
-        now = time.monotonic()
-        last = self._blocked_noted.get(ip)
-        if last is not None and now - last < BLOCKED_NOTE_INTERVAL:
-            return
-        if len(self._blocked_noted) >= BLOCKED_NOTE_MAX:
-            # A flood from many addresses must not grow this without bound.
-            self._blocked_noted.clear()
-        self._blocked_noted[ip] = now
-        self.event("server", f"blocked {ip}: too many connections; new ones are refused")
 
     def attach(self, sock: TCPSocket, protocol: str) -> Session:
         """Start a session of ``protocol`` on an accepted (admitted) connection."""
@@ -361,8 +383,7 @@ class Hub(OperatorActions, GracefulShutdown):
         if reason is None:
             reason = CloseReason.CONNECTION_ERROR if sock.had_error else CloseReason.CLIENT_CLOSED
         self.end_session(session, reason)
-        if not self.connections and self.state is HubState.DRAINING:
-            self._drained.set()
+        self.shutdown.connection_gone(session)
 
     def end_session(self, session: Session, reason: str) -> None:
         """Release what a finished session held and remember why it ended."""
@@ -443,19 +464,6 @@ class Hub(OperatorActions, GracefulShutdown):
             return 0
         return self.rooms.send(room, message)
 
-    # ----------------------------------------------------------- log
-    def event(self, kind: str, text: str) -> None:
-        self._seq += 1
-        self.events.append(LogEvent(self._seq, time.time(), kind, text))
-        # Marked, so a handler that copies warnings into this log skips its own rows.
-        extra = {"hub_event": True}
-        if kind == "error":
-            log.warning(text, extra=extra)
-        elif kind in ("operator", "server"):
-            log.info(text, extra=extra)
-        else:
-            log.debug(text, extra=extra)
-
     # ----------------------------------------------------------- HubView
     def totals(self) -> Stats:
         """A copy of the counters as they are now."""
@@ -473,6 +481,8 @@ class Hub(OperatorActions, GracefulShutdown):
             totals=self.totals(),
             rates=self.history.rates,
             drain_deadline=self.drain_deadline,
+            drain_left=self.shutdown.left,
+            drain_final=self.shutdown.final,
             connections=len(self.connections),
             read_only=read_only,
             version=__version__,
@@ -502,6 +512,4 @@ class Hub(OperatorActions, GracefulShutdown):
         return uploads.records() + uploads.refusals() if uploads is not None else []
 
     def log_since(self, seq: int) -> list[LogEvent]:
-        if not self.events or self.events[-1].seq <= seq:
-            return []
-        return [e for e in self.events if e.seq > seq]
+        return self.log.since(seq)

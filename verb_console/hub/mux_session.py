@@ -16,92 +16,18 @@ from typing import TYPE_CHECKING, Any
 
 from ..protocols import mux as m
 from ..protocols.errors import ProtocolError
+from ..protocols.json import is_ref
 from .json_session import FANOUT_BUDGET
+from .mux_stream import StreamOutlet
 from .session import WIRE_REASON, CloseReason, Session
 from .snapshot import MuxConnectionInfo, StreamInfo
 
 if TYPE_CHECKING:
     from ..net.socket import TCPSocket
 
-MAX_PAYLOAD = m.DEFAULT_MAX_PAYLOAD
 # Bytes one pump pass hands to the socket at most, so other work gets a turn.
 PUMP_BUDGET = 256 * 1024
 STREAM_KINDS = ("json", "binary", "echo")
-
-
-class StreamOutlet:
-    """One stream's side of a mux connection, with the outlet interface sessions use."""
-
-    __slots__ = (
-        "bytes_read",
-        "bytes_written",
-        "destroyed",
-        "frames_in",
-        "frames_out",
-        "held",
-        "mux",
-        "opened_at",
-        "queue",
-        "queued",
-        "session",
-        "stream_id",
-    )
-
-    def __init__(self, mux: MuxSession, stream_id: int) -> None:
-        self.mux = mux
-        self.stream_id = stream_id
-        self.session: Session | None = None
-        self.queue: deque[bytes] = deque()
-        self.queued = 0
-        self.bytes_read = 0
-        self.bytes_written = 0
-        self.frames_in = 0
-        self.frames_out = 0
-        # Bytes of a partial frame its session's decoder held after the last feed.
-        self.held = 0
-        self.opened_at = time.time()
-        self.destroyed = False
-
-    # --- outlet interface -------------------------------------------------
-    # A stream's bytes are framed for its connection: a fan-out calls write().
-    wire = None
-
-    @property
-    def congested(self) -> bool:
-        # The connection-wide slow-consumer check lives in MuxSession.enqueue.
-        return False
-
-    @property
-    def last_received(self) -> float:
-        return self.mux.outlet.last_received
-
-    @property
-    def unsent(self) -> int:
-        return self.queued + self.mux.outlet.unsent
-
-    def write(self, data: bytes) -> bool:
-        if self.destroyed:
-            return False
-        self.bytes_written += len(data)
-        frames = m.encode_chunked(self.stream_id, data, MAX_PAYLOAD)
-        self.frames_out += len(frames)
-        self.mux.enqueue(self, frames)
-        return True
-
-    def end(self) -> None:
-        """The stream's session ended on purpose: tell the client with ``stream_close``."""
-        self.mux.end_stream(self, announce=True)
-
-    def destroy(self) -> None:
-        """Drop what is queued for this stream and end it."""
-        self.mux.drop_queue(self)
-        self.mux.end_stream(self, announce=True)
-
-    def hold(self, token: object) -> None:
-        self.mux.outlet.hold(token)
-
-    def release(self, token: object) -> None:
-        self.mux.outlet.release(token)
 
 
 class MuxSession(Session):
@@ -361,7 +287,7 @@ class MuxSession(Session):
         if kind == "ping":
             pong: dict[str, Any] = {"type": "pong", "timestamp": int(time.time() * 1000)}
             ref = msg.get("ref")
-            if (type(ref) is str and len(ref) <= 64) or type(ref) is int:
+            if is_ref(ref):
                 pong["ref"] = ref
             self.send_control(pong)
         elif kind == "stream_create":

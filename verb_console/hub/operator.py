@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from .bus import Bus
 from .rooms import RoomRegistry
@@ -13,8 +13,8 @@ if TYPE_CHECKING:
     from .session import Session
 
 
-class OperatorActions:
-    """What the console's keys, ``ctl`` and other nodes ask of the server; part of the hub."""
+class OperatorHost(Protocol):
+    """What the operator's actions reach of their hub."""
 
     rooms: RoomRegistry
     bus: Bus | None
@@ -22,65 +22,79 @@ class OperatorActions:
     connections: dict[str, Session]
     id_suffix: str
 
-    def event(self, kind: str, text: str) -> None:  # pragma: no cover - the hub's
-        raise NotImplementedError
+    def event(self, kind: str, text: str) -> None: ...
 
-    def operator_broadcast(
-        self, text: str, room: str | None = None, *, local_only: bool = False
-    ) -> int:
+
+class Operator:
+    """What the console's keys, ``ctl`` and other nodes ask of the server.
+
+    Holds no state of its own: it acts on its hub's sessions, rooms and bus, and
+    logs to the hub's event log. The hub's ``operator_*`` methods are these.
+    """
+
+    __slots__ = ("hub",)
+
+    def __init__(self, hub: OperatorHost) -> None:
+        self.hub = hub
+
+    def broadcast(self, text: str, room: str | None = None, *, local_only: bool = False) -> int:
         """Send ``text`` from the server to every session (or to one room's members).
 
         In a cluster it reaches the other nodes too, unless ``local_only`` (the
         delivery of another node's operator broadcast). Returns the sessions here.
         """
+        hub = self.hub
         now = int(time.time() * 1000)
-        bus = None if local_only else self.bus
+        bus = None if local_only else hub.bus
         if room is not None:
-            r = self.rooms.get(room)
+            r = hub.rooms.get(room)
             if bus is not None and (r is not None or any(bus.remote_members(room))):
                 bus.operator_broadcast(text, room)
             if r is None:
                 if bus is None or not any(bus.remote_members(room)):
-                    self.event("operator", f"broadcast to unknown room {room!r} dropped")
+                    hub.event("operator", f"broadcast to unknown room {room!r} dropped")
                 return 0
             r.messages += 1
-            n = self.rooms.post(
+            n = hub.rooms.post(
                 r, {"type": "room_message", "room": room, "from": "server", "data": text}
             )
-            self.event("operator", f"broadcast to room {room} ({sessions_text(n)}): {text}")
+            hub.event("operator", f"broadcast to room {room} ({sessions_text(n)}): {text}")
             return n
         message = {"type": "broadcast", "from": "server", "data": text, "timestamp": now}
         if bus is not None:
             bus.operator_broadcast(text, None)
         n = 0
-        for session in list(self.sessions.values()):
+        for session in list(hub.sessions.values()):
             if session.accepts_notices and not session.closing:
                 session.notify(message)
                 n += 1
-        self.event("operator", f"broadcast to {sessions_text(n)}: {text}")
+        hub.event("operator", f"broadcast to {sessions_text(n)}: {text}")
         return n
 
-    def operator_close(self, session_id: str, *, local_only: bool = False) -> bool:
+    def close(self, session_id: str, *, local_only: bool = False) -> bool:
         """Close a session (in a cluster, on whichever node holds it)."""
-        session = self.sessions.get(session_id)
-        if session is None and self.bus is not None and not local_only:
-            if session_id.endswith(self.id_suffix):
+        hub = self.hub
+        session = hub.sessions.get(session_id)
+        if session is None and hub.bus is not None and not local_only:
+            if session_id.endswith(hub.id_suffix):
                 return False
-            sent = self.bus.operator_close(session_id)
+            sent = hub.bus.operator_close(session_id)
             if sent:
-                self.event("operator", f"asked the node of {session_id} to close it")
+                hub.event("operator", f"asked the node of {session_id} to close it")
             return sent
         if session is None or session.closing:
             return False
-        self.event("operator", f"closed session {session_id}")
+        hub.event("operator", f"closed session {session_id}")
         session.close(CloseReason.OPERATOR)
         return True
 
-    def operator_close_ip(self, address: str) -> int:
-        victims = [s for s in self.connections.values() if s.address == address and not s.closing]
+    def close_ip(self, address: str) -> int:
+        """Close every connection from ``address``; returns how many."""
+        hub = self.hub
+        victims = [s for s in hub.connections.values() if s.address == address and not s.closing]
         for session in victims:
             session.close(CloseReason.OPERATOR)
-        self.event("operator", f"closed {sessions_text(len(victims))} of {address}")
+        hub.event("operator", f"closed {sessions_text(len(victims))} of {address}")
         return len(victims)
 
 

@@ -227,6 +227,10 @@ class Overview:
     totals: Stats  # a copy, taken with the overview
     rates: Rates
     drain_deadline: float | None = None  # when the grace period ends, while draining
+    # While draining: the sessions the drain has still to close (PROTOCOL.md
+    # 11.3), and whether it is a permanent stop (clients told not to reconnect).
+    drain_left: int = 0
+    drain_final: bool = False
     connections: int = 0  # TCP connections open now (a mux connection is one, its streams many)
     read_only: bool = False
     version: str = ""

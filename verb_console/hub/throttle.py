@@ -39,6 +39,11 @@ class _Entry:
     seen: int = 1  # accepted connections since the entry was created
 
 
+NOTE_INTERVAL = 10.0
+"""Seconds between two log rows about one throttled address."""
+NOTED_MAX = 10_000
+
+
 class Throttle:
     """A fixed window starts at an address's first connection; each accepted connection
     counts, a closed one frees its count, rejected attempts do not count, and the count
@@ -56,6 +61,21 @@ class Throttle:
         self.window_s = window_s
         self._clock = clock
         self._entries: dict[str, _Entry] = {}
+        # When each refused address was last told of in the log.
+        self._noted: dict[str, float] = {}
+
+    def worth_noting(self, ip: str) -> bool:
+        """Whether a refusal of ``ip`` deserves a log row: once per
+        :data:`NOTE_INTERVAL` an address, not once per attempt."""
+        now = self._clock()
+        last = self._noted.get(ip)
+        if last is not None and now - last < NOTE_INTERVAL:
+            return False
+        if len(self._noted) >= NOTED_MAX:
+            # A flood from many addresses must not grow this without bound.
+            self._noted.clear()
+        self._noted[ip] = now
+        return True
 
     def admit(self, ip: str) -> bool:
         """Count a new connection from ``ip``; False means refuse it."""

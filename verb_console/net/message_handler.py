@@ -8,7 +8,7 @@ from typing import Any
 import orjson
 
 from ..protocols.errors import ProtocolError
-from ..protocols.json import DEFAULT_MAX_FRAME, JsonDecoder, encode
+from ..protocols.json import DEFAULT_MAX_FRAME, JsonDecoder, bad_json, encode
 from .socket import TCPSocket
 
 __all__ = ["MessageHandler"]
@@ -46,8 +46,8 @@ class MessageHandler:
                 break
             try:
                 message = orjson.loads(body)
-            except orjson.JSONDecodeError as exc:
-                self._emit("error", ProtocolError("bad_json", f"Invalid JSON message: {exc}"))
+            except orjson.JSONDecodeError:
+                self._emit("error", bad_json())
                 continue
             self._emit("message", message)
 

@@ -34,6 +34,7 @@ __all__ = [
     "NOTICE",
     "BinaryDecoder",
     "BinaryFrame",
+    "decode_json",
     "encode_error",
     "encode_frame",
     "encode_json",
@@ -89,6 +90,14 @@ def encode_frame(type: int, payload: bytes = b"", flags: int = 0) -> bytes:
 def encode_json(type: int, obj: Any) -> bytes:
     """Frame one JSON value, for FILE_REPLY, NOTICE and ERROR frames."""
     return encode_frame(type, orjson.dumps(obj))
+
+
+def decode_json(payload: bytes) -> Any:
+    """The JSON value a FILE_START payload holds, or None when it is not UTF-8 JSON."""
+    try:
+        return orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
 
 
 def encode_error(error: ProtocolError) -> bytes:

@@ -6,11 +6,20 @@ complete lines; it never touches a socket or a clock.
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
+
+import orjson
 
 from .errors import ProtocolError
 
-__all__ = ["DEFAULT_MAX_LINE", "WELCOME", "EchoDecoder", "encode_echo", "encode_notice"]
+__all__ = [
+    "DEFAULT_MAX_LINE",
+    "WELCOME",
+    "EchoDecoder",
+    "encode_echo",
+    "encode_notice",
+    "notice_text",
+]
 
 DEFAULT_MAX_LINE = 65536
 WELCOME = b"Welcome to TCP server!\n"
@@ -29,6 +38,23 @@ def encode_notice(text: str) -> bytes:
     """
     one_line = text.replace("\r\n", " ").replace("\r", " ").replace("\n", " ")
     return b"[server] " + one_line.encode() + b"\n"
+
+
+def notice_text(message: dict[str, Any]) -> str:
+    """A server-initiated message as one human line (section 6, echo form)."""
+    kind = message.get("type")
+    if kind == "broadcast":
+        data = message.get("data")
+    elif kind == "room_message":
+        data = f"({message.get('room')}) {message.get('data')}"
+    elif kind == "server_shutdown":
+        grace = message.get("gracePeriod", 0) / 1000
+        return f"{message.get('message', 'Server is shutting down')} (grace period {grace:g}s)"
+    elif kind == "closing":
+        return f"closing: {message.get('reason')}"
+    else:
+        data = message
+    return data if isinstance(data, str) else orjson.dumps(data).decode()
 
 
 class EchoDecoder:
@@ -98,6 +124,21 @@ class EchoDecoder:
             return out
         buf += data[start:]
         return out
+
+    @staticmethod
+    def first_line(buf: bytes | bytearray, max_line: int) -> int | ProtocolError | None:
+        """Where the first line in ``buf`` ends (the index of its ``\\n``); the
+        ``line_too_long`` error :meth:`receive` would report; or None while incomplete.
+
+        For a reader that must stop after one line and hand the bytes after it
+        to a decoder of its own (the auth gate, PROTOCOL.md section 8).
+        """
+        nl = buf.find(b"\n")
+        if nl > max_line or (nl < 0 and len(buf) > max_line):
+            return ProtocolError(
+                "line_too_long", f"Line longer than the maximum of {max_line} bytes"
+            )
+        return nl if nl >= 0 else None
 
     def _fail(self) -> ProtocolError:
         self.error = error = ProtocolError(

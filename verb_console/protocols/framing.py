@@ -53,6 +53,28 @@ class HeaderDecoder(Generic[F]):
         self._need = -1
         self._head = ()
 
+    @classmethod
+    def first_frame(
+        cls, buf: bytes | bytearray, max_frame: int
+    ) -> tuple[tuple[int, ...], int, int] | ProtocolError | None:
+        """The first frame in ``buf``: ``(header fields, payload start, payload
+        end)``; the framing error :meth:`receive` would report; or None while
+        incomplete.
+
+        For a reader that must stop after one frame and hand the bytes after it
+        to a decoder of its own (the auth gate, PROTOCOL.md section 8).
+        """
+        size = cls.HEADER.size
+        if len(buf) < size:
+            return None
+        head = cls.HEADER.unpack_from(buf)
+        need = head[cls.LENGTH_FIELD]
+        if need > max_frame:
+            return ProtocolError(
+                "frame_too_large", f"Frame of {need} bytes exceeds the maximum of {max_frame}"
+            )
+        return (head, size, size + need) if len(buf) >= size + need else None
+
     def _frame(self, head: tuple[int, ...], payload: memoryview) -> F:  # pragma: no cover
         raise NotImplementedError
 

@@ -16,22 +16,39 @@ from .errors import ProtocolError
 from .framing import DEFAULT_MAX_FRAME
 
 __all__ = [
+    "BAD_JSON",
     "DEFAULT_MAX_FRAME",
     "MAX_HEADER_DIGITS",
     "MAX_REF_CHARS",
     "JsonDecoder",
+    "bad_json",
     "encode",
     "encode_body",
     "encode_error",
+    "is_ref",
     "parse_message",
 ]
 
 MAX_HEADER_DIGITS = 10
 MAX_REF_CHARS = 64
 
+BAD_JSON = "Body is not valid UTF-8 JSON"
+"""The one message of a ``bad_json`` error, whichever framing carried the body."""
+
 _dumps = orjson.dumps
 _loads = orjson.loads
 _JSONDecodeError = orjson.JSONDecodeError
+
+
+def bad_json() -> ProtocolError:
+    """The error for a body (a json frame's, a mux control frame's) that is not UTF-8 JSON."""
+    return ProtocolError("bad_json", BAD_JSON)
+
+
+def is_ref(ref: Any) -> bool:
+    """The one rule for ``ref`` (PROTOCOL.md section 2): a string of at most 64
+    characters or an integer (not a bool, not null, not a float)."""
+    return (type(ref) is str and len(ref) <= MAX_REF_CHARS) or type(ref) is int
 
 
 def encode_body(body: bytes) -> bytes:
@@ -153,6 +170,36 @@ class JsonDecoder:
         self._buf = bytearray()
         self._need = -1
 
+    @staticmethod
+    def first_frame(
+        buf: bytes | bytearray, max_frame: int
+    ) -> tuple[int, int] | ProtocolError | None:
+        """Where the first frame's body lies in ``buf``: ``(start, end)``; the
+        framing error :meth:`receive` would report; or None while incomplete.
+
+        For a reader that must stop after one frame and hand the bytes after it
+        to a decoder of its own (the auth gate, PROTOCOL.md section 8); the same
+        rules as :meth:`receive`, which keeps them inline for speed.
+        """
+        nl = buf.find(b"\n", 0, MAX_HEADER_DIGITS + 1)
+        if nl < 0:
+            if len(buf) > MAX_HEADER_DIGITS:
+                return ProtocolError("bad_header", "Frame header is longer than 10 digits")
+            if buf and not buf.isdigit():
+                return ProtocolError("bad_header", "Frame header must be ASCII digits")
+            return None
+        header = buf[:nl]
+        if not header.isdigit():
+            why = "Empty frame header" if not header else "Frame header must be ASCII digits"
+            return ProtocolError("bad_header", why)
+        need = int(header)
+        if need > max_frame:
+            return ProtocolError(
+                "frame_too_large", f"Frame of {need} bytes exceeds the maximum of {max_frame}"
+            )
+        end = nl + 1 + need
+        return (nl + 1, end) if len(buf) >= end else None
+
 
 def parse_message(body: bytes | bytearray) -> tuple[dict[str, Any], str, Any]:
     """Decode one frame body into a client message: ``(message, type, ref)``.
@@ -166,14 +213,12 @@ def parse_message(body: bytes | bytearray) -> tuple[dict[str, Any], str, Any]:
     try:
         msg = _loads(body)
     except _JSONDecodeError:
-        raise ProtocolError("bad_json", "Body is not valid UTF-8 JSON") from None
+        raise bad_json() from None
     if type(msg) is not dict:
         raise ProtocolError("bad_message", "A message must be a JSON object")
     ref = msg.get("ref")
     # An explicit null ref is as wrong as a float one.
-    if (ref is not None or "ref" in msg) and not (
-        (type(ref) is str and len(ref) <= MAX_REF_CHARS) or type(ref) is int
-    ):
+    if (ref is not None or "ref" in msg) and not is_ref(ref):
         raise ProtocolError(
             "bad_message", "ref must be a string of at most 64 characters or an integer"
         )

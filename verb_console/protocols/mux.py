@@ -15,6 +15,7 @@ import orjson
 
 from .errors import ProtocolError
 from .framing import DEFAULT_MAX_FRAME, HeaderDecoder
+from .json import bad_json
 
 __all__ = [
     "CONTROL_STREAM",
@@ -185,8 +186,8 @@ def parse_control(payload: bytes) -> dict[str, Any]:
     """
     try:
         msg = orjson.loads(payload)
-    except orjson.JSONDecodeError as exc:
-        raise ProtocolError("bad_json", f"Invalid JSON message: {exc}") from None
+    except orjson.JSONDecodeError:
+        raise bad_json() from None
     if not isinstance(msg, dict):
         raise ProtocolError("bad_json", "Control message must be a JSON object")
     if not isinstance(msg.get("type"), str):

@@ -9,8 +9,6 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
 from ...protocols import binary as b
 from ...protocols.errors import ProtocolError
 from .errors import TransferError
@@ -95,10 +93,7 @@ def _active(current: _BinaryTransfer | None) -> Upload:
 
 
 def _start(session: BinarySession, current: _BinaryTransfer | None, payload: bytes) -> None:
-    try:
-        obj = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        obj = None
+    obj = b.decode_json(payload)
     if type(obj) is not dict:
         raise TransferError("bad_message", "START payload must be a JSON object")
     known = known_transfer_id(obj.get("transferId"))
