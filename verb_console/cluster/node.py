@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from ..protocols.json import encode
+from ..units import plural
 from . import keys
 from .base import SUBSCRIBE, UNSUBSCRIBE
 from .directory import Change, Directory
@@ -279,7 +280,7 @@ class RedisBus:
             return
         sessions = list(state.sessions)
         left = self.directory.purge(node)
-        self.hub.event("server", f"cluster: node {node} {why} ({len(sessions)} sessions)")
+        self.hub.event("server", f"cluster: node {node} {why} ({plural(len(sessions), 'session')})")
         self.tell_members([], left)
         # Any node may clean a dead node's directory entries; the TTLs would anyway.
         for sid in sessions:

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..settings import Settings
+from ..units import plural
 from .session import CLOSE_FLUSH_S, CloseReason
 from .snapshot import HubState
 
@@ -47,7 +48,8 @@ class GracefulShutdown:
         for stop_accepting in self._stop_accepting:
             stop_accepting()
         self.event(
-            "server", f"graceful shutdown: {len(self.connections)} sessions, {grace:g}s grace"
+            "server",
+            f"graceful shutdown: {plural(len(self.connections), 'session')}, {grace:g}s grace",
         )
         notice = {
             "type": "server_shutdown",
@@ -83,7 +85,7 @@ class GracefulShutdown:
                 for w in waits:
                     w.cancel()
         if self.connections:
-            self.event("server", f"closing {len(self.connections)} remaining sessions")
+            self.event("server", f"closing {plural(len(self.connections), 'remaining session')}")
             for session in list(self.connections.values()):
                 session.close(CloseReason.SHUTDOWN)
             # Each gets CLOSE_FLUSH_S to flush; the last to go sets the event.
