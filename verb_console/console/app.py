@@ -27,7 +27,7 @@ from .glyphs import G
 from .keys import Key, key_display, palette_keys
 from .panes.base import Pane
 from .panes.connections import ConnectionsPane
-from .screen import MainScreen, ReadOnlyMainScreen
+from .screen import MainScreen, main_screen_class
 from .theme import SIXTEEN_COLOURS, few_colours
 
 # Stdin must look closed this many checks in a row before the console believes
@@ -107,7 +107,7 @@ class VerbConsoleApp(App[int]):
         self._eof_seen = 0
         self._exiting = False
 
-        self._main = (ReadOnlyMainScreen if read_only else MainScreen)(view, clock)
+        self._main = main_screen_class(read_only, attached)(view, clock)
 
     @property
     def main(self) -> MainScreen:
@@ -194,6 +194,8 @@ class VerbConsoleApp(App[int]):
     def _sample(self, main: MainScreen) -> None:
         now = self.clock()
         overview = self.view.overview()
+        if self.attached:
+            main.header.attached_to = self._attached_to()
         main.header.update_overview(overview, self.paused, self.read_only)
         main.show_state(overview, now, self.read_only)
         if overview.state == "stopped" and not self.attached:
@@ -207,6 +209,11 @@ class VerbConsoleApp(App[int]):
         main.refresh_active(now)
         if isinstance(self.screen, DetailScreen):
             self.screen.reload()
+
+    def _attached_to(self) -> str:
+        """The server an attached console shows: its process id (the socket is in the title)."""
+        pid = getattr(self.view, "server_pid", None)
+        return f"pid {pid}" if pid is not None else "(connecting)"
 
     # ----- terminal going away ------------------------------------------------
 
@@ -446,7 +453,7 @@ class VerbConsoleApp(App[int]):
 
     def action_help(self) -> None:
         """Show every key."""
-        self.push_screen(HelpScreen(self.read_only))
+        self.push_screen(HelpScreen(self.read_only, self.attached))
 
     # ----- command palette ----------------------------------------------------
 
@@ -454,7 +461,7 @@ class VerbConsoleApp(App[int]):
         yield from (
             c for c in super().get_system_commands(screen) if c.title not in _REPLACED_COMMANDS
         )
-        for key in palette_keys():
+        for key in palette_keys(self.attached):
             shown = key_display(key.keys)
             where = "" if key.scope in ("screen", "table") else f"{key.scope.title()}: "
             yield SystemCommand(

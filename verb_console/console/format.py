@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 # The units themselves are the project's one formatter (verb_console.units);
 # the console's modules import them from here beside its drawing helpers.
@@ -43,6 +43,14 @@ def nice_ceiling(value: float) -> float:
         if m * step >= target:
             return m * step
     return 10 * step  # pragma: no cover
+
+
+def scale_label(top: float, fmt: Callable[[float], str]) -> str:
+    """What a full-height sparkline bar means (``≤10k/s``); ``idle`` when nothing moved.
+
+    A ceiling of zero would read ``≤0/s``, a bound that says nothing.
+    """
+    return f"{G.at_most}{fmt(top)}" if top > 0 else "idle"
 
 
 def sparkline(values: Sequence[float], width: int, top: float | None = None) -> str:

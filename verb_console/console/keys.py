@@ -198,6 +198,17 @@ KEYS: tuple[Key, ...] = (
     ),
 )
 
+DETACH = Key("q", "app.quit_console", "detach: the server keeps running", "Detach", "Detach")
+"""``q`` of an attached console (``verb-console attach``), which only lets go of the server."""
+
+
+def _keys(attached: bool) -> tuple[Key, ...]:
+    """:data:`KEYS`, with ``q`` reading Detach on an attached console."""
+    if not attached:
+        return KEYS
+    return tuple(DETACH if k.action == DETACH.action else k for k in KEYS)
+
+
 _DISPLAY = {
     "up": "↑",
     "down": "↓",
@@ -219,7 +230,7 @@ def key_display(keys: str) -> str:
     return " ".join(_DISPLAY.get(k, k) for k in keys.split(",") if k)
 
 
-def bindings(scope: str, *, read_only: bool = False) -> list[BindingType]:
+def bindings(scope: str, *, read_only: bool = False, attached: bool = False) -> list[BindingType]:
     """The Textual bindings of one scope (see :attr:`Key.scope`)."""
     return [
         Binding(
@@ -229,16 +240,16 @@ def bindings(scope: str, *, read_only: bool = False) -> list[BindingType]:
             show=bool(k.footer) and not (read_only and k.changes),
             key_display=_DISPLAY.get(k.keys),
         )
-        for k in KEYS
+        for k in _keys(attached)
         if k.scope == scope and k.keys
     ]
 
 
-def help_lines() -> list[tuple[str, str]]:
+def help_lines(attached: bool = False) -> list[tuple[str, str]]:
     """``(keys, what they do)`` for the help screen, one line per key or group."""
     lines: list[tuple[str, str]] = []
     groups: dict[str, int] = {}
-    for k in KEYS:
+    for k in _keys(attached):
         if not k.keys:
             continue
         shown = key_display(k.keys)
@@ -262,9 +273,9 @@ def help_lines() -> list[tuple[str, str]]:
     return lines
 
 
-def palette_keys() -> list[Key]:
+def palette_keys(attached: bool = False) -> list[Key]:
     """The keys that the command palette offers by name."""
-    return [k for k in KEYS if k.title]
+    return [k for k in _keys(attached) if k.title]
 
 
 def changing_keys() -> list[str]:
