@@ -355,7 +355,12 @@ class VerbConsoleApp(App[int]):
             self.refresh_once()
 
         self.push_screen(
-            ConfirmDialog(f"Close {what}?", "They are disconnected now.", danger=True), close
+            ConfirmDialog(
+                f"Close {what}?",
+                "It is disconnected now." if len(ids) == 1 else "They are disconnected now.",
+                danger=True,
+            ),
+            close,
         )
 
     def _close_address(self, address: str) -> None:
@@ -410,7 +415,8 @@ class VerbConsoleApp(App[int]):
         self.push_screen(
             ConfirmDialog(
                 "Close everything now?",
-                f"{plural(sessions, 'session')} still draining: they are cut off at once.",
+                f"{plural(sessions, 'session')} still draining: "
+                + ("it is cut off at once." if sessions == 1 else "they are cut off at once."),
                 danger=True,
             ),
             force,
