@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -209,6 +210,20 @@ class VerbConsoleApp(App[int]):
         main.refresh_active(now)
         if isinstance(self.screen, DetailScreen):
             self.screen.reload()
+
+    def server_identity(self) -> dict[str, object]:
+        """Which server this console shows, for exports: host, process, listeners, node."""
+        overview = self.view.overview()
+        pid = getattr(self.view, "server_pid", None) if self.attached else os.getpid()
+        return {
+            # An attached console reaches its server over a Unix socket: the same host.
+            "host": socket.gethostname(),
+            "pid": pid,
+            "listeners": list(overview.listeners),
+            "node": overview.node or None,
+            "version": overview.version,
+            "attached": self.attached,
+        }
 
     def _attached_to(self) -> str:
         """The server an attached console shows: its process id (the socket is in the title)."""
