@@ -262,7 +262,7 @@ class MainScreen(Screen[None]):
     def action_export(self, fmt: str) -> None:
         """Write the table on show, as filtered and sorted, to a file in the working directory."""
         try:
-            server = getattr(self.app, "server_identity", dict)()
+            server: dict[str, object] = getattr(self.app, "server_identity", dict)()
             path = export_table(self.active_pane.table, self.current, fmt, server=server)
         except OSError as error:
             self.notify(f"Export failed: {error}", severity="error")
