@@ -21,7 +21,7 @@ from textual.theme import Theme
 
 from verb_console.hub.snapshot import HubView
 
-from . import glyphs, hangup, prefs, terminal_writer
+from . import ascii_widgets, glyphs, hangup, prefs, terminal_writer
 from .dialogs import BroadcastDialog, BroadcastRequest, ConfirmDialog, DetailScreen, HelpScreen
 from .format import plural
 from .glyphs import G
@@ -67,6 +67,21 @@ class VerbConsoleApp(App[int]):
 
     CSS = """
     VerbConsoleApp.-ascii ModalScreen > Vertical { border: ascii $primary; }
+    /* Textual's own widgets draw with block elements; in ASCII they draw with none. */
+    VerbConsoleApp.-ascii FooterKey.-command-palette { border-left: none; }
+    VerbConsoleApp.-ascii Button, VerbConsoleApp.-ascii Button:focus,
+    VerbConsoleApp.-ascii Button:hover, VerbConsoleApp.-ascii Button.-active {
+        border: none; height: 1; min-width: 8; padding: 0 1;
+    }
+    VerbConsoleApp.-ascii Toast { border-left: none; }
+    VerbConsoleApp.-ascii CommandPalette #--input { border: ascii $foreground 50%; }
+    VerbConsoleApp.-ascii CommandPalette #--input.--list-visible { border-bottom: none; }
+    VerbConsoleApp.-ascii Input { border: ascii $border-blurred; }
+    VerbConsoleApp.-ascii Input.-textual-compact { border: none; }
+    VerbConsoleApp.-ascii CommandList { border-bottom: ascii $foreground 50%; }
+    VerbConsoleApp.-ascii CommandList:focus { border: blank; }
+    /* A cut line ends where it is cut: the ellipsis is not ASCII. */
+    VerbConsoleApp.-ascii * { text-overflow: clip !important; }
     VerbConsoleApp.-sixteen MainScreen #drain { color: ansi_black; }
     """
 
@@ -91,6 +106,7 @@ class VerbConsoleApp(App[int]):
         # ASCII for TERM=linux and non-UTF-8 locales, unless the caller decides.
         self.ascii = glyphs.ascii_wanted() if ascii is None else ascii
         glyphs.use_ascii(self.ascii)
+        ascii_widgets.use_ascii(self.ascii)
         self.view = view
         self.refresh_hz = refresh_hz
         self.read_only = read_only

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 
 from textual.binding import Binding, BindingType
 
+from .glyphs import G
+
 PANE_NAMES: tuple[str, ...] = (
     "connections",
     "throttle",
@@ -226,8 +228,9 @@ _DISPLAY = {
 
 
 def key_display(keys: str) -> str:
-    """How the help shows Textual key names: ``up,k`` reads ``↑ k``."""
-    return " ".join(_DISPLAY.get(k, k) for k in keys.split(",") if k)
+    """How the help shows Textual key names: ``up,k`` reads ``↑ k`` (``Up k`` in ASCII)."""
+    arrows = {"up": G.key_up, "down": G.key_down}
+    return " ".join(arrows.get(k) or _DISPLAY.get(k, k) for k in keys.split(",") if k)
 
 
 def bindings(scope: str, *, read_only: bool = False, attached: bool = False) -> list[BindingType]:
