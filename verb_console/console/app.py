@@ -83,6 +83,15 @@ class VerbConsoleApp(App[int]):
     /* A cut line ends where it is cut: the ellipsis is not ASCII. */
     VerbConsoleApp.-ascii * { text-overflow: clip !important; }
     VerbConsoleApp.-sixteen MainScreen #drain { color: ansi_black; }
+    /* A notice is drawn on black: its text is white, not the terminal's default. */
+    VerbConsoleApp.-sixteen Toast { background: ansi_black; color: ansi_bright_white; }
+    VerbConsoleApp.-sixteen Toast.-information .toast--title { color: ansi_bright_green; }
+    VerbConsoleApp.-sixteen Toast.-warning .toast--title { color: ansi_bright_yellow; }
+    VerbConsoleApp.-sixteen Toast.-error .toast--title { color: ansi_bright_red; }
+    /* 16 colours have no translucent tint: a tagged row is black on cyan. */
+    VerbConsoleApp.-sixteen LiveTable > .live-table--tagged {
+        background: ansi_cyan; color: ansi_black;
+    }
     """
 
     paused: var[bool] = var(False, init=False)

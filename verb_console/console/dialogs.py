@@ -111,6 +111,11 @@ class BroadcastDialog(ModalScreen[BroadcastRequest | None]):
         + DIALOG_CSS
         + "& Input { margin: 1 0 0 0; }"
         + " & OptionList { margin: 1 0 0 0; height: auto; max-height: 6; }"
+        # The chosen target while typing: the theme's blurred-cursor colours, both of
+        # them (Textual's own rule keeps the default foreground, which 16 colours
+        # draw light on light on a dark terminal).
+        + " & OptionList > .option-list--option-highlighted {"
+        + " color: $block-cursor-blurred-foreground; }"
         + " }"
     )
 

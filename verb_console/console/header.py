@@ -125,7 +125,9 @@ class HeaderBar(Widget):
         if self.attached_to is not None:
             parts += [("  ATTACHED ", "bold $text-accent"), (self.attached_to, _VALUE)]
         if self.paused:
-            parts.append((f"  {G.pause} PAUSED", "bold reverse $text-warning"))
+            parts.append(("  ", ""))
+            # Its own foreground: reversing the default one is light on yellow somewhere.
+            parts.append((f"{G.pause} PAUSED", "bold ansi_black on $warning"))
         if self.read_only or ov.read_only:
             parts.append(("  READ-ONLY", "bold $text-accent"))
         if ov.node:

@@ -159,10 +159,13 @@ class MainScreen(Screen[None]):
         tight = width > (self.size.width or 80)
         for n, name, pane_class in shown:
             label = f"{n} {pane_class.label}" if tight else f" {n} {pane_class.label} "
-            style = current if name == self.current else "$text-muted"
-            # Names and labels are fixed identifiers, so plain markup is safe here.
-            markup = f"[@click=screen.show_pane('{name}')]{label}[/]"
-            parts.append(Content.from_markup(markup).stylize(style))
+            if name == self.current:
+                # Not a link: a link takes the theme's link colour over its own.
+                parts.append(Content.styled(label, current))
+            else:
+                # Names and labels are fixed identifiers, so plain markup is safe here.
+                markup = f"[@click=screen.show_pane('{name}')]{label}[/]"
+                parts.append(Content.from_markup(markup).stylize("$text-muted"))
             parts.append(" ")
         # No space after the last tab: all eight fit in 80 columns.
         return Content.assemble(*parts[:-1])

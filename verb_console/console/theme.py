@@ -26,17 +26,20 @@ SIXTEEN_COLOURS = Theme(
         "border-blurred": "ansi_black",
         "block-cursor-foreground": "ansi_bright_white",
         "block-cursor-background": "ansi_blue",
-        "block-cursor-blurred-foreground": "ansi_black",
-        "block-cursor-blurred-background": "ansi_white",
+        # Grey, not white: a light terminal's background is white, and a blurred
+        # cursor (the broadcast target while typing) would not show on it.
+        "block-cursor-blurred-foreground": "ansi_bright_white",
+        "block-cursor-blurred-background": "ansi_bright_black",
         "input-cursor-background": "ansi_black",
         "input-cursor-foreground": "ansi_bright_white",
         "input-selection-background": "ansi_bright_blue",
         "input-selection-foreground": "ansi_black",
         "screen-selection-background": "ansi_bright_blue",
         "screen-selection-foreground": "ansi_black",
-        # The tab bar's labels are links: white, not the stock ANSI link blue, so the
-        # current tab (white on blue) stays legible.
-        "link-color": "ansi_white",
+        # The tab bar's labels are links: the terminal's own foreground, not the stock
+        # ANSI link blue (the current tab is white on blue) nor white (gone on a light
+        # terminal).
+        "link-color": "ansi_default",
         "link-color-hover": "ansi_bright_white",
         "link-background-hover": "ansi_blue",
     },

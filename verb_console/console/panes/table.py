@@ -378,7 +378,9 @@ class LiveTable(ScrollView, can_focus=True):
             cell = cells[index]
             if isinstance(cell, tuple):
                 text, tone = cell
-                style = row_style if is_cursor or not tone else row_style + self._tone(tone)
+                # The cursor's and a tag's colours are the row's own: no tone over them.
+                plain = is_cursor or signature[7] or not tone
+                style = row_style if plain else row_style + self._tone(tone)
             else:
                 text, style = cell, row_style
             segments.append(Segment(fit(text, w, column.align), style))
