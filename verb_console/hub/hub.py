@@ -7,6 +7,7 @@ are parts of :class:`Hub` kept in their own modules.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import logging
 import time
@@ -240,7 +241,11 @@ class Hub(OperatorActions, GracefulShutdown):
         sock.on("close", lambda had_error: self._connection_closed(sock))
         sock.on("error", lambda exc: self._connection_error(sock, exc))
         sock.on("timeout", lambda: self._idle(sock))
-        self.event("connect", f"{sid} connected ({protocol})")
+        self.event(
+            "connect",
+            f"{sid} connected ({protocol})",
+            {"id": sid, "protocol": protocol, "address": session.address, "port": session.port},
+        )
         if getattr(sock, "securing", False):
             # Pinned TLS: the session starts (and greets) once the handshake is done.
             sock.on("secure", lambda: self._secured(sock, session))
@@ -385,7 +390,10 @@ class Hub(OperatorActions, GracefulShutdown):
         user = f" (user {session.user})" if session.user is not None else ""
         detail = session.close_detail
         why = f" ({detail})" if detail and reason == CloseReason.CONNECTION_ERROR else ""
-        self.event("close", f"{session.id}{user} closed: {reason}{why}")
+        # The fields of `ctl`'s closed sessions, for a structured log (--log-format json).
+        wanted = log.isEnabledFor(logging.DEBUG)
+        fields = dataclasses.asdict(self.closed_log[-1]) if wanted else None
+        self.event("close", f"{session.id}{user} closed: {reason}{why}", fields)
 
     # ----------------------------------------------------------- delivery from other nodes
     def deliver_broadcast(self, frame: bytes) -> int:
@@ -417,11 +425,16 @@ class Hub(OperatorActions, GracefulShutdown):
         return self.rooms.send(room, message)
 
     # ----------------------------------------------------------- log
-    def event(self, kind: str, text: str) -> None:
+    def event(self, kind: str, text: str, fields: dict[str, Any] | None = None) -> None:
+        """Log an event for the console's Log pane and the process log.
+
+        ``fields`` are the event's data (a session's id, address...) for a structured
+        log (``--log-format json``); the text says the same for people.
+        """
         self._seq += 1
         self.events.append(LogEvent(self._seq, time.time(), kind, text))
         # Marked, so a handler that copies warnings into this log skips its own rows.
-        extra = {"hub_event": True}
+        extra = {"hub_event": True, "event_kind": kind, "event_fields": fields}
         if kind == "error":
             log.warning(text, extra=extra)
         elif kind in ("operator", "server"):
