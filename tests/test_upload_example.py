@@ -55,7 +55,7 @@ async def test_the_example_uploads_a_file_and_prints_both_matching_checksums(
     # One set of units: the bar and the summary in binary units, as the console shows.
     assert "2.9 MiB/2.9 MiB" in out, out
     assert "uploaded source.bin: 2.9 MiB (3,000,000 bytes)" in out
-    assert " MB" not in out and re.search(r"iB/s here, server: [\d.]+ [KM]?i?B/s", out)
+    assert " MB" not in out and re.search(r"B/s here, server: [\d.]+ [KMG]?i?B/s", out)
 
 
 @pytest.mark.parametrize("protocol", ["json", "binary"])
