@@ -25,6 +25,7 @@ from . import ascii_widgets, glyphs, hangup, prefs, terminal_writer
 from .dialogs import BroadcastDialog, BroadcastRequest, ConfirmDialog, DetailScreen, HelpScreen
 from .format import plural
 from .glyphs import G
+from .header import CONNECTING
 from .keys import Key, key_display, palette_keys
 from .panes.base import Pane
 from .panes.connections import ConnectionsPane
@@ -253,7 +254,7 @@ class VerbConsoleApp(App[int]):
     def _attached_to(self) -> str:
         """The server an attached console shows: its process id (the socket is in the title)."""
         pid = getattr(self.view, "server_pid", None)
-        return f"pid {pid}" if pid is not None else "(connecting)"
+        return f"pid {pid}" if pid is not None else CONNECTING
 
     # ----- terminal going away ------------------------------------------------
 

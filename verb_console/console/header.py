@@ -21,6 +21,9 @@ from .format import (
 from .glyphs import G
 from .rates import STEP_TAGS, STEPS, next_step
 
+CONNECTING = "(connecting)"
+""":attr:`HeaderBar.attached_to` of an attached console that has not reached its server yet."""
+
 History = Callable[[int, int, int], RateSeries]
 """The view's ``traffic_history(step, since, limit)``."""
 
@@ -77,7 +80,8 @@ class HeaderBar(Widget):
         width = max(20, self.content_region.width)
         self.history = self.read_history(self.step, 0, max(1, _spark_width(width)))
         self.overview, self.paused, self.read_only = overview, paused, read_only
-        if self.attached_to is not None and overview.state.startswith("disconnected"):
+        attached = self.attached_to is not None and self.attached_to != CONNECTING
+        if attached and overview.state.startswith("disconnected"):
             if self.link_down_since is None:
                 self.link_down_since = now
         else:
@@ -119,10 +123,12 @@ class HeaderBar(Widget):
                 f"{G.dot} LINK DOWN {fmt_duration(now - down)}, retrying",
                 "bold $text-error",
             )
+        elif self.attached_to == CONNECTING:
+            state = (f"{G.dot} CONNECTING", "bold $text-warning")
         else:
             state = (f"{G.dot} " + ov.state.upper(), _STATE_STYLES.get(ov.state, "bold"))
         parts: list[str | tuple[str, str]] = [("VERB ", "bold $text-accent"), state]
-        if self.attached_to is not None:
+        if self.attached_to is not None and self.attached_to != CONNECTING:
             parts += [("  ATTACHED ", "bold $text-accent"), (self.attached_to, _VALUE)]
         if self.paused:
             parts.append(("  ", ""))
@@ -134,7 +140,7 @@ class HeaderBar(Widget):
             link_style = "bold $text-success" if ov.link == "up" else "bold $text-error"
             parts += [("  node ", _LABEL), (ov.node, _VALUE), (" redis ", _LABEL)]
             parts.append((ov.link or "-", link_style))
-        if down is None:
+        if down is None and self.attached_to != CONNECTING:
             parts += [("  up ", _LABEL), (fmt_duration(now - ov.started_at), _VALUE)]
         head = Content.assemble(*parts)
         room = width - head.cell_length - 2
