@@ -67,15 +67,6 @@ async def test_help_scrolls_at_80x24_to_every_key_with_the_tables_keys() -> None
         assert not isinstance(app.screen, HelpScreen)
 
 
-async def test_a_session_s_details_fit_at_80x24_with_their_hint() -> None:
-    app = make()
-    async with app.run_test(size=SIZE) as pilot:
-        await pilot.press("enter")
-        await pilot.pause()
-        text = screen_text(app)
-        assert "esc close" in text and "rates" in text and "msg out" in text
-
-
 # ----- smaller: tabs, scales, widths -----------------------------------------------
 
 
