@@ -38,7 +38,6 @@ AWAITING_SETTINGS = {
     "policy",
     "state_dir",
     "proxy_protocol",
-    "log_format",
 }
 
 
