@@ -11,12 +11,11 @@ from functools import partial
 from typing import ClassVar
 
 from textual.app import App, SystemCommand
-from textual.command import Hit, Hits, Provider
+from textual.command import Provider
 from textual.css.query import NoMatches
 from textual.driver import Driver
 from textual.reactive import var
 from textual.screen import Screen
-from textual.system_commands import SystemCommandsProvider
 from textual.theme import Theme
 
 from verb_console.hub.snapshot import HubView
@@ -26,32 +25,17 @@ from .dialogs import BroadcastDialog, BroadcastRequest, ConfirmDialog, DetailScr
 from .format import plural
 from .glyphs import G
 from .header import CONNECTING
-from .keys import Key, key_display, palette_keys
+from .keys import REPLACED_COMMANDS, Commands, Key, key_display, palette_keys
 from .panes.base import Pane
 from .panes.connections import ConnectionsPane
 from .screen import MainScreen, main_screen_class
-from .theme import SIXTEEN_COLOURS, few_colours
+from .theme import FALLBACK_CSS, SIXTEEN_COLOURS, few_colours
 
 # Stdin must look closed this many checks in a row before the console believes
 # it, so a keystroke read mid-check is never mistaken for end-of-file. Checks are
 # frequent because Textual's input thread spins while stdin is at end-of-file.
 EOF_CHECKS = 4
 EOF_CHECK_INTERVAL = 0.25
-
-# Textual's own entries that this console replaces: the stock "Quit" would stop
-# the server without draining it, and "Keys" would be listed twice.
-_REPLACED_COMMANDS = frozenset({"Quit", "Keys"})
-
-
-class Commands(SystemCommandsProvider):
-    """The palette's commands, found by their name or by what they do ("pane", "sort")."""
-
-    async def search(self, query: str) -> Hits:
-        matcher = self.matcher(query)
-        for name, help_text, callback, *_ in self.app.get_system_commands(self.screen):
-            score = max(matcher.match(name), matcher.match(help_text) * 0.9)
-            if score > 0:
-                yield Hit(score, matcher.highlight(name), callback, help=help_text)
 
 
 class VerbConsoleApp(App[int]):
@@ -66,34 +50,7 @@ class VerbConsoleApp(App[int]):
     ENABLE_COMMAND_PALETTE = True
     COMMANDS: ClassVar[set[type[Provider] | Callable[[], type[Provider]]]] = {Commands}
 
-    CSS = """
-    VerbConsoleApp.-ascii ModalScreen > Vertical { border: ascii $primary; }
-    /* Textual's own widgets draw with block elements; in ASCII they draw with none. */
-    VerbConsoleApp.-ascii FooterKey.-command-palette { border-left: none; }
-    VerbConsoleApp.-ascii Button, VerbConsoleApp.-ascii Button:focus,
-    VerbConsoleApp.-ascii Button:hover, VerbConsoleApp.-ascii Button.-active {
-        border: none; height: 1; min-width: 8; padding: 0 1;
-    }
-    VerbConsoleApp.-ascii Toast { border-left: none; }
-    VerbConsoleApp.-ascii CommandPalette #--input { border: ascii $foreground 50%; }
-    VerbConsoleApp.-ascii CommandPalette #--input.--list-visible { border-bottom: none; }
-    VerbConsoleApp.-ascii Input { border: ascii $border-blurred; }
-    VerbConsoleApp.-ascii Input.-textual-compact { border: none; }
-    VerbConsoleApp.-ascii CommandList { border-bottom: ascii $foreground 50%; }
-    VerbConsoleApp.-ascii CommandList:focus { border: blank; }
-    /* A cut line ends where it is cut: the ellipsis is not ASCII. */
-    VerbConsoleApp.-ascii * { text-overflow: clip !important; }
-    VerbConsoleApp.-sixteen MainScreen #drain { color: ansi_black; }
-    /* A notice is drawn on black: its text is white, not the terminal's default. */
-    VerbConsoleApp.-sixteen Toast { background: ansi_black; color: ansi_bright_white; }
-    VerbConsoleApp.-sixteen Toast.-information .toast--title { color: ansi_bright_green; }
-    VerbConsoleApp.-sixteen Toast.-warning .toast--title { color: ansi_bright_yellow; }
-    VerbConsoleApp.-sixteen Toast.-error .toast--title { color: ansi_bright_red; }
-    /* 16 colours have no translucent tint: a tagged row is black on cyan. */
-    VerbConsoleApp.-sixteen LiveTable > .live-table--tagged {
-        background: ansi_cyan; color: ansi_black;
-    }
-    """
+    CSS = FALLBACK_CSS
 
     paused: var[bool] = var(False, init=False)
     """Panes keep their values while paused; the header keeps ticking."""
@@ -506,7 +463,7 @@ class VerbConsoleApp(App[int]):
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from (
-            c for c in super().get_system_commands(screen) if c.title not in _REPLACED_COMMANDS
+            c for c in super().get_system_commands(screen) if c.title not in REPLACED_COMMANDS
         )
         for key in palette_keys(self.attached):
             shown = key_display(key.keys)

@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from textual.binding import Binding, BindingType
+from textual.command import Hit, Hits
+from textual.system_commands import SystemCommandsProvider
 
 from .glyphs import G
 
@@ -284,3 +286,19 @@ def palette_keys(attached: bool = False) -> list[Key]:
 def changing_keys() -> list[str]:
     """The keys a read-only console refuses."""
     return [key_display(k.keys) for k in KEYS if k.changes and k.keys]
+
+
+# Textual's own entries that this console replaces: the stock "Quit" would stop
+# the server without draining it, and "Keys" would be listed twice.
+REPLACED_COMMANDS = frozenset({"Quit", "Keys"})
+
+
+class Commands(SystemCommandsProvider):
+    """The palette's commands, found by their name or by what they do ("pane", "sort")."""
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for name, help_text, callback, *_ in self.app.get_system_commands(self.screen):
+            score = max(matcher.match(name), matcher.match(help_text) * 0.9)
+            if score > 0:
+                yield Hit(score, matcher.highlight(name), callback, help=help_text)

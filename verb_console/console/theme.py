@@ -1,4 +1,4 @@
-"""The console's own theme, for terminals that show only 16 colours."""
+"""The console's looks for plainer terminals: a theme for 16 colours, CSS for ASCII."""
 
 from __future__ import annotations
 
@@ -50,3 +50,34 @@ SIXTEEN_COLOURS = Theme(
 def few_colours(color_system: str | None, term: str) -> bool:
     """Whether a terminal (Rich's detected colour system, ``$TERM``) has 16 colours or fewer."""
     return term == "linux" or color_system in ("standard", "windows")
+
+
+FALLBACK_CSS = """
+    VerbConsoleApp.-ascii ModalScreen > Vertical { border: ascii $primary; }
+    /* Textual's own widgets draw with block elements; in ASCII they draw with none. */
+    VerbConsoleApp.-ascii FooterKey.-command-palette { border-left: none; }
+    VerbConsoleApp.-ascii Button, VerbConsoleApp.-ascii Button:focus,
+    VerbConsoleApp.-ascii Button:hover, VerbConsoleApp.-ascii Button.-active {
+        border: none; height: 1; min-width: 8; padding: 0 1;
+    }
+    VerbConsoleApp.-ascii Toast { border-left: none; }
+    VerbConsoleApp.-ascii CommandPalette #--input { border: ascii $foreground 50%; }
+    VerbConsoleApp.-ascii CommandPalette #--input.--list-visible { border-bottom: none; }
+    VerbConsoleApp.-ascii Input { border: ascii $border-blurred; }
+    VerbConsoleApp.-ascii Input.-textual-compact { border: none; }
+    VerbConsoleApp.-ascii CommandList { border-bottom: ascii $foreground 50%; }
+    VerbConsoleApp.-ascii CommandList:focus { border: blank; }
+    /* A cut line ends where it is cut: the ellipsis is not ASCII. */
+    VerbConsoleApp.-ascii * { text-overflow: clip !important; }
+    VerbConsoleApp.-sixteen MainScreen #drain { color: ansi_black; }
+    /* A notice is drawn on black: its text is white, not the terminal's default. */
+    VerbConsoleApp.-sixteen Toast { background: ansi_black; color: ansi_bright_white; }
+    VerbConsoleApp.-sixteen Toast.-information .toast--title { color: ansi_bright_green; }
+    VerbConsoleApp.-sixteen Toast.-warning .toast--title { color: ansi_bright_yellow; }
+    VerbConsoleApp.-sixteen Toast.-error .toast--title { color: ansi_bright_red; }
+    /* 16 colours have no translucent tint: a tagged row is black on cyan. */
+    VerbConsoleApp.-sixteen LiveTable > .live-table--tagged {
+        background: ansi_cyan; color: ansi_black;
+    }
+"""
+"""The app's CSS for an ASCII terminal (``-ascii``) and for the 16-colour theme (``-sixteen``)."""
