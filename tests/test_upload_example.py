@@ -55,6 +55,8 @@ async def test_the_example_uploads_a_file_and_prints_both_matching_checksums(
     # One set of units: the bar and the summary in binary units, as the console shows.
     assert "2.9 MiB/2.9 MiB" in out, out
     assert "uploaded source.bin: 2.9 MiB (3,000,000 bytes)" in out
+    # The server's Log row says the size in the same units, not a raw byte count.
+    assert any("'source.bin' (2.9 MiB)" in e.text for e in runtime.hub.events)
     assert " MB" not in out and re.search(r"B/s here, server: [\d.]+ [KMG]?i?B/s", out)
 
 
