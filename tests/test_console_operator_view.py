@@ -204,3 +204,12 @@ async def test_a_hosted_console_quits_and_an_attached_one_detaches(read_only: bo
         async with app.run_test(size=SIZE) as pilot:
             await pilot.pause()
             assert f"q {label}" in screen_lines(app)[-1]
+
+
+def test_a_scale_one_cell_too_long_keeps_its_unit() -> None:
+    from verb_console.console.header import SCALE_WIDTH, _scale
+
+    # ASCII's "<=" is a cell wider than "≤": 19.5 KiB/s must still read whole.
+    assert _scale("<=19.5 KiB/s") == "<=19.5 KiB/s"
+    assert _scale("≤19.5 KiB/s") == " ≤19.5 KiB/s"
+    assert len(_scale("idle")) == SCALE_WIDTH

@@ -233,4 +233,7 @@ def _spark_width(width: int) -> int:
 
 def _scale(top: str) -> str:
     """The label saying what a full-height bar means."""
-    return f" {top}".ljust(SCALE_WIDTH)[:SCALE_WIDTH]
+    # A label one cell too long (``<=19.5 KiB/s`` in ASCII) gives up its leading space
+    # rather than its unit.
+    label = f" {top}" if len(top) < SCALE_WIDTH else top
+    return label.ljust(SCALE_WIDTH)[:SCALE_WIDTH]
