@@ -138,7 +138,7 @@ async def test_the_sort_arrow_and_numbers_keep_a_space_from_their_neighbours() -
             for y in range(1, len(table.rows) + 1)
             if "127.0.0.1:50001 " in table.render_line(y).text
         )
-        assert " 0  lobby," in row
+        assert " 0 B  lobby," in row
 
 
 # ----- filter ----------------------------------------------------------------------
