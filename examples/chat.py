@@ -7,8 +7,15 @@ It works on the default ``auto`` listener (the client speaks first) as on a
 pinned ``--protocol json`` one.
 
 Joins ``--room``, sends every line typed on stdin as a room message and prints what
-arrives. ``/msg ID TEXT`` sends a private message, ``/all TEXT`` a broadcast,
-``/quit`` (or end of input) leaves. Input may also come from a pipe: the client
+arrives, under the names people chose with ``--name``. ``/msg NAME TEXT`` sends a
+private message, ``/all TEXT`` a broadcast, ``/who`` lists who is in the room,
+``/help`` lists the commands, ``/quit`` (or end of input) leaves. Commands stay
+on this side: a line starting with ``/`` is never sent to the room.
+
+The server knows sessions by id, not by name, so the clients tell each other:
+every message's data carries its sender's ``name``; on joining, a client asks
+the room ``{"name": ..., "who": true}`` and each member answers privately with
+``{"name": ..., "here": true}``. Input may also come from a pipe: the client
 sends each line and exits at its end. ``--send TEXT`` (repeatable) sends lines
 before reading stdin; with ``--once`` the client exits as soon as the server has
 taken them, without reading stdin at all.
@@ -30,18 +37,62 @@ from typing import Any
 
 from verb_console.client import JsonClient, Recovery, ServerError
 
+HELP = """commands:
+  TEXT             say TEXT to the room
+  /msg NAME TEXT   say TEXT to NAME only
+  /all TEXT        say TEXT to everyone on the server
+  /who             who is in the room
+  /help            this list
+  /quit            leave (end of input does too)"""
+
+
+NAME_WAIT = 1.0
+"""Seconds to wait for a newcomer's name, or for the room's answers to ``/msg NAME``."""
+
 
 def say(text: str) -> None:
     print(text, flush=True)
 
 
-def describe(message: dict[str, Any]) -> str:
-    """One line for a message from the server."""
+class Names:
+    """Who is who: the name each session id chose, learnt from what they send."""
+
+    def __init__(self) -> None:
+        self.by_id: dict[str, str] = {}
+        self.answered = asyncio.Event()  # set whenever a member says who they are
+
+    def learn(self, message: dict[str, Any]) -> None:
+        data, sender = message.get("data"), message.get("from")
+        named = isinstance(data, dict) and isinstance(data.get("name"), str)
+        if named and sender and sender != "server":
+            self.by_id[str(sender)] = data["name"]  # type: ignore[index]
+            self.answered.set()
+
+    def name(self, session_id: str) -> str:
+        """The chosen name, or the id for a session that has not said one."""
+        return self.by_id.get(session_id, session_id)
+
+    def find(self, name: str) -> list[str]:
+        """The ids of ``name`` (exactly, else ignoring case); an id stands for itself."""
+        exact = [i for i, n in self.by_id.items() if n == name]
+        if exact:
+            return exact
+        folded = [i for i, n in self.by_id.items() if n.casefold() == name.casefold()]
+        return folded or ([name] if name in self.by_id else [])
+
+
+def describe(message: dict[str, Any], names: Names | None = None) -> str | None:
+    """One line for a message from the server; None for what only updates the names."""
+    names = names or Names()
     kind = message.get("type")
     data = message.get("data")
-    sender = message.get("from", "?")
+    sender = str(message.get("from", "?"))
+    if isinstance(data, dict) and data.get("here"):
+        return f"* {data.get('name')} is here"
+    if isinstance(data, dict) and data.get("who"):
+        return f"* {data.get('name')} joined #{message.get('room')}"
     if isinstance(data, dict) and "text" in data:
-        sender = data.get("name") or sender
+        sender = data.get("name") or names.name(sender)
         data = data["text"]
     if kind == "room_message":
         return f"[{message.get('room')}] {sender}: {data}"
@@ -50,9 +101,11 @@ def describe(message: dict[str, Any]) -> str:
     if kind == "broadcast":
         return f"(all) {sender}: {data}"
     if kind == "user_joined":
-        return f"* {message.get('connectionId')} joined #{message.get('room')}"
+        # Announced by name when the newcomer asks who is here, just after (see
+        # print_messages for a newcomer that never does).
+        return None
     if kind == "user_left":
-        return f"* {message.get('connectionId')} left #{message.get('room')}"
+        return f"* {names.name(str(message.get('connectionId')))} left #{message.get('room')}"
     if kind == "server_shutdown":
         return f"* server: {message.get('message')}"
     if kind == "closing":
@@ -81,20 +134,59 @@ async def stdin_lines() -> AsyncIterator[str]:
         yield line.rstrip("\r\n")
 
 
-async def send_line(client: JsonClient, room: str, name: str, line: str) -> bool:
-    """Send one typed line; False for ``/quit``."""
+async def ask_who(client: JsonClient, room: str, name: str) -> None:
+    """Tell the room our name and ask theirs (each member answers privately)."""
+    await client.room_message(room, {"name": name, "who": True})
+
+
+async def find_name(client: JsonClient, room: str, me: str, names: Names, who: str) -> list[str]:
+    """The ids called ``who``; asks the room again, once, for a name not heard yet."""
+    found = names.find(who)
+    if not found:
+        names.answered.clear()
+        await ask_who(client, room, me)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(NAME_WAIT):
+                while not (found := names.find(who)):
+                    await names.answered.wait()
+                    names.answered.clear()
+    return found
+
+
+async def send_line(
+    client: JsonClient, room: str, name: str, line: str, names: Names | None = None
+) -> bool:
+    """Send one typed line, or run a ``/`` command here; False for ``/quit``."""
+    names = names if names is not None else Names()
     if not line.strip():
         return True
+    command, _, rest = line.partition(" ")
     try:
-        if line == "/quit":
+        if command == "/quit":
             return False
-        if line.startswith("/msg "):
-            _, target, text = [*line.split(" ", 2), ""][:3]
-            await client.private(target, {"name": name, "text": text})
-        elif line.startswith("/all "):
-            await client.broadcast({"name": name, "text": line[5:]})
+        if command == "/help":
+            say(HELP)
+        elif command == "/who":
+            here = sorted(set(names.by_id.values()), key=str.casefold)
+            say(f"* in #{room}: {', '.join([name, *here])}")
+        elif command == "/msg":
+            target, _, text = rest.strip().partition(" ")
+            if not target or not text:
+                say("! usage: /msg NAME TEXT")
+                return True
+            ids = await find_name(client, room, name, names, target)
+            if len(ids) != 1:
+                many = f"{len(ids)} people are" if ids else "nobody is"
+                say(f"! {many} called {target} in #{room} (/who lists names)")
+                return True
+            await client.private(ids[0], {"name": name, "text": text})
+        elif command == "/all":
+            await client.broadcast({"name": name, "text": rest})
+        elif line.startswith("/") and not line.startswith("//"):
+            say(f"! unknown command {command} (/help lists them; // sends a line starting /)")
         else:
-            await client.room_message(room, {"name": name, "text": line})
+            text = line[1:] if line.startswith("//") else line
+            await client.room_message(room, {"name": name, "text": text})
     except ServerError as exc:
         say(f"! {exc.code}: {exc.message}")
     except (ConnectionError, TimeoutError) as exc:
@@ -102,22 +194,42 @@ async def send_line(client: JsonClient, room: str, name: str, line: str) -> bool
     return True
 
 
-async def print_messages(client: JsonClient) -> int:
+def unnamed(names: Names, joiner: str, room: str) -> None:
+    """Announce a newcomer by id once it has had time to say its name, and did not."""
+    if joiner not in names.by_id:
+        say(f"* {joiner} joined #{room}")
+
+
+async def print_messages(client: JsonClient, args: argparse.Namespace, names: Names) -> int:
     try:
         async for message in client.messages():
-            say(describe(message))
+            names.learn(message)
+            data = message.get("data")
+            if isinstance(data, dict) and data.get("who") and message.get("from"):
+                # Someone asks who is here: answer them alone.
+                with contextlib.suppress(ServerError, ConnectionError, TimeoutError):
+                    await client.private(
+                        str(message["from"]), {"name": args.name, "here": True}, confirm=False
+                    )
+            line = describe(message, names)
+            if line is not None:
+                say(line)
+            elif message.get("type") == "user_joined":
+                # A client that never says its name is announced by its id.
+                joiner, room = str(message.get("connectionId")), str(message.get("room"))
+                asyncio.get_running_loop().call_later(NAME_WAIT, unnamed, names, joiner, room)
     except ConnectionError as exc:
         say(f"* disconnected: {exc}")
         return 1
     return 0
 
 
-async def read_input(client: JsonClient, args: argparse.Namespace) -> int:
+async def read_input(client: JsonClient, args: argparse.Namespace, names: Names) -> int:
     for line in args.send:
-        await send_line(client, args.room, args.name, line)
+        await send_line(client, args.room, args.name, line, names)
     if not args.once:
         async for line in stdin_lines():
-            if not await send_line(client, args.room, args.name, line):
+            if not await send_line(client, args.room, args.name, line, names):
                 break
     return 0
 
@@ -154,9 +266,14 @@ async def chat(args: argparse.Namespace) -> int:
         print(f"chat: cannot join {args.room!r}: {exc}", file=sys.stderr)
         await client.close()
         return 1
-    say(f"joined #{args.room} as {client.id} ({len(joined['members'])} members)")
-    printer = asyncio.ensure_future(print_messages(client))
-    reader = asyncio.ensure_future(read_input(client, args))
+    others = len(joined["members"]) - 1
+    here = "nobody else here" if others == 0 else f"{others} other{'s' if others > 1 else ''} here"
+    say(f"joined #{args.room} as {args.name} ({here}; /help lists the commands)")
+    names = Names()
+    printer = asyncio.ensure_future(print_messages(client, args, names))
+    with contextlib.suppress(ServerError, ConnectionError, TimeoutError):
+        await ask_who(client, args.room, args.name)
+    reader = asyncio.ensure_future(read_input(client, args, names))
     done, _ = await asyncio.wait({printer, reader}, return_when=asyncio.FIRST_COMPLETED)
     if reader in done:
         # Let messages that already arrived be printed before leaving.

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from verb_console.units import fmt_byte_rate, fmt_bytes
+
 JSON_CHUNK = 512 * 1024
 BINARY_CHUNK = 1024 * 1024
 WINDOW = 16 * 1024 * 1024  # json: unacknowledged bytes in flight
@@ -314,35 +316,36 @@ async def run(args: argparse.Namespace) -> int:
     progress_cm: Any = contextlib.nullcontext()
     on_progress: Progress | None = None
     if not args.quiet and not args.json:
-        from rich.progress import (
-            BarColumn,
-            DownloadColumn,
-            Progress,
-            TimeRemainingColumn,
-            TransferSpeedColumn,
-        )
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
         progress_cm = Progress(
             "[progress.description]{task.description}",
             BarColumn(),
-            DownloadColumn(),
-            TransferSpeedColumn(),
+            # The project's units (KiB, MiB), as the summary and the console's Transfers pane.
+            TextColumn("{task.fields[done]}"),
+            TextColumn("{task.fields[speed]}"),
             TimeRemainingColumn(),
             transient=False,
         )
     try:
         with progress_cm as bar:
             if bar is not None:
-                task = bar.add_task(f"{name} ({args.protocol})", total=size)
+                total = fmt_bytes(size)
+                task = bar.add_task(
+                    f"{name} ({args.protocol})", total=size, done=f"0 B/{total}", speed=""
+                )
 
                 def on_progress(n: int) -> None:
-                    bar.update(task, completed=n)
+                    bar.update(task, completed=n, done=f"{fmt_bytes(n)}/{total}")
+                    rate = bar.tasks[task].speed
+                    if rate:
+                        bar.update(task, speed=fmt_byte_rate(rate))
 
             result = await upload(
                 args.host, args.port, path, name, chunk, on_progress, args.transfer_id
             )
             if bar is not None:
-                bar.update(task, completed=size)
+                bar.update(task, completed=size, done=f"{total}/{total}")
     except UploadError as exc:
         print(f"upload failed: {exc}", file=sys.stderr)
         return 1
@@ -365,12 +368,12 @@ async def run(args: argparse.Namespace) -> int:
             )
         )
     else:
-        # Binary units, as the console's Transfers pane shows them.
-        mib = 1024 * 1024
-        speed = result.size / result.seconds / mib if result.seconds > 0 else 0.0
-        size = f"{result.size} bytes ({result.size / mib:.1f} MiB)"
+        # The project's units, as the bar above and the console's Transfers pane show them.
+        speed = result.size / result.seconds if result.seconds > 0 else 0.0
+        size = f"{fmt_bytes(result.size)} ({result.size:,} bytes)"
         print(f"uploaded {result.filename}: {size} in {result.seconds:.2f}s")
-        print(f"  {speed:.1f} MiB/s here, server: {server.get('avgSpeed', 0) / mib:.1f} MiB/s")
+        here, there = fmt_byte_rate(speed), fmt_byte_rate(server.get("avgSpeed", 0))
+        print(f"  {here} here, server: {there}")
         print(f"  server sha256: {server.get('sha256')}")
         print(f"  local  sha256: {result.local_sha256}")
         print("  checksums match" if result.ok else "  CHECKSUMS DIFFER")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from verb_console.console.format import plural
 from verb_console.console.panes.connections import ConnectionsPane
 from verb_console.console.panes.table import LiveTable
 from verb_console.filtering import BadFilter, parse
+from verb_console.hub.snapshot import SessionInfo
 from verb_console.units import to_number
 
 SIZE = (120, 40)
@@ -137,7 +139,7 @@ async def test_the_sort_arrow_and_numbers_keep_a_space_from_their_neighbours() -
             for y in range(1, len(table.rows) + 1)
             if "127.0.0.1:50001 " in table.render_line(y).text
         )
-        assert " 0  lobby," in row
+        assert " 0 B  lobby," in row
 
 
 # ----- filter ----------------------------------------------------------------------
@@ -338,12 +340,28 @@ async def test_e_and_shift_e_export_the_table_as_filtered_and_sorted(
     [csv_path] = tmp_path.glob("verb-console-connections-*.csv")
     [json_path] = tmp_path.glob("verb-console-connections-*.json")
     with csv_path.open() as f:
-        rows = list(csv.reader(f))
-    assert rows[0][:3] == ["SESSION", "PROTO", "ADDRESS"] and "BYTES OUT" in rows[0]
-    assert [r[0] for r in rows[1:]] == [s.id for s in table.rows]
-    records = json.loads(json_path.read_text())
-    assert [r["SESSION"] for r in records] == [s.id for s in table.rows]
-    assert all(r["PROTO"] == "json" for r in records)
+        rows = list(csv.DictReader(f))
+    assert [r["id"] for r in rows] == [s.id for s in table.rows]
+    # Data, not display strings: bytes as integers, durations in seconds.
+    by_id = {s.id: s for s in table.rows}
+    for row in rows:
+        session = by_id[row["id"]]
+        assert row["protocol"] == "json"
+        assert int(row["bytes_out"]) == session.bytes_out
+        assert float(row["uptime_seconds"]) == pytest.approx(table.now - session.connected_at)
+        assert float(row["idle_seconds"]) == pytest.approx(table.now - session.last_activity)
+        assert int(row["server_pid"]) == os.getpid() and row["server_address"] == "0.0.0.0:7000"
+        assert float(row["exported_at"]) > 1.7e9
+    doc = json.loads(json_path.read_text())
+    # The same field names as ctl --json (the admin protocol's), plus the durations.
+    assert doc["fields"][: len(SessionInfo._fields)] == list(SessionInfo._fields)
+    assert doc["fields"][len(SessionInfo._fields) :] == ["uptime_seconds", "idle_seconds"]
+    assert [r["id"] for r in doc["rows"]] == [s.id for s in table.rows]
+    assert all(isinstance(r["bytes_in"], int) for r in doc["rows"])
+    assert doc["server"]["pid"] == os.getpid() and doc["server"]["listeners"][0].startswith("0.0")
+    assert doc["pane"] == "connections" and doc["filter"] == "proto:json"
+    assert doc["sort"] == {"column": "uptime", "reverse": False}
+    assert isinstance(doc["exported_at"], float)
     assert any(str(csv_path) in n for n in notices)
 
 

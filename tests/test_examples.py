@@ -172,7 +172,7 @@ async def test_a_line_sent_by_one_chat_client_is_printed_by_another_in_the_room(
         "chat.py", "--port", port, "--room", "r", "--name", "bob", stdin=subprocess.PIPE
     )
     _, joined = await read_until(bob, "^joined #r as ")
-    assert joined.endswith("(1 members)")
+    assert joined.startswith("joined #r as bob (nobody else here")
 
     alice = await spawn(
         "chat.py", "--port", port, "--room", "r", "--name", "alice", "--send", "hello", "--once"
@@ -180,11 +180,11 @@ async def test_a_line_sent_by_one_chat_client_is_printed_by_another_in_the_room(
     assert await asyncio.wait_for(alice.wait(), TIMEOUT) == 0
     assert alice.stdout is not None
     alice_out = (await alice.stdout.read()).decode()
-    assert "joined #r as" in alice_out and "(2 members)" in alice_out
+    assert "joined #r as alice (1 other here" in alice_out
 
     before, line = await read_until(bob, r"^\[r\] ")
     assert line == "[r] alice: hello"
-    assert any(re.fullmatch(r"\* 127\.0\.0\.1:\d+ joined #r", x) for x in before)
+    assert "* alice joined #r" in before
 
     assert bob.stdin is not None
     bob.stdin.close()  # end of input: the client leaves
@@ -204,9 +204,12 @@ async def test_a_chat_client_fed_by_a_pipe_sends_every_line_then_exits(
         sender.stdin.write(b"one\n\ntwo\n/all everyone\n")
         sender.stdin.close()
         assert await asyncio.wait_for(sender.wait(), TIMEOUT) == 0
-        got = [await watcher.receive(timeout=TIMEOUT) for _ in range(4)]
-    assert [m["type"] for m in got] == ["user_joined", "room_message", "room_message", "broadcast"]
-    assert [m["data"]["text"] for m in got[1:]] == ["one", "two", "everyone"]
+        got = [await watcher.receive(timeout=TIMEOUT) for _ in range(5)]
+    # The newcomer asks who is here first (the watcher is no chat client: it never answers).
+    kinds = ["user_joined", "room_message", "room_message", "room_message", "broadcast"]
+    assert [m["type"] for m in got] == kinds
+    assert got[1]["data"]["who"] is True
+    assert [m["data"]["text"] for m in got[2:]] == ["one", "two", "everyone"]
 
 
 async def test_a_chat_client_reconnects_and_keeps_receiving_after_a_drop(
@@ -218,8 +221,8 @@ async def test_a_chat_client_reconnects_and_keeps_receiving_after_a_drop(
         *("--port", port, "--room", "r", "--name", "bob", "--base-delay", "0.05"),
         stdin=subprocess.PIPE,
     )
-    _, joined = await read_until(bob, "^joined #r as ")
-    old_id = joined.split(" as ")[1].split(" ")[0]
+    await read_until(bob, "^joined #r as ")
+    old_id = next(iter(chat_server.hub.rooms.get("r").members))
     chat_server.hub.connections[old_id].outlet.destroy()
     _, line = await read_until(bob, r"^\* reconnected as ")
     new_id = line.rsplit(" ", 1)[1]
@@ -244,3 +247,44 @@ async def test_a_chat_client_that_cannot_connect_says_so_and_exits_with_status_1
     assert await asyncio.wait_for(chat.wait(), TIMEOUT) == 1
     assert chat.stderr is not None
     assert f"cannot connect to 127.0.0.1:{port}" in (await chat.stderr.read()).decode()
+
+
+async def test_chat_clients_address_each_other_by_name_and_keep_commands_local(
+    spawn: Spawn, chat_server: Runtime
+) -> None:
+    port = str(chat_server.port)
+    alice = await spawn(
+        "chat.py", "--port", port, "--room", "r", "--name", "alice", stdin=subprocess.PIPE
+    )
+    await read_until(alice, "^joined #r as alice")
+    bob = await spawn(
+        "chat.py", "--port", port, "--room", "r", "--name", "bob", stdin=subprocess.PIPE
+    )
+    await read_until(bob, "^joined #r as bob")
+    # Each learns the other's name: alice sees bob join by name, bob hears alice is here.
+    await read_until(alice, r"^\* bob joined #r$")
+    await read_until(bob, r"^\* alice is here$")
+    async with JsonClient("127.0.0.1", chat_server.port) as watcher:
+        await watcher.join_room("r")
+        await read_until(alice, r"joined #r$")  # the watcher, by id: it never says a name
+        assert bob.stdin is not None
+        bob.stdin.write(b"/help\n/msg ALICE psst\n/msg carol hi\n/frobnicate\n")
+        await bob.stdin.drain()
+        _, line = await read_until(alice, r"^\(private\) ")
+        assert line == "(private) bob: psst"
+        _, line = await read_until(bob, "^! nobody is called carol")
+        _, line = await read_until(bob, "^! unknown command /frobnicate")
+        # /help, /msg and the unknown command reached nobody in the room; only the
+        # re-asked "who" (looking for carol) did.
+        seen = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                seen.append(await watcher.receive(timeout=0.3))
+        texts = [m.get("data") for m in seen if m["type"] == "room_message"]
+        assert all(isinstance(d, dict) and "text" not in d for d in texts), seen
+    assert bob.stdin is not None and alice.stdin is not None
+    bob.stdin.close()
+    await read_until(alice, r"^\* bob left #r$")
+    alice.stdin.close()
+    assert await asyncio.wait_for(bob.wait(), TIMEOUT) == 0
+    assert await asyncio.wait_for(alice.wait(), TIMEOUT) == 0

@@ -6,6 +6,7 @@ import asyncio
 import hashlib
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -51,6 +52,12 @@ async def test_the_example_uploads_a_file_and_prints_both_matching_checksums(
     assert f"local  sha256: {digest}" in out
     assert (up / "source.bin").read_bytes() == source.read_bytes()
     assert sorted(os.listdir(up)) == ["source.bin"]
+    # One set of units: the bar and the summary in binary units, as the console shows.
+    assert "2.9 MiB/2.9 MiB" in out, out
+    assert "uploaded source.bin: 2.9 MiB (3,000,000 bytes)" in out
+    # The server's Log row says the size in the same units, not a raw byte count.
+    assert any("'source.bin' (2.9 MiB)" in e.text for e in runtime.hub.events)
+    assert " MB" not in out and re.search(r"B/s here, server: [\d.]+ [KMG]?i?B/s", out)
 
 
 @pytest.mark.parametrize("protocol", ["json", "binary"])

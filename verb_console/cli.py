@@ -59,6 +59,9 @@ _port = _checked("a port from 0 to 65535", int, lambda v: 0 <= v <= 65535)
 _NODE = re.compile(r"[A-Za-z0-9_.-]{1,32}\Z")
 _on_hangup = _checked("keep or drain", str, lambda v: v in ("keep", "drain"))
 _address = _checked("HOST:PORT", lambda t: t if _is_address(t) else None, bool)
+_LEVELS = ("debug", "info", "warning", "error")
+_log_level = _checked("one of " + ", ".join(_LEVELS), str.lower, lambda v: v in _LEVELS)
+_log_format = _checked("text or json", str, lambda v: v in ("text", "json"))
 _protocol = _checked("one of " + ", ".join(PROTOCOLS), str, lambda v: v in PROTOCOLS)
 
 
@@ -117,6 +120,16 @@ FLAGS: dict[str, tuple[str, Any, str]] = {
         "keep (default) or drain: what a hosted server does when its terminal goes away",
     ),
     "log_file": ("--log-file", str, "where the server logs once no terminal shows it"),
+    "log_level": (
+        "--log-level",
+        _log_level,
+        "debug, info (default), warning or error; debug adds a line per connect and close",
+    ),
+    "log_format": (
+        "--log-format",
+        _log_format,
+        "text (default) or json: one object a line, with the event's fields",
+    ),
     "refresh": ("--refresh", _positive_float, "console refreshes per second (default 4)"),
     "cluster": ("--cluster", str, "join a cluster through Redis at URL (redis://HOST:PORT/DB)"),
     "node_name": (
@@ -182,7 +195,6 @@ CONFIG_ONLY: dict[str, Any] = {
     "max_fanout_rate": _nonneg_int,
     "writable_high_water_mark": _positive_int,
     "readable_high_water_mark": _positive_int,
-    "log_level": str,
     "read_only": bool,
     "demo": bool,
     "cluster_queue": _positive_int,

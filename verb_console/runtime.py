@@ -23,6 +23,7 @@ from .hub.revocation import Revocation
 from .hub.snapshot import HubState
 from .hub.uploads import UploadStore
 from .hub.view import LiveHubView
+from .logformat import JsonLogFormatter
 from .memory import HeapTrimmer
 from .net import ServerProtocol, TCPOptions, TCPServer, TLSOptions, create_server
 from .net.socket import TCPSocket
@@ -362,11 +363,18 @@ def default_node_name(port: int) -> str:
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
+def log_formatter(settings: Settings) -> logging.Formatter:
+    """``--log-format``: people's lines (:data:`LOG_FORMAT`), or one JSON object a line."""
+    if settings.log_format == "json":
+        return JsonLogFormatter()
+    return logging.Formatter(LOG_FORMAT)
+
+
 def log_file_handler(settings: Settings) -> logging.Handler:
     """A handler appending to ``--log-file``, at the configured level."""
     handler = logging.FileHandler(settings.log_file, encoding="utf-8")
     handler.setLevel(getattr(logging, settings.log_level.upper(), logging.INFO))
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.setFormatter(log_formatter(settings))
     return handler
 
 
@@ -391,6 +399,8 @@ def run_headless(settings: Settings) -> int:
         format=LOG_FORMAT,
         stream=sys.stderr,
     )
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(log_formatter(settings))
     if settings.log_file:
         logging.getLogger().addHandler(log_file_handler(settings))
     runtime = Runtime(settings)

@@ -82,7 +82,8 @@ class Settings:
     read_only: bool = False
     demo: bool = False
     headless: bool = False
-    log_level: str = "info"
+    log_level: str = "info"  # debug logs each connect and close
+    log_format: str = "text"  # or "json": one object a line (logformat.py)
 
     @classmethod
     def names(cls) -> list[str]:

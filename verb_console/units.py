@@ -1,7 +1,11 @@
-"""Numbers as the console shows them, and back: sizes, counts and durations.
+"""Numbers as people read them, and back: sizes, counts, rates, durations and plurals.
 
-Pure and cheap, shared by the console's cells and by the server, which applies
-the console's filter terms (``idle>60``, ``unsent>=1MiB``) to the same text.
+The one formatter of every count and unit the project prints: the console's
+cells, header and notices, ``ctl``'s text, the server's log lines and the
+examples all use these, so ``1.5 KiB`` and ``1 session`` read the same
+everywhere. Pure and cheap; the server applies the console's filter terms
+(``idle>60``, ``unsent>=1MiB``) to the same text. Machine output (``--json``,
+exports, ``/metrics``) never goes through here: it carries raw numbers.
 """
 
 from __future__ import annotations
@@ -25,6 +29,34 @@ def fmt_bytes(n: float) -> str:
         if value < 1024 or unit == _BYTE_UNITS[-1]:
             return f"{value:.1f} {unit}" if value < 100 else f"{value:.0f} {unit}"
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def fmt_int(n: int) -> str:
+    """Return an exact integer with thousands separators, e.g. ``12,345``."""
+    return f"{n:,}"
+
+
+def plural(n: int, noun: str, many: str = "") -> str:
+    """``1 session``, ``2 sessions``, ``1,024 mux connections``."""
+    return f"{n:,} {noun if n == 1 else many or noun + 's'}"
+
+
+def fmt_rate(per_second: float) -> str:
+    """Return a count rate, e.g. ``1.2k/s``."""
+    if per_second < 10 and per_second != int(per_second):
+        return f"{per_second:.1f}/s"
+    if per_second < 1000:
+        return f"{int(per_second)}/s"
+    # Rates jitter, so three significant digits are plenty (unlike exact counts).
+    value, unit = per_second / 1000.0, "k"
+    if value >= 1000:
+        value, unit = value / 1000.0, "M"
+    return f"{value:.1f}{unit}/s" if value < 100 else f"{value:.0f}{unit}/s"
+
+
+def fmt_byte_rate(per_second: float) -> str:
+    """Return a byte rate, e.g. ``3.4 MiB/s``."""
+    return f"{fmt_bytes(per_second)}/s"
 
 
 def fmt_count(n: float) -> str:

@@ -1,7 +1,10 @@
 """``verb-console ctl``: the console's operator actions from a shell, over the admin socket.
 
-Plain text, or one JSON document with ``--json``. Exit status 0, or 1 with one
-line on stderr when the server refuses or cannot be reached (2 for bad usage).
+Plain text in human units (``1.5 KiB``, ``3m05s``, ``1 session``), or one JSON
+document with ``--json`` (before or after the command) carrying the raw numbers:
+bytes as integers, times as Unix seconds, under the admin protocol's field names.
+Exit status 0, or 1 with one line on stderr when the server refuses or cannot be
+reached (2 for bad usage).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import anyio
 import orjson
 
 from ..hub.bans import BanError, format_duration
+from ..units import fmt_byte_rate, fmt_bytes, fmt_count, fmt_duration, fmt_int, fmt_rate, plural
 from . import paths
 from .bans import bans_text, check_ban_args
 from .client import AdminClient, AdminError
@@ -51,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_target_flags(parser)
     parser.add_argument("--json", action="store_true", help="print one JSON document")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    _json_after_command(commands)
     commands.add_parser("status", help="state, listeners, sessions and totals")
     sessions = commands.add_parser("sessions", help="the live sessions")
     sessions.add_argument("--sort", default="id", help="field to sort by (default id)")
@@ -81,10 +86,6 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="print sessions and time left as they change; exit once the server is gone",
     )
-    # Also after the command (ctl drain --wait --json); SUPPRESS keeps ctl --json drain.
-    drain.add_argument(
-        "--json", action="store_true", default=argparse.SUPPRESS, help="print JSON lines"
-    )
     commands.add_parser("reload", help="re-read what the server reloads (SIGHUP does the same)")
     ban = commands.add_parser("ban", help="ban an address, a network (CIDR) or user:NAME")
     ban.add_argument("target", metavar="TARGET")
@@ -93,6 +94,24 @@ def build_parser() -> argparse.ArgumentParser:
     unban.add_argument("target", metavar="TARGET")
     commands.add_parser("bans", help="the live bans")
     return parser
+
+
+def _json_after_command(commands: Any) -> None:
+    """Let every command take ``--json`` after its name too (``ctl status --json``).
+
+    The flag is added to each command's parser once they exist, by wrapping
+    ``add_parser``; ``SUPPRESS`` leaves the top-level ``--json`` alone when absent.
+    """
+    add_parser = commands.add_parser
+
+    def add_with_json(name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        sub: argparse.ArgumentParser = add_parser(name, **kwargs)
+        sub.add_argument(
+            "--json", action="store_true", default=argparse.SUPPRESS, help="print one JSON document"
+        )
+        return sub
+
+    commands.add_parser = add_with_json
 
 
 def find_socket(admin_socket: str | None, port: int | None) -> Path:
@@ -122,13 +141,9 @@ def find_socket(admin_socket: str | None, port: int | None) -> Path:
     return live[0]
 
 
-def _duration(seconds: float) -> str:
-    seconds = max(0, int(seconds))
-    if seconds < 60:
-        return f"{seconds}s"
-    if seconds < 3600:
-        return f"{seconds // 60}m{seconds % 60:02d}s"
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+def _rate_text(field: str, value: float) -> str:
+    """A history sample as ``ctl history`` shows it: bytes fields in bytes a second."""
+    return fmt_byte_rate(value) if field.startswith("bytes") else fmt_rate(value)
 
 
 def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -170,13 +185,14 @@ def _status_text(s: dict[str, Any], hello: dict[str, Any]) -> str:
     lines = [
         f"state: {s['state']}",
         f"version: {s['version']}  pid: {hello.get('pid')}",
-        f"uptime: {_duration(s['now'] - s['started_at'])}",
+        f"uptime: {fmt_duration(s['now'] - s['started_at'])}",
         "listeners: " + (", ".join(s["listeners"]) or "none"),
-        f"sessions: {s['sessions']} (peak {s['peak_sessions']})",
-        f"accepted: {t['accepted']}  rejected: {t['rejected_throttle'] + t['rejected_max']}"
-        f"  slow consumers: {t['slow_consumers']}",
-        f"messages: {t['msgs_in']} in, {t['msgs_out']} out"
-        f"  bytes: {t['bytes_in']} in, {t['bytes_out']} out",
+        f"sessions: {fmt_int(s['sessions'])} (peak {fmt_int(s['peak_sessions'])})",
+        f"accepted: {fmt_int(t['accepted'])}"
+        f"  rejected: {fmt_int(t['rejected_throttle'] + t['rejected_max'])}"
+        f"  slow consumers: {fmt_int(t['slow_consumers'])}",
+        f"messages: {fmt_int(t['msgs_in'])} in, {fmt_int(t['msgs_out'])} out"
+        f"  bytes: {fmt_bytes(t['bytes_in'])} in, {fmt_bytes(t['bytes_out'])} out",
     ]
     refusals = s.get("refusals")
     if refusals:
@@ -198,9 +214,10 @@ def _cluster_text(c: dict[str, Any]) -> list[str]:
     return [
         f"cluster node: {c['node']}  redis link: {c['link']}  reconnects: {c['reconnects']}",
         f"known nodes: {len(c['nodes'])} ({c['node']}; others: {known})",
-        f"cross-node messages: {c['published']} out, {c['received']} in"
-        f"  ({c['msgs_out_per_s']}/s out, {c['msgs_in_per_s']}/s in)",
-        f"dropped: {c['dropped']}  undeliverable: {c['undeliverable']}  queued: {c['queued']}",
+        f"cross-node messages: {fmt_int(c['published'])} out, {fmt_int(c['received'])} in"
+        f"  ({fmt_rate(c['msgs_out_per_s'])} out, {fmt_rate(c['msgs_in_per_s'])} in)",
+        f"dropped: {fmt_int(c['dropped'])}  undeliverable: {fmt_int(c['undeliverable'])}"
+        f"  queued: {fmt_int(c['queued'])}",
     ]
 
 
@@ -285,13 +302,13 @@ async def run_command(args: argparse.Namespace) -> tuple[Any, str]:
                 [
                     s["id"],
                     s["protocol"],
-                    _duration(now - s["connected_at"]),
-                    _duration(now - s["last_activity"]),
-                    s["msgs_in"],
-                    s["msgs_out"],
-                    s["bytes_in"],
-                    s["bytes_out"],
-                    s["unsent"],
+                    fmt_duration(now - s["connected_at"]),
+                    fmt_duration(now - s["last_activity"]),
+                    fmt_count(s["msgs_in"]),
+                    fmt_count(s["msgs_out"]),
+                    fmt_bytes(s["bytes_in"]),
+                    fmt_bytes(s["bytes_out"]),
+                    fmt_bytes(s["unsent"]),
                     ",".join(s["rooms"]),
                     s.get("user") or "-",
                 ]
@@ -300,11 +317,12 @@ async def run_command(args: argparse.Namespace) -> tuple[Any, str]:
             headers = ["SESSION", "PROTO", "UPTIME", "IDLE", "MSG IN", "MSG OUT"]
             headers += ["BYTES IN", "BYTES OUT", "UNSENT", "ROOMS", "USER"]
             text = _table(headers, rows)
-            text += f"\n{len(rows)} of {doc['matched']} matching, {doc['total']} live"
+            text += f"\n{fmt_int(len(rows))} of {fmt_int(doc['matched'])} matching,"
+            text += f" {fmt_int(doc['total'])} live"
             return doc, text
         if command == "rooms":
             rooms = await client.request("rooms")
-            rows = [[r["name"], len(r["members"]), r["messages"]] for r in rooms]
+            rows = [[r["name"], fmt_int(len(r["members"])), fmt_int(r["messages"])] for r in rooms]
             return {"rooms": rooms}, _table(["ROOM", "MEMBERS", "MESSAGES"], rows)
         if command == "close":
             result = await client.request("close", id=args.id)
@@ -313,18 +331,21 @@ async def run_command(args: argparse.Namespace) -> tuple[Any, str]:
             return result, f"closed {args.id}"
         if command == "close-ip":
             result = await client.request("close_ip", ip=args.ip)
-            return result, f"closed {result['closed']} sessions of {args.ip}"
+            return result, f"closed {plural(result['closed'], 'session')} of {args.ip}"
         if command == "broadcast":
             result = await client.request("broadcast", text=args.text, room=args.room)
             where = f"room {args.room}" if args.room else "every session"
-            return result, f"broadcast to {where}: {result['sent']} sessions"
+            return result, f"broadcast to {where}: {plural(result['sent'], 'session')}"
         if command == "history":
             step, last = args.step, max(1, args.last)
             result = await client.request("history", step=step, limit=last)
             samples = result["samples"]
             # The newest sample ends at most one step ago; each before it, one step earlier.
             rows = [
-                [f"-{_duration((len(samples) - i) * step)}", *(f"{v:,.1f}" for v in sample)]
+                [
+                    f"-{fmt_duration((len(samples) - i) * step)}",
+                    *(_rate_text(f, v) for f, v in zip(result["fields"], sample, strict=False)),
+                ]
                 for i, sample in enumerate(samples)
             ]
             headers = ["AGO", "MSG IN/S", "MSG OUT/S", "BYTES IN/S", "BYTES OUT/S"]

@@ -27,6 +27,7 @@ import orjson
 from ..hub.bans import Ban, BanError
 from ..hub.bus import BusStats
 from ..protocols.json import encode
+from ..units import plural
 from . import keys
 from .base import SUBSCRIBE, UNSUBSCRIBE
 from .directory import Change, Directory
@@ -312,7 +313,7 @@ class RedisBus:
             return
         sessions = list(state.sessions)
         left = self.directory.purge(node)
-        self.hub.event("server", f"cluster: node {node} {why} ({len(sessions)} sessions)")
+        self.hub.event("server", f"cluster: node {node} {why} ({plural(len(sessions), 'session')})")
         self.tell_members([], left)
         # Any node may clean a dead node's directory entries; the TTLs would anyway.
         for sid in sessions:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
@@ -10,47 +11,32 @@ from functools import partial
 from typing import ClassVar
 
 from textual.app import App, SystemCommand
-from textual.command import Hit, Hits, Provider
+from textual.command import Provider
 from textual.css.query import NoMatches
 from textual.driver import Driver
 from textual.reactive import var
 from textual.screen import Screen
-from textual.system_commands import SystemCommandsProvider
 from textual.theme import Theme
 
 from verb_console.hub.snapshot import HubView
 
-from . import glyphs, hangup, prefs, terminal_writer
+from . import ascii_widgets, glyphs, hangup, prefs, terminal_writer
 from .bans import show_bans, start_ban
 from .dialogs import BroadcastDialog, BroadcastRequest, ConfirmDialog, DetailScreen, HelpScreen
 from .format import plural
 from .glyphs import G
-from .keys import Key, key_display, palette_keys
+from .header import CONNECTING
+from .keys import REPLACED_COMMANDS, Commands, Key, key_display, palette_keys
 from .panes.base import Pane
 from .panes.connections import ConnectionsPane
-from .screen import MainScreen, ReadOnlyMainScreen
-from .theme import SIXTEEN_COLOURS, few_colours
+from .screen import MainScreen, main_screen_class
+from .theme import FALLBACK_CSS, SIXTEEN_COLOURS, few_colours
 
 # Stdin must look closed this many checks in a row before the console believes
 # it, so a keystroke read mid-check is never mistaken for end-of-file. Checks are
 # frequent because Textual's input thread spins while stdin is at end-of-file.
 EOF_CHECKS = 4
 EOF_CHECK_INTERVAL = 0.25
-
-# Textual's own entries that this console replaces: the stock "Quit" would stop
-# the server without draining it, and "Keys" would be listed twice.
-_REPLACED_COMMANDS = frozenset({"Quit", "Keys"})
-
-
-class Commands(SystemCommandsProvider):
-    """The palette's commands, found by their name or by what they do ("pane", "sort")."""
-
-    async def search(self, query: str) -> Hits:
-        matcher = self.matcher(query)
-        for name, help_text, callback, *_ in self.app.get_system_commands(self.screen):
-            score = max(matcher.match(name), matcher.match(help_text) * 0.9)
-            if score > 0:
-                yield Hit(score, matcher.highlight(name), callback, help=help_text)
 
 
 class VerbConsoleApp(App[int]):
@@ -65,10 +51,7 @@ class VerbConsoleApp(App[int]):
     ENABLE_COMMAND_PALETTE = True
     COMMANDS: ClassVar[set[type[Provider] | Callable[[], type[Provider]]]] = {Commands}
 
-    CSS = """
-    VerbConsoleApp.-ascii ModalScreen > Vertical { border: ascii $primary; }
-    VerbConsoleApp.-sixteen MainScreen #drain { color: ansi_black; }
-    """
+    CSS = FALLBACK_CSS
 
     paused: var[bool] = var(False, init=False)
     """Panes keep their values while paused; the header keeps ticking."""
@@ -91,6 +74,7 @@ class VerbConsoleApp(App[int]):
         # ASCII for TERM=linux and non-UTF-8 locales, unless the caller decides.
         self.ascii = glyphs.ascii_wanted() if ascii is None else ascii
         glyphs.use_ascii(self.ascii)
+        ascii_widgets.use_ascii(self.ascii)
         self.view = view
         self.refresh_hz = refresh_hz
         self.read_only = read_only
@@ -108,7 +92,7 @@ class VerbConsoleApp(App[int]):
         self._eof_seen = 0
         self._exiting = False
 
-        self._main = (ReadOnlyMainScreen if read_only else MainScreen)(view, clock)
+        self._main = main_screen_class(read_only, attached)(view, clock)
 
     @property
     def main(self) -> MainScreen:
@@ -195,6 +179,8 @@ class VerbConsoleApp(App[int]):
     def _sample(self, main: MainScreen) -> None:
         now = self.clock()
         overview = self.view.overview()
+        if self.attached:
+            main.header.attached_to = self._attached_to()
         main.header.update_overview(overview, self.paused, self.read_only)
         main.show_state(overview, now, self.read_only)
         if overview.state == "stopped" and not self.attached:
@@ -208,6 +194,25 @@ class VerbConsoleApp(App[int]):
         main.refresh_active(now)
         if isinstance(self.screen, DetailScreen):
             self.screen.reload()
+
+    def server_identity(self) -> dict[str, object]:
+        """Which server this console shows, for exports: host, process, listeners, node."""
+        overview = self.view.overview()
+        pid = getattr(self.view, "server_pid", None) if self.attached else os.getpid()
+        return {
+            # An attached console reaches its server over a Unix socket: the same host.
+            "host": socket.gethostname(),
+            "pid": pid,
+            "listeners": list(overview.listeners),
+            "node": overview.node or None,
+            "version": overview.version,
+            "attached": self.attached,
+        }
+
+    def _attached_to(self) -> str:
+        """The server an attached console shows: its process id (the socket is in the title)."""
+        pid = getattr(self.view, "server_pid", None)
+        return f"pid {pid}" if pid is not None else CONNECTING
 
     # ----- terminal going away ------------------------------------------------
 
@@ -357,7 +362,12 @@ class VerbConsoleApp(App[int]):
             self.refresh_once()
 
         self.push_screen(
-            ConfirmDialog(f"Close {what}?", "They are disconnected now.", danger=True), close
+            ConfirmDialog(
+                f"Close {what}?",
+                "It is disconnected now." if len(ids) == 1 else "They are disconnected now.",
+                danger=True,
+            ),
+            close,
         )
 
     def _close_address(self, address: str) -> None:
@@ -412,7 +422,8 @@ class VerbConsoleApp(App[int]):
         self.push_screen(
             ConfirmDialog(
                 "Close everything now?",
-                f"{plural(sessions, 'session')} still draining: they are cut off at once.",
+                f"{plural(sessions, 'session')} still draining: "
+                + ("it is cut off at once." if sessions == 1 else "they are cut off at once."),
                 danger=True,
             ),
             force,
@@ -455,15 +466,15 @@ class VerbConsoleApp(App[int]):
 
     def action_help(self) -> None:
         """Show every key."""
-        self.push_screen(HelpScreen(self.read_only))
+        self.push_screen(HelpScreen(self.read_only, self.attached))
 
     # ----- command palette ----------------------------------------------------
 
     def get_system_commands(self, screen: Screen) -> Iterable[SystemCommand]:
         yield from (
-            c for c in super().get_system_commands(screen) if c.title not in _REPLACED_COMMANDS
+            c for c in super().get_system_commands(screen) if c.title not in REPLACED_COMMANDS
         )
-        for key in palette_keys():
+        for key in palette_keys(self.attached):
             shown = key_display(key.keys)
             where = "" if key.scope in ("screen", "table") else f"{key.scope.title()}: "
             yield SystemCommand(

@@ -15,7 +15,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Footer, Input, Label, OptionList, Static
 
 from .glyphs import G
-from .keys import changing_keys, help_lines
+from .keys import changing_keys, help_lines, key_display
 from .panes.base import DetailFetch, DetailRows
 from .rates import DIALOG_WIDTH, RateWatch, rate_lines, spark_width
 
@@ -37,6 +37,22 @@ DIALOG_CSS = """
     & .buttons { height: auto; align-horizontal: right; margin-top: 1; }
     & .buttons Button { margin-left: 2; min-width: 10; }
 """
+
+
+SCROLL_BINDINGS: tuple[BindingType, ...] = (
+    # The tables' movement keys scroll a dialog taller than the terminal the same way.
+    Binding("down,j", "scroll('scroll_down')", "Scroll", show=False),
+    Binding("up,k", "scroll('scroll_up')", "Scroll", show=False),
+    Binding("pagedown,space", "scroll('scroll_page_down')", "Scroll", show=False),
+    Binding("pageup", "scroll('scroll_page_up')", "Scroll", show=False),
+    Binding("end,G", "scroll('scroll_end')", "Scroll", show=False),
+    Binding("home,g", "scroll('scroll_home')", "Scroll", show=False),
+)
+
+
+def scroll(screen: ModalScreen[None], how: str) -> None:
+    """Scroll a dialog's :class:`VerticalScroll` (``how``: ``scroll_down``, ``scroll_end``...)."""
+    getattr(screen.query_one(VerticalScroll), how)(animate=False)
 
 
 class ConfirmDialog(ModalScreen[bool]):
@@ -95,6 +111,11 @@ class BroadcastDialog(ModalScreen[BroadcastRequest | None]):
         + DIALOG_CSS
         + "& Input { margin: 1 0 0 0; }"
         + " & OptionList { margin: 1 0 0 0; height: auto; max-height: 6; }"
+        # The chosen target while typing: the theme's blurred-cursor colours, both of
+        # them (Textual's own rule keeps the default foreground, which 16 colours
+        # draw light on light on a dark terminal).
+        + " & OptionList > .option-list--option-highlighted {"
+        + " color: $block-cursor-blurred-foreground; }"
         + " }"
     )
 
@@ -162,6 +183,7 @@ class DetailScreen(ModalScreen[None]):
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,enter,q", "close", "Close"),
+        *SCROLL_BINDINGS,
     ]
 
     def __init__(self, title: str, fetch: DetailFetch, rates: RateWatch | None = None) -> None:
@@ -176,12 +198,13 @@ class DetailScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical() as box:
             box.border_title = self.title_text
+            # In the border, so a short terminal never cuts it off: the fields scroll instead.
+            box.border_subtitle = "esc close"
             with VerticalScroll():
                 # Filled in before the first paint, so the box has its final size at once.
                 yield Static(self._next_content() or "", id="fields")
             if self.rates is not None:
                 yield Static(self._rates_content(DIALOG_WIDTH) or "", id="rates")
-            yield Label("esc close", classes="hint")
         # The dialog's own keys, not those of the screen underneath.
         yield Footer(compact=True)
 
@@ -239,40 +262,52 @@ class DetailScreen(ModalScreen[None]):
         ]
         return Content("\n").join(lines)
 
+    def action_scroll(self, how: str) -> None:
+        """Scroll the fields (``scroll_down``, ``scroll_page_up``, ``scroll_end``...)."""
+        scroll(self, how)
+
     def action_close(self) -> None:
         """Close the details."""
         self.dismiss(None)
 
 
-HELP_KEYS: tuple[tuple[str, str], ...] = (
-    *help_lines(),
-    (App.COMMAND_PALETTE_BINDING, "command palette: every action by name"),
-)
-"""The help screen's lines, made from the console's key table."""
+def help_keys(attached: bool = False) -> tuple[tuple[str, str], ...]:
+    """The help screen's lines, made from the console's key table."""
+    return (
+        *help_lines(attached),
+        (App.COMMAND_PALETTE_BINDING, "command palette: every action by name"),
+    )
+
+
+HELP_KEYS = help_keys()
+"""The help screen's lines of a console that hosts its server."""
 HELP_KEY_WIDTH = 11
 HELP_TEXT_WIDTH = 52
 
 
 class HelpScreen(ModalScreen[None]):
-    """Every key, on one screen."""
+    """Every key, in a box that scrolls where the terminal is too short (80x24)."""
 
     DEFAULT_CSS = (
         "HelpScreen {"
         + DIALOG_CSS
-        + "& VerticalScroll { height: auto; } & Static { text-wrap: nowrap; } }"
+        + "& VerticalScroll { height: auto; max-height: 1fr; }"
+        + " & Static { text-wrap: nowrap; } }"
     )
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,question_mark,q,enter", "close", "Close"),
+        *SCROLL_BINDINGS,
     ]
 
-    def __init__(self, read_only: bool = False) -> None:
+    def __init__(self, read_only: bool = False, attached: bool = False) -> None:
         super().__init__()
         self.read_only = read_only
+        self.attached = attached
 
     def compose(self) -> ComposeResult:
         lines = []
-        for keys, text in HELP_KEYS:
+        for keys, text in help_keys(self.attached):
             wrapped = textwrap.wrap(text, HELP_TEXT_WIDTH)
             if len(keys) > HELP_KEY_WIDTH:
                 # A long run of keys takes a line of its own; its meaning goes below.
@@ -284,16 +319,24 @@ class HelpScreen(ModalScreen[None]):
                 )
             )
             lines.extend(Content(" " * (HELP_KEY_WIDTH + 2) + more) for more in wrapped[1:])
+        if self.read_only:
+            refused = ", ".join(changing_keys())
+            lines[:0] = [
+                Content.styled(f"read-only: {refused} are disabled", "$text-warning"),
+                Content(""),
+            ]
         with Vertical() as box:
             box.border_title = "Keys"
+            # In the border, so a short terminal never cuts it off: the keys scroll instead.
+            box.border_subtitle = f"{key_display('up,down')} PgDn End scroll {G.sep} esc close"
             with VerticalScroll():
                 yield Static(Content("\n").join(lines))
-            if self.read_only:
-                refused = ", ".join(changing_keys())
-                yield Label(f"read-only: {refused} are disabled", classes="hint")
-            yield Label("esc close", classes="hint")
         # The dialog's own keys, not those of the screen underneath.
         yield Footer(compact=True)
+
+    def action_scroll(self, how: str) -> None:
+        """Scroll the list of keys (``scroll_down``, ``scroll_page_up``, ``scroll_end``...)."""
+        scroll(self, how)
 
     def action_close(self) -> None:
         """Close the help."""

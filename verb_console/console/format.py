@@ -1,4 +1,4 @@
-"""Short, fixed-width text for numbers, sizes, durations and rates.
+"""Short, fixed-width text for the console: sparklines, bars, clock times, and the units.
 
 Every helper here is pure and cheap: the tables call them for visible rows only,
 several times a second, so they avoid allocation-heavy formatting.
@@ -8,42 +8,20 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+# The units themselves are the project's one formatter (verb_console.units);
+# the console's modules import them from here beside its drawing helpers.
+from ..units import fmt_byte_rate as fmt_byte_rate
 from ..units import fmt_bytes as fmt_bytes
 from ..units import fmt_count as fmt_count
 from ..units import fmt_duration as fmt_duration
+from ..units import fmt_int as fmt_int
+from ..units import fmt_rate as fmt_rate
+from ..units import plural as plural
 from .glyphs import G
 
 # Eight heights; the first is a baseline so an idle period still shows a trace.
-
-
-def fmt_int(n: int) -> str:
-    """Return an exact integer with thousands separators, e.g. ``12,345``."""
-    return f"{n:,}"
-
-
-def plural(n: int, noun: str, many: str = "") -> str:
-    """``1 session``, ``2 sessions``, ``1,024 mux connections``."""
-    return f"{n:,} {noun if n == 1 else many or noun + 's'}"
-
-
-def fmt_rate(per_second: float) -> str:
-    """Return a count rate, e.g. ``1.2k/s``."""
-    if per_second < 10 and per_second != int(per_second):
-        return f"{per_second:.1f}/s"
-    if per_second < 1000:
-        return f"{int(per_second)}/s"
-    # Rates jitter, so three significant digits are plenty (unlike exact counts).
-    value, unit = per_second / 1000.0, "k"
-    if value >= 1000:
-        value, unit = value / 1000.0, "M"
-    return f"{value:.1f}{unit}/s" if value < 100 else f"{value:.0f}{unit}/s"
-
-
-def fmt_byte_rate(per_second: float) -> str:
-    """Return a byte rate, e.g. ``3.4 MiB/s``."""
-    return f"{fmt_bytes(per_second)}/s"
 
 
 def fmt_clock(epoch: float) -> str:
@@ -65,6 +43,14 @@ def nice_ceiling(value: float) -> float:
         if m * step >= target:
             return m * step
     return 10 * step  # pragma: no cover
+
+
+def scale_label(top: float, fmt: Callable[[float], str]) -> str:
+    """What a full-height sparkline bar means (``≤10k/s``); ``idle`` when nothing moved.
+
+    A ceiling of zero would read ``≤0/s``, a bound that says nothing.
+    """
+    return f"{G.at_most}{fmt(top)}" if top > 0 else "idle"
 
 
 def sparkline(values: Sequence[float], width: int, top: float | None = None) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import locale
 import os
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 
@@ -28,6 +29,8 @@ class Glyphs:
     at_most: str = "≤"
     open_quote: str = "“"
     close_quote: str = "”"
+    key_up: str = "↑"
+    key_down: str = "↓"
 
 
 UNICODE = Glyphs()
@@ -44,6 +47,8 @@ ASCII = Glyphs(
     at_most="<=",
     open_quote='"',
     close_quote='"',
+    key_up="Up",
+    key_down="Down",
 )
 
 G = replace(UNICODE)
@@ -57,9 +62,29 @@ def use_ascii(on: bool) -> None:
         setattr(G, name, getattr(chosen, name))
 
 
-def ascii_wanted(environ: dict[str, str] | None = None) -> bool:
+def given_c_locale(environ: Mapping[str, str] | None = None, utf8_mode: bool | None = None) -> bool:
+    """Whether the process was started in the C (or POSIX) locale, before Python changed it.
+
+    Given ``LANG=C`` (and no ``LC_ALL``), Python coerces the locale to C.UTF-8
+    (PEP 538: it sets ``LC_CTYPE=C.UTF-8`` in the environment) and turns on its
+    UTF-8 mode (PEP 540) before any code runs, so the environment then looks
+    UTF-8. The UTF-8 mode gives it away: it is on though nobody asked for it
+    (no ``PYTHONUTF8``, no ``-X utf8``) only when the locale given was C or POSIX.
+    ``utf8_mode`` stands for ``sys.flags.utf8_mode`` (tests pass it).
+    """
+    env = os.environ if environ is None else environ
+    if utf8_mode is None:
+        # An environment passed in is judged alone; this process's own, with its flag.
+        utf8_mode = environ is None and bool(sys.flags.utf8_mode)
+    mode = utf8_mode
+    asked = "PYTHONUTF8" in env or "utf8" in getattr(sys, "_xoptions", {})
+    return mode and not asked
+
+
+def ascii_wanted(environ: Mapping[str, str] | None = None, utf8_mode: bool | None = None) -> bool:
     """Whether this terminal needs ASCII: ``TERM=linux``, or a locale that is not UTF-8.
 
+    The locale judged is the one the process was given (:func:`given_c_locale`).
     ``VERB_CONSOLE_ASCII=1`` forces ASCII and ``=0`` forces Unicode.
     """
     env = os.environ if environ is None else environ
@@ -67,6 +92,8 @@ def ascii_wanted(environ: dict[str, str] | None = None) -> bool:
     if forced in ("0", "1"):
         return forced == "1"
     if env.get("TERM") == "linux":
+        return True
+    if given_c_locale(environ, utf8_mode):
         return True
     encoding = ""
     for name in ("LC_ALL", "LC_CTYPE", "LANG"):

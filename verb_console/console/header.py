@@ -9,9 +9,20 @@ from textual.widget import Widget
 
 from verb_console.hub.snapshot import Overview, Rates, RateSeries
 
-from .format import fmt_byte_rate, fmt_duration, fmt_int, fmt_rate, nice_ceiling, sparkline
+from .format import (
+    fmt_byte_rate,
+    fmt_duration,
+    fmt_int,
+    fmt_rate,
+    nice_ceiling,
+    scale_label,
+    sparkline,
+)
 from .glyphs import G
 from .rates import STEP_TAGS, STEPS, next_step
+
+CONNECTING = "(connecting)"
+""":attr:`HeaderBar.attached_to` of an attached console that has not reached its server yet."""
 
 History = Callable[[int, int, int], RateSeries]
 """The view's ``traffic_history(step, since, limit)``."""
@@ -51,6 +62,10 @@ class HeaderBar(Widget):
         self.history = RateSeries(self.step, 0, (), ())
         self._content: Content = Content("")
         self._key: tuple[object, ...] = ()
+        self.attached_to: str | None = None
+        """For ``verb-console attach``: the server's process (``pid 4242``); None when hosted."""
+        self.link_down_since: float | None = None
+        """When an attached console lost its server (None while the link is up)."""
 
     def cycle_step(self) -> int:
         """Show the next resolution (1 s, 10 s, 1 min a bar); returns it."""
@@ -65,7 +80,14 @@ class HeaderBar(Widget):
         width = max(20, self.content_region.width)
         self.history = self.read_history(self.step, 0, max(1, _spark_width(width)))
         self.overview, self.paused, self.read_only = overview, paused, read_only
-        key = (overview, int(now), paused, read_only, self.history.seq, self.step, width)
+        attached = self.attached_to is not None and self.attached_to != CONNECTING
+        if attached and overview.state.startswith("disconnected"):
+            if self.link_down_since is None:
+                self.link_down_since = now
+        else:
+            self.link_down_since = None
+        key: tuple[object, ...] = (overview, int(now), paused, read_only, self.history.seq)
+        key += (self.step, width, self.attached_to)
         if key != self._key:
             self._key = key
             self._content = self._build(now)
@@ -94,19 +116,32 @@ class HeaderBar(Widget):
         )
 
     def _line_state(self, ov: Overview, now: float, width: int) -> Content:
-        parts: list[str | tuple[str, str]] = [
-            ("VERB ", "bold $text-accent"),
-            (f"{G.dot} " + ov.state.upper(), _STATE_STYLES.get(ov.state, "bold")),
-        ]
+        down = self.link_down_since
+        if down is not None:
+            # The server's state is unknown while the link is down: say that, and for how long.
+            state: tuple[str, str] = (
+                f"{G.dot} LINK DOWN {fmt_duration(now - down)}, retrying",
+                "bold $text-error",
+            )
+        elif self.attached_to == CONNECTING:
+            state = (f"{G.dot} CONNECTING", "bold $text-warning")
+        else:
+            state = (f"{G.dot} " + ov.state.upper(), _STATE_STYLES.get(ov.state, "bold"))
+        parts: list[str | tuple[str, str]] = [("VERB ", "bold $text-accent"), state]
+        if self.attached_to is not None and self.attached_to != CONNECTING:
+            parts += [("  ATTACHED ", "bold $text-accent"), (self.attached_to, _VALUE)]
         if self.paused:
-            parts.append((f"  {G.pause} PAUSED", "bold reverse $text-warning"))
+            parts.append(("  ", ""))
+            # Its own foreground: reversing the default one is light on yellow somewhere.
+            parts.append((f"{G.pause} PAUSED", "bold ansi_black on $warning"))
         if self.read_only or ov.read_only:
             parts.append(("  READ-ONLY", "bold $text-accent"))
         if ov.node:
             link_style = "bold $text-success" if ov.link == "up" else "bold $text-error"
             parts += [("  node ", _LABEL), (ov.node, _VALUE), (" redis ", _LABEL)]
             parts.append((ov.link or "-", link_style))
-        parts += [("  up ", _LABEL), (fmt_duration(now - ov.started_at), _VALUE)]
+        if down is None and self.attached_to != CONNECTING:
+            parts += [("  up ", _LABEL), (fmt_duration(now - ov.started_at), _VALUE)]
         head = Content.assemble(*parts)
         room = width - head.cell_length - 2
         listeners = ", ".join(ov.listeners) or "not listening"
@@ -158,26 +193,31 @@ class HeaderBar(Widget):
             has = spark and msgs in history.fields
             msg_values = history.values(msgs)[-spark:] if has else []
             byte_values = history.values(data)[-spark:] if has else []
+            msg_now, bytes_now = getattr(current, msgs), getattr(current, data)
+            # The figure beside a sparkline is the newest rate, which can exceed the
+            # samples (at 1 min a bar, a burst this second): the scale covers it too.
             msg_top = nice_ceiling(max(msg_values, default=0.0))
             byte_top = nice_ceiling(max(byte_values, default=0.0))
+            msg_top = max(msg_top, nice_ceiling(msg_now))
+            byte_top = max(byte_top, nice_ceiling(bytes_now))
             parts: list[tuple[str, str]] = [
                 (label + " ", _LABEL),
-                (fmt_rate(getattr(current, msgs)).rjust(8), _VALUE),
+                (fmt_rate(msg_now).rjust(8), _VALUE),
                 (" msg ", _LABEL),
                 # The resolution on show (h cycles it): seconds a bar.
                 (tag + " ", _LABEL),
                 (sparkline(msg_values, spark, msg_top), "$text-accent"),
             ]
             if spark:
-                parts.append((_scale(fmt_rate(msg_top)), _LABEL))
+                parts.append((_scale(scale_label(msg_top, fmt_rate)), _LABEL))
             parts += [
                 ("  ", ""),
-                (fmt_byte_rate(getattr(current, data)).rjust(11), _VALUE),
+                (fmt_byte_rate(bytes_now).rjust(11), _VALUE),
                 (" ", ""),
                 (sparkline(byte_values, spark, byte_top), "$text-success"),
             ]
             if spark:
-                parts.append((_scale(fmt_byte_rate(byte_top)), _LABEL))
+                parts.append((_scale(scale_label(byte_top, fmt_byte_rate)), _LABEL))
             lines.append(Content.assemble(*parts))
         return lines
 
@@ -193,4 +233,7 @@ def _spark_width(width: int) -> int:
 
 def _scale(top: str) -> str:
     """The label saying what a full-height bar means."""
-    return f" {G.at_most}{top}".ljust(SCALE_WIDTH)[:SCALE_WIDTH]
+    # A label one cell too long (``<=19.5 KiB/s`` in ASCII) gives up its leading space
+    # rather than its unit.
+    label = f" {top}" if len(top) < SCALE_WIDTH else top
+    return label.ljust(SCALE_WIDTH)[:SCALE_WIDTH]

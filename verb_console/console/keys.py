@@ -10,6 +10,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from textual.binding import Binding, BindingType
+from textual.command import Hit, Hits
+from textual.system_commands import SystemCommandsProvider
+
+from .glyphs import G
 
 PANE_NAMES: tuple[str, ...] = (
     "connections",
@@ -206,6 +210,17 @@ KEYS: tuple[Key, ...] = (
     ),
 )
 
+DETACH = Key("q", "app.quit_console", "detach: the server keeps running", "Detach", "Detach")
+"""``q`` of an attached console (``verb-console attach``), which only lets go of the server."""
+
+
+def _keys(attached: bool) -> tuple[Key, ...]:
+    """:data:`KEYS`, with ``q`` reading Detach on an attached console."""
+    if not attached:
+        return KEYS
+    return tuple(DETACH if k.action == DETACH.action else k for k in KEYS)
+
+
 _DISPLAY = {
     "up": "↑",
     "down": "↓",
@@ -223,11 +238,12 @@ _DISPLAY = {
 
 
 def key_display(keys: str) -> str:
-    """How the help shows Textual key names: ``up,k`` reads ``↑ k``."""
-    return " ".join(_DISPLAY.get(k, k) for k in keys.split(",") if k)
+    """How the help shows Textual key names: ``up,k`` reads ``↑ k`` (``Up k`` in ASCII)."""
+    arrows = {"up": G.key_up, "down": G.key_down}
+    return " ".join(arrows.get(k) or _DISPLAY.get(k, k) for k in keys.split(",") if k)
 
 
-def bindings(scope: str, *, read_only: bool = False) -> list[BindingType]:
+def bindings(scope: str, *, read_only: bool = False, attached: bool = False) -> list[BindingType]:
     """The Textual bindings of one scope (see :attr:`Key.scope`)."""
     return [
         Binding(
@@ -237,16 +253,16 @@ def bindings(scope: str, *, read_only: bool = False) -> list[BindingType]:
             show=bool(k.footer) and not (read_only and k.changes),
             key_display=_DISPLAY.get(k.keys),
         )
-        for k in KEYS
+        for k in _keys(attached)
         if k.scope == scope and k.keys
     ]
 
 
-def help_lines() -> list[tuple[str, str]]:
+def help_lines(attached: bool = False) -> list[tuple[str, str]]:
     """``(keys, what they do)`` for the help screen, one line per key or group."""
     lines: list[tuple[str, str]] = []
     groups: dict[str, int] = {}
-    for k in KEYS:
+    for k in _keys(attached):
         if not k.keys:
             continue
         shown = key_display(k.keys)
@@ -270,11 +286,27 @@ def help_lines() -> list[tuple[str, str]]:
     return lines
 
 
-def palette_keys() -> list[Key]:
+def palette_keys(attached: bool = False) -> list[Key]:
     """The keys that the command palette offers by name."""
-    return [k for k in KEYS if k.title]
+    return [k for k in _keys(attached) if k.title]
 
 
 def changing_keys() -> list[str]:
     """The keys a read-only console refuses."""
     return [key_display(k.keys) for k in KEYS if k.changes and k.keys]
+
+
+# Textual's own entries that this console replaces: the stock "Quit" would stop
+# the server without draining it, and "Keys" would be listed twice.
+REPLACED_COMMANDS = frozenset({"Quit", "Keys"})
+
+
+class Commands(SystemCommandsProvider):
+    """The palette's commands, found by their name or by what they do ("pane", "sort")."""
+
+    async def search(self, query: str) -> Hits:
+        matcher = self.matcher(query)
+        for name, help_text, callback, *_ in self.app.get_system_commands(self.screen):
+            score = max(matcher.match(name), matcher.match(help_text) * 0.9)
+            if score > 0:
+                yield Hit(score, matcher.highlight(name), callback, help=help_text)

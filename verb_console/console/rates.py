@@ -9,8 +9,7 @@ from textual.content import Content
 
 from verb_console.hub.snapshot import HubView, RateSeries
 
-from .format import fmt_rate, nice_ceiling, sparkline
-from .glyphs import G
+from .format import fmt_rate, nice_ceiling, scale_label, sparkline
 
 STEPS: tuple[int, ...] = (1, 10, 60)
 """The header's resolutions, cycled with ``h``: seconds a sparkline bar."""
@@ -75,6 +74,6 @@ def rate_lines(series: RateSeries, width: int) -> Content:
             (sparkline(values, spark, top), "$text-accent"),
         ]
         if spark:
-            parts.append((f" {G.at_most}{fmt_rate(top)}".ljust(_SCALE_WIDTH), "$text-muted"))
+            parts.append((f" {scale_label(top, fmt_rate)}".ljust(_SCALE_WIDTH), "$text-muted"))
         lines.append(Content.assemble(*parts))
     return Content("\n").join(lines)

@@ -95,7 +95,6 @@ class MainScreen(Screen[None]):
     def __init__(self, view: HubView, clock: Clock) -> None:
         super().__init__()
         self.view = view
-        self.in_cluster = False  # from the overview the app samples (see show_state)
         self.clock = clock
         self._drawn: set[str] = set()
         self._drain_text = ""
@@ -152,24 +151,23 @@ class MainScreen(Screen[None]):
         fg = colours.get("block-cursor-foreground", "$text")
         bg = colours.get("block-cursor-background", "$primary")
         current = f"bold {fg} on {bg}"
-        # The Cluster tab is listed on a cluster node (its key and the palette reach it anyway).
-        in_cluster = self.in_cluster
-        shown = [
-            (n, name, pane_class)
-            for n, (name, pane_class) in enumerate(PANES, 1)
-            if name != "cluster" or name == self.current or in_cluster
-        ]
+        # Every tab, always: a tab that came and went would move the others. The
+        # Cluster pane of a single server says it is not in a cluster.
+        shown = [(n, name, pane_class) for n, (name, pane_class) in enumerate(PANES, 1)]
         width = sum(len(p.label) + 4 for _, _, p in shown) - 1
         # Too wide for the terminal (eight tabs in 80 columns): the tabs lose their padding.
         tight = width > (self.size.width or 80)
         for n, name, pane_class in shown:
             label = f"{n} {pane_class.label}" if tight else f" {n} {pane_class.label} "
-            style = current if name == self.current else "$text-muted"
-            # Names and labels are fixed identifiers, so plain markup is safe here.
-            markup = f"[@click=screen.show_pane('{name}')]{label}[/]"
-            parts.append(Content.from_markup(markup).stylize(style))
+            if name == self.current:
+                # Not a link: a link takes the theme's link colour over its own.
+                parts.append(Content.styled(label, current))
+            else:
+                # Names and labels are fixed identifiers, so plain markup is safe here.
+                markup = f"[@click=screen.show_pane('{name}')]{label}[/]"
+                parts.append(Content.from_markup(markup).stylize("$text-muted"))
             parts.append(" ")
-        # No space after the last tab: all seven fit in 80 columns.
+        # No space after the last tab: all eight fit in 80 columns.
         return Content.assemble(*parts[:-1])
 
     def action_cycle_history(self) -> None:
@@ -210,10 +208,7 @@ class MainScreen(Screen[None]):
     # ----- drain --------------------------------------------------------------
 
     def show_state(self, overview: Overview, now: float, read_only: bool) -> None:
-        """Show or hide the drain banner; list the Cluster tab once the server is a node."""
-        if bool(overview.node) != self.in_cluster:
-            self.in_cluster = bool(overview.node)
-            self._show_tabs()
+        """Show or hide the drain banner."""
         draining = overview.state == "draining"
         self.set_class(draining, "-draining")
         if not draining:
@@ -275,7 +270,8 @@ class MainScreen(Screen[None]):
     def action_export(self, fmt: str) -> None:
         """Write the table on show, as filtered and sorted, to a file in the working directory."""
         try:
-            path = export_table(self.active_pane.table, self.current, fmt)
+            server: dict[str, object] = getattr(self.app, "server_identity", dict)()
+            path = export_table(self.active_pane.table, self.current, fmt, server=server)
         except OSError as error:
             self.notify(f"Export failed: {error}", severity="error")
             return
@@ -325,3 +321,22 @@ class ReadOnlyMainScreen(MainScreen):
     """
 
     BINDINGS: ClassVar[list[BindingType]] = bindings("screen", read_only=True)
+
+
+class AttachedMainScreen(MainScreen):
+    """The main screen of ``verb-console attach``: its ``q`` reads Detach."""
+
+    BINDINGS: ClassVar[list[BindingType]] = bindings("screen", attached=True)
+
+
+class ReadOnlyAttachedMainScreen(ReadOnlyMainScreen):
+    """The main screen of ``verb-console attach --read-only``."""
+
+    BINDINGS: ClassVar[list[BindingType]] = bindings("screen", read_only=True, attached=True)
+
+
+def main_screen_class(read_only: bool, attached: bool) -> type[MainScreen]:
+    """The main screen for a console that may refuse changes, and may be attached."""
+    if attached:
+        return ReadOnlyAttachedMainScreen if read_only else AttachedMainScreen
+    return ReadOnlyMainScreen if read_only else MainScreen

@@ -9,6 +9,7 @@ entry points the admin socket, the console's view and the cluster call.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import errno
 import logging
 import time
@@ -278,7 +279,11 @@ class Hub:
         sock.on("close", lambda had_error: self._connection_closed(sock))
         sock.on("error", lambda exc: self._connection_error(sock, exc))
         sock.on("timeout", lambda: self._idle(sock))
-        self.event("connect", f"{sid} connected ({protocol})")
+        self.event(
+            "connect",
+            f"{sid} connected ({protocol})",
+            {"id": sid, "protocol": protocol, "address": session.address, "port": session.port},
+        )
         if getattr(sock, "securing", False):
             # Pinned TLS: the session starts (and greets) once the handshake is done.
             sock.on("secure", lambda: self._secured(sock, session))
@@ -430,7 +435,10 @@ class Hub:
         user = f" (user {session.user})" if session.user is not None else ""
         detail = session.close_detail
         why = f" ({detail})" if detail and reason == CloseReason.CONNECTION_ERROR else ""
-        self.event("close", f"{session.id}{user} closed: {reason}{why}")
+        # The fields of `ctl`'s closed sessions, for a structured log (--log-format json).
+        wanted = log.isEnabledFor(logging.DEBUG)
+        fields = dataclasses.asdict(self.closed_log[-1]) if wanted else None
+        self.event("close", f"{session.id}{user} closed: {reason}{why}", fields)
 
     # ----------------------------------------------------------- delivery from other nodes
     def deliver_broadcast(self, frame: bytes) -> int:

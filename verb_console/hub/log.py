@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
+from typing import Any
 
 from .snapshot import LogEvent
 
@@ -24,12 +25,16 @@ class EventLog:
         self.events: deque[LogEvent] = deque(maxlen=EVENTS_KEPT)
         self._seq = 0
 
-    def add(self, kind: str, text: str) -> None:
-        """One row; ``error`` rows are warnings, ``operator`` and ``server`` rows info."""
+    def add(self, kind: str, text: str, fields: dict[str, Any] | None = None) -> None:
+        """One row; ``error`` rows are warnings, ``operator`` and ``server`` rows info.
+
+        ``fields`` are the event's data (a session's id, address...) for a structured
+        log (``--log-format json``); the text says the same for people.
+        """
         self._seq += 1
         self.events.append(LogEvent(self._seq, time.time(), kind, text))
         # Marked, so a handler that copies warnings into this log skips its own rows.
-        extra = {"hub_event": True}
+        extra = {"hub_event": True, "event_kind": kind, "event_fields": fields}
         if kind == "error":
             log.warning(text, extra=extra)
         elif kind in ("operator", "server"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Protocol
 
+from ..units import plural
 from .bus import Bus
 from .rooms import RoomRegistry
 from .session import CloseReason
@@ -100,4 +101,4 @@ class Operator:
 
 def sessions_text(n: int) -> str:
     """``1 session``, ``2,000 sessions``."""
-    return f"{n:,} session" if n == 1 else f"{n:,} sessions"
+    return plural(n, "session")

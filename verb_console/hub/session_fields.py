@@ -61,11 +61,11 @@ class SessionField:
 
 
 def unsent_text(s: SessionInfo, _now: float) -> str:
-    return fmt_bytes(s.unsent) if s.unsent > 0 else "0"
+    return fmt_bytes(s.unsent)  # "0 B" as every other pane shows it
 
 
 def unsent_number(s: SessionInfo, _now: float) -> float | None:
-    return bytes_read_back(s.unsent) if s.unsent > 0 else 0.0
+    return bytes_read_back(s.unsent)
 
 
 def user_text(s: SessionInfo, _now: float) -> str:

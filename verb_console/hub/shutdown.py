@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..settings import Settings
+from ..units import plural
 from .session import CLOSE_FLUSH_S, CloseReason
 from .snapshot import HubState
 
@@ -104,7 +105,7 @@ class Shutdown:
         self._order = list(host.connections.values())
         self._pending = {s for s in self._order if not s.closing}
         kind = "final shutdown" if final else "graceful shutdown"
-        host.event("server", f"{kind}: {len(self._order)} sessions, {grace:g}s grace")
+        host.event("server", f"{kind}: {plural(len(self._order), 'session')}, {grace:g}s grace")
         notice = {
             "type": "server_shutdown",
             "message": "Server is shutting down",

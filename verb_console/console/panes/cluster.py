@@ -21,7 +21,7 @@ from ..glyphs import G
 from .base import Clock, Detail, DetailRows, Pane
 from .table import Cell, Column, LiveTable
 
-ALONE = "not in a cluster: this server runs alone (start it with --cluster URL)"
+ALONE = "this server runs alone: start it with --cluster URL to join others"
 
 
 @runtime_checkable
@@ -118,7 +118,7 @@ class ClusterPane(Pane):
     def _title(self) -> str:
         c = self.info
         if not c:
-            return f"CLUSTER  {G.sep}  not in a cluster"
+            return f"CLUSTER  {G.sep}  not in a cluster"  # the table says what to do
         rates = f"{fmt_rate(c['msgs_out_per_s'])} out, {fmt_rate(c['msgs_in_per_s'])} in"
         parts = [
             f"CLUSTER  node {c['node']}",

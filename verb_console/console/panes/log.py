@@ -22,7 +22,9 @@ MAX_EVENTS = 2000
 _KIND_TONES = {"error": "error", "operator": "accent", "server": "warn", "close": "muted"}
 
 COLUMNS = (
-    Column("TIME", 8, lambda e, _: fmt_clock(e.time), attrgetter("seq")),
+    # By time, then arrival: an attached console numbers events as they reach it, so
+    # the server's backlog arrives after its own "attached" line although older.
+    Column("TIME", 8, lambda e, _: fmt_clock(e.time), attrgetter("time", "seq")),
     Column("KIND", 8, lambda e, _: (e.kind, _KIND_TONES.get(e.kind, "")), attrgetter("kind")),
     Column("EVENT", 20, lambda e, _: e.text, attrgetter("text"), flex=True),
 )

@@ -30,6 +30,9 @@ from .columns import Cell, Column, fit
 
 __all__ = ["Cell", "Column", "LiveTable"]
 
+FLEX_LIMIT = 40
+"""The widest a flex column grows when other columns follow it."""
+
 
 class LiveTable(ScrollView, can_focus=True):
     """A sortable, filterable table over a list of immutable records."""
@@ -263,8 +266,11 @@ class LiveTable(ScrollView, can_focus=True):
         for index in shown:
             w = widths[index]
             if self.columns[index].flex and spare > 0:
-                w += spare
-                spare = 0
+                # The last column takes all that is left (a log line); one with columns
+                # after it stops at FLEX_LIMIT, so those stay near the data (ROOMS, USER).
+                grow = spare if index == shown[-1] else max(0, min(spare, FLEX_LIMIT - w))
+                w += grow
+                spare -= grow
             layout.append((index, w))
         self._fit_cache = (token, layout)
         self._gaps = [self._gap(i, shown) for i in shown]
@@ -372,7 +378,9 @@ class LiveTable(ScrollView, can_focus=True):
             cell = cells[index]
             if isinstance(cell, tuple):
                 text, tone = cell
-                style = row_style if is_cursor or not tone else row_style + self._tone(tone)
+                # The cursor's and a tag's colours are the row's own: no tone over them.
+                plain = is_cursor or signature[7] or not tone
+                style = row_style if plain else row_style + self._tone(tone)
             else:
                 text, style = cell, row_style
             segments.append(Segment(fit(text, w, column.align), style))

@@ -24,6 +24,7 @@ from concurrent.futures import Executor
 from pathlib import Path
 
 from ...settings import Settings
+from ...units import fmt_bytes
 from ..snapshot import TransferInfo
 from .disk import DiskRunner, TempFile, UploadDir
 from .errors import TransferError
@@ -356,7 +357,7 @@ class UploadStore:
             self.bytes_completed += upload.received
             self.report.completed_log(
                 logging.INFO,
-                f"upload complete: {upload.filename!r} ({upload.received} bytes) "
+                f"upload complete: {upload.filename!r} ({fmt_bytes(upload.received)}) "
                 f"from {upload.owner}",
             )
         elif upload.state is UploadState.ABORTED:
