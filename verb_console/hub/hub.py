@@ -26,11 +26,11 @@ from .bus import Bus
 from .detect_session import DetectingSession
 from .echo_session import EchoSession
 from .ended import Ended
-from .fanout import fan_out
 from .history import TrafficHistory, Watches
 from .json_session import HANDLERS, JsonSession
 from .mux_session import MuxSession
 from .operator import OperatorActions
+from .pacer import Pacer
 from .rooms import RoomRegistry
 from .session import (
     CloseReason,
@@ -123,7 +123,9 @@ class Hub(OperatorActions, GracefulShutdown):
         self.factories = session_kinds(with_uploads=uploads is not None)
         # Every counter of the server, once; sessions count into it directly.
         self.stats = Stats()
-        self.rooms = RoomRegistry(self.stats)
+        # Every loop turn's budget of message work, shared by all connections.
+        self.pacer = Pacer(self.stats, self.settings.turn_budget, self.settings.turn_share)
+        self.rooms = RoomRegistry(self.stats, self.pacer)
         self.peak_sessions = 0
         # What ended sessions added up to, by reason and by protocol (kept as they end).
         self.ended = Ended()
@@ -391,7 +393,7 @@ class Hub(OperatorActions, GracefulShutdown):
     def deliver_broadcast(self, frame: bytes) -> int:
         """Another node's client broadcast: to every json session here."""
         sessions = self.json_sessions
-        fan_out(sessions.values(), frame, self.stats)
+        self.pacer.fan_out(sessions.values(), frame)
         return len(sessions)
 
     def deliver_private(self, target: str, frame: bytes) -> bool:

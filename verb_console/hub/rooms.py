@@ -7,7 +7,8 @@ import unicodedata
 from typing import Any, Protocol
 
 from ..protocols.json import encode
-from .fanout import Recipient, fan_out
+from .fanout import Recipient
+from .pacer import Pacer
 from .snapshot import RoomInfo, Stats
 
 
@@ -49,10 +50,12 @@ class Room:
 class RoomRegistry:
     """Rooms by name; a room exists while it has members."""
 
-    def __init__(self, stats: Stats) -> None:
+    def __init__(self, stats: Stats, pacer: Pacer | None = None) -> None:
         self.rooms: dict[str, Room] = {}
         # The server's counters, which room deliveries count into.
         self.stats = stats
+        # Room deliveries are paced with every other fan-out (see .pacer).
+        self.pacer = pacer if pacer is not None else Pacer(stats)
         # Messages of rooms that no longer exist (a room is deleted with its last member).
         self.retired_messages = 0
 
@@ -81,16 +84,25 @@ class RoomRegistry:
     def get(self, name: str) -> Room | None:
         return self.rooms.get(name)
 
-    def send(self, room: Room, message: dict[str, Any], exclude: Member | None = None) -> int:
+    def send(
+        self,
+        room: Room,
+        message: dict[str, Any],
+        exclude: Member | None = None,
+        origin: Any = None,
+    ) -> int:
         """Send ``message`` (stamped with the time) to a room's members but ``exclude``;
         returns how many members that is."""
         message["timestamp"] = int(time.time() * 1000)
-        return self.send_frame(room, encode(message), exclude)
+        return self.send_frame(room, encode(message), exclude, origin)
 
-    def send_frame(self, room: Room, frame: bytes, exclude: Member | None = None) -> int:
-        """Send an encoded frame to a room's members but ``exclude``; returns how many."""
+    def send_frame(
+        self, room: Room, frame: bytes, exclude: Member | None = None, origin: Any = None
+    ) -> int:
+        """Send an encoded frame to a room's members but ``exclude``; returns how many.
+        ``origin``, the session whose message it is, waits if the fan-out must."""
         members = room.members
-        fan_out(members.values(), frame, self.stats, exclude)
+        self.pacer.fan_out(members.values(), frame, exclude, origin)
         if exclude is not None and members.get(exclude.id) is exclude:
             return len(members) - 1
         return len(members)

@@ -1,0 +1,264 @@
+"""The loop turn's budget of message work, shared fairly by every connection.
+
+One event loop serves every client, so every client waits for each turn of it.
+A read's own work was bounded, but not a turn's: 200 connections readable at
+once, each reading a burst of broadcasts to 200 others, made one turn 100,000
+deliveries long, and a fresh client's ping waited seconds. So the work of a
+turn (messages read, replies and deliveries: the hub's ``msgs_in`` plus
+``msgs_out``, which the hot path counts anyway) is bounded as a whole:
+
+- A turn may do :attr:`Pacer.budget` units of work, and one connection's step
+  at most :attr:`Pacer.share` of them. A session that has more to do holds its
+  reading (``transport.pause_reading``), keeps the rest of what it read as a
+  backlog, and waits on the run queue; each later turn serves the queue in
+  FIFO order (round-robin), so however many connections are busy, a turn stays
+  short and a newcomer's read is taken within a pass of the queue.
+- A fan-out that does not fit in its step is split: what fits is delivered now,
+  the rest waits on a FIFO of fan-outs that later turns continue in bounded
+  pieces. Fan-outs stay in the order they were made (a room's messages reach
+  every member in the same order), and a session whose fan-out waits does
+  nothing more until it is delivered (its next private message cannot pass
+  it). Nothing is dropped: the senders wait, as their reading is held.
+
+The queue's steps go first in a turn, up to half the budget while fan-outs
+wait: a step is cheap (a ping, or a broadcast that joins the FIFO), so a
+newcomer is served at once, and the fan-outs still get half of every turn.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Collection
+from itertools import islice
+from typing import Protocol
+
+from .fanout import Recipient, fan_out
+from .snapshot import Stats
+
+#: Units of message work (messages read, replies, deliveries) one loop turn may do.
+TURN_BUDGET = 4096
+#: Units one connection's step may do before the others get theirs.
+TURN_SHARE = 256
+# Recipients waiting in the fan-out FIFO past which a fan-out made outside any
+# session's step (a cluster node's broadcast from Redis, which is not paced)
+# is delivered whole: memory stays bounded when a turn cannot.
+MAX_WAITING_RECIPIENTS = 4_000_000
+
+
+class Stepper(Protocol):
+    """A session that can wait on the run queue: :meth:`take_turn` does one step
+    of its backlog (and queues itself again if more is left)."""
+
+    @property
+    def closing(self) -> bool: ...
+
+    def take_turn(self) -> None: ...
+
+
+class _FanOut:
+    """A fan-out not delivered to every recipient yet."""
+
+    __slots__ = ("at", "exclude", "frame", "origin", "recipients")
+
+    def __init__(
+        self,
+        recipients: list[Recipient],
+        frame: bytes,
+        exclude: object,
+        origin: Stepper | None,
+    ) -> None:
+        self.recipients = recipients
+        self.at = 0
+        self.frame = frame
+        self.exclude = exclude
+        self.origin = origin
+
+
+class Pacer:
+    """One hub's share of every loop turn: the run queue and the fan-out FIFO.
+
+    A session's step is bracketed by :meth:`begin` (the work count at which it
+    must stop) and :meth:`done`; a step inside another (a mux stream's, inside
+    its connection's) shares the outer one's end.
+    """
+
+    __slots__ = (
+        "_blocked",
+        "_depth",
+        "_fanouts",
+        "_open",
+        "_queue",
+        "_queued",
+        "_waiting",
+        "budget",
+        "share",
+        "stats",
+        "step_end",
+        "turn_end",
+    )
+
+    def __init__(self, stats: Stats, budget: int = TURN_BUDGET, share: int = TURN_SHARE) -> None:
+        self.stats = stats
+        self.budget = max(1, budget)
+        self.share = max(1, min(share, self.budget))
+        self.step_end = 0  # work count at which the running step stops (-1: at once)
+        self.turn_end = 0  # work count at which this turn's budget is spent
+        self._open = False  # a turn is being counted: its _turn callback is pending
+        self._depth = 0  # steps running, one inside another
+        self._queue: deque[Stepper] = deque()
+        self._queued: set[Stepper] = set()
+        self._blocked: set[Stepper] = set()  # waiting for their own fan-out
+        self._fanouts: deque[_FanOut] = deque()
+        self._waiting = 0  # recipients the fan-outs in the FIFO have left
+
+    # ----------------------------------------------------------- steps
+    @property
+    def work(self) -> int:
+        """Units of message work since the server started."""
+        s = self.stats
+        return s.msgs_in + s.msgs_out
+
+    def begin(self) -> int:
+        """Start a step; returns the work count at which it must stop (at or
+        below :attr:`work`: the turn's budget is spent, the step waits)."""
+        depth = self._depth
+        self._depth = depth + 1
+        if depth:
+            return self.step_end
+        s = self.stats
+        work = s.msgs_in + s.msgs_out
+        if not self._open:
+            self._open_turn(work)
+        end = work + self.share
+        if end > self.turn_end:
+            end = self.turn_end
+        self.step_end = end
+        return end
+
+    def done(self) -> None:
+        """End the step :meth:`begin` started."""
+        self._depth -= 1
+
+    def _open_turn(self, work: int) -> None:
+        self._open = True
+        self.turn_end = work + self.budget
+        asyncio.get_running_loop().call_soon(self._turn)
+
+    def defer(self, session: Stepper) -> None:
+        """Put ``session`` (its reading held, its backlog kept) on the run queue,
+        unless it is already there or waits for its own fan-out."""
+        if session in self._queued or session in self._blocked:
+            return
+        self._queued.add(session)
+        self._queue.append(session)
+        if not self._open:
+            self._open_turn(self.work)
+
+    def blocked(self, session: Stepper) -> bool:
+        """Whether ``session`` waits for a fan-out of its own to be delivered."""
+        return session in self._blocked
+
+    def forget(self, session: Stepper) -> None:
+        """``session`` ended: it waits for nothing (its fan-outs are still delivered)."""
+        self._blocked.discard(session)
+
+    @property
+    def waiting(self) -> tuple[int, int]:
+        """Sessions on the run queue, and recipients the waiting fan-outs have left."""
+        return len(self._queue), self._waiting
+
+    # ----------------------------------------------------------- fan-out
+    def fan_out(
+        self,
+        recipients: Collection[Recipient],
+        frame: bytes,
+        exclude: object = None,
+        origin: Stepper | None = None,
+    ) -> None:
+        """Send ``frame`` to ``recipients`` but ``exclude``, as
+        :func:`~.fanout.fan_out` does, within the running step's share: what
+        does not fit (or all of it, while earlier fan-outs wait) joins the
+        FIFO, the step ends, and ``origin`` waits until it is delivered."""
+        s = self.stats
+        fanouts = self._fanouts
+        if not fanouts:
+            if not self._depth:
+                # Not in a session's step (a cluster node's message, a close):
+                # this fan-out is a step of its own.
+                self.begin()
+                self._depth -= 1
+            room = self.step_end - (s.msgs_in + s.msgs_out)
+            if len(recipients) <= room:
+                fan_out(recipients, frame, s, exclude)
+                return
+            it = iter(recipients)
+            if room > 0:
+                fan_out(list(islice(it, room)), frame, s, exclude)
+            rest = list(it)
+        elif origin is None and self._waiting > MAX_WAITING_RECIPIENTS:
+            self._flush()
+            fan_out(recipients, frame, s, exclude)
+            return
+        else:
+            rest = list(recipients)
+        if not rest:
+            return
+        fanouts.append(_FanOut(rest, frame, exclude, origin))
+        self._waiting += len(rest)
+        self.step_end = -1
+        if origin is not None:
+            self._blocked.add(origin)
+        if not self._open:
+            self._open_turn(s.msgs_in + s.msgs_out)
+
+    def _fan_step(self, room: int) -> None:
+        """Deliver up to ``room`` recipients of the oldest waiting fan-out."""
+        f = self._fanouts[0]
+        start = f.at
+        end = min(len(f.recipients), start + max(1, room))
+        fan_out(f.recipients[start:end], f.frame, self.stats, f.exclude)
+        f.at = end
+        self._waiting -= end - start
+        if end >= len(f.recipients):
+            self._fanouts.popleft()
+            origin = f.origin
+            if origin is not None and origin in self._blocked:
+                self._blocked.discard(origin)
+                if not origin.closing:
+                    self.defer(origin)
+
+    def _flush(self) -> None:
+        """Deliver every waiting fan-out now (memory's safety valve)."""
+        while self._fanouts:
+            self._fan_step(len(self._fanouts[0].recipients))
+
+    # ----------------------------------------------------------- turns
+    def _turn(self) -> None:
+        """A new turn of the loop: serve the run queue and the fan-outs in it."""
+        self._open = False
+        if not self._queue and not self._fanouts:
+            return
+        self._open_turn(self.work)
+        end = self.turn_end
+        queue = self._queue
+        fanouts = self._fanouts
+        # Steps first, once each, up to half the turn while fan-outs wait.
+        half = end - self.budget // 2 if fanouts else end
+        for _ in range(len(queue)):
+            if self.work >= half:
+                break
+            self._step(queue.popleft())
+        while fanouts and (work := self.work) < end:
+            self._fan_step(end - work)
+        # What is left of the turn goes to the queue again, round-robin.
+        idle = 0
+        while queue and self.work < end and idle <= len(queue):
+            before = self.work
+            self._step(queue.popleft())
+            idle = 0 if self.work > before else idle + 1
+
+    def _step(self, session: Stepper) -> None:
+        self._queued.discard(session)
+        if not session.closing:
+            session.take_turn()
