@@ -37,9 +37,9 @@ from .fanout import Recipient, fan_out
 from .snapshot import Stats
 
 #: Units of message work (messages read, replies, deliveries) one loop turn may do.
-TURN_BUDGET = 4096
+TURN_BUDGET = 1024
 #: Units one connection's step may do before the others get theirs.
-TURN_SHARE = 256
+TURN_SHARE = 64
 # Recipients waiting in the fan-out FIFO past which a fan-out made outside any
 # session's step (a cluster node's broadcast from Redis, which is not paced)
 # is delivered whole: memory stays bounded when a turn cannot.
