@@ -309,7 +309,7 @@ def run_round(args: argparse.Namespace, source: str | None) -> dict[str, Any]:
         rows: list[dict[str, Any]] = []
         fresh_rows: list[tuple[float, float, float]] = []
         got_sent = 0
-        while got_sent < len(per) or not fresh_rows and fresh.is_alive():
+        while got_sent < len(per) or (not fresh_rows and fresh.is_alive()):
             kind, data = results.get(timeout=120)
             if kind == "sent":
                 sent.update(data)

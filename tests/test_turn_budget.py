@@ -128,7 +128,7 @@ async def test_room_messages_reach_every_member_in_one_order_when_fan_outs_are_s
 ) -> None:
     runtime = await start_server(max_per_ip=0, turn_budget=BUDGET, turn_share=SHARE)
     clients = [await json_client(runtime.port) for _ in range(12)]
-    for r, w, _ in clients:
+    for _, w, _ in clients:
         w.write(frame({"type": "join_room", "room": "r"}))
     # Everyone's joined, and the user_joined notices of those after them.
     for i, (r, _, _) in enumerate(clients):
