@@ -159,6 +159,8 @@ class Runtime:
         hub.event("server", f"listening on {line}")
         self.trimmer.start()
         hub.on_shutdown.append(self.trimmer.stop)
+        hub.turns.start()
+        hub.on_shutdown.append(hub.turns.stop)
         if s.metrics:
             from .admin.metrics_http import start_metrics
 

@@ -7,6 +7,7 @@ from typing import Any
 
 from ..protocols import binary as b
 from ..protocols.errors import ProtocolError
+from .pacer import HOLD_BACKLOG
 from .session import CloseReason, Outlet, Session, SessionHost
 
 # What a FILE frame goes to: the hub gives the upload code's handler.
@@ -71,6 +72,8 @@ class BinarySession(Session):
         if frames:
             if self._backlog is not None:
                 self._backlog.extend(frames)
+                if len(self._backlog) > HOLD_BACKLOG:
+                    self.outlet.hold(self)
             else:
                 self._handle(frames)
 
@@ -128,7 +131,8 @@ class BinarySession(Session):
             self.close(CloseReason.FRAME_TOO_LARGE, detail=failed.code)
         elif rest:
             self._backlog = rest
-            self.outlet.hold(self)
+            if len(rest) > HOLD_BACKLOG:
+                self.outlet.hold(self)
             pacer.defer(self)
 
     def take_turn(self) -> None:

@@ -8,6 +8,7 @@ import orjson
 
 from ..protocols.echo import WELCOME, EchoDecoder, encode_echo, encode_notice
 from ..protocols.errors import ProtocolError
+from .pacer import HOLD_BACKLOG
 from .session import CloseReason, Session
 
 
@@ -58,6 +59,8 @@ class EchoSession(Session):
         if lines:
             if self._backlog is not None:
                 self._backlog.extend(lines)
+                if len(self._backlog) > HOLD_BACKLOG:
+                    self.outlet.hold(self)
             else:
                 self._handle(lines)
 
@@ -88,7 +91,8 @@ class EchoSession(Session):
             self.close(CloseReason.FRAME_TOO_LARGE, detail=failed.code)
         elif rest and not self.closing:
             self._backlog = rest
-            self.outlet.hold(self)
+            if len(rest) > HOLD_BACKLOG:
+                self.outlet.hold(self)
             pacer.defer(self)
 
     def take_turn(self) -> None:

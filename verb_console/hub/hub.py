@@ -54,6 +54,7 @@ from .snapshot import (
 )
 from .tap import Tap, TapSwitch
 from .throttle import Throttle
+from .turns import TurnClock
 from .uploads import UploadStore
 
 if TYPE_CHECKING:
@@ -126,6 +127,8 @@ class Hub(OperatorActions, GracefulShutdown):
         # Every loop turn's budget of message work, shared by all connections.
         self.pacer = Pacer(self.stats, self.settings.turn_budget, self.settings.turn_share)
         self.rooms = RoomRegistry(self.stats, self.pacer)
+        # The loop's slowest recent turns (started by the runtime).
+        self.turns = TurnClock()
         self.peak_sessions = 0
         # What ended sessions added up to, by reason and by protocol (kept as they end).
         self.ended = Ended()
@@ -453,6 +456,7 @@ class Hub(OperatorActions, GracefulShutdown):
             version=__version__,
             node=self.node,
             link=self.bus.link_state if self.bus is not None else "",
+            slowest_turns=self.turns.slowest(),
         )
 
     def cluster_info(self) -> dict[str, Any] | None:

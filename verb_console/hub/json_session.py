@@ -10,7 +10,7 @@ from typing import Any
 from .. import __version__
 from ..protocols.errors import ProtocolError
 from ..protocols.json import JsonDecoder, encode, encode_error, parse_message
-from .pacer import Pacer
+from .pacer import HOLD_BACKLOG, Pacer
 from .rooms import valid_room_name
 from .session import CloseReason, EventOutlet, Outlet, Session, SessionHost
 from .snapshot import Stats
@@ -108,9 +108,11 @@ class JsonSession(Session):
         if bodies:
             backlog = self._backlog
             if backlog is not None:
-                # Paused (a read's work was split, or the fan-out rate is spent):
+                # Waiting (a read's work was split, or the fan-out rate is spent):
                 # these wait behind the earlier ones, in order.
                 backlog.extend(bodies)
+                if len(backlog) > HOLD_BACKLOG:
+                    self.outlet.hold(self)
             else:
                 self._handle(bodies)
 
@@ -236,8 +238,9 @@ class JsonSession(Session):
                 delay = -tokens / rate
         if rest is None and delay <= 0 and not blocked:
             return
-        self._backlog = rest if rest is not None else []
-        self.outlet.hold(self)
+        self._backlog = backlog = rest if rest is not None else []
+        if congested or delay > 0 or len(backlog) > HOLD_BACKLOG:
+            self.outlet.hold(self)
         if congested:
             self._wait_drain()
         elif blocked:

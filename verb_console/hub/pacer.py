@@ -8,9 +8,10 @@ turn (messages read, replies and deliveries: the hub's ``msgs_in`` plus
 ``msgs_out``, which the hot path counts anyway) is bounded as a whole:
 
 - A turn may do :attr:`Pacer.budget` units of work, and one connection's step
-  at most :attr:`Pacer.share` of them. A session that has more to do holds its
-  reading (``transport.pause_reading``), keeps the rest of what it read as a
-  backlog, and waits on the run queue; each later turn serves the queue in
+  at most :attr:`Pacer.share` of them. A session that has more to do keeps the
+  rest of what it read as a backlog (holding its reading,
+  ``transport.pause_reading``, once that is over :data:`HOLD_BACKLOG`
+  messages) and waits on the run queue; each later turn serves the queue in
   FIFO order (round-robin), so however many connections are busy, a turn stays
   short and a newcomer's read is taken within a pass of the queue.
 - A fan-out that does not fit in its step is split: what fits is delivered now,
@@ -40,6 +41,10 @@ from .snapshot import Stats
 TURN_BUDGET = 1024
 #: Units one connection's step may do before the others get theirs.
 TURN_SHARE = 64
+#: Messages a session waiting its turn may hold read but not handled before its
+#: reading pauses: a short wait costs no pause and resume (two syscalls a
+#: time), and a client cannot pile up a long backlog.
+HOLD_BACKLOG = 256
 # Recipients waiting in the fan-out FIFO past which a fan-out made outside any
 # session's step (a cluster node's broadcast from Redis, which is not paced)
 # is delivered whole: memory stays bounded when a turn cannot.
