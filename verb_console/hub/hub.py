@@ -129,6 +129,7 @@ class Hub(OperatorActions, GracefulShutdown):
         self.rooms = RoomRegistry(self.stats, self.pacer)
         # The loop's slowest recent turns (started by the runtime).
         self.turns = TurnClock()
+        self.pacer.clock = self.turns
         self.peak_sessions = 0
         # What ended sessions added up to, by reason and by protocol (kept as they end).
         self.ended = Ended()

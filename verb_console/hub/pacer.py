@@ -29,10 +29,11 @@ newcomer is served at once, and the fan-outs still get half of every turn.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Collection
 from itertools import islice
-from typing import Protocol
+from typing import Any, Protocol
 
 from .fanout import Recipient, fan_out
 from .snapshot import Stats
@@ -97,6 +98,7 @@ class Pacer:
         "_queued",
         "_waiting",
         "budget",
+        "clock",
         "share",
         "stats",
         "step_end",
@@ -116,6 +118,8 @@ class Pacer:
         self._blocked: set[Stepper] = set()  # waiting for their own fan-out
         self._fanouts: deque[_FanOut] = deque()
         self._waiting = 0  # recipients the fan-outs in the FIFO have left
+        # Told how long each turn's queue work took (the hub's TurnClock), if set.
+        self.clock: Any = None
 
     # ----------------------------------------------------------- steps
     @property
@@ -244,6 +248,14 @@ class Pacer:
         self._open = False
         if not self._queue and not self._fanouts:
             return
+        started = time.perf_counter()
+        fanned = bool(self._fanouts)
+        self._serve()
+        if self.clock is not None:
+            what = "fan-out step" if fanned else "run-queue step"
+            self.clock.worked(what, time.perf_counter() - started)
+
+    def _serve(self) -> None:
         self._open_turn(self.work)
         end = self.turn_end
         queue = self._queue

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from .histogram import Histogram
@@ -47,6 +47,9 @@ class TurnClock:
         self._due = 0.0
         # The longest labelled work since the last probe: (seconds, what).
         self._work = (0.0, "")
+        # Work that runs beside the loop and may slow it (a heap trim on its
+        # thread): each gives its name while it runs, else "".
+        self.beside: list[Callable[[], str]] = []
 
     def start(self) -> None:
         if self._handle is None:
@@ -67,7 +70,9 @@ class TurnClock:
         if late >= self.slow or took >= self.slow:
             # The turn lasted at least as long as it held the probe, and as its
             # labelled work; the label names it if that work was most of it.
-            self.note(max(late, took), what if took >= late / 2 else "")
+            if took < late / 2:
+                what = next((w for w in (f() for f in self.beside) if w), "")
+            self.note(max(late, took), what)
         self._work = (0.0, "")
         self._due = now + self.interval
         self._handle = loop.call_at(self._due, self._probe, loop)
