@@ -46,9 +46,10 @@ TURN_SHARE = 64
 #: reading pauses: a short wait costs no pause and resume (two syscalls a
 #: time), and a client cannot pile up a long backlog.
 HOLD_BACKLOG = 256
-# Recipients waiting in the fan-out FIFO past which a fan-out made outside any
-# session's step (a cluster node's broadcast from Redis, which is not paced)
-# is delivered whole: memory stays bounded when a turn cannot.
+# Recipients waiting in the fan-out FIFO (8 bytes each) past which the FIFO is
+# delivered at once: memory stays bounded when a turn cannot (a cluster node's
+# broadcasts from Redis are not paced by a session's reading, and 100,000
+# sessions broadcasting to 100,000 would queue 800 KB each).
 MAX_WAITING_RECIPIENTS = 4_000_000
 
 
@@ -205,7 +206,7 @@ class Pacer:
             if room > 0:
                 fan_out(list(islice(it, room)), frame, s, exclude)
             rest = list(it)
-        elif origin is None and self._waiting > MAX_WAITING_RECIPIENTS:
+        elif self._waiting > MAX_WAITING_RECIPIENTS:
             self._flush()
             fan_out(recipients, frame, s, exclude)
             return
