@@ -24,6 +24,8 @@ turn (messages read, replies and deliveries: the hub's ``msgs_in`` plus
 The queue's steps go first in a turn, up to half the budget while fan-outs
 wait: a step is cheap (a ping, or a broadcast that joins the FIFO), so a
 newcomer is served at once, and the fan-outs still get half of every turn.
+A read that did not wait on the queue may go one share past the budget, so a
+newcomer's ping is answered in the very turn it is read.
 """
 
 from __future__ import annotations
@@ -97,6 +99,7 @@ class Pacer:
         "_open",
         "_queue",
         "_queued",
+        "_serving",
         "_waiting",
         "budget",
         "clock",
@@ -114,6 +117,7 @@ class Pacer:
         self.turn_end = 0  # work count at which this turn's budget is spent
         self._open = False  # a turn is being counted: its _turn callback is pending
         self._depth = 0  # steps running, one inside another
+        self._serving = False  # the run queue is being served (not a fresh read)
         self._queue: deque[Stepper] = deque()
         self._queued: set[Stepper] = set()
         self._blocked: set[Stepper] = set()  # waiting for their own fan-out
@@ -141,8 +145,11 @@ class Pacer:
         if not self._open:
             self._open_turn(work)
         end = work + self.share
-        if end > self.turn_end:
-            end = self.turn_end
+        # A read that did not wait on the queue may use one share past the
+        # turn's budget: a newcomer's ping is answered in the turn it is read.
+        cap = self.turn_end if self._serving else self.turn_end + self.share
+        if end > cap:
+            end = cap
         self.step_end = end
         return end
 
@@ -251,7 +258,11 @@ class Pacer:
             return
         started = time.perf_counter()
         fanned = bool(self._fanouts)
-        self._serve()
+        self._serving = True
+        try:
+            self._serve()
+        finally:
+            self._serving = False
         if self.clock is not None:
             what = "fan-out step" if fanned else "run-queue step"
             self.clock.worked(what, time.perf_counter() - started)
