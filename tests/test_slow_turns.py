@@ -1,20 +1,15 @@
 """The slowest recent loop turns: measured by the hub's turn clock, named by the
-work that took them, and shown by ``ctl status`` and the console's header."""
+work that took them, and shown by ``ctl status``."""
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import json
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from console_fake import FixedHubView, FrozenClock
-
-from verb_console.console import VerbConsoleApp
-from verb_console.hub.snapshot import Overview, TurnInfo
 from verb_console.hub.turns import TurnClock
 
 
@@ -80,24 +75,3 @@ async def test_ctl_status_shows_the_slowest_turns_in_text_and_json(
     scan = next(t for t in doc["slowest_turns"] if t["doing"] == "scan")
     assert scan["duration_ms"] >= 195
     assert abs(scan["at"] - time.time()) < 30
-
-
-class SlowView(FixedHubView):
-    turns: tuple[TurnInfo, ...] = ()
-
-    def overview(self) -> Overview:
-        return dataclasses.replace(super().overview(), slowest_turns=self.turns)
-
-
-async def test_the_header_shows_a_turn_over_20_ms_and_nothing_below() -> None:
-    clock = FrozenClock()
-    view = SlowView(clock)
-    view.turns = (TurnInfo(0.012, clock(), "refresh"),)
-    app = VerbConsoleApp(view, clock=clock)
-    async with app.run_test(size=(120, 30)) as pilot:
-        await pilot.pause(0.3)
-        assert "slow turn" not in str(app.main.header.render())
-        view.turns = (TurnInfo(0.0342, clock(), "fan-out step"), view.turns[0])
-        clock.advance(1.0)
-        await pilot.pause(0.6)
-        assert "slow turn 34 ms fan-out step" in str(app.main.header.render())

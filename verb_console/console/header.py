@@ -23,8 +23,6 @@ _STATE_STYLES = {
 }
 _LABEL = "$text-muted"
 _VALUE = "bold"
-_WARN = "bold $text-warning"
-SLOW_TURN_SHOWN = 0.020  # seconds: a turn this long shows in the header for a minute
 
 
 class HeaderBar(Widget):
@@ -109,11 +107,6 @@ class HeaderBar(Widget):
             parts += [("  node ", _LABEL), (ov.node, _VALUE), (" redis ", _LABEL)]
             parts.append((ov.link or "-", link_style))
         parts += [("  up ", _LABEL), (fmt_duration(now - ov.started_at), _VALUE)]
-        if ov.slowest_turns and ov.slowest_turns[0].duration >= SLOW_TURN_SHOWN:
-            # A loop turn over 20 ms in the last minute: every client waited for it.
-            turn = ov.slowest_turns[0]
-            what = f" {turn.doing}" if turn.doing else ""
-            parts += [("  slow turn ", _LABEL), (f"{turn.duration * 1000:.0f} ms{what}", _WARN)]
         head = Content.assemble(*parts)
         room = width - head.cell_length - 2
         listeners = ", ".join(ov.listeners) or "not listening"
