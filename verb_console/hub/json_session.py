@@ -376,7 +376,12 @@ def handle_join_room(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
         members = sorted(room.members)
     else:
         members = sorted({*room.members, *bus.remote_members(name)})
-    s.reply({"type": "joined", "room": name, "members": members}, ref)
+    joined: dict[str, Any] = {"type": "joined", "room": name, "members": members}
+    if ref is not None:
+        joined["ref"] = ref
+    # Behind the fan-outs still waiting (see .pacer), as a reply to the joiner
+    # alone: the user_joined of a member it lists must not come after it.
+    hub.pacer.fan_out((s,), encode(joined), None, s)
     if added:
         notice = {"type": "user_joined", "connectionId": s.id, "room": name}
         hub.rooms.send(room, notice, exclude=s, origin=s)
