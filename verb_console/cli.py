@@ -193,6 +193,8 @@ CONFIG_ONLY: dict[str, Any] = {
     "transfer_timeout": _nonneg_float,
     "max_line": _positive_int,
     "max_fanout_rate": _nonneg_int,
+    "turn_budget": _positive_int,
+    "turn_share": _positive_int,
     "writable_high_water_mark": _positive_int,
     "readable_high_water_mark": _positive_int,
     "read_only": bool,

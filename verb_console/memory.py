@@ -13,12 +13,18 @@ uploads 1.4x to 3x the server CPU, one mmap and page faults per large buffer.
 So a timer on the loop looks at the process's RSS (``/proc/self/statm``:
 microseconds) every few seconds. While it grows, nothing is done; once it
 stops growing, ``malloc_trim(0)`` hands the free pages back (``MADV_DONTNEED``).
-A trim is not free: on a large, fragmented heap it keeps the loop 40 to 175 ms
-(and ``mallinfo2``, which would say how much lies free, walks every free chunk:
-17 ms there). So a trim that gives back less than :data:`TRIM_FREE_BYTES`
-doubles the wait before the next trim, up to :data:`TRIM_MAX_INTERVAL` (the
-looks go on every :data:`TRIM_INTERVAL`); the wait starts again when RSS grows
-past where the last trim left it. A server whose memory is steady trims a few times, then once
+A trim is not free: on a large, fragmented heap it takes 40 to 450 ms (224 ms
+to give back 657 MiB), one ``madvise`` per free chunk. It runs on a thread of
+its own (ctypes lets go of the GIL for the call), so the loop goes on turning
+meanwhile. glibc holds each arena's lock while it trims that arena, though: a
+block the loop asks of ``malloc`` itself (over 512 bytes: pymalloc serves the
+smaller ones) waits for the trim of the main arena, so a trim still delays a
+loop that reads big messages. (``mallinfo2``, which would say how much lies
+free, walks every free chunk: 17 ms there.) So a trim that gives back less
+than :data:`TRIM_FREE_BYTES` doubles the wait before the next trim, up to
+:data:`TRIM_MAX_INTERVAL` (the looks go on every :data:`TRIM_INTERVAL`); the
+wait starts again when RSS grows past where the last trim left it. A server
+whose memory is steady trims a few times, then once
 every five minutes at most. Anywhere but glibc on Linux this is a no-op.
 """
 
@@ -29,6 +35,7 @@ import contextlib
 import ctypes
 import logging
 import os
+import threading
 import time
 
 from .libc import libc as load_libc
@@ -78,22 +85,31 @@ class HeapTrimmer:
         self.libc = _libc() if resident_bytes() else None
         self.trims = 0
         self.released = 0  # bytes of RSS the trims gave back
-        self.last_took = 0.0  # seconds the last trim kept the loop
+        self.last_took = 0.0  # seconds the last trim took (on its own thread)
         self.backoff = interval  # seconds a trim that gave back nothing waits for the next
         self._due = 0.0  # monotonic time before which no trim is made
         self._seen = 0  # RSS at the last look
         self._after = 0  # RSS the last trim left
         self._handle: asyncio.TimerHandle | None = None
         self._stopped = False
+        self.trimming = False  # a trim runs on its thread now
 
     @property
     def available(self) -> bool:
         return self.libc is not None
 
     def check(self) -> bool:
-        """One look: trim if RSS has stopped growing and a trim is due; True if it trimmed."""
-        if self.libc is None:
+        """One look, and a trim here and now if one is due; True if it trimmed."""
+        before = self._due_trim()
+        if before is None:
             return False
+        self._trimmed(before, *self._trim())
+        return True
+
+    def _due_trim(self) -> int | None:
+        """One look at RSS: what it is if a trim is due (it stopped growing), else None."""
+        if self.libc is None:
+            return None
         now = resident_bytes()
         seen, self._seen = self._seen, now
         clock = time.monotonic()
@@ -103,32 +119,53 @@ class HeapTrimmer:
             self._due = 0.0
         if now > seen + self.threshold or now <= self._after or clock < self._due:
             # Still growing (nothing freed yet), nothing new, or backing off.
-            return False
+            return None
+        return now
+
+    def _trim(self) -> tuple[float, int]:
+        """``malloc_trim(0)``: how long it took, and RSS after it. Runs on any thread."""
+        assert self.libc is not None
         started = time.perf_counter()
         self.libc.malloc_trim(0)
-        self.last_took = time.perf_counter() - started
-        after = resident_bytes()
+        return time.perf_counter() - started, resident_bytes()
+
+    def _trimmed(self, before: int, took: float, after: int) -> None:
+        self.last_took = took
         self._after = self._seen = after
         self.trims += 1
-        gave = max(0, now - after)
+        gave = max(0, before - after)
         self.released += gave
         if gave < self.threshold:
-            # Not worth what it cost the loop: wait twice as long for the next one.
+            # Not worth what it cost: wait twice as long for the next one.
             self.backoff = min(self.backoff * 2, self.max_interval)
-            self._due = clock + self.backoff
-        log.debug("heap trimmed: %d bytes back, %.1f ms", gave, self.last_took * 1000)
-        return True
+            self._due = time.monotonic() + self.backoff
+        log.debug("heap trimmed: %d bytes back, %.1f ms", gave, took * 1000)
 
     def start(self) -> None:
         if self.libc is not None and self._handle is None and not self._stopped:
             self._handle = asyncio.get_running_loop().call_later(self.interval, self._tick)
 
     def _tick(self) -> None:
+        """A look on the loop; the trim, if due, on a thread of its own (see above)."""
         self._handle = None
-        try:
-            self.check()
-        finally:
+        before = self._due_trim()
+        if before is None:
             self.start()
+            return
+        loop = asyncio.get_running_loop()
+        self.trimming = True
+
+        def run() -> None:
+            took, after = self._trim()
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(self._done, before, took, after)
+
+        threading.Thread(target=run, name="heap-trim", daemon=True).start()
+
+    def _done(self, before: int, took: float, after: int) -> None:
+        self.trimming = False
+        self._trimmed(before, took, after)
+        self.start()
 
     def stop(self) -> None:
         self._stopped = True

@@ -183,6 +183,9 @@ class Runtime:
         hub.event("server", f"listening on {line}")
         self.trimmer.start()
         hub.on_shutdown.append(self.trimmer.stop)
+        hub.turns.start()
+        hub.turns.beside.append(lambda: "heap trim" if self.trimmer.trimming else "")
+        hub.on_shutdown.append(hub.turns.stop)
         if s.metrics:
             from .admin.metrics_http import start_metrics
 

@@ -50,6 +50,10 @@ class Settings:
     # messages, join and leave notices; a burst of one second's worth); past it
     # the session's reading pauses until the rate allows more. 0: no limit.
     max_fanout_rate: int = 500_000
+    # Messages read, replies and deliveries one turn of the event loop may make,
+    # all connections together, and one connection's step of them (hub/pacer.py).
+    turn_budget: int = 1024
+    turn_share: int = 64
     writable_high_water_mark: int = 64 * 1024  # output level at which reads pause
     readable_high_water_mark: int = 256 * 1024  # read size per receive call
     # Cluster (PROTOCOL.md section 10): "" runs a single server with no Redis.

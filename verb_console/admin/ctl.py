@@ -201,10 +201,30 @@ def _status_text(s: dict[str, Any], hello: dict[str, Any]) -> str:
         )
     if s.get("drain_deadline"):
         lines.append(_drain_line(s) + (" (final)" if s.get("drain_final") else ""))
+    lines.append("slowest loop turns (last minute): " + _turns_text(s, s["now"]))
     cluster = s.get("cluster")
     if cluster:
         lines += _cluster_text(cluster)
     return "\n".join(lines)
+
+
+def _turns(status: dict[str, Any]) -> list[dict[str, Any]]:
+    """The overview's slowest turns (``[seconds, at, doing]``) as named fields."""
+    return [
+        {"duration_ms": round(t[0] * 1000, 1), "at": t[1], "doing": t[2]}
+        for t in status.get("slowest_turns") or ()
+    ]
+
+
+def _turns_text(status: dict[str, Any], now: float) -> str:
+    turns = status["slowest_turns"]
+    if not turns:
+        return "none over 5 ms"
+    return ", ".join(
+        f"{t['duration_ms']:g} ms{' ' + t['doing'] if t['doing'] else ''}"
+        f" ({fmt_duration(max(0.0, now - t['at']))} ago)"
+        for t in turns
+    )
 
 
 def _cluster_text(c: dict[str, Any]) -> list[str]:
@@ -294,6 +314,7 @@ async def run_command(args: argparse.Namespace) -> tuple[Any, str]:
             status = await client.request("status")
             status["pid"] = client.hello.get("pid")
             status["admin_socket"] = str(path)
+            status["slowest_turns"] = _turns(status)
             return status, _status_text(status, client.hello)
         if command == "sessions":
             doc = await _all_sessions(client, args)

@@ -35,6 +35,7 @@ def overview_to_wire(ov: Overview) -> dict[str, Any]:
     out["listeners"] = list(ov.listeners)
     out["totals"] = {name: getattr(ov.totals, name) for name in _STATS}
     out["rates"] = {name: getattr(ov.rates, name) for name in _RATES}
+    out["slowest_turns"] = [list(t) for t in ov.slowest_turns]
     return out
 
 

@@ -151,7 +151,10 @@ async def start_metrics(
     """Start serving ``/metrics`` and ``/healthz`` on ``address`` (``HOST:PORT``);
     ``tls``: the listener's TLS options, whose handshakes are counted."""
     host, port = parse_address(address)
-    server = MetricsServer(hub, host, port, lag=LoopLag(lag_interval), tls=tls)
+    # The hub's turn clock (hub/turns.py) measures every turn; else a sampler.
+    turns = getattr(hub, "turns", None)
+    lag = LoopLag(lag_interval, source=turns) if turns is not None else LoopLag(lag_interval)
+    server = MetricsServer(hub, host, port, lag=lag, tls=tls)
     await server.start()
     bound = server.address
     hub.event("server", f"metrics on http://{host_port(bound[0], bound[1])}/metrics")

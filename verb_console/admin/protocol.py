@@ -31,6 +31,7 @@ from ..hub.snapshot import (
     StreamInfo,
     ThrottleInfo,
     TransferInfo,
+    TurnInfo,
     frozen,
 )
 from ..hub.tap import TapBatch, TapRow
@@ -107,6 +108,7 @@ def from_wire(cls: type[T], data: dict[str, Any]) -> T:
         values["totals"] = Stats(**values["totals"])
         values["rates"] = Rates(**values["rates"])
         values["listeners"] = tuple(values["listeners"])
+        values["slowest_turns"] = tuple(TurnInfo(*t) for t in values.get("slowest_turns", ()))
     elif cls is RoomInfo:
         values["members"] = tuple(values["members"])
     elif cls is MuxConnectionInfo:

@@ -7,6 +7,7 @@ from typing import Any
 
 from ..protocols import binary as b
 from ..protocols.errors import ProtocolError
+from .pacer import HOLD_BACKLOG
 from .session import CloseReason, Outlet, Session, SessionHost
 
 # What a FILE frame goes to: the hub gives the upload code's handler.
@@ -29,7 +30,7 @@ class BinarySession(Session):
 
     protocol = "binary"
 
-    __slots__ = ("decoder", "on_file", "transfers")
+    __slots__ = ("_backlog", "decoder", "on_file", "transfers")
 
     def __init__(
         self,
@@ -48,6 +49,8 @@ class BinarySession(Session):
     def setup(self) -> None:
         self.decoder = b.BinaryDecoder(self.hub.settings.max_frame)
         self.transfers: Any = None
+        # Frames read but not handled yet, while reading is held (see .pacer).
+        self._backlog: list[Any] | None = None
 
     def encode_notice(self, message: dict[str, Any]) -> bytes:
         return b.encode_json(b.NOTICE, message)
@@ -67,45 +70,80 @@ class BinarySession(Session):
                 # After the frames this read completed, as a framing error is.
                 frames.append(ProtocolError("frame_too_large", over))
         if frames:
-            self._out = out = []
-            # A framing error is always the last event.
-            last = frames[-1]
-            failed = last if isinstance(last, ProtocolError) else None
-            count = len(frames) - (failed is not None)
-            # The tap is None unless someone watches: one read per network read.
-            tap = self.hub.tap
-            for frame in frames:
-                if isinstance(frame, ProtocolError):
-                    break
-                kind = frame.type
-                if tap is not None:
-                    tap.see(
-                        self.id,
-                        "binary",
-                        _TYPE_NAMES.get(kind) or f"0x{kind:04X}",
-                        len(frame.payload),
-                    )
-                if kind == b.HEARTBEAT:
-                    out.append(_PONG)
-                elif kind == b.DATA:
-                    out.append(b.encode_frame(b.DATA, frame.payload, frame.flags))
-                elif kind == b.FILE and self.on_file is not None:
-                    self.on_file(self, frame)
-                elif kind == b.AUTH and self.hub.auth is not None:
-                    out.append(
-                        b.encode_error(ProtocolError("bad_message", "Already authenticated"))
-                    )
-                else:
-                    error = ProtocolError("unknown_type", f"Unknown message type: 0x{kind:04X}")
-                    out.append(b.encode_error(error))
-                if self.closing:
-                    break
-            self.msgs_in += count
-            stats.msgs_in += count
-            self.flush()
-            if failed is not None and not self.closing:
-                self.deliver(b.encode_error(failed))
-                self.close(CloseReason.FRAME_TOO_LARGE, detail=failed.code)
+            if self._backlog is not None:
+                self._backlog.extend(frames)
+                if len(self._backlog) > HOLD_BACKLOG:
+                    self.outlet.hold(self)
+            else:
+                self._handle(frames)
+
+    def _handle(self, frames: list[Any]) -> None:
+        """Handle frames within this step's share of the loop turn (a frame is
+        two units: read and answered); the rest waits on the run queue."""
+        pacer = self.hub.pacer
+        stats = self.stats
+        try:
+            room = max(0, (pacer.begin() - stats.msgs_in - stats.msgs_out) // 2)
+        finally:
+            pacer.done()
+        rest = None
+        if room < len(frames):
+            rest = frames[room:]
+            frames = frames[:room]
+        self._out = out = []
+        failed = None
+        count = 0
+        # The tap is None unless someone watches: one read per step.
+        tap = self.hub.tap
+        for frame in frames:
+            if isinstance(frame, ProtocolError):
+                failed = frame  # a framing error is always the last event
+                break
+            count += 1
+            kind = frame.type
+            if tap is not None:
+                tap.see(
+                    self.id,
+                    "binary",
+                    _TYPE_NAMES.get(kind) or f"0x{kind:04X}",
+                    len(frame.payload),
+                )
+            if kind == b.HEARTBEAT:
+                out.append(_PONG)
+            elif kind == b.DATA:
+                out.append(b.encode_frame(b.DATA, frame.payload, frame.flags))
+            elif kind == b.FILE and self.on_file is not None:
+                self.on_file(self, frame)
+            elif kind == b.AUTH and self.hub.auth is not None:
+                out.append(b.encode_error(ProtocolError("bad_message", "Already authenticated")))
+            else:
+                error = ProtocolError("unknown_type", f"Unknown message type: 0x{kind:04X}")
+                out.append(b.encode_error(error))
+            if self.closing:
+                break
+        self.msgs_in += count
+        stats.msgs_in += count
+        self.flush()
+        if self.closing:
+            return
+        if failed is not None:
+            self.deliver(b.encode_error(failed))
+            self.close(CloseReason.FRAME_TOO_LARGE, detail=failed.code)
+        elif rest:
+            self._backlog = rest
+            if len(rest) > HOLD_BACKLOG:
+                self.outlet.hold(self)
+            pacer.defer(self)
+
+    def take_turn(self) -> None:
+        """The run queue's call (see .pacer): one more step of the backlog."""
+        backlog = self._backlog
+        self._backlog = None
+        if backlog is None or self.closing:
+            return
+        self._handle(backlog)
+        if self._backlog is None and not self.closing:
+            self.outlet.release(self)
 
     def reply_file(self, message: dict[str, Any]) -> None:
         """A FILE_REPLY frame (section 2.3 objects)."""

@@ -30,12 +30,12 @@ from .bus import Bus
 from .detect_session import DetectingSession
 from .echo_session import EchoSession
 from .ended import Ended
-from .fanout import fan_out
 from .history import TrafficHistory, Watches
 from .json_session import HANDLERS, JsonSession
 from .log import EventLog
 from .mux_session import MuxSession
 from .operator import Operator
+from .pacer import Pacer
 from .permissions import Permissions
 from .resume import every_second, install_resume
 from .rooms import RoomRegistry
@@ -62,6 +62,7 @@ from .snapshot import (
 )
 from .tap import Tap, TapSwitch
 from .throttle import Throttle
+from .turns import TurnClock
 from .uploads import UploadStore
 
 if TYPE_CHECKING:
@@ -131,7 +132,12 @@ class Hub:
         self.factories = session_kinds(with_uploads=uploads is not None)
         # Every counter of the server, once; sessions count into it directly.
         self.stats = Stats()
-        self.rooms = RoomRegistry(self.stats)
+        # Every loop turn's budget of message work, shared by all connections.
+        self.pacer = Pacer(self.stats, self.settings.turn_budget, self.settings.turn_share)
+        self.rooms = RoomRegistry(self.stats, self.pacer)
+        # The loop's slowest recent turns (started by the runtime).
+        self.turns = TurnClock()
+        self.pacer.clock = self.turns
         self.peak_sessions = 0
         # What ended sessions added up to, by reason and by protocol (kept as they end).
         self.ended = Ended()
@@ -444,7 +450,7 @@ class Hub:
     def deliver_broadcast(self, frame: bytes) -> int:
         """Another node's client broadcast: to every json session here."""
         sessions = self.json_sessions
-        (fan_out if self.seq is None else self.seq.fan_out)(sessions.values(), frame, self.stats)
+        self.pacer.fan_out(sessions.values(), frame)
         return len(sessions)
 
     def deliver_private(self, target: str, frame: bytes) -> bool:
@@ -496,6 +502,7 @@ class Hub:
             version=__version__,
             node=self.node,
             link=self.bus.link_state if self.bus is not None else "",
+            slowest_turns=self.turns.slowest(),
         )
 
     def cluster_info(self) -> dict[str, Any] | None:

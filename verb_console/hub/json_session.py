@@ -11,19 +11,15 @@ from typing import Any
 from .. import __version__
 from ..protocols.errors import ProtocolError
 from ..protocols.json import JsonDecoder, encode, encode_error, parse_message
-from .fanout import fan_out
+from .pacer import HOLD_BACKLOG, Pacer
 from .resume import first_message, handle_bye, handle_resume
 from .room_history import parse_since, position_reply
 from .rooms import valid_room_name
 from .session import CloseReason, EventOutlet, Outlet, Session, SessionHost
+from .snapshot import Stats
 
 _time = time.time
 
-# Deliveries one step of handling a read may make before the rest of the read
-# waits for the next turn of the event loop (with reading paused meanwhile): a
-# 256 KiB write of broadcasts to 200 readers is 1.5 million deliveries, and a
-# bystander's ping must not wait for all of them.
-FANOUT_BUDGET = 512
 # Bytes of replies one step batches before they are written. Once written, if
 # the socket cannot take more, the rest of the read waits for it to drain: a
 # read of re-joins to a big room asks for thousands of 21 KB member lists, and
@@ -141,9 +137,11 @@ class JsonSession(Session):
         if bodies:
             backlog = self._backlog
             if backlog is not None:
-                # Paused (a read's work was split, or the fan-out rate is spent):
+                # Waiting (a read's work was split, or the fan-out rate is spent):
                 # these wait behind the earlier ones, in order.
                 backlog.extend(bodies)
+                if len(backlog) > HOLD_BACKLOG:
+                    self.outlet.hold(self)
             elif self.fresh:
                 # Its first message may be a ``resume`` (see .resume).
                 first_message(self, bodies)
@@ -151,14 +149,28 @@ class JsonSession(Session):
                 self._handle(bodies)
 
     def _handle(self, bodies: list[Any]) -> None:
-        """Handle decoded messages until they are done, one step's fan-out budget
-        is, or the replies written fill the socket."""
+        """Handle decoded messages until they are done, this step's share of the
+        loop turn is (see .pacer), or the replies written fill the socket."""
+        pacer = self.hub.pacer
         stats = self.stats
+        end = pacer.begin()
+        try:
+            if stats.msgs_in + stats.msgs_out >= end:
+                # The turn's budget is spent: all of it waits for the run queue.
+                self._pace(0, bodies)
+                return
+            self._step(bodies, pacer, stats)
+        finally:
+            pacer.done()
+
+    def _step(self, bodies: list[Any], pacer: Pacer, stats: Stats) -> None:
         start = stats.msgs_out
+        # Read so far, in the step's work count as in the turn's (see .pacer).
+        base = stats.msgs_in
         # Replies written early (a batch of REPLY_BATCH bytes) are not fan-out.
         replies = 0
-        limit = start + FANOUT_BUDGET
-        self._out = out = []
+        out: list[bytes] = []
+        self._out = out
         self._out_bytes = 0
         handlers = self.handlers
         parse = parse_message
@@ -169,6 +181,10 @@ class JsonSession(Session):
         congested = False
         handled = 0
         for body in bodies:
+            if handled and base + handled + stats.msgs_out + len(out) >= pacer.step_end:
+                # This step's share of the turn is done (or its fan-out waits).
+                rest = bodies[handled:]
+                break
             if isinstance(body, ProtocolError):
                 # A framing error is always the last event.
                 failed = body
@@ -206,10 +222,6 @@ class JsonSession(Session):
                     rest = bodies[handled:]
                     congested = True
                     break
-            if stats.msgs_out - replies > limit and handled < len(bodies):
-                # Enough deliveries for one turn of the loop: the rest waits.
-                rest = bodies[handled:]
-                break
         self.msgs_in += handled
         stats.msgs_in += handled
         used = stats.msgs_out - start - replies
@@ -225,8 +237,10 @@ class JsonSession(Session):
             )
             self.close(reason, detail=failed.code)
             return
-        if used or rest is not None:
-            self._pace(used, rest, congested)
+        # A fan-out of its own waits in the pacer's FIFO: nothing more until it is out.
+        blocked = pacer.step_end < 0 and pacer.blocked(self)
+        if used or rest is not None or blocked:
+            self._pace(used, rest, congested, blocked)
 
     def _output_full(self) -> bool:
         """Whether this session's output is congested: its socket is over the
@@ -235,10 +249,16 @@ class JsonSession(Session):
         outlet = self.outlet
         return outlet.congested or outlet.unsent >= self.hub.settings.max_pending // 4
 
-    def _pace(self, used: int, rest: list[Any] | None, congested: bool = False) -> None:
+    def _pace(
+        self,
+        used: int,
+        rest: list[Any] | None,
+        congested: bool = False,
+        blocked: bool = False,
+    ) -> None:
         """Charge ``used`` deliveries to the fan-out rate; pause reading while the
-        rate is spent or ``rest`` waits for the next turn of the loop (or, when
-        ``congested``, for the output to drain)."""
+        rate is spent, ``rest`` waits on the run queue (or, when ``congested``,
+        for the output to drain), or (``blocked``) a fan-out of its own waits."""
         rate = self.hub.settings.max_fanout_rate
         delay = 0.0
         if rate > 0 and used:
@@ -248,18 +268,19 @@ class JsonSession(Session):
             self._fan_at = now
             if tokens < 0:
                 delay = -tokens / rate
-        if rest is None and delay <= 0:
+        if rest is None and delay <= 0 and not blocked:
             return
-        self._backlog = rest if rest is not None else []
-        self.outlet.hold(self)
+        self._backlog = backlog = rest if rest is not None else []
+        if congested or delay > 0 or len(backlog) > HOLD_BACKLOG:
+            self.outlet.hold(self)
         if congested:
             self._wait_drain()
-            return
-        loop = asyncio.get_running_loop()
-        if delay > 0:
-            loop.call_later(delay, self._resume)
+        elif blocked:
+            pass  # the pacer queues it once its fan-out is delivered
+        elif delay > 0:
+            asyncio.get_running_loop().call_later(delay, self._resume)
         else:
-            loop.call_soon(self._resume)
+            self.hub.pacer.defer(self)
 
     def _wait_drain(self) -> None:
         outlet = self.outlet
@@ -282,6 +303,8 @@ class JsonSession(Session):
         if self.closing or backlog is None:
             self._backlog = None
             return
+        if self.hub.pacer.blocked(self):
+            return  # its fan-out is not out yet: the pacer calls again then
         if backlog and self._output_full():
             # Still more unsent than the socket's high-water mark: wait again.
             self._wait_drain()
@@ -327,6 +350,9 @@ class JsonSession(Session):
             return
         super().notify(message)
 
+    # The run queue's call (see .pacer): one more step of the backlog.
+    take_turn = _resume
+
     def reply(self, message: dict[str, Any], ref: Any) -> None:
         """Answer this session's own message (``ref`` copied in when it had one)."""
         if ref is not None:
@@ -350,6 +376,7 @@ class JsonSession(Session):
             self._backlog = None
             self.outlet.release(self)
         self.ring = None
+        self.hub.pacer.forget(self)
         hub = self.hub
         if hub.json_sessions.pop(self.id, None) is not None and hub.bus is not None:
             hub.bus.session_ended(self.id)
@@ -382,11 +409,7 @@ def handle_broadcast(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
     data = _require(msg, "data")
     f = encode({"type": "broadcast", "from": s.id, "data": data, "timestamp": int(_time() * 1000)})
     hub = s.hub
-    seq = hub.seq
-    if seq is None:
-        fan_out(hub.json_sessions.values(), f, s.stats, s)
-    else:
-        seq.fan_out(hub.json_sessions.values(), f, s.stats, s)
+    hub.pacer.fan_out(hub.json_sessions.values(), f, s, s)
     if hub.bus is not None:
         hub.bus.broadcast(f)
 
@@ -429,14 +452,18 @@ def handle_join_room(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
     joined: dict[str, Any] = {"type": "joined", "room": name, "members": members}
     # With room history, its position, and what is replayed after it (see .room_history).
     replay = position_reply(hub.rooms.history, name, since, joined)
-    s.reply(joined, ref)
+    if ref is not None:
+        joined["ref"] = ref
+    # Behind the fan-outs still waiting (see .pacer), as a reply to the joiner
+    # alone: the user_joined of a member it lists must not come after it. The
+    # replay follows it, each message with the joiner's next seq.
+    pacer = hub.pacer
+    pacer.reply(s, encode(joined))
     for f in replay:
-        if hub.seq is None:
-            s.deliver(f)
-        else:
-            hub.seq.one(s, f)
+        pacer.fan_out((s,), f, None, s)
     if added:
-        hub.rooms.send(room, {"type": "user_joined", "connectionId": s.id, "room": name}, exclude=s)
+        notice = {"type": "user_joined", "connectionId": s.id, "room": name}
+        hub.rooms.send(room, notice, exclude=s, origin=s)
         if bus is not None:
             bus.room_joined(name, s.id)
 
@@ -449,7 +476,7 @@ def handle_leave_room(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
         raise ProtocolError("not_in_room", f"Not a member of room {name}")
     s.reply({"type": "left", "room": name}, ref)
     if room.members:
-        hub.rooms.send(room, {"type": "user_left", "connectionId": s.id, "room": name})
+        hub.rooms.send(room, {"type": "user_left", "connectionId": s.id, "room": name}, origin=s)
     if hub.bus is not None:
         hub.bus.room_left(name, s.id)
 
@@ -464,17 +491,12 @@ def handle_room_message(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
     room.messages += 1
     message = {"type": "room_message", "room": name, "from": s.id, "data": data}
     if hub.bus is None:
-        hub.rooms.post(room, message, exclude=s)
+        hub.rooms.post(room, message, exclude=s, origin=s)
         return
     # One frame for the members here and, published once, for every other node's.
     message["timestamp"] = int(_time() * 1000)
     f = encode(message)
-    if hub.seq is not None:
-        hub.seq.fan_out(room.members.values(), f, s.stats, s)
-    else:
-        for member in room.members.values():
-            if member is not s:
-                member.deliver(f)
+    hub.pacer.fan_out(room.members.values(), f, s, s)
     hub.bus.room_message(name, f)
 
 

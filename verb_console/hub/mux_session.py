@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, Any
 from ..protocols import mux as m
 from ..protocols.errors import ProtocolError
 from ..protocols.json import is_ref
-from .json_session import FANOUT_BUDGET
 from .mux_stream import StreamOutlet
 from .session import WIRE_REASON, CloseReason, Session
 from .snapshot import MuxConnectionInfo, StreamInfo
@@ -179,24 +178,30 @@ class MuxSession(Session):
             self._run(runs)
 
     def _run(self, runs: list[Any]) -> None:
+        pacer = self.hub.pacer
+        stats = self.stats
+        end = pacer.begin()
         self._feeding = True
         try:
-            rest = self._feed(runs)
+            # Nothing when the turn's budget is spent: it all waits its turn.
+            rest = self._feed(runs) if stats.msgs_in + stats.msgs_out < end else runs
         finally:
             self._feeding = False
+            pacer.done()
         if self.closing:
             return
         if self._ready or self.control.queue:
             self.pump()
         if rest is not None:
-            # The rest of this read waits until what it produced so far is
-            # written: what counts against the unsent limit is what the
-            # socket could not take, not what one read produced.
+            # The rest of this read waits for the run queue (see .pacer), and
+            # until what it produced so far is written: what counts against
+            # the unsent limit is what the socket could not take, not what
+            # one read produced.
             self._runs = rest
             self.outlet.hold(self)
             sock = self.outlet
             if not sock.congested and self.queued <= PUMP_BUDGET:
-                asyncio.get_running_loop().call_soon(self._resume)
+                pacer.defer(self)
             else:
                 self._waiting_drain = True
 
@@ -209,10 +214,14 @@ class MuxSession(Session):
         if self._runs is None and not self.closing:
             self.outlet.release(self)
 
+    # The run queue's call (see .pacer): one more step of the held runs.
+    take_turn = _resume
+
     def _feed(self, runs: list[Any]) -> list[Any] | None:
-        """Handle runs until done (None) or one step's budget is spent (the rest)."""
+        """Handle runs until done (None) or the step's share of the turn is spent
+        (the rest). The streams' sessions take theirs from the same share."""
         stats = self.stats
-        limit = stats.msgs_out + FANOUT_BUDGET
+        pacer = self.hub.pacer
         streams = self.streams
         # Consecutive frames of one stream arrive joined: the session handles
         # (and answers) a run of pipelined messages at once, as on plain TCP.
@@ -247,7 +256,7 @@ class MuxSession(Session):
                     self._held_changed(st, decoder.buffered)
             if self.closing:
                 return None
-            if stats.msgs_out > limit and i + 1 < len(runs):
+            if stats.msgs_in + stats.msgs_out >= pacer.step_end and i + 1 < len(runs):
                 return runs[i + 1 :]
         return None
 

@@ -378,7 +378,7 @@ def install_resume(hub: Any) -> tuple[ResumeManager | None, SeqDelivery | None]:
         return None, None
     manager = ResumeManager(hub)
     seq = SeqDelivery(s.max_pending)
-    hub.rooms.fan = seq.fan_out
+    hub.pacer.fan = seq.fan_out
     # A drain ends every detached session: nobody can come back to resume it.
     hub.on_drain.append(manager.close_all)
     return manager, seq

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import time
 import unicodedata
-from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..protocols.json import encode
-from .fanout import Recipient, fan_out
+from .fanout import Recipient
+from .pacer import Pacer
 from .room_history import HistoryStore
 from .snapshot import RoomInfo, Stats
 
@@ -51,14 +51,14 @@ class Room:
 class RoomRegistry:
     """Rooms by name; a room exists while it has members."""
 
-    def __init__(self, stats: Stats) -> None:
+    def __init__(self, stats: Stats, pacer: Pacer | None = None) -> None:
         self.rooms: dict[str, Room] = {}
         # The server's counters, which room deliveries count into.
         self.stats = stats
+        # Room deliveries are paced with every other fan-out (see .pacer).
+        self.pacer = pacer if pacer is not None else Pacer(stats)
         # Messages of rooms that no longer exist (a room is deleted with its last member).
         self.retired_messages = 0
-        # How a frame reaches many members (with session resume on, each gets its seq).
-        self.fan: Callable[..., None] = fan_out
         # Room positions and kept messages (PROTOCOL.md 11.2); None: history is off.
         self.history: HistoryStore | None = None
 
@@ -87,25 +87,40 @@ class RoomRegistry:
     def get(self, name: str) -> Room | None:
         return self.rooms.get(name)
 
-    def send(self, room: Room, message: dict[str, Any], exclude: Member | None = None) -> int:
+    def send(
+        self,
+        room: Room,
+        message: dict[str, Any],
+        exclude: Member | None = None,
+        origin: Any = None,
+    ) -> int:
         """Send ``message`` (stamped with the time) to a room's members but ``exclude``;
         returns how many members that is."""
         message["timestamp"] = int(time.time() * 1000)
-        return self.send_frame(room, encode(message), exclude)
+        return self.send_frame(room, encode(message), exclude, origin)
 
-    def post(self, room: Room, message: dict[str, Any], exclude: Member | None = None) -> int:
+    def post(
+        self,
+        room: Room,
+        message: dict[str, Any],
+        exclude: Member | None = None,
+        origin: Any = None,
+    ) -> int:
         """Send a ``room_message`` to a room's members but ``exclude``: stamped with the
         time and, with history on, the room's next offset, and kept."""
         message["timestamp"] = int(time.time() * 1000)
         history = self.history
         if history is None:
-            return self.send_frame(room, encode(message), exclude)
-        return self.send_frame(room, history.keep(room.name, message, encode), exclude)
+            return self.send_frame(room, encode(message), exclude, origin)
+        return self.send_frame(room, history.keep(room.name, message, encode), exclude, origin)
 
-    def send_frame(self, room: Room, frame: bytes, exclude: Member | None = None) -> int:
-        """Send an encoded frame to a room's members but ``exclude``; returns how many."""
+    def send_frame(
+        self, room: Room, frame: bytes, exclude: Member | None = None, origin: Any = None
+    ) -> int:
+        """Send an encoded frame to a room's members but ``exclude``; returns how many.
+        ``origin``, the session whose message it is, waits if the fan-out must."""
         members = room.members
-        self.fan(members.values(), frame, self.stats, exclude)
+        self.pacer.fan_out(members.values(), frame, exclude, origin)
         if exclude is not None and members.get(exclude.id) is exclude:
             return len(members) - 1
         return len(members)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from ..settings import Settings
 from .auth import AuthFailures, AuthFile
 from .bus import Bus
+from .pacer import Pacer
 from .permissions import Guard, Permissions
 from .rooms import RoomRegistry
 from .snapshot import SessionInfo, Stats, frozen
@@ -177,6 +178,11 @@ class SessionHost(Protocol):
 
     @property
     def json_sessions(self) -> dict[str, Session]: ...
+
+    @property
+    def pacer(self) -> Pacer:
+        """Every loop turn's budget of message work, and its run queue (see .pacer)."""
+        ...
 
     @property
     def input(self) -> InputMeter:

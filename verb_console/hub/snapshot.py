@@ -216,6 +216,15 @@ class RateSeries:
         return [s[i] for s in self.samples]
 
 
+class TurnInfo(NamedTuple):
+    """One slow turn of the event loop (hub/turns.py): how long it took at least
+    (seconds), when (wall time), and what it was doing, "" when not known."""
+
+    duration: float
+    at: float
+    doing: str
+
+
 @dataclass(frozen=True, slots=True)
 class Overview:
     state: str  # a HubState (a remote console adds "disconnected")
@@ -238,6 +247,8 @@ class Overview:
     # ("up", "down", "connecting"); both "" on a single server.
     node: str = ""
     link: str = ""
+    # The slowest loop turns of the last minute, slowest first (hub/turns.py).
+    slowest_turns: tuple[TurnInfo, ...] = ()
 
 
 class HubView(Protocol):
