@@ -162,7 +162,7 @@ def _status_text(s: dict[str, Any], hello: dict[str, Any]) -> str:
 
 def _cluster_text(c: dict[str, Any]) -> list[str]:
     """This node, its Redis link and the nodes it knows (PROTOCOL.md section 10)."""
-    others = [n for n in c["nodes"] if not n["self"]]
+    others = [n for n in c["nodes"] if not n["is_self"]]
     known = ", ".join(n["name"] for n in others) or "none"
     return [
         f"cluster node: {c['node']}  redis link: {c['link']}  reconnects: {c['reconnects']}",

@@ -23,11 +23,9 @@ from .. import __version__
 from ..hub.view import LiveHubView
 from ..protocols.json import JsonDecoder, encode
 from . import paths
-from .frame import FEATURE as FRAME_FEATURE
 from .frame import FrameState, overview_to_wire
 from .protocol import (
     ACTION_OPS,
-    HISTORY_FEATURE,
     READ_OPS,
     RECORDS,
     VERSION,
@@ -122,9 +120,6 @@ class Leases:
 class AdminServer:
     """Serves the admin protocol on a Unix socket for one running server."""
 
-    # Ops a client may use beyond version 1's first set, named in the hello.
-    features: tuple[str, ...] = (FRAME_FEATURE, HISTORY_FEATURE)
-
     def __init__(
         self,
         view: LiveHubView,
@@ -184,7 +179,6 @@ class AdminServer:
             "pid": os.getpid(),
             "port": self.port,
             "state": overview.state,
-            "features": list(self.features),
         }
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -272,7 +266,9 @@ class AdminServer:
                 return lease.frames.frame(view, args)
             if op in ("status", "overview"):
                 # The cluster as this node sees it (None on a single server).
-                return {**overview_to_wire(view.overview()), "cluster": view.cluster_info()}
+                cluster = view.cluster_info()
+                wire_cluster = to_wire(cluster) if cluster is not None else None
+                return {**overview_to_wire(view.overview()), "cluster": wire_cluster}
             if op == "sessions":
                 page = view.session_page(
                     sort=str(args.get("sort", "id")),

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from ..hub.snapshot import ClusterInfo, NodeInfo
 from ..protocols.json import encode
 from . import keys
 from .base import SUBSCRIBE, UNSUBSCRIBE
@@ -311,40 +312,28 @@ class RedisBus:
         rooms = {name: list(room.members) for name, room in hub.rooms.rooms.items()}
         return list(hub.json_sessions), rooms
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> ClusterInfo:
         """The figures the console's Cluster pane and ``ctl status`` show."""
         now = time.monotonic()
         hub = self.hub
-        nodes = [
-            {
-                "name": self.node,
-                "sessions": len(hub.sessions),
-                "rooms": len(hub.rooms),
-                "heartbeat_age": 0.0 if self.link.state == "up" else None,
-                "self": True,
-            }
-        ]
+        up = self.link.state == "up"
+        nodes = [NodeInfo(self.node, len(hub.sessions), len(hub.rooms), 0.0 if up else None, True)]
         for name, state in sorted(self.directory.nodes.items()):
-            nodes.append(
-                {
-                    "name": name,
-                    "sessions": state.info.get("sessions", len(state.sessions)),
-                    "rooms": state.info.get("rooms", len(state.rooms)),
-                    "heartbeat_age": round(now - state.last_heard, 1),
-                    "self": False,
-                }
-            )
-        return {
-            "node": self.node,
-            "link": self.link.state,
-            "link_since": self.link.since,
-            "nodes": nodes,
-            "published": self.published,
-            "received": self.received,
-            "dropped": self.dropped,
-            "undeliverable": self.undeliverable,
-            "msgs_out_per_s": round(self.rate_out, 1),
-            "msgs_in_per_s": round(self.rate_in, 1),
-            "queued": len(self.queue),
-            "reconnects": self.link.reconnects,
-        }
+            sessions = state.info.get("sessions", len(state.sessions))
+            rooms = state.info.get("rooms", len(state.rooms))
+            age = round(now - state.last_heard, 1)
+            nodes.append(NodeInfo(name, sessions, rooms, age, False))
+        return ClusterInfo(
+            node=self.node,
+            link=self.link.state,
+            link_since=self.link.since,
+            nodes=tuple(nodes),
+            published=self.published,
+            received=self.received,
+            dropped=self.dropped,
+            undeliverable=self.undeliverable,
+            msgs_out_per_s=round(self.rate_out, 1),
+            msgs_in_per_s=round(self.rate_in, 1),
+            queued=len(self.queue),
+            reconnects=self.link.reconnects,
+        )

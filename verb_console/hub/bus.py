@@ -14,7 +14,9 @@ and :meth:`Hub.operator_close` with ``local_only``.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Protocol
+
+from .snapshot import ClusterInfo
 
 
 class Bus(Protocol):
@@ -56,5 +58,5 @@ class Bus(Protocol):
     def link_state(self) -> str:
         """The link to the other nodes: "up", "down" or "connecting"."""
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> ClusterInfo:
         """Figures for an operator: nodes, their sessions and rooms, heartbeats, traffic, drops."""

@@ -13,8 +13,9 @@ slow-consumer check.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from typing import Protocol
+from typing import Any, Protocol
 
+from .order import Changes
 from .snapshot import Stats
 
 
@@ -37,10 +38,14 @@ class Recipient(Protocol):
 
     closing: bool
     msgs_out: int
+    touched: bool
     _out: list[bytes] | None
 
     @property
     def outlet(self) -> WireOutlet: ...
+
+    @property
+    def changes(self) -> Changes[Any]: ...
 
     def check_pending(self) -> None: ...
 
@@ -67,6 +72,8 @@ def fan_out(
             skipped += 1
             continue
         s.msgs_out += 1
+        if not s.touched and s.changes.on:
+            s.changes.mark(s)  # for the console's orders (see .order)
         outlet = s.outlet
         wire = outlet.wire
         if wire is not None:

@@ -31,6 +31,7 @@ from .history import TrafficHistory, Watches
 from .json_session import HANDLERS, JsonSession
 from .mux_session import MuxSession
 from .operator import OperatorActions
+from .order import Changes
 from .rooms import RoomRegistry
 from .session import (
     CloseReason,
@@ -43,6 +44,7 @@ from .session import (
 from .shutdown import GracefulShutdown
 from .snapshot import (
     ClosedSessionInfo,
+    ClusterInfo,
     HubState,
     LogEvent,
     MuxConnectionInfo,
@@ -114,6 +116,8 @@ class Hub(OperatorActions, GracefulShutdown):
         # Bumped whenever ``sessions`` gains, loses or replaces a session, so a
         # reader can keep an order of them between samples (hub/view.py does).
         self.sessions_changed = 0
+        # The sessions that came, went, read or wrote since a console last looked (.order).
+        self.changes: Changes[Session] = Changes()
         self.json_sessions: dict[str, Session] = {}
         self.input = InputMeter()  # partial frames held by all connections together
         self.throttle = Throttle(self.settings.max_per_ip, self.settings.throttle_window)
@@ -272,6 +276,7 @@ class Hub(OperatorActions, GracefulShutdown):
         """Add a session (a connection's, or a mux stream's) to the registry."""
         self.sessions[session.id] = session
         self.sessions_changed += 1
+        self.changes.mark(session)
         if len(self.sessions) > self.peak_sessions:
             self.peak_sessions = len(self.sessions)
 
@@ -294,6 +299,7 @@ class Hub(OperatorActions, GracefulShutdown):
         self.connections[new.id] = new
         self.sessions[new.id] = new
         self.sessions_changed += 1
+        self.changes.mark(new)
         # The detecting session is done: released now, not left to a collection.
         old.closed()
         sock.off("data", old.feed)
@@ -349,6 +355,7 @@ class Hub(OperatorActions, GracefulShutdown):
         if self.sessions.get(session.id) is session:
             del self.sessions[session.id]
             self.sessions_changed += 1
+            self.changes.mark(session)
             self.ended.add(session, reason)
         # Sessions that end with it (a mux connection's streams) end for the same reason.
         if session.close_reason is None:
@@ -453,7 +460,7 @@ class Hub(OperatorActions, GracefulShutdown):
             link=self.bus.link_state if self.bus is not None else "",
         )
 
-    def cluster_info(self) -> dict[str, Any] | None:
+    def cluster_info(self) -> ClusterInfo | None:
         """The cluster as this node sees it (None on a single server)."""
         return self.bus.info() if self.bus is not None else None
 

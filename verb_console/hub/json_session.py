@@ -99,6 +99,7 @@ class JsonSession(Session):
     def feed(self, data: bytes) -> None:
         if self.closing:
             return
+        self.changes.mark(self)  # for the console's orders (see .order)
         self.stats.bytes_in += len(data)
         decoder = self.decoder
         bodies = decoder.receive(data)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from ..settings import Settings
 from .auth import AuthFailures, AuthFile
 from .bus import Bus
+from .order import Changes
 from .rooms import RoomRegistry
 from .snapshot import SessionInfo, Stats, frozen
 from .tap import Tap
@@ -149,6 +150,11 @@ class SessionHost(Protocol):
     def json_sessions(self) -> dict[str, Session]: ...
 
     @property
+    def changes(self) -> Changes[Session]:
+        """Where a session notes that its figures moved (see :mod:`.order`)."""
+        ...
+
+    @property
     def input(self) -> InputMeter:
         """The partial input all connections hold (see :meth:`Session.charge_input`)."""
         ...
@@ -250,6 +256,7 @@ class Session:
         "_out",
         "_view",
         "address",
+        "changes",
         "close_detail",
         "close_reason",
         "closing",
@@ -263,6 +270,7 @@ class Session:
         "port",
         "rooms",
         "stats",
+        "touched",
         "user",
     )
 
@@ -277,6 +285,9 @@ class Session:
     ) -> None:
         self.hub = hub
         self.stats = hub.stats
+        # Noted on the hub's Changes when it reads, writes, comes or goes (see .order).
+        self.changes = hub.changes
+        self.touched = False
         self.outlet = outlet
         self.id = session_id
         self.address = address
@@ -362,6 +373,10 @@ class Session:
             out.append(frame)
             return
         self.msgs_out += 1
+        changes = self.changes
+        if changes.on and not self.touched:
+            self.touched = True
+            changes.items.append(self)
         stats = self.stats
         stats.msgs_out += 1
         stats.bytes_out += len(frame)
@@ -377,6 +392,7 @@ class Session:
         if not out or self.closing:
             return
         self.msgs_out += len(out)
+        self.changes.mark(self)
         data = out[0] if len(out) == 1 else b"".join(out)
         stats = self.stats
         stats.msgs_out += len(out)
