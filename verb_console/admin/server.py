@@ -117,6 +117,10 @@ class Leases:
         self.watch.release()
 
 
+# The most sessions one ``sessions`` request answers (``ctl sessions`` asks page by page).
+PAGE_MAX = 1000
+
+
 class AdminServer:
     """Serves the admin protocol on a Unix socket for one running server."""
 
@@ -270,13 +274,19 @@ class AdminServer:
                 wire_cluster = to_wire(cluster) if cluster is not None else None
                 return {**overview_to_wire(view.overview()), "cluster": wire_cluster}
             if op == "sessions":
-                page = view.session_page(
-                    sort=str(args.get("sort", "id")),
-                    reverse=bool(args.get("reverse", False)),
-                    filter=str(args.get("filter", "")),
-                    offset=int(args.get("offset", 0)),
-                    limit=min(int(args.get("limit", 100)), 100_000),
-                )
+                sort = str(args.get("sort", "id"))
+                reverse = bool(args.get("reverse", False))
+                text = str(args.get("filter", ""))
+                offset = int(args.get("offset", 0))
+                after = args.get("after")
+                if after is not None:
+                    at = view.position(sort, reverse, text, str(after))
+                    if at is None:
+                        raise AdminRequestError("bad_request", f"no live session {after!r} here")
+                    offset = at + 1
+                # A page at a time, so that no request holds the loop for long.
+                limit = min(int(args.get("limit", 100)), PAGE_MAX)
+                page = view.session_page(sort, reverse, text, offset, limit)
                 return page_to_wire(page)
             if op == "log_since":
                 return [to_wire(e) for e in view.log_since(int(args.get("seq", 0)))]

@@ -107,6 +107,14 @@ class Order(Generic[S]):
     def __len__(self) -> int:
         return len(self.sorted)
 
+    def position(self, session_id: str, reverse: bool = False) -> int | None:
+        """Where ``session_id`` is in the order (counted from the end if ``reverse``)."""
+        pair = self.held.get(session_id)
+        if pair is None:
+            return None
+        at = self.sorted.index(pair)
+        return len(self.sorted) - 1 - at if reverse else at
+
     def ids(self, offset: int, limit: int, reverse: bool = False) -> list[str]:
         """The ids at positions ``[offset, offset + limit)``, from the end if ``reverse``."""
         n = len(self.sorted)
@@ -159,7 +167,13 @@ class Orders(Generic[S]):
                 # Marks start now: the build below sees everything before them.
                 self.changes.take()
                 self.changes.on = True
-            order = self.orders[name] = Order(key, keep, list(self.sessions.values()))
+            sessions = list(self.sessions.values())
+            order = self.orders[name] = Order(key, keep, sessions)
+            if self.recheck is not None:
+                # What drains unmarked must be looked at from the first tick on.
+                held = {s.id for s in self._again}
+                recheck = self.recheck
+                self._again += [s for s in sessions if s.id not in held and recheck(s)]
         else:
             self.sync()
         order.used = time.monotonic()

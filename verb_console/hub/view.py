@@ -90,6 +90,19 @@ class LiveHubView:
         rows = tuple(frozen(sessions[i].view) for i in ids)
         return SessionPage(len(sessions), matched, offset, rows, query)
 
+    def position(self, sort: str, reverse: bool, filter: str, session_id: str) -> int | None:
+        """Where ``session_id`` is in a page's order: ``ctl sessions --after ID`` pages on
+        from there, so a long listing goes in bounded pieces however the sessions move."""
+        key = _SESSION_KEYS.get(sort)
+        if key is None:
+            raise ValueError(f"unknown sort key {sort!r}")
+        text = filter.strip()
+        keep = session_filter(text) if text else None
+        if text and keep is None:
+            ids = [r.id for r in self.session_page(sort, reverse, filter, 0, 1 << 30).rows]
+            return ids.index(session_id) if session_id in ids else None
+        return self._orders.get((sort, text), key, keep).position(session_id, reverse)
+
     def session(self, session_id: str) -> SessionInfo | None:
         found = self.hub.sessions.get(session_id)
         return frozen(found.view) if found is not None else None
