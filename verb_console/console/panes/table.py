@@ -116,6 +116,7 @@ class LiveTable(ScrollView, can_focus=True):
         self.filter_error = ""
         """Why the filter matches nothing, when it names no column of this table."""
         self._source: Sequence[Any] = ()
+        self._counts: tuple[int, int] | None = None
         self._rows: list[Any] = []
         self._now = 0.0
         self._cursor = 0
@@ -131,13 +132,18 @@ class LiveTable(ScrollView, can_focus=True):
 
     # ----- data -------------------------------------------------------------
 
-    def set_items(self, items: Sequence[Any], now: float) -> None:
+    def set_items(
+        self, items: Sequence[Any], now: float, counts: tuple[int, int] | None = None
+    ) -> None:
         """Replace the records and repaint only the visible lines that changed.
 
         This is the whole per-tick cost of the table: one filter pass, one sort
         (by a plain attribute key) and formatting of the rows on screen.
+        ``counts`` are (all records, those the filter keeps) when ``items`` is
+        a window of them, already filtered and sorted where they are kept.
         """
         self._source = items
+        self._counts = counts
         self._now = now
         rows, self.filter_error = query.apply(
             self.filter_text, items, self.columns, self._search, now
@@ -164,7 +170,7 @@ class LiveTable(ScrollView, can_focus=True):
         """Show only rows whose searchable text contains ``text`` (case-insensitive)."""
         if text != self.filter_text:
             self.filter_text = text
-            self.set_items(self._source, self._now)
+            self.set_items(self._source, self._now, self._counts)
 
     @property
     def rows(self) -> list[Any]:
@@ -179,7 +185,12 @@ class LiveTable(ScrollView, can_focus=True):
     @property
     def total(self) -> int:
         """How many records there are before filtering."""
-        return len(self._source)
+        return self._counts[0] if self._counts is not None else len(self._source)
+
+    @property
+    def matched(self) -> int:
+        """How many records the filter keeps (more than :attr:`rows` in a window)."""
+        return self._counts[1] if self._counts is not None else len(self._rows)
 
     @property
     def cursor_item(self) -> Any | None:
@@ -434,7 +445,7 @@ class LiveTable(ScrollView, can_focus=True):
         if reverse is None:
             reverse = not self.sort_reverse if column == self.sort_column else False
         self.sort_column, self.sort_reverse = column, reverse
-        self.set_items(self._source, self._now)
+        self.set_items(self._source, self._now, self._counts)
 
     def action_sort_column(self, step: int) -> None:
         # Only the columns on screen: sorting by a hidden one would look like no sort.
