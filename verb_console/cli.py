@@ -165,11 +165,36 @@ CONFIG_ONLY: dict[str, Any] = {
 }
 
 
+# What each flag's value is, as ARCHITECTURE.md's command line names it.
+METAVARS = {"protocol": "P", "refresh": "HZ", "cluster": "URL", "metrics": "HOST:PORT"}
+METAVARS |= dict.fromkeys(["admin_socket", "upload_dir"], "PATH")
+METAVARS |= dict.fromkeys(["max_connections", "max_per_ip"], "N")
+METAVARS |= dict.fromkeys(["throttle_window", "idle_timeout", "handshake_timeout"], "S")
+METAVARS |= dict.fromkeys(["grace_period"], "S")
+METAVARS |= dict.fromkeys(["max_frame", "max_pending", "max_file_size", "upload_quota"], "BYTES")
+METAVARS |= dict.fromkeys(["on_hangup"], "keep|drain")
+METAVARS |= dict.fromkeys(["log_file", "auth_file", "tls_cert", "tls_key", "tls_client_ca"], "FILE")
+
+EPILOG = """\
+other commands:
+  verb-console attach [--admin-socket PATH | --port PORT] [--read-only]
+                        the console of a server that is already running
+  verb-console ctl [--admin-socket PATH | --port PORT] COMMAND [--json]
+                        operator commands from a shell (ctl --help lists them)
+  verb-console token NAME
+                        a new token and its auth-file line
+
+Every setting, the ones only a --config file sets too, with its default:
+docs/configuration.md"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
         description="An asyncio TCP message server and the Textual operator console that runs it.",
         argument_default=argparse.SUPPRESS,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
     parser.add_argument(
@@ -184,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
             dest=name,
             type=conv,
             help=help_text,
-            metavar="HOST:PORT" if name == "metrics" else name.split("_")[-1].upper(),
+            metavar=METAVARS.get(name, name.split("_")[-1].upper()),
         )
     parser.add_argument(
         "--read-only",

@@ -51,8 +51,21 @@ def new_token() -> str:
     return secrets.token_urlsafe(24)
 
 
+TOKEN_HELP = """\
+usage: verb-console token NAME
+
+Print a new random token (192 bits) on the first line, and on the second the
+line NAME:SHA256HEX to add to the auth file (--auth-file). Give the token to
+the user NAME; the server keeps only its hash.
+
+NAME is 1 to 64 characters of A-Za-z0-9_.-"""
+
+
 def token_command(args: Sequence[str]) -> int:
     """``verb-console token NAME``: a new token, then the line to add to the auth file."""
+    if list(args[:1]) in (["-h"], ["--help"]):
+        print(TOKEN_HELP)
+        return 0
     if len(args) != 1 or not valid_user_name(args[0]):
         print(
             "verb-console: error: usage: verb-console token NAME "

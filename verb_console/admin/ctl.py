@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands.add_parser("status", help="state, listeners, sessions and totals")
     sessions = commands.add_parser("sessions", help="the live sessions")
     sessions.add_argument("--sort", default="id", help="field to sort by (default id)")
-    sessions.add_argument("--reverse", action="store_true")
+    sessions.add_argument("--reverse", action="store_true", help="the other way round")
     sessions.add_argument("--filter", default="", help="only matching sessions")
     sessions.add_argument("--limit", type=int, default=0, help="at most this many (0: all)")
     sessions.add_argument(
