@@ -183,7 +183,6 @@ async def test_an_attached_connections_pane_slides_its_window_with_the_cursor(
             table = pane.live_table
             table.sort_by(0, False)  # by SESSION, so the ids' order is known
 
-
             await eventually(lambda: table.matched == len(ids), 5)
             # The console never holds more than a window, and End walks it to the last row.
             deadline = time.monotonic() + 30
