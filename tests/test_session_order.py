@@ -9,6 +9,7 @@ kept order, read at any offset and in either direction, is exactly what
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 
 from hypothesis import settings
@@ -141,7 +142,7 @@ class OrderModel(RuleBasedStateMachine):
 
 
 TestOrderModel = OrderModel.TestCase
-TestOrderModel.settings = settings(max_examples=40, stateful_step_count=25, deadline=None)
+TestOrderModel.settings = settings(max_examples=25, stateful_step_count=20, deadline=None)
 
 
 def test_a_budgeted_sync_catches_up_over_several_ticks() -> None:
@@ -172,3 +173,21 @@ def test_marks_stop_when_no_order_is_asked_for() -> None:
     orders.orders["id"].used -= 3600  # no console asked for an hour
     orders.sync()
     assert not changes.on and changes.items == [] and not orders.orders
+
+
+async def test_orders_no_console_asks_for_are_dropped_by_themselves() -> None:
+    # An attached console goes away: with no more asks, the orders still sync
+    # once a second (ended sessions are let go of), drop themselves when idle,
+    # and the sessions stop marking.
+    changes: Changes[Fake] = Changes()
+    live = {"a": Fake("a", changes)}
+    orders = Orders(live, changes)
+    orders.get("id", KEYS["id"])
+    gone = live.pop("a")
+    gone.moved()
+    assert changes.items == [gone]
+    await asyncio.sleep(1.3)
+    assert changes.items == [] and orders.orders["id"].ids(0, 5) == []
+    orders.orders["id"].used -= 3600
+    await asyncio.sleep(1.2)
+    assert not changes.on and not orders.orders

@@ -16,6 +16,7 @@ list would make every move ``O(n)``.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Generic, Protocol, TypeVar
@@ -156,6 +157,7 @@ class Orders(Generic[S]):
         self.recheck = recheck
         self.orders: dict[Any, Order[S]] = {}
         self._again: list[S] = []
+        self._timer: asyncio.TimerHandle | None = None
 
     def get(
         self, name: Any, key: Callable[[S], Any], keep: Callable[[S], bool] | None = None
@@ -169,6 +171,8 @@ class Orders(Generic[S]):
                 self.changes.on = True
             sessions = list(self.sessions.values())
             order = self.orders[name] = Order(key, keep, sessions)
+            if self._timer is None:
+                self._keep_syncing()
             if self.recheck is not None:
                 # What drains unmarked must be looked at from the first tick on.
                 held = {s.id for s in self._again}
@@ -178,6 +182,23 @@ class Orders(Generic[S]):
             self.sync()
         order.used = time.monotonic()
         return order
+
+    def _keep_syncing(self) -> None:
+        """Sync once a second while any order is kept, asked for or not: the
+        touched sessions (ended ones too) are let go of, and orders no console
+        asks for any more are dropped, which turns the marks off."""
+        self._timer = None
+        if not self.orders:
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a model test): syncs come with each get
+            return
+        self._timer = loop.call_later(1.0, self._tick)
+
+    def _tick(self) -> None:
+        self.sync()
+        self._keep_syncing()
 
     def sync(self, budget: int | None = SYNC_BUDGET) -> None:
         """Re-key the sessions touched since the last sync (up to ``budget`` of them)."""
