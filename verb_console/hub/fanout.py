@@ -72,8 +72,6 @@ def fan_out(
             skipped += 1
             continue
         s.msgs_out += 1
-        if not s.touched and s.changes.on:
-            s.changes.mark(s)  # for the console's orders (see .order)
         outlet = s.outlet
         wire = outlet.wire
         if wire is not None:
@@ -88,3 +86,7 @@ def fan_out(
     if written:
         stats.msgs_out += written
         stats.bytes_out += written * size
+        # For the console's orders (see .order): one test a fan-out while none is kept.
+        for s in recipients:
+            s.changes.mark_all(recipients)
+            break

@@ -53,6 +53,15 @@ class Changes(Generic[S]):
             session.touched = True
             self.items.append(session)
 
+    def mark_all(self, sessions: Iterable[S]) -> None:
+        """:meth:`mark` each of ``sessions`` (a fan-out's recipients, in one pass after it)."""
+        if self.on:
+            items = self.items
+            for s in sessions:
+                if not s.touched:
+                    s.touched = True
+                    items.append(s)
+
     def take(self, budget: int | None = None) -> list[S]:
         """Up to ``budget`` of the touched sessions (all if None), their flags cleared."""
         items = self.items
