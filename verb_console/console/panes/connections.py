@@ -255,7 +255,7 @@ class ConnectionsPane(Pane):
                 self._window_wanted(table),
                 WINDOW,
             )
-            table.set_items(page.rows, now, (page.total, page.matched))
+            table.set_items(page.rows, now, (page.total, page.matched, page.query.filter))
             self._window_start = page.offset  # where the rows now shown begin
             extras = []
             if len(table.rows) < page.matched:

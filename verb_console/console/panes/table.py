@@ -29,6 +29,7 @@ from . import query
 from .columns import Cell, Column, fit
 
 __all__ = ["Cell", "Column", "LiveTable"]
+Counts = tuple[int, int, str] | None  # items in a window: (all, FILTER keeps, FILTER)
 
 
 class LiveTable(ScrollView, can_focus=True):
@@ -116,7 +117,7 @@ class LiveTable(ScrollView, can_focus=True):
         self.filter_error = ""
         """Why the filter matches nothing, when it names no column of this table."""
         self._source: Sequence[Any] = ()
-        self._counts: tuple[int, int] | None = None
+        self._counts: Counts = None
         self._rows: list[Any] = []
         self._now = 0.0
         self._cursor = 0
@@ -132,18 +133,13 @@ class LiveTable(ScrollView, can_focus=True):
 
     # ----- data -------------------------------------------------------------
 
-    def set_items(
-        self, items: Sequence[Any], now: float, counts: tuple[int, int] | None = None
-    ) -> None:
+    def set_items(self, items: Sequence[Any], now: float, counts: Counts = None) -> None:
         """Replace the records and repaint only the visible lines that changed.
 
         This is the whole per-tick cost of the table: one filter pass, one sort
         (by a plain attribute key) and formatting of the rows on screen.
-        ``counts`` are (all records, those the filter keeps) when ``items`` is
-        a window of them, already filtered and sorted where they are kept.
         """
-        self._source = items
-        self._counts = counts
+        self._source, self._counts = items, counts
         self._now = now
         rows, self.filter_error = query.apply(
             self.filter_text, items, self.columns, self._search, now
@@ -188,9 +184,9 @@ class LiveTable(ScrollView, can_focus=True):
         return self._counts[0] if self._counts is not None else len(self._source)
 
     @property
-    def matched(self) -> int:
-        """How many records the filter keeps (more than :attr:`rows` in a window)."""
-        return self._counts[1] if self._counts is not None else len(self._rows)
+    def matched(self) -> int:  # more than len(rows) when the rows are a window
+        counts = self._counts
+        return counts[1] if counts and counts[2] == self.filter_text else len(self._rows)
 
     @property
     def cursor_item(self) -> Any | None:
