@@ -28,7 +28,7 @@ import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
-from verb_console.client import JsonClient, ServerError
+from verb_console.client import JsonClient, Recovery, ServerError
 
 
 def say(text: str) -> None:
@@ -122,6 +122,16 @@ async def read_input(client: JsonClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def recovered(recovery: Recovery) -> str:
+    """What came back after the connection broke: all of it, or where the holes are."""
+    if recovery.resumed:
+        return f"* session resumed: nothing lost ({recovery.replayed} missed messages follow)"
+    rooms = ", ".join(
+        f"#{room} {'recovered' if ok else 'has a gap'}" for room, ok in recovery.rooms.items()
+    )
+    return f"* new session; private messages meanwhile are lost; {rooms or 'no rooms'}"
+
+
 async def chat(args: argparse.Namespace) -> int:
     client = JsonClient(
         args.host,
@@ -130,6 +140,7 @@ async def chat(args: argparse.Namespace) -> int:
         base_delay=args.base_delay,
         on_disconnect=lambda reason: say(f"* connection ended ({reason})"),
         on_reconnect=lambda welcome: say(f"* reconnected as {welcome['id']}"),
+        on_recovery=lambda recovery: say(recovered(recovery)),
     )
     try:
         await client.connect()

@@ -124,6 +124,26 @@ def tls_files(tmp_path_factory: pytest.TempPathFactory) -> TLSFiles:
 
 
 @pytest.fixture(autouse=True)
+def _own_paths(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
+    """Every test in its own working directory and admin-socket directory, so the
+    defaults (``./uploads``, ``$XDG_RUNTIME_DIR/verb-console/PORT.sock``) of the
+    servers it starts, in process or not, never meet another test's: tests run in
+    parallel (pytest-xdist), and ``ctl`` finds "the only running server" there."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+    # Short (a Unix socket path holds 107 bytes): basetemp/popen-gwN/runNNN.
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path_factory.mktemp("run")))
+
+
+@pytest.fixture(autouse=True)
+def _steady_input_cursor(monkeypatch: pytest.MonkeyPatch):
+    """Text inputs keep their cursor shown instead of blinking on a 0.5 s wall-clock
+    timer, so a snapshot taken after typing does not depend on how busy the machine is."""
+    from textual.widgets import Input
+
+    monkeypatch.setattr(Input.cursor_blink, "_default", False)
+
+
+@pytest.fixture(autouse=True)
 def _own_config_dir(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch):
     """The console saves its theme under $XDG_CONFIG_HOME: never the real one in tests."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))

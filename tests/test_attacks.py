@@ -19,6 +19,7 @@ import random
 import re
 import resource
 import socket
+import statistics
 import struct
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -82,8 +83,8 @@ class Client:
         if protocol == "auto":
             # Nothing comes before the client's first bytes: its ping, here.
             await client.send(client.ping_request())
-            client.greeting = await client.recv()
-            client.check_pong(await client.recv())
+            client.greeting = await client.recv(timeout)
+            client.check_pong(await client.recv(timeout))
         elif client.protocol in ("json", "echo"):
             client.greeting = await client.recv(timeout)
         return client
@@ -244,11 +245,18 @@ async def assert_unharmed(
     assert bystander.id in hub.connections
     await bystander.ping()
     await bystander.expect_nothing()
-    started = time.monotonic()
-    fresh = await Client.connect(rt.port, bystander.listener)
-    await fresh.ping()
-    took = time.monotonic() - started
-    await fresh.close()
+    # A server still harmed keeps every fresh client waiting; a machine busy with
+    # other tests (pytest-xdist) delays one now and then: the best of three counts.
+    tooks: list[float] = []
+    for _ in range(3):
+        started = time.monotonic()
+        fresh = await Client.connect(rt.port, bystander.listener)
+        await fresh.ping()
+        tooks.append(time.monotonic() - started)
+        await fresh.close()
+        if tooks[-1] < FRESH_PING_S:
+            break
+    took = min(tooks)
     assert took < FRESH_PING_S, f"a fresh client waited {took * 1000:.0f} ms for its pong"
 
 
@@ -293,17 +301,21 @@ async def test_a_header_trickled_a_byte_a_second_is_cut_off_by_the_idle_timeout(
     bystander = await clients(rt.port, "json")
     offender = await clients(rt.port, "json")
     started = time.monotonic()
+    trips: list[float] = []
     for byte in b"15\n":
         with contextlib.suppress(ConnectionError):
             await offender.send(bytes([byte]))
-        # Meanwhile the server goes on serving everyone else at once.
+        # Meanwhile the server goes on serving everyone else at once: a server that
+        # waited on the trickle would hold every ping for most of its 0.2 s gaps.
         for _ in range(5):
             t0 = time.monotonic()
             await bystander.ping()
-            assert time.monotonic() - t0 < FRESH_PING_S
+            trips.append(time.monotonic() - t0)
             await asyncio.sleep(0.2)
         if offender.id not in rt.hub.connections:
             break
+    # The median, not each one: a machine busy with other tests delays one now and then.
+    assert statistics.median(trips) < FRESH_PING_S, sorted(trips)
     assert await offender.recv() == {"type": "closing", "reason": "idle_timeout"}
     assert time.monotonic() - started < 2.0
     await assert_unharmed(rt, bystander, offender, "idle_timeout")
@@ -381,6 +393,9 @@ def raise_fd_limit(needed: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
+# Thousands of handshakes at once take both cores for seconds: the bursts run one
+# after another on one pytest-xdist worker (--dist loadgroup), never together.
+@pytest.mark.xdist_group("connection-burst")
 async def test_5000_connections_in_one_burst_are_all_served_and_the_server_stays_responsive(
     serve, clients, wire: str
 ) -> None:
@@ -389,7 +404,9 @@ async def test_5000_connections_in_one_burst_are_all_served_and_the_server_stays
     burst = 5000 if wire == "plain" else 1000
     # Both ends live in this process: two descriptors per connection, plus headroom.
     raise_fd_limit(2 * burst + 1000)
-    rt = await serve("auto", max_connections=burst + 100, idle_timeout=0)
+    # The handshake timeout is not under test: a busy machine may take more than the
+    # default 10 s to get through a thousand TLS handshakes on one core.
+    rt = await serve("auto", max_connections=burst + 100, idle_timeout=0, handshake_timeout=30)
     bystander = await clients(rt.port, "auto")
 
     async def one() -> Client | None:
@@ -421,13 +438,19 @@ async def test_5000_connections_in_one_burst_are_all_served_and_the_server_stays
     await assert_unharmed(rt, bystander)
 
 
+# Thousands of handshakes at once take both cores for seconds: the bursts run one
+# after another on one pytest-xdist worker (--dist loadgroup), never together.
+@pytest.mark.xdist_group("connection-burst")
 async def test_a_burst_over_max_connections_is_refused_cleanly_and_the_rest_served(
     serve, clients
 ) -> None:
     rt = await serve("json", max_connections=300)
     bystander = await clients(rt.port, "json")
     results = await asyncio.gather(
-        *(Client.connect(rt.port, "json") for _ in range(600)), return_exceptions=True
+        # 600 handshakes at once (TLS: both ends in this process) need more than the
+        # usual 2 s on a busy machine; refusals come at once whatever the timeout.
+        *(Client.connect(rt.port, "json", timeout=15) for _ in range(600)),
+        return_exceptions=True,
     )
     served = [c for c in results if isinstance(c, Client)]
     refused = [e for e in results if not isinstance(e, Client)]

@@ -15,8 +15,9 @@ from verb_console.console import VerbConsoleApp
 from verb_console.console.dialogs import BroadcastDialog, ConfirmDialog
 from verb_console.console.format import plural
 from verb_console.console.panes.connections import ConnectionsPane
-from verb_console.console.panes.query import BadFilter, parse, to_number
 from verb_console.console.panes.table import LiveTable
+from verb_console.filtering import BadFilter, parse
+from verb_console.units import to_number
 
 SIZE = (120, 40)
 NARROW = (80, 24)

@@ -31,10 +31,6 @@ KEYS_BEGIN, KEYS_END = "<!-- keys: begin -->", "<!-- keys: end -->"
 # that configuration.md documents before their feature is on main; each leaves
 # this set when its setting exists (the test below says so).
 AWAITING_SETTINGS = {
-    "resume_window",
-    "history_size",
-    "history_ttl",
-    "history_total",
     "policy",
     "state_dir",
     "proxy_protocol",

@@ -243,6 +243,9 @@ class HubModel(RuleBasedStateMachine):
         self.others: dict[str, MemoryOutlet] = {}  # live binary and echo connections
         self.muxes: dict[str, MuxPeer] = {}  # live mux connections
         self.rooms: dict[str, set[str]] = {}
+        # Each room's offset: its room messages so far (PROTOCOL.md 11.2; the
+        # history outlives the room's members for longer than a run lasts).
+        self.offsets: dict[str, int] = {}
         self.transfers: dict[tuple[str, str], str] = {}  # (session, tid) -> filename
         self.files = 0
         self.completed: set[str] = set()
@@ -342,8 +345,15 @@ class HubModel(RuleBasedStateMachine):
             return
         before = set(self.rooms.get(room, set()))
         self.rooms.setdefault(room, set()).add(sid)
+        assert isinstance(reply[0].pop("epoch"), str)
         assert reply == [
-            {"type": "joined", "room": room, "members": sorted(self.rooms[room]), "ref": 1}
+            {
+                "type": "joined",
+                "room": room,
+                "members": sorted(self.rooms[room]),
+                "offset": self.offsets.get(room, 0),
+                "ref": 1,
+            }
         ]
         for other in before - {sid}:
             got = self.peers[other].messages()
@@ -379,9 +389,12 @@ class HubModel(RuleBasedStateMachine):
             assert [m.get("code") for m in peer.messages()] == ["not_in_room"]
             return
         assert peer.messages() == []
+        offset = self.offsets[room] = self.offsets.get(room, 0) + 1
         for other in members - {sid}:
             got = self.peers[other].messages()
-            assert [(m["type"], m["from"], m["data"]) for m in got] == [("room_message", sid, i)]
+            assert [(m["type"], m["from"], m["data"], m["offset"]) for m in got] == [
+                ("room_message", sid, i, offset)
+            ]
 
     @precondition(lambda self: self.peers)
     @rule(i=st.integers(0, 1000), j=st.integers(0, 1000))

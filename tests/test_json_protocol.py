@@ -185,8 +185,12 @@ async def test_joining_a_room_replies_joined_with_sorted_members_and_tells_the_o
             "type": "joined",
             "room": "lobby",
             "members": sorted(c.id for c in clients[: i + 1]),
+            # The room's position (PROTOCOL.md 11.2): no message yet.
+            "epoch": joined["epoch"],
+            "offset": 0,
             "ref": i,
         }
+        assert isinstance(joined["epoch"], str) and joined["epoch"]
         for earlier in clients[:i]:
             note = await earlier.recv()
             assert set(note) == {"type", "connectionId", "room", "timestamp"}
@@ -204,7 +208,9 @@ async def test_joining_a_room_again_replies_joined_and_notifies_nobody(server, c
     await b.request({"type": "join_room", "room": "r"})
     assert (await a.recv())["type"] == "user_joined"
     again = await b.request({"type": "join_room", "room": "r"})
-    assert again == {"type": "joined", "room": "r", "members": sorted([a.id, b.id])}
+    epoch = again.pop("epoch")
+    assert again == {"type": "joined", "room": "r", "members": sorted([a.id, b.id]), "offset": 0}
+    assert isinstance(epoch, str)
     await a.expect_nothing()
 
 
@@ -254,7 +260,8 @@ async def test_a_room_message_reaches_only_the_other_members(server, connect) ->
     await sender.recv()  # user_joined
     await sender.send({"type": "room_message", "room": "r", "data": {"k": 1}, "ref": "m"})
     message = await member.recv()
-    assert set(message) == {"type", "room", "from", "data", "timestamp"}
+    assert set(message) == {"type", "room", "from", "data", "timestamp", "offset"}
+    assert message["offset"] == 1
     assert message["type"] == "room_message"
     assert message["room"] == "r"
     assert message["from"] == sender.id

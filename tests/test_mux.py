@@ -507,6 +507,8 @@ async def test_json_streams_and_plain_json_clients_share_broadcasts_private_and_
             "type": "joined",
             "room": "mixed",
             "members": sorted([plain.id, sid]),
+            "epoch": joined["epoch"],
+            "offset": 0,
             "ref": 5,
         }
         note = await plain.recv()

@@ -50,7 +50,8 @@ async def test_an_operator_broadcast_to_a_room_reaches_only_its_members(server, 
     assert server.hub.operator_broadcast("hi room", room="ops") == 2
     for client in (a, b):
         message = await client.recv()
-        assert set(message) == {"type", "room", "from", "data", "timestamp"}
+        assert set(message) == {"type", "room", "from", "data", "timestamp", "offset"}
+        assert message["offset"] == 1
         assert message["type"] == "room_message"
         assert message["room"] == "ops"
         assert message["from"] == "server"

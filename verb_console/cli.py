@@ -132,6 +132,21 @@ FLAGS: dict[str, tuple[str, Any, str]] = {
         str,
         "require client certificates signed by this CA; the common name is the user",
     ),
+    "resume_window": (
+        "--resume-window",
+        _nonneg_float,
+        "seconds a dropped json session can be resumed; 0: off (default 0)",
+    ),
+    "history_size": (
+        "--history-size",
+        _nonneg_int,
+        "room messages kept per room for recovery; 0: off (default 100)",
+    ),
+    "history_ttl": (
+        "--history-ttl",
+        _positive_float,
+        "seconds a room message is kept for recovery (default 300)",
+    ),
     "metrics": (
         "--metrics",
         _address,
@@ -162,6 +177,7 @@ CONFIG_ONLY: dict[str, Any] = {
     "cluster_queue": _positive_int,
     "reuse_port": bool,
     "tls_required": bool,
+    "history_total": _positive_int,
 }
 
 

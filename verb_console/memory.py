@@ -27,10 +27,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import ctypes.util
 import logging
 import os
 import time
+
+from .libc import libc as load_libc
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,10 @@ def resident_bytes() -> int:
 
 
 def _libc() -> ctypes.CDLL | None:
-    with contextlib.suppress(OSError, AttributeError, TypeError):
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    with contextlib.suppress(AttributeError, TypeError):
+        libc = load_libc()
+        if libc is None:
+            return None
         libc.malloc_trim.argtypes = [ctypes.c_size_t]
         libc.malloc_trim.restype = ctypes.c_int
         return libc

@@ -10,10 +10,11 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from .address import host_port
 from .admin import paths as admin_paths
 from .admin.server import AdminServer
 from .hub import Hub
@@ -33,8 +34,8 @@ log = logging.getLogger("verb_console")
 
 
 def format_listen(host: str, port: int, protocol: str, tls: bool = False) -> str:
-    shown = f"[{host}]" if ":" in host else host
-    return f"{shown}:{port} ({protocol}, tls)" if tls else f"{shown}:{port} ({protocol})"
+    where = host_port(host, port)
+    return f"{where} ({protocol}, tls)" if tls else f"{where} ({protocol})"
 
 
 class Runtime:
@@ -330,16 +331,25 @@ def run_headless(settings: Settings) -> int:
     return run_loop(runtime.run())
 
 
-def run_loop(main: object) -> int:
-    """Run ``main`` on uvloop where it is installed (it measures faster), else asyncio.
+def choose_loop() -> str:
+    """Make uvloop the loop ``asyncio.run`` creates where it is installed (it measures
+    faster); returns the name of the loop chosen, ``"uvloop"`` or ``"asyncio"``.
 
-    ``VERB_CONSOLE_LOOP=asyncio`` picks the standard loop (the benchmarks compare both).
+    ``VERB_CONSOLE_LOOP=asyncio`` keeps the standard loop (the benchmarks compare
+    both). Both entry points call this: the headless server, and the console, whose
+    Textual app calls ``asyncio.run`` itself and hosts the server on that loop.
     """
-    if os.environ.get("VERB_CONSOLE_LOOP", "uvloop") != "asyncio":
-        try:
-            import uvloop
-        except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
-            pass
-        else:
-            return uvloop.run(main)  # type: ignore[arg-type]
-    return asyncio.run(main)  # type: ignore[arg-type]
+    if os.environ.get("VERB_CONSOLE_LOOP", "uvloop") == "asyncio":
+        return "asyncio"
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on POSIX
+        return "asyncio"
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+    return "uvloop"
+
+
+def run_loop(main: Coroutine[Any, Any, int]) -> int:
+    """Run ``main`` on the loop :func:`choose_loop` picks."""
+    choose_loop()
+    return asyncio.run(main)

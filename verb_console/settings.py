@@ -67,6 +67,11 @@ class Settings:
     tls_client_ca: str = ""
     tls_required: bool = False
     metrics: str = ""  # HOST:PORT of Prometheus /metrics and /healthz; "": off
+    # Nothing lost across a break (PROTOCOL.md section 11).
+    resume_window: float = 0.0  # seconds a dropped json session waits to be resumed; 0: off
+    history_size: int = 100  # room messages kept per room; 0 turns room history off
+    history_ttl: float = 300.0  # seconds a room message is kept
+    history_total: int = 64 * MiB  # bytes of room history one server keeps in memory
     # Console only
     refresh: float = 4.0
     read_only: bool = False

@@ -14,6 +14,7 @@ from typing import Any
 from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 from prometheus_client.registry import CollectorRegistry
 
+from ..address import host_port
 from .metrics import HubCollector, LoopLag, exposition, parse_address
 
 __all__ = ["MetricsServer", "start_metrics"]
@@ -153,6 +154,5 @@ async def start_metrics(
     server = MetricsServer(hub, host, port, lag=LoopLag(lag_interval), tls=tls)
     await server.start()
     bound = server.address
-    shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
-    hub.event("server", f"metrics on http://{shown}:{bound[1]}/metrics")
+    hub.event("server", f"metrics on http://{host_port(bound[0], bound[1])}/metrics")
     return server

@@ -14,9 +14,17 @@ class).
 
 from .backoff import Backoff
 from .core import DELIBERATE_REASONS, JsonCore
-from .errors import ClientClosed, MuxClosed, MuxError, ReconnectFailed, ServerError
+from .errors import (
+    ClientClosed,
+    MuxClosed,
+    MuxError,
+    ReconnectFailed,
+    SendBufferFull,
+    ServerError,
+)
 from .mux import MuxClient, MuxStream
 from .pipe import TcpPipe
+from .recovery import Recovery
 from .tcp import JsonClient
 from .views import BinaryStream, JsonStream, LineStream
 
@@ -34,6 +42,8 @@ __all__ = [
     "MuxError",
     "MuxStream",
     "ReconnectFailed",
+    "Recovery",
+    "SendBufferFull",
     "ServerError",
     "TcpPipe",
 ]

@@ -93,6 +93,12 @@ class JsonCore:
         self.closing_reason: str | None = None
         #: True once the server announced ``server_shutdown`` on the current connection.
         self.server_shutdown = False
+        #: Its ``reconnect`` (PROTOCOL.md 11.3): True come back later, False stop, None unsaid.
+        self.shutdown_reconnect: bool | None = None
+        #: The last ``seq`` received (PROTOCOL.md 11.1): what a resume asks to go on after.
+        self.last_seq = 0
+        #: Each room's position, ``(epoch, offset)`` of the last message seen (11.2).
+        self.positions: dict[str, tuple[str, int]] = {}
         self._welcome: Message | None = None
         self._welcome_wanted: Reply | None = None
         self._pending: dict[int | str, Reply] = {}
@@ -128,6 +134,11 @@ class JsonCore:
     def _write(self, data: bytes) -> None:
         raise NotImplementedError
 
+    def _write_now(self, data: bytes) -> None:
+        """Write on the present connection, never held back (the client's own
+        handshake and recovery); a transport that holds nothing back writes."""
+        self._write(data)
+
     async def _drain(self) -> None:
         raise NotImplementedError
 
@@ -144,6 +155,7 @@ class JsonCore:
         self._decoder = JsonDecoder(self.max_frame)
         self.closing_reason = None
         self.server_shutdown = False
+        self.shutdown_reconnect = None
 
     def _feed(self, data: bytes) -> ProtocolError | None:
         """Handle bytes from the server; returns the framing error that ends the input, if any."""
@@ -167,14 +179,28 @@ class JsonCore:
             return
         kind = message.get("type")
         room = message.get("room")
-        if kind == "joined" and isinstance(room, str):
+        seq = message.get("seq")
+        if type(seq) is int:
+            self.last_seq = seq
+        if kind == "room_message" and isinstance(room, str):
+            offset = message.get("offset")
+            position = self.positions.get(room)
+            if type(offset) is int and position is not None:
+                self.positions[room] = (position[0], offset)
+        elif kind == "joined" and isinstance(room, str):
             self.rooms.add(room)
+            epoch, offset = message.get("epoch"), message.get("offset")
+            if type(epoch) is str and type(offset) is int:
+                self.positions[room] = (epoch, offset)
         elif kind == "left" and isinstance(room, str):
             self.rooms.discard(room)
+            self.positions.pop(room, None)
         elif kind == "closing":
             self.closing_reason = str(message.get("reason"))
         elif kind == "server_shutdown":
             self.server_shutdown = True
+            again = message.get("reconnect")
+            self.shutdown_reconnect = again if type(again) is bool else None
         wanted = self._welcome_wanted
         if wanted is not None and not wanted.done:
             # A handshake waits: the first message must be the welcome.
@@ -235,21 +261,28 @@ class JsonCore:
         return self.error or self.closed_error("the client is closed")
 
     # ----------------------------------------------------------- handshake
-    async def _handshake(self) -> Message:
-        """Speak first (a ping with a ref), then take the ``welcome`` and the ``pong``.
+    async def _handshake(self, first: Message | None = None) -> Message:
+        """Speak first (a ping with a ref, or ``first``), then take the ``welcome``
+        and the answer (for ``first``, see :attr:`first_reply`).
 
         An ``auto`` listener sends nothing before the client's first bytes, a pinned
         ``json`` listener sends its welcome at once: either way the welcome comes
-        first, then the pong.
+        first, then the answer.
         """
         wanted = self._welcome_wanted = Reply()
+        self.first_reply: Message | BaseException | None = None
         try:
             ref = self._new_ref()
             hello = self._pending[ref] = Reply()
             try:
-                self._write(encode({"type": "ping", "ref": ref}))
+                self._write_now(encode({**(first or {"type": "ping"}), "ref": ref}))
                 welcome: Message = await wanted.wait()
-                await hello.wait()
+                try:
+                    self.first_reply = await hello.wait()
+                except ServerError as exc:
+                    if first is None:
+                        raise
+                    self.first_reply = exc
             finally:
                 if self._pending.get(ref) is hello:
                     del self._pending[ref]
@@ -286,11 +319,16 @@ class JsonCore:
         connection is lost first, ``TimeoutError`` after ``timeout`` seconds.
         Messages that carry no such ``ref`` (broadcasts, notices) never answer it.
         """
+        return await self._request(message, timeout, self._write)
+
+    async def _request(
+        self, message: Message, timeout: float | None, write: Callable[[bytes], None]
+    ) -> Message:
         if timeout is not None and timeout < 0:
             timeout = self.request_timeout
         ref, reply = self._register(message)
         try:
-            self._write(encode({**message, "ref": ref}))
+            write(encode({**message, "ref": ref}))
             with anyio.fail_after(timeout):
                 await self._drain()
                 await self._wait(lambda: reply.done, None)

@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from ..protocols.errors import ServerError
 
-__all__ = ["ClientClosed", "MuxClosed", "MuxError", "ReconnectFailed", "ServerError"]
+__all__ = [
+    "ClientClosed",
+    "MuxClosed",
+    "MuxError",
+    "ReconnectFailed",
+    "SendBufferFull",
+    "ServerError",
+]
 
 
 #: The mux client's name for :class:`ServerError` (one error class for both clients).
@@ -31,3 +38,13 @@ class ReconnectFailed(ConnectionError):
         super().__init__(f"gave up reconnecting after {attempts} attempts: {last_error}")
         self.attempts = attempts
         self.last_error = last_error
+
+
+class SendBufferFull(ConnectionError):
+    """A send while the client reconnects would hold more than its send buffer allows."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(
+            f"not connected, and the {limit}-byte send buffer is full: the message was not sent"
+        )
+        self.limit = limit

@@ -39,6 +39,7 @@ import anyio
 import anyio.abc
 import orjson
 
+from ..address import host_port
 from ..protocols import mux as m
 from ..protocols.errors import ProtocolError
 from ._io import Background, Mailbox, Outbox, spawn
@@ -216,7 +217,7 @@ class MuxClient:
         address = stream.extra(anyio.abc.SocketAttribute.local_address)
         assert isinstance(address, tuple)
         host, port = address[0], address[1]
-        self._local_id = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        self._local_id = host_port(host, port)
         self._runner: Background = spawn(self._run)
 
     @classmethod

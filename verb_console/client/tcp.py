@@ -15,11 +15,19 @@ and a pinned ``json`` listener (which greets at once) both work.
 Connection recovery follows the seed's ``TCPConnectionRecovery``: when the
 connection is lost unexpectedly the client reconnects as its :class:`Backoff`
 says (``base_delay * 2 ** attempt``, 1 s, 2 s, 4 s... with jitter, 5 attempts by
-default) and rejoins its rooms. A deliberate close does not reconnect: the
-client's own :meth:`JsonClient.close`, or the server's ``closing`` with reason
+default). It first resumes its session (PROTOCOL.md 11.1: its token and last
+``seq``; the server replays what it missed); when that fails it is a new
+session, and it rejoins its rooms asking for what it missed since its last
+message in each (11.2). :attr:`JsonClient.last_recovery` and ``on_recovery``
+say what came back (a :class:`~.recovery.Recovery`). What the application
+sends meanwhile is held (up to ``send_buffer`` bytes) and sent once back.
+
+A deliberate close does not reconnect: the client's own
+:meth:`JsonClient.close`, or the server's ``closing`` with reason
 ``operator``, ``shutdown`` or ``protocol_error``, or any loss after the server
-announced ``server_shutdown``. An ``idle_timeout`` close, a reset or an EOF
-without ``closing`` (a crash, a slow-consumer cut) do reconnect.
+announced ``server_shutdown``, unless that said ``"reconnect": true`` (a
+restart: come back with a randomised backoff). An ``idle_timeout`` close, a
+reset or an EOF without ``closing`` (a crash, a slow-consumer cut) do reconnect.
 """
 
 from __future__ import annotations
@@ -27,9 +35,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-import os
 import random
-import ssl
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -40,52 +46,17 @@ import anyio.abc
 from ..protocols.json import DEFAULT_MAX_FRAME
 from ._io import Background, Outbox, spawn
 from .backoff import Backoff
-from .core import DELIBERATE_REASONS, JsonCore, Message, Reply
-from .errors import ClientClosed, ReconnectFailed, ServerError
+from .core import DEFAULT, DELIBERATE_REASONS, JsonCore, Message, Reply
+from .dial import dial
+from .errors import ClientClosed, ReconnectFailed, SendBufferFull, ServerError
+from .recovery import Recovery
 
 __all__ = ["JsonClient", "dial"]
 
 log = logging.getLogger("verb_console.client")
 
 READ_SIZE = 256 * 1024
-
-
-async def dial(
-    host: str,
-    port: int,
-    timeout: float | None,
-    local_host: str | None = None,
-    ssl_context: ssl.SSLContext | None = None,
-    tls_hostname: str | None = None,
-) -> anyio.abc.SocketStream:
-    """Open a TCP connection (TLS with ``ssl_context``); every failure says why
-    (refused, unreachable, timed out)."""
-    try:
-        with anyio.fail_after(timeout):
-            if ssl_context is not None:
-                # A TLS stream: what the clients use of a socket stream (send,
-                # receive, aclose, the socket's addresses) it has as well.
-                return await anyio.connect_tcp(  # type: ignore[return-value]
-                    host,
-                    port,
-                    local_host=local_host,
-                    ssl_context=ssl_context,
-                    tls_hostname=tls_hostname or host,
-                    tls_standard_compatible=False,
-                )
-            return await anyio.connect_tcp(host, port, local_host=local_host)
-    except TimeoutError:
-        raise TimeoutError(f"no TCP connection within {timeout:g}s") from None
-    except OSError as exc:
-        # anyio wraps the per-address failures; the first one says why (refused, unreachable).
-        cause = exc.__cause__
-        if isinstance(cause, ExceptionGroup):
-            cause = next((e for e in cause.exceptions if isinstance(e, OSError)), None)
-        if isinstance(cause, OSError):
-            exc = cause
-        if exc.errno is not None:  # "Connection refused", not "Connect call failed"
-            raise type(exc)(exc.errno, os.strerror(exc.errno)) from None
-        raise exc from None
+SEND_BUFFER = 1024 * 1024
 
 
 class _Connection:
@@ -112,6 +83,9 @@ class JsonClient(JsonCore):
         ``"connection_lost"``) whenever the connection ends, before any reconnection.
     :param on_reconnect: called with the new ``welcome`` once reconnected and back in the rooms.
     :param on_give_up: called with the :class:`ReconnectFailed` when recovery gives up.
+    :param on_recovery: called with the :class:`~.recovery.Recovery` of each reconnection.
+    :param send_buffer: bytes of messages held while reconnecting; past them a
+        send raises :class:`~.errors.SendBufferFull`.
 
     Callbacks may be plain functions or coroutine functions.
     """
@@ -134,6 +108,8 @@ class JsonClient(JsonCore):
         on_disconnect: Callable[[str], Any] | None = None,
         on_reconnect: Callable[[Message], Any] | None = None,
         on_give_up: Callable[[ReconnectFailed], Any] | None = None,
+        on_recovery: Callable[[Recovery], Any] | None = None,
+        send_buffer: int = SEND_BUFFER,
     ) -> None:
         super().__init__(max_frame)
         if backoff is None:
@@ -147,6 +123,16 @@ class JsonClient(JsonCore):
         self.on_disconnect = on_disconnect
         self.on_reconnect = on_reconnect
         self.on_give_up = on_give_up
+        self.on_recovery = on_recovery
+        self.send_buffer = send_buffer
+        #: What the last reconnection got back (None before the first).
+        self.last_recovery: Recovery | None = None
+        # The session to resume: its id and token (None: the server has resume off).
+        self._session: tuple[str, str] | None = None
+        # Messages the application sent while reconnecting, and their bytes.
+        self._held: list[bytes] = []
+        self._held_bytes = 0
+        self._come_back = False
         #: Successful reconnections so far.
         self.reconnects = 0
         #: Why the last connection ended (a ``closing`` reason or ``"connection_lost"``).
@@ -222,7 +208,7 @@ class JsonClient(JsonCore):
                 if conn.ready:
                     attempt, last = 0, None
                     reason = self.disconnect_reason or "connection_lost"
-                    if reason in DELIBERATE_REASONS:
+                    if reason in DELIBERATE_REASONS and not self._come_back:
                         log.info("server closed the connection (%s): not reconnecting", reason)
                         break
                     if not self.reconnect:
@@ -249,14 +235,20 @@ class JsonClient(JsonCore):
     async def _serve(self, conn: _Connection, started: Reply) -> None:
         """Run one connection until it ends: the handshake, then reading and writing."""
         self._conn = conn
+        resume_seq = self.last_seq
         self._new_connection()
+        self.last_seq = 0
+        first = None
+        if started.done and self._session is not None:
+            sid, token = self._session
+            first = {"type": "resume", "id": sid, "token": token, "seq": resume_seq}
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(conn.outbox.run)
                 tg.start_soon(self._read, conn, tg.cancel_scope)
                 try:
                     with anyio.fail_after(self.connect_timeout):
-                        welcome = await self._handshake()
+                        welcome = await self._handshake(first)
                 except TimeoutError:
                     conn.lost = TimeoutError(
                         f"no welcome from the server within {self.connect_timeout:g}s"
@@ -270,12 +262,18 @@ class JsonClient(JsonCore):
                 conn.ready = True
                 self.disconnect_reason = None
                 if not started.done:
+                    self._adopt(welcome)
                     self._set_connected(True)
                     started.set(welcome)
-                elif await self._rejoin():
-                    self.reconnects += 1
-                    self._set_connected(True)
-                    self._call(self.on_reconnect, welcome)
+                else:
+                    recovery = await self._recover(welcome, first is not None)
+                    if recovery is not None:
+                        self.reconnects += 1
+                        self.last_recovery = recovery
+                        self._set_connected(True)
+                        self._send_held(conn)
+                        self._call(self.on_reconnect, self.welcome)
+                        self._call(self.on_recovery, recovery)
         finally:
             with anyio.CancelScope(shield=True):
                 await anyio.aclose_forcefully(conn.stream)
@@ -315,6 +313,8 @@ class JsonClient(JsonCore):
     def _ended(self, conn: _Connection) -> None:
         """A connection that got going ended: fail what waited on it."""
         self._set_connected(False)
+        # A server going down for a restart asks to be come back to (PROTOCOL.md 11.3).
+        self._come_back = self.server_shutdown and self.shutdown_reconnect is True
         reason = self._connection_ended(self._why(conn))
         self.disconnect_reason = reason
         if not self._closing:
@@ -346,17 +346,54 @@ class JsonClient(JsonCore):
                 return _Connection(stream), attempt, last
         raise ReconnectFailed(attempts, last)
 
-    async def _rejoin(self) -> bool:
-        """Join the rooms again; False if the new connection was lost meanwhile."""
+    def _adopt(self, welcome: Message) -> None:
+        """A new session: the one to resume from now on (if the server offers resume)."""
+        token = welcome.get("resume")
+        self._session = (str(welcome["id"]), token) if isinstance(token, str) else None
+
+    async def _recover(self, welcome: Message, tried: bool) -> Recovery | None:
+        """After a reconnection: the resume's outcome, or the rooms rejoined with
+        ``since``; None if the new connection was lost meanwhile."""
+        reply = self.first_reply
+        if tried and isinstance(reply, dict) and reply.get("type") == "resumed":
+            # The connection is the old session: its id, and its token from now on.
+            assert self._session is not None
+            self._welcome = {**welcome, "id": self._session[0], "resume": self._session[1]}
+            return Recovery(resumed=True, replayed=int(reply.get("replayed", 0)))
+        failed = None
+        if isinstance(reply, ServerError):
+            failed = str(reply.extra.get("reason") or reply.code)
+        self._adopt(welcome)
+        rooms = await self._rejoin()
+        if rooms is None:
+            return None
+        return Recovery(resumed=False, resume_failed=failed, rooms=rooms)
+
+    async def _rejoin(self) -> dict[str, bool] | None:
+        """Join the rooms again, each with ``since`` its last message when known;
+        returns whether each was recovered, or None if the connection was lost."""
+        recovered: dict[str, bool] = {}
         for room in sorted(self.rooms):
+            message: Message = {"type": "join_room", "room": room}
+            since = self.positions.get(room)
+            if since is not None:
+                message["since"] = {"epoch": since[0], "offset": since[1]}
             try:
-                await self.request({"type": "join_room", "room": room})
+                joined = await self._request(message, DEFAULT, self._write_now)
             except ServerError as exc:
                 log.warning("could not rejoin room %r: %s", room, exc)
                 self.rooms.discard(room)
+                self.positions.pop(room, None)
+                continue
             except (ConnectionError, TimeoutError):
-                return False
-        return self._conn is not None
+                return None
+            recovered[room] = joined.get("recovered") is True
+        return recovered if self._conn is not None else None
+
+    def _send_held(self, conn: _Connection) -> None:
+        held, self._held, self._held_bytes = self._held, [], 0
+        for data in held:
+            conn.outbox.write(data)
 
     def _finish(self, error: ConnectionError | None) -> None:
         if self._finished:
@@ -404,6 +441,21 @@ class JsonClient(JsonCore):
 
     # ----------------------------------------------------------- sending
     def _write(self, data: bytes) -> None:
+        if self._finished or self._closing:
+            raise ClientClosed("the client is closed")
+        conn = self._conn
+        if self._connected and conn is not None and not conn.outbox.closed:
+            conn.outbox.write(data)
+            return
+        if not self.reconnect or self._runner is None:
+            raise ConnectionError("not connected")
+        # Reconnecting: held, and sent once the session is back.
+        if self._held_bytes + len(data) > self.send_buffer:
+            raise SendBufferFull(self.send_buffer)
+        self._held.append(data)
+        self._held_bytes += len(data)
+
+    def _write_now(self, data: bytes) -> None:
         if self._finished or self._closing:
             raise ClientClosed("the client is closed")
         conn = self._conn

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import shutil
 import tempfile
 
 from ..demo import Demo
 from ..hub.view import LiveHubView
-from ..runtime import Runtime, log_file_handler, tune_gc
+from ..runtime import Runtime, choose_loop, log_file_handler, tune_gc
 from ..settings import Settings
 from .app import VerbConsoleApp
 
@@ -94,15 +93,6 @@ def run_console(settings: Settings) -> int:
     # Opened now, so a bad --log-file is an error at start, not after a hang-up.
     log_file = log_file_handler(settings) if settings.log_file else None
     app, _runtime = build_app(settings, log_file)
-    _use_uvloop()
+    choose_loop()
     rc = app.run()
     return 0 if rc is None else int(rc)
-
-
-def _use_uvloop() -> None:
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover
-        return
-    # The server and the UI share one loop; uvloop makes the server's side cheaper.
-    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())

@@ -15,7 +15,6 @@ from __future__ import annotations
 from collections.abc import Callable, Collection
 from typing import Any, Protocol
 
-from .order import Changes
 from .snapshot import Stats
 
 
@@ -44,8 +43,7 @@ class Recipient(Protocol):
     @property
     def outlet(self) -> WireOutlet: ...
 
-    @property
-    def changes(self) -> Changes[Any]: ...
+    hub: Any  # its SessionHost: the console's orders' changes (see .order)
 
     def check_pending(self) -> None: ...
 
@@ -88,5 +86,5 @@ def fan_out(
         stats.bytes_out += written * size
         # For the console's orders (see .order): one test a fan-out while none is kept.
         for s in recipients:
-            s.changes.mark_all(recipients)
+            s.hub.changes.mark_all(recipients)
             break

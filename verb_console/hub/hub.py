@@ -16,6 +16,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
+from ..address import host_port
 from ..settings import Settings
 from . import uploads as upload_messages
 from .auth import AuthFailures, AuthFile
@@ -32,6 +33,7 @@ from .json_session import HANDLERS, JsonSession
 from .mux_session import MuxSession
 from .operator import OperatorActions
 from .order import Changes
+from .resume import every_second, install_resume
 from .rooms import RoomRegistry
 from .session import (
     CloseReason,
@@ -163,6 +165,8 @@ class Hub(OperatorActions, GracefulShutdown):
         # The message tap (see .tap): None, and so free, until a reader opens it.
         self.tap: Tap | None = None
         self.tap_switch = TapSwitch(self._install_tap)
+        # Session resume and room history (PROTOCOL.md 11): resume is None while off.
+        self.resume, self.seq = install_resume(self)
 
     def _install_tap(self, tap: Tap | None) -> None:
         self.tap = tap
@@ -170,6 +174,8 @@ class Hub(OperatorActions, GracefulShutdown):
     def join_cluster(self, bus: Bus) -> None:
         """Become one node of a cluster; before the first session starts."""
         self.bus = bus
+        # Room history in a cluster must be the same on every node: not kept here.
+        self.rooms.history = None
         self.node = bus.node
         self.id_suffix = "@" + bus.node
 
@@ -189,6 +195,7 @@ class Hub(OperatorActions, GracefulShutdown):
         refresh_wall_offset()
         self.history.tick(self.stats)
         self.watches.tick()
+        every_second(self)
         self._ticks += 1
         if self._ticks % 10 == 0:
             self.throttle.sweep()
@@ -215,7 +222,7 @@ class Hub(OperatorActions, GracefulShutdown):
         else:
             return None
         now = time.time()
-        sid = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+        sid = host_port(ip, port)
         self.closed_log.append(ClosedSessionInfo(sid, "-", ip, port, now, now, reason))
         return reason
 
@@ -352,6 +359,8 @@ class Hub(OperatorActions, GracefulShutdown):
 
     def end_session(self, session: Session, reason: str) -> None:
         """Release what a finished session held and remember why it ended."""
+        if self.resume is not None and self.resume.detach(session, reason):
+            return
         if self.sessions.get(session.id) is session:
             del self.sessions[session.id]
             self.sessions_changed += 1
@@ -398,7 +407,7 @@ class Hub(OperatorActions, GracefulShutdown):
     def deliver_broadcast(self, frame: bytes) -> int:
         """Another node's client broadcast: to every json session here."""
         sessions = self.json_sessions
-        fan_out(sessions.values(), frame, self.stats)
+        (fan_out if self.seq is None else self.seq.fan_out)(sessions.values(), frame, self.stats)
         return len(sessions)
 
     def deliver_private(self, target: str, frame: bytes) -> bool:
@@ -406,7 +415,10 @@ class Hub(OperatorActions, GracefulShutdown):
         session = self.json_sessions.get(target)
         if session is None:
             return False
-        session.deliver(frame)
+        if self.seq is None:
+            session.deliver(frame)
+        else:
+            self.seq.one(session, frame)  # type: ignore[arg-type]
         return True
 
     def deliver_room(self, name: str, frame: bytes) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -11,6 +12,8 @@ from .. import __version__
 from ..protocols.errors import ProtocolError
 from ..protocols.json import JsonDecoder, encode, encode_error, parse_message
 from .fanout import fan_out
+from .resume import first_message, handle_bye, handle_resume
+from .room_history import parse_since, position_reply
 from .rooms import valid_room_name
 from .session import CloseReason, EventOutlet, Outlet, Session, SessionHost
 
@@ -45,7 +48,16 @@ class JsonSession(Session):
         "_out_bytes",
         "_waiting_drain",
         "decoder",
+        "detached",
+        "fresh",
         "handlers",
+        "mark_at",
+        "marks",
+        "resume_token",
+        "ring",
+        "ring_bytes",
+        "seq",
+        "seq_width",
         "transfers",
     )
 
@@ -75,6 +87,21 @@ class JsonSession(Session):
         # The fan-out rate's token bucket: one second's worth to start with.
         self._fan_tokens = float(self.hub.settings.max_fanout_rate)
         self._fan_at = time.monotonic()
+        # Session resume (PROTOCOL.md 11.1, see .resume and .seq): the seq of the
+        # last delivery, the deliveries kept for a replay (None: resume is off),
+        # and the detached state while no connection carries the session.
+        self.seq = 0
+        self.seq_width = 1
+        self.ring_bytes = 0
+        self.detached: Any = None
+        manager = self.hub.resume
+        self.ring: deque[bytes] | None = None if manager is None else deque()
+        # When the ring's deliveries were made, coarsely (see .seq).
+        self.marks: Any = None if manager is None else deque()
+        self.mark_at = float("-inf")
+        self.resume_token: str | None = None if manager is None else manager.new_token()
+        # Until its first message is handled: only then may it be a ``resume``.
+        self.fresh = True
 
     def start(self) -> None:
         hub = self.hub
@@ -91,6 +118,8 @@ class JsonSession(Session):
             hub.bus.session_started(self.id)
         if self.user is None and hub.auth is not None:
             welcome["auth"] = "required"
+        if self.resume_token is not None:
+            welcome["resume"] = self.resume_token
         self.deliver(encode(welcome))
 
     def encode_notice(self, message: dict[str, Any]) -> bytes:
@@ -99,7 +128,7 @@ class JsonSession(Session):
     def feed(self, data: bytes) -> None:
         if self.closing:
             return
-        self.changes.mark(self)  # for the console's orders (see .order)
+        self.hub.changes.mark(self)  # for the console's orders (see .order)
         self.stats.bytes_in += len(data)
         decoder = self.decoder
         bodies = decoder.receive(data)
@@ -116,6 +145,9 @@ class JsonSession(Session):
                 # Paused (a read's work was split, or the fan-out rate is spent):
                 # these wait behind the earlier ones, in order.
                 backlog.extend(bodies)
+            elif self.fresh:
+                # Its first message may be a ``resume`` (see .resume).
+                first_message(self, bodies)
             else:
                 self._handle(bodies)
 
@@ -261,6 +293,41 @@ class JsonSession(Session):
         if self._backlog is None and not self.closing:
             self.outlet.release(self)
 
+    # ----------------------------------------------------------- resume (see .resume)
+    def unplug(self) -> None:
+        """Let go of the present connection, keeping the session: what was read
+        and not handled is dropped, and any hold on the connection released."""
+        if self._waiting_drain:
+            self._waiting_drain = False
+            outlet = self.outlet
+            if isinstance(outlet, EventOutlet):
+                outlet.off("drain", self._drained)
+        if self._backlog is not None:
+            self._backlog = None
+            self.outlet.release(self)
+        self._out = None
+        self.release_input()
+
+    def take_input(self, other: JsonSession) -> None:
+        """Read on where ``other`` (the connection's own session) stopped."""
+        self.decoder, other.decoder = other.decoder, self.decoder
+        self._input, other._input = other._input, 0
+        self.fresh = False
+
+    def overflowed(self) -> None:
+        manager = self.hub.resume
+        if manager is not None:
+            manager.overflowed(self)
+
+    def notify(self, message: dict[str, Any]) -> None:
+        # The operator's broadcasts are deliveries because of someone else (seq).
+        seq = self.hub.seq
+        if seq is not None and message.get("type") in ("broadcast", "room_message"):
+            self.flush()
+            seq.one(self, encode(message))
+            return
+        super().notify(message)
+
     def reply(self, message: dict[str, Any], ref: Any) -> None:
         """Answer this session's own message (``ref`` copied in when it had one)."""
         if ref is not None:
@@ -283,6 +350,7 @@ class JsonSession(Session):
         if self._backlog is not None:
             self._backlog = None
             self.outlet.release(self)
+        self.ring = None
         hub = self.hub
         if hub.json_sessions.pop(self.id, None) is not None and hub.bus is not None:
             hub.bus.session_ended(self.id)
@@ -315,7 +383,11 @@ def handle_broadcast(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
     data = _require(msg, "data")
     f = encode({"type": "broadcast", "from": s.id, "data": data, "timestamp": int(_time() * 1000)})
     hub = s.hub
-    fan_out(hub.json_sessions.values(), f, s.stats, s)
+    seq = hub.seq
+    if seq is None:
+        fan_out(hub.json_sessions.values(), f, s.stats, s)
+    else:
+        seq.fan_out(hub.json_sessions.values(), f, s.stats, s)
     if hub.bus is not None:
         hub.bus.broadcast(f)
 
@@ -334,11 +406,16 @@ def handle_private(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
                 return
         raise ProtocolError("unknown_target", f"No session {target}")
     f = encode({"type": "private", "from": s.id, "data": data, "timestamp": int(_time() * 1000)})
-    other.deliver(f)
+    seq = hub.seq
+    if seq is None:
+        other.deliver(f)
+    else:
+        seq.one(other, f)  # type: ignore[arg-type]
 
 
 def handle_join_room(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
     name = _room(msg)
+    since = parse_since(msg) if "since" in msg else None
     hub = s.hub
     if name not in s.rooms and len(s.rooms) >= hub.settings.max_rooms:
         raise ProtocolError(
@@ -350,7 +427,15 @@ def handle_join_room(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
         members = sorted(room.members)
     else:
         members = sorted({*room.members, *bus.remote_members(name)})
-    s.reply({"type": "joined", "room": name, "members": members}, ref)
+    joined: dict[str, Any] = {"type": "joined", "room": name, "members": members}
+    # With room history, its position, and what is replayed after it (see .room_history).
+    replay = position_reply(hub.rooms.history, name, since, joined)
+    s.reply(joined, ref)
+    for f in replay:
+        if hub.seq is None:
+            s.deliver(f)
+        else:
+            hub.seq.one(s, f)
     if added:
         hub.rooms.send(room, {"type": "user_joined", "connectionId": s.id, "room": name}, exclude=s)
         if bus is not None:
@@ -380,14 +465,17 @@ def handle_room_message(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
     room.messages += 1
     message = {"type": "room_message", "room": name, "from": s.id, "data": data}
     if hub.bus is None:
-        hub.rooms.send(room, message, exclude=s)
+        hub.rooms.post(room, message, exclude=s)
         return
     # One frame for the members here and, published once, for every other node's.
     message["timestamp"] = int(_time() * 1000)
     f = encode(message)
-    for member in room.members.values():
-        if member is not s:
-            member.deliver(f)
+    if hub.seq is not None:
+        hub.seq.fan_out(room.members.values(), f, s.stats, s)
+    else:
+        for member in room.members.values():
+            if member is not s:
+                member.deliver(f)
     hub.bus.room_message(name, f)
 
 
@@ -406,4 +494,6 @@ HANDLERS: dict[str, Handler] = {
     "join_room": handle_join_room,
     "leave_room": handle_leave_room,
     "room_message": handle_room_message,
+    "bye": handle_bye,
+    "resume": handle_resume,
 }

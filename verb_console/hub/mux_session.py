@@ -237,7 +237,7 @@ class MuxSession(Session):
     def feed(self, data: bytes) -> None:
         if self.closing:
             return
-        self.changes.mark(self)  # its streams' idle time moved with it (see .order)
+        self.hub.changes.mark(self)  # its streams' idle time moved with it (see .order)
         self.stats.bytes_in += len(data)
         decoder = self.decoder
         runs = decoder.feed_runs(data)

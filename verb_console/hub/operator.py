@@ -44,7 +44,7 @@ class OperatorActions:
                     self.event("operator", f"broadcast to unknown room {room!r} dropped")
                 return 0
             r.messages += 1
-            n = self.rooms.send(
+            n = self.rooms.post(
                 r, {"type": "room_message", "room": room, "from": "server", "data": text}
             )
             self.event("operator", f"broadcast to room {room} ({sessions_text(n)}): {text}")

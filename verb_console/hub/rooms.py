@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import time
 import unicodedata
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from ..protocols.json import encode
 from .fanout import Recipient, fan_out
+from .room_history import HistoryStore
 from .snapshot import RoomInfo, Stats
 
 
@@ -55,6 +57,10 @@ class RoomRegistry:
         self.stats = stats
         # Messages of rooms that no longer exist (a room is deleted with its last member).
         self.retired_messages = 0
+        # How a frame reaches many members (with session resume on, each gets its seq).
+        self.fan: Callable[..., None] = fan_out
+        # Room positions and kept messages (PROTOCOL.md 11.2); None: history is off.
+        self.history: HistoryStore | None = None
 
     def join(self, session: Member, name: str) -> tuple[Room, bool]:
         """Add ``session``; returns the room and whether it was newly added."""
@@ -87,10 +93,19 @@ class RoomRegistry:
         message["timestamp"] = int(time.time() * 1000)
         return self.send_frame(room, encode(message), exclude)
 
+    def post(self, room: Room, message: dict[str, Any], exclude: Member | None = None) -> int:
+        """Send a ``room_message`` to a room's members but ``exclude``: stamped with the
+        time and, with history on, the room's next offset, and kept."""
+        message["timestamp"] = int(time.time() * 1000)
+        history = self.history
+        if history is None:
+            return self.send_frame(room, encode(message), exclude)
+        return self.send_frame(room, history.keep(room.name, message, encode), exclude)
+
     def send_frame(self, room: Room, frame: bytes, exclude: Member | None = None) -> int:
         """Send an encoded frame to a room's members but ``exclude``; returns how many."""
         members = room.members
-        fan_out(members.values(), frame, self.stats, exclude)
+        self.fan(members.values(), frame, self.stats, exclude)
         if exclude is not None and members.get(exclude.id) is exclude:
             return len(members) - 1
         return len(members)
@@ -103,12 +118,20 @@ class RoomRegistry:
         return self.retired_messages + sum(r.messages for r in self.rooms.values())
 
     def snapshot(self) -> list[RoomInfo]:
-        return [
-            RoomInfo(
-                name=r.name,
-                members=tuple(sorted(r.members)),
-                messages=r.messages,
-                created_at=r.created_at,
+        history = self.history.rooms if self.history is not None else {}
+        out = []
+        for r in self.rooms.values():
+            pos = history.get(r.name)
+            out.append(
+                RoomInfo(
+                    name=r.name,
+                    members=tuple(sorted(r.members)),
+                    messages=r.messages,
+                    created_at=r.created_at,
+                    epoch=pos.epoch if pos is not None else "",
+                    offset=pos.offset if pos is not None else 0,
+                    history=len(pos.entries) if pos is not None else 0,
+                    history_bytes=pos.bytes if pos is not None else 0,
+                )
             )
-            for r in self.rooms.values()
-        ]
+        return out

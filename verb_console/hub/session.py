@@ -17,6 +17,9 @@ from .rooms import RoomRegistry
 from .snapshot import SessionInfo, Stats, frozen
 from .tap import Tap
 
+if TYPE_CHECKING:
+    from .seq import SeqDelivery
+
 # A session closed on purpose gets this long to flush its last bytes (the
 # ``closing`` message) before it is cut off: a client that never reads must not
 # keep a closed session alive.
@@ -49,6 +52,8 @@ class CloseReason(enum.StrEnum):
     AUTH_FAILED = "auth_failed"
     AUTH_TIMEOUT = "auth_timeout"
     AUTH_BLOCKED = "auth_blocked"  # refused at accept after too many wrong tokens
+    DETACHED_TIMEOUT = "detached_timeout"  # a detached session nobody resumed in the window
+    RESUMED = "resumed"  # a connection's own session, replaced by the one it resumed
 
 
 # The ``reason`` of the ``closing`` message a client receives (PROTOCOL.md section 6).
@@ -117,6 +122,18 @@ class EventOutlet(Outlet, Protocol):
     def off(self, event: str, listener: Callable[..., Any]) -> object: ...
 
 
+class Resumer(Protocol):
+    """Session resume as a session uses it (:class:`.resume.ResumeManager`)."""
+
+    def new_token(self) -> str: ...
+
+    def resume(self, fresh: Any, msg: dict[str, Any]) -> Any:
+        """Plug ``fresh``'s connection into the session ``msg`` names; returns it."""
+        ...
+
+    def overflowed(self, session: Any) -> None: ...
+
+
 class InputMeter:
     """Bytes of partial frames every connection of the server holds together
     (``max_input_total`` bounds them); each session charges its own share."""
@@ -150,9 +167,7 @@ class SessionHost(Protocol):
     def json_sessions(self) -> dict[str, Session]: ...
 
     @property
-    def changes(self) -> Changes[Session]:
-        """Where a session notes that its figures moved (see :mod:`.order`)."""
-        ...
+    def changes(self) -> Changes[Session]: ...  # where sessions note moves (see .order)
 
     @property
     def input(self) -> InputMeter:
@@ -178,6 +193,16 @@ class SessionHost(Protocol):
     @property
     def tap(self) -> Tap | None:
         """The message tap while someone watches it, else None (see :mod:`.tap`)."""
+        ...
+
+    @property
+    def resume(self) -> Resumer | None:
+        """Session resume (PROTOCOL.md section 11.1), or None when it is off."""
+        ...
+
+    @property
+    def seq(self) -> SeqDelivery | None:
+        """Delivery with ``seq`` (PROTOCOL.md 11.1), or None when resume is off."""
         ...
 
     @property
@@ -256,11 +281,11 @@ class Session:
         "_out",
         "_view",
         "address",
-        "changes",
         "close_detail",
         "close_reason",
         "closing",
         "connected_at",
+        "final",
         "hub",
         "id",
         "msgs_in",
@@ -285,9 +310,7 @@ class Session:
     ) -> None:
         self.hub = hub
         self.stats = hub.stats
-        # Noted on the hub's Changes when it reads, writes, comes or goes (see .order).
-        self.changes = hub.changes
-        self.touched = False
+        self.touched = False  # noted on the hub's changes since a console looked (.order)
         self.outlet = outlet
         self.id = session_id
         self.address = address
@@ -300,6 +323,8 @@ class Session:
         self.closing = False
         self.close_reason: str | None = None
         self.close_detail = ""
+        # Ended for good by its client (``bye``, a mux ``stream_close``): never detached.
+        self.final = False
         # The authenticated user (a token's name, or a client certificate's common name).
         self.user: str | None = None
         # Replies to this session's own messages, batched into one write per read.
@@ -373,10 +398,7 @@ class Session:
             out.append(frame)
             return
         self.msgs_out += 1
-        changes = self.changes
-        if changes.on and not self.touched:
-            self.touched = True
-            changes.items.append(self)
+        self.hub.changes.mark(self)
         stats = self.stats
         stats.msgs_out += 1
         stats.bytes_out += len(frame)
@@ -392,7 +414,7 @@ class Session:
         if not out or self.closing:
             return
         self.msgs_out += len(out)
-        self.changes.mark(self)
+        self.hub.changes.mark(self)
         data = out[0] if len(out) == 1 else b"".join(out)
         stats = self.stats
         stats.msgs_out += len(out)
@@ -468,6 +490,9 @@ LIVE_READS: dict[str, Callable[[SessionView], Any]] = {
     "bytes_out": lambda v: v._s.outlet.bytes_written,
     "unsent": lambda v: v._s.outlet.unsent,
     "rooms": _rooms,  # sorted, as a tuple
+    # Session resume (.resume): only json sessions have these.
+    "detached_until": lambda v: getattr(getattr(v._s, "detached", None), "deadline", None),
+    "kept": lambda v: getattr(v._s, "ring_bytes", 0),
 }
 
 for _field in SessionInfo._fields:

@@ -39,6 +39,9 @@ class SessionInfo(NamedTuple):
     rooms: tuple[str, ...] = ()
     parent: str | None = None  # mux connection id for a stream session
     user: str | None = None  # the authenticated user, if any (PROTOCOL.md s8)
+    # Detached (PROTOCOL.md 11.1): when its resume window ends (wall time), else None.
+    detached_until: float | None = None
+    kept: int = 0  # bytes of deliveries kept for a resume to replay
 
 
 _SESSION_FIELDS = attrgetter(*SessionInfo._fields)
@@ -91,6 +94,11 @@ class RoomInfo:
     members: tuple[str, ...]  # sorted
     messages: int
     created_at: float
+    # The room's position and kept messages (PROTOCOL.md 11.2); "" with history off.
+    epoch: str = ""
+    offset: int = 0
+    history: int = 0  # room messages kept
+    history_bytes: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Generator
 from typing import Any, NamedTuple
 
+from ..address import host_port
 from .options import TCPOptions
 from .socket import TCPSocket, apply_keep_alive
 from .tls import TLSOptions
@@ -214,7 +215,7 @@ class TCPServer:
         self._accept_noted = now
         name = errno.errorcode.get(exc.errno or 0, str(exc.errno))
         bound = self.address()
-        where = f"{bound.address}:{bound.port}" if bound is not None else self.host
+        where = host_port(bound.address, bound.port) if bound is not None else self.host
         text = f"accept on {where} failed: {exc.strerror} ({name}); connections wait in the backlog"
         log.warning(text)
         if self.on_accept_failure is not None:
@@ -226,7 +227,7 @@ class TCPServer:
             return
         self._accept_noted = now
         bound = self.address()
-        where = f"{bound.address}:{bound.port}" if bound is not None else self.host
+        where = host_port(bound.address, bound.port) if bound is not None else self.host
         text = (
             f"accept on {where}: all {self._fd_limit} descriptors are in use;"
             f" new connections fail with Too many open files (EMFILE) and are"

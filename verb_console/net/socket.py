@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
+from ..address import host_port
 from .tls import TLSError
 from .tls_socket import TLSSocketMixin
 
@@ -167,9 +168,7 @@ class TCPSocket(TLSSocketMixin, asyncio.BufferedProtocol):
 
     @property
     def id(self) -> str:
-        if ":" in self.remote_address:
-            return f"[{self.remote_address}]:{self.remote_port}"
-        return f"{self.remote_address}:{self.remote_port}"
+        return host_port(self.remote_address, self.remote_port)
 
     # ----------------------------------------------------------- asyncio protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:

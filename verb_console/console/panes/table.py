@@ -23,9 +23,9 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 
+from ... import filtering
 from ..glyphs import G
 from ..keys import bindings
-from . import query
 from .columns import Cell, Column, fit
 
 __all__ = ["Cell", "Column", "LiveTable"]
@@ -141,7 +141,7 @@ class LiveTable(ScrollView, can_focus=True):
         """
         self._source, self._counts = items, counts
         self._now = now
-        rows, self.filter_error = query.apply(
+        rows, self.filter_error = filtering.apply(
             self.filter_text, items, self.columns, self._search, now
         )
         column = self.columns[self.sort_column] if self.columns else None

@@ -12,13 +12,13 @@ The same events tell when the directory itself is removed or renamed.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import errno
 import logging
 import os
 import stat
 import struct
 
+from ...libc import libc
 from .disk import UploadDir
 from .names import is_temp_name
 
@@ -55,19 +55,12 @@ _WATCH = (
 _SELF_GONE = _IN_DELETE_SELF | _IN_MOVE_SELF | _IN_IGNORED
 _EVENT = struct.Struct("iIII")  # wd, mask, cookie, len (then len bytes of name)
 
-_libc: ctypes.CDLL | None = None
-
 
 def _inotify_libc() -> ctypes.CDLL | None:
-    global _libc
-    if _libc is None:
-        try:
-            lib = ctypes.CDLL(ctypes.util.find_library("c") or None, use_errno=True)
-            lib.inotify_init1  # noqa: B018 - raises AttributeError without inotify
-        except (OSError, AttributeError):
-            return None
-        _libc = lib
-    return _libc
+    lib = libc()
+    if lib is None or not hasattr(lib, "inotify_init1"):
+        return None
+    return lib
 
 
 class _Inotify:
