@@ -151,7 +151,7 @@ class _CountedView(RemoteHubView):
 async def view_rounds(sock: Path, rounds: int) -> None:
     view = _CountedView(sock, interval=0.0)
     view.want = rounds
-    view.set_session_query("connected_at", True, "")  # the pane's default: newest first
+    view.session_page("connected_at", True, "", 0, 200)  # the pane's default: newest first
     await view.run()
 
 

@@ -10,23 +10,29 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from verb_console.hub.snapshot import (
     ClosedSessionInfo,
+    ClusterInfo,
+    HubView,
     LogEvent,
     MuxConnectionInfo,
+    Notifier,
     Overview,
     Rates,
     RateSeries,
     RoomInfo,
     SessionInfo,
+    SessionPage,
+    SessionQuery,
     Stats,
     StreamInfo,
     ThrottleInfo,
     TransferInfo,
 )
 from verb_console.hub.tap import TapBatch, TapRow
+from verb_console.hub.view import page_of
 
 T0 = 1_700_000_000.0
 """When the fixed server started (2023-11-14 22:13:20 UTC)."""
@@ -124,6 +130,8 @@ class FixedHubView:
         self.drain_deadline: float | None = None
         self.read_only = False
         self.actions: list[Action] = []
+        self.cluster: ClusterInfo | None = None
+        self.notifier: Notifier | None = None
         self._sessions: list[SessionInfo] = self._fixed_sessions()
         if sessions:
             self._sessions += make_sessions(sessions)
@@ -226,6 +234,26 @@ class FixedHubView:
 
     def sessions(self) -> list[SessionInfo]:
         return list(self._sessions)
+
+    def session_page(
+        self,
+        sort: str = "id",
+        reverse: bool = False,
+        filter: str = "",
+        offset: int = 0,
+        limit: int = 100,
+    ) -> SessionPage:
+        page = page_of(self._sessions, sort, reverse, filter, offset, limit, self.clock())
+        return replace(page, query=SessionQuery(sort, reverse, filter, offset, limit))
+
+    def session(self, session_id: str) -> SessionInfo | None:
+        return next((s for s in self._sessions if s.id == session_id), None)
+
+    def cluster_info(self) -> ClusterInfo | None:
+        return self.cluster
+
+    def set_notifier(self, notify: Notifier) -> None:
+        self.notifier = notify
 
     def closed_sessions(self) -> list[ClosedSessionInfo]:
         return list(self._closed)
@@ -494,3 +522,7 @@ _TAP_ROWS = tuple(
         )
     )
 )
+
+
+# The fake is a whole HubView, as both real views are (mypy checks it).
+_: type[HubView] = FixedHubView

@@ -29,7 +29,6 @@ async def test_a_frame_carries_only_the_rows_order_and_overview_that_changed(
     clients = [await connect(server) for _ in range(3)]
     ids = sorted(c.id for c in clients)
     async with await AdminClient.connect(server.admin.path) as admin:
-        assert "frame" in admin.hello["features"]
         first = await admin.request("frame", **QUERY, have=0)
         page = first["page"]
         assert page["ids"] == ids
@@ -85,7 +84,7 @@ async def test_the_remote_view_rebuilds_the_server_s_window_from_frames(
         return view.sessions() == list(want.rows)
 
     try:
-        view.set_session_query("msgs_in", True, "")
+        view.session_page("msgs_in", True, "", 0, 200)
         await eventually(same_as_server, timeout=5)
         # Sessions talk (their rows and the order change), go, and come.
         for n, (_reader, writer) in enumerate(conns[:10]):
@@ -97,38 +96,22 @@ async def test_the_remote_view_rebuilds_the_server_s_window_from_frames(
         await eventually(lambda: len(runtime.hub.sessions) == 29, timeout=10)
         await eventually(same_as_server, timeout=5)
         assert view.sessions()[0].msgs_in == 10
-        assert view.session_totals == (29, 29)
+        held = view.session_page("msgs_in", True, "", 0, 200)
+        assert (held.total, held.matched) == (29, 29)
         # A filter and a window further down come through frames too (a new
         # filter starts at the top, so the window moves once it is in).
-        view.set_session_query("id", True, "127.0.0.1")
+        view.session_page("id", True, "127.0.0.1", 0, 200)
         await eventually(lambda: view.sessions()[0].id == max(runtime.hub.sessions), 5)
-        view.set_session_query("id", True, "127.0.0.1", offset=5)
+        view.session_page("id", True, "127.0.0.1", 5, 200)
         page = runtime.admin.view.session_page("id", True, "127.0.0.1", 5, 200)
         await eventually(lambda: view.sessions() == list(page.rows), timeout=5)
-        assert view.session_window == (5, 24)
+        held = view.session_page("id", True, "127.0.0.1", 5, 200)
+        assert (held.offset, len(held.rows)) == (5, 24)
     finally:
         view.stop()
         await asyncio.wait_for(task, 5)
         for _reader, writer in conns:
             writer.close()
-
-
-async def test_a_view_attached_to_a_server_without_frames_reads_the_version_1_ops(
-    server, connect
-) -> None:
-    server.admin.features = ()  # as a server from before the frame op says hello
-    client = await connect(server)
-    view = RemoteHubView(server.admin.path, interval=0.05)
-    task = asyncio.create_task(view.run())
-    try:
-        await eventually(lambda: [s.id for s in view.sessions()] == [client.id], timeout=5)
-        assert view.overview().sessions == 1
-        await client.request({"type": "ping"})
-        await eventually(lambda: view.sessions()[0].msgs_in == 1, timeout=5)
-        await eventually(lambda: any(client.id in e.text for e in view.log_since(0)), 5)
-    finally:
-        view.stop()
-        await asyncio.wait_for(task, 5)
 
 
 async def test_the_server_s_kept_orders_page_as_a_fresh_sort_of_every_session(
@@ -168,23 +151,3 @@ async def test_the_server_s_kept_orders_page_as_a_fresh_sort_of_every_session(
         check_every_order()
     for _reader, writer in conns:
         writer.close()
-
-
-async def test_a_view_attached_to_a_server_without_history_asks_for_none(server, connect) -> None:
-    # A server from before the rate history names only the frame op: a console
-    # must not send it history or watch requests (an older server refuses them,
-    # and a refused request would end the view's run).
-    server.admin.features = ("frame",)
-    client = await connect(server)
-    view = RemoteHubView(server.admin.path, interval=0.05)
-    task = asyncio.create_task(view.run())
-    try:
-        await eventually(lambda: server.hub.history.series(1).seq >= 2, timeout=5)
-        await client.request({"type": "ping"})
-        await eventually(lambda: view.sessions()[0].msgs_in == 1, timeout=5)
-        await asyncio.sleep(0.3)
-        assert view.traffic_history(1).samples == ()
-        assert view.connected
-    finally:
-        view.stop()
-        await asyncio.wait_for(task, 5)

@@ -21,7 +21,7 @@ from verb_console.admin.remote_view import RemoteHubView
 from verb_console.console import VerbConsoleApp
 from verb_console.console.panes.cluster import ClusterPane
 from verb_console.console.run import build_app
-from verb_console.hub.snapshot import Overview
+from verb_console.hub.snapshot import ClusterInfo, NodeInfo, Overview
 from verb_console.settings import Settings
 
 pytestmark = pytest.mark.timeout(60)
@@ -74,11 +74,8 @@ async def test_the_cluster_pane_shows_both_nodes_their_sessions_and_the_link(
             assert app.main.current == "cluster"
 
             def beta_listed() -> bool:
-                info = pane.info or {}
-                return any(
-                    n["name"] == "beta" and n["sessions"] == 1 and n["rooms"] == 1
-                    for n in info.get("nodes", [])
-                )
+                nodes = pane.info.nodes if pane.info is not None else ()
+                return any(n.name == "beta" and n.sessions == 1 and n.rooms == 1 for n in nodes)
 
             await eventually(beta_listed, 10)
             await pilot.pause(0.3)
@@ -111,31 +108,31 @@ async def test_a_server_alone_says_it_is_not_in_a_cluster(tmp_path: Path) -> Non
         await stop(runtime)
 
 
-CLUSTER = {
-    "node": "node-a",
-    "link": "up",
-    "link_since": 0.0,
-    "nodes": [
-        {"name": "node-a", "sessions": 5, "rooms": 3, "heartbeat_age": 0.0, "self": True},
-        {"name": "node-b", "sessions": 1204, "rooms": 17, "heartbeat_age": 1.2, "self": False},
-        {"name": "node-c", "sessions": 0, "rooms": 0, "heartbeat_age": 7.4, "self": False},
-    ],
-    "published": 48210,
-    "received": 51007,
-    "dropped": 12,
-    "undeliverable": 0,
-    "msgs_out_per_s": 1520.0,
-    "msgs_in_per_s": 1830.5,
-    "queued": 0,
-    "reconnects": 1,
-}
+CLUSTER = ClusterInfo(
+    node="node-a",
+    link="up",
+    link_since=0.0,
+    nodes=(
+        NodeInfo("node-a", 5, 3, 0.0, True),
+        NodeInfo("node-b", 1204, 17, 1.2, False),
+        NodeInfo("node-c", 0, 0, 7.4, False),
+    ),
+    published=48210,
+    received=51007,
+    dropped=12,
+    undeliverable=0,
+    msgs_out_per_s=1520.0,
+    msgs_in_per_s=1830.5,
+    queued=0,
+    reconnects=1,
+)
 
 
 class ClusterView(FixedHubView):
     def overview(self) -> Overview:
         return dataclasses.replace(super().overview(), node="node-a", link="up")
 
-    def cluster_info(self) -> dict[str, Any] | None:
+    def cluster_info(self) -> ClusterInfo | None:
         return CLUSTER
 
 
@@ -166,12 +163,12 @@ async def test_an_attached_console_reads_the_cluster_from_the_overview(
     try:
 
         def both_nodes() -> bool:
-            info = view.cluster_info() or {}
-            return sorted(n["name"] for n in info.get("nodes", [])) == ["alpha", "beta"]
+            info = view.cluster_info()
+            return info is not None and sorted(n.name for n in info.nodes) == ["alpha", "beta"]
 
         await eventually(both_nodes, 10)
         info = view.cluster_info()
-        assert info is not None and info["node"] == "alpha" and info["link"] == "up"
+        assert info is not None and info.node == "alpha" and info.link == "up"
         assert view.overview().node == "alpha"
     finally:
         view.stop()

@@ -231,3 +231,29 @@ async def test_ctl_history_prints_the_server_s_rates_at_the_step_asked_for(env, 
         assert bad.returncode == 2
     finally:
         server.stop()
+
+
+async def test_ctl_sessions_pages_on_after_a_session_in_the_order_asked_for(env) -> None:
+    server = await asyncio.to_thread(Headless, env)
+    try:
+        clients = [await JsonClient.connect(server.port) for _ in range(5)]
+        for n, client in enumerate(clients):
+            for _ in range(n):
+                await client.request({"type": "ping"})
+        # Most messages first: the clients in reverse, each page after the last one's end.
+        want = [c.id for c in reversed(clients)]
+
+        async def page(*args: str) -> list[str]:
+            result = await asyncio.to_thread(ctl, env, "--json", "sessions", *args)
+            assert result.returncode == 0, result
+            return [s["id"] for s in json.loads(result.stdout)["sessions"]]
+
+        first = await page("--sort", "msgs_in", "--reverse", "--limit", "2")
+        assert first == want[:2]
+        second = await page("--sort", "msgs_in", "--reverse", "--limit", "2", "--after", first[-1])
+        assert second == want[2:4]
+        assert await page("--sort", "msgs_in", "--reverse", "--after", second[-1]) == want[4:]
+        gone = await asyncio.to_thread(ctl, env, "sessions", "--after", "10.9.9.9:1")
+        failed_with_one_line(gone, "no live session")
+    finally:
+        await asyncio.to_thread(server.stop)

@@ -89,7 +89,7 @@ async def main(sock, uploads):
         out["row_field"] = table.rows[0].closing
         table.sort_by(len(table.columns) - 1, False)
         await pilot.pause(0.2)
-        out["query"] = view._query["sort"]
+        out["query"] = view._query.sort
     view.stop()
     for _reader, writer in conns:
         writer.close()

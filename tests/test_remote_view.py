@@ -7,13 +7,15 @@ import sys
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 from helpers import eventually
 
 from verb_console.admin.client import AdminClient
-from verb_console.admin.remote_view import DISCONNECTED, WINDOW, RemoteHubView
+from verb_console.admin.remote_view import DISCONNECTED, RemoteHubView
+from verb_console.console.panes.connections import WINDOW
 from verb_console.runtime import Runtime
 from verb_console.settings import Settings
 
@@ -36,10 +38,12 @@ async def test_the_copy_follows_the_server_and_fetches_the_pane_s_order_and_filt
         await eventually(lambda: view.overview().sessions == 4, timeout=5)
         assert view.overview().state == "running"
         assert sorted(s.id for s in view.sessions()) == sorted(c.id for c in clients)
-        assert view.session_totals == (4, 4)
-        view.set_session_query("id", False, "ops")
+        page = view.session_page()
+        assert (page.total, page.matched) == (4, 4)
+        view.session_page("id", False, "ops")
         await eventually(lambda: [s.id for s in view.sessions()] == [clients[1].id], timeout=5)
-        assert view.session_totals == (4, 1)
+        page = view.session_page("id", False, "ops")
+        assert (page.total, page.matched, page.query.filter) == (4, 1, "ops")
         # Lists are fetched once a pane has asked for them.
         assert view.rooms() == []
         await eventually(lambda: [r.name for r in view.rooms()] == ["ops"], timeout=5)
@@ -135,16 +139,25 @@ async def test_the_view_fetches_only_a_window_of_the_server_s_order_from_the_row
     view = RemoteHubView(path, interval=0.05)
     task = asyncio.create_task(view.run())
     try:
-        await eventually(lambda: view.session_totals == (len(ids), len(ids)), timeout=5)
+
+        def window(*query: Any) -> tuple[int, int]:
+            page = view.session_page(*query, limit=WINDOW)
+            return page.offset, len(page.rows)
+
+        def totals() -> tuple[int, int]:
+            page = view.session_page(limit=WINDOW)
+            return page.total, page.matched
+
+        await eventually(lambda: totals() == (len(ids), len(ids)), timeout=5)
+        await eventually(lambda: window() == (0, WINDOW), timeout=5)
         assert [s.id for s in view.sessions()] == ids[:WINDOW]
-        assert view.session_window == (0, WINDOW)
-        view.set_session_query("id", False, "", offset=WINDOW + 100)
         rest = len(ids) - WINDOW - 100
-        await eventually(lambda: view.session_window == (WINDOW + 100, rest), timeout=5)
+        later = ("id", False, "", WINDOW + 100)
+        await eventually(lambda: window(*later) == (WINDOW + 100, rest), timeout=5)
         assert [s.id for s in view.sessions()] == ids[WINDOW + 100 :]
         # A new order (or filter) starts from the top again.
-        view.set_session_query("id", True, "", offset=WINDOW + 100)
-        await eventually(lambda: view.session_window[0] == 0, timeout=5)
+        view.session_page("id", True, "", WINDOW + 100, WINDOW)
+        await eventually(lambda: view.session_page("id", True, "").offset == 0, timeout=5)
         await eventually(lambda: view.sessions()[0].id == ids[-1], timeout=5)
     finally:
         view.stop()
@@ -169,7 +182,8 @@ async def test_an_attached_connections_pane_slides_its_window_with_the_cursor(
             pane = app.screen.query_one(ConnectionsPane)
             table = pane.live_table
             table.sort_by(0, False)  # by SESSION, so the ids' order is known
-            await eventually(lambda: view.session_totals[1] == len(ids), 5)
+
+            await eventually(lambda: table.matched == len(ids), 5)
             # The console never holds more than a window, and End walks it to the last row.
             deadline = time.monotonic() + 30
             while time.monotonic() < deadline:
@@ -179,7 +193,7 @@ async def test_an_attached_connections_pane_slides_its_window_with_the_cursor(
                 if table.cursor_item is not None and table.cursor_item.id == ids[-1]:
                     break
             assert table.cursor_item is not None and table.cursor_item.id == ids[-1]
-            assert view.session_window[0] > 0
+            assert pane._window_start > 0
             assert f"of {len(ids)} fetched" in pane._title_text
     finally:
         view.stop()

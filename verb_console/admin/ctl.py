@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     sessions.add_argument("--reverse", action="store_true", help="the other way round")
     sessions.add_argument("--filter", default="", help="only matching sessions")
     sessions.add_argument("--limit", type=int, default=0, help="at most this many (0: all)")
+    sessions.add_argument(
+        "--after", default=None, metavar="ID", help="start after this session, in this order"
+    )
     commands.add_parser("rooms", help="rooms and their members")
     close = commands.add_parser("close", help="close one session")
     close.add_argument("id")
@@ -156,22 +159,23 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 
 async def _all_sessions(client: AdminClient, args: argparse.Namespace) -> dict[str, Any]:
+    # Page by page, each after the last row of the one before: the server answers
+    # a bounded piece a request, and sessions coming and going between pages
+    # shift nothing (the next page starts after a session, not at a count).
     rows: list[Any] = []
-    offset = 0
+    after = args.after
     want = args.limit if args.limit > 0 else None
     while True:
         limit = PAGE if want is None else min(PAGE, want - len(rows))
-        page = await client.request(
-            "sessions",
-            sort=args.sort,
-            reverse=args.reverse,
-            filter=args.filter,
-            offset=offset,
-            limit=limit,
-        )
+        query = {"sort": args.sort, "reverse": args.reverse, "filter": args.filter}
+        if after is not None:
+            query["after"] = after
+        page = await client.request("sessions", **query, limit=limit)
         rows.extend(page["rows"])
-        offset += len(page["rows"])
-        if not page["rows"] or offset >= page["matched"] or (want and len(rows) >= want):
+        if page["rows"]:
+            after = page["rows"][-1][0]
+        done = page["offset"] + len(page["rows"]) >= page["matched"]
+        if not page["rows"] or done or (want and len(rows) >= want):
             fields = page["fields"]
             return {
                 "total": page["total"],
@@ -229,7 +233,7 @@ def _turns_text(status: dict[str, Any], now: float) -> str:
 
 def _cluster_text(c: dict[str, Any]) -> list[str]:
     """This node, its Redis link and the nodes it knows (PROTOCOL.md section 10)."""
-    others = [n for n in c["nodes"] if not n["self"]]
+    others = [n for n in c["nodes"] if not n["is_self"]]
     known = ", ".join(n["name"] for n in others) or "none"
     return [
         f"cluster node: {c['node']}  redis link: {c['link']}  reconnects: {c['reconnects']}",

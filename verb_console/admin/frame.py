@@ -17,11 +17,9 @@ from __future__ import annotations
 from dataclasses import fields, replace
 from typing import Any
 
-from ..hub.snapshot import LogEvent, Overview, Rates, SessionInfo, SessionPage, Stats
+from ..hub.snapshot import ClusterInfo, LogEvent, Overview, Rates, SessionInfo, SessionPage, Stats
 from ..hub.view import LiveHubView
-from .protocol import from_wire, session_from_wire, session_to_wire
-
-FEATURE = "frame"
+from .protocol import from_wire, session_from_wire, session_to_wire, to_wire
 
 _OVERVIEW = tuple(f.name for f in fields(Overview))
 _STATS = tuple(f.name for f in fields(Stats))
@@ -82,7 +80,8 @@ class FrameState:
         self.seq += 1
         out: dict[str, Any] = {"seq": self.seq, "page": wire_page, "log": log}
         overview = overview_to_wire(view.overview())
-        overview["cluster"] = view.cluster_info()
+        cluster = view.cluster_info()
+        overview["cluster"] = to_wire(cluster) if cluster is not None else None
         now = overview.pop("now")
         if overview != self.overview:
             self.overview = overview
@@ -136,7 +135,7 @@ class FrameCopy:
         return self.overview, page, events
 
     @property
-    def cluster(self) -> dict[str, Any] | None:
+    def cluster(self) -> ClusterInfo | None:
         """The cluster as the server's node sees it, from the last overview sent."""
-        cluster: dict[str, Any] | None = self.raw_overview.get("cluster")
-        return cluster
+        cluster = self.raw_overview.get("cluster")
+        return from_wire(ClusterInfo, cluster) if cluster is not None else None

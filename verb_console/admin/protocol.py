@@ -19,8 +19,10 @@ from typing import Any, TypeVar
 
 from ..hub.snapshot import (
     ClosedSessionInfo,
+    ClusterInfo,
     LogEvent,
     MuxConnectionInfo,
+    NodeInfo,
     Overview,
     Rates,
     RateSeries,
@@ -36,10 +38,9 @@ from ..hub.snapshot import (
 )
 from ..hub.tap import TapBatch, TapRow
 
+# A console and its server ship together: a request of another version is
+# refused (``bad_version``), never half understood.
 VERSION = 1
-# Ops added to version 1 after its first set, named in the hello's ``features``:
-# a console uses one only when the server names it.
-HISTORY_FEATURE = "history"  # history, watch, unwatch
 
 # Operations and what they change; the read-only ones are allowed to every peer.
 READ_OPS = frozenset(
@@ -111,6 +112,8 @@ def from_wire(cls: type[T], data: dict[str, Any]) -> T:
         values["slowest_turns"] = tuple(TurnInfo(*t) for t in values.get("slowest_turns", ()))
     elif cls is RoomInfo:
         values["members"] = tuple(values["members"])
+    elif cls is ClusterInfo:
+        values["nodes"] = tuple(NodeInfo(**n) for n in values["nodes"])
     elif cls is MuxConnectionInfo:
         values["streams"] = tuple(StreamInfo(**s) for s in values["streams"])
     return cls(**values)

@@ -17,7 +17,6 @@ import contextlib
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -27,38 +26,32 @@ import anyio
 from ..hub.history import KEPT, WATCH_KEPT, WATCH_KINDS
 from ..hub.snapshot import (
     ClosedSessionInfo,
+    ClusterInfo,
+    HubView,
     LogEvent,
     MuxConnectionInfo,
+    Notifier,
     Overview,
     RateSeries,
     RoomInfo,
     SessionInfo,
     SessionPage,
+    SessionQuery,
+    Severity,
     ThrottleInfo,
     TransferInfo,
 )
 from ..hub.tap import TAP_KEPT, TapBatch, TapRow
-from ..hub.view import page_of, refuse_if_read_only
+from ..hub.view import refuse_if_read_only
 from .bans import check_ban_args
 from .client import AdminClient, AdminError
-from .frame import FEATURE as FRAME_FEATURE
 from .frame import FrameCopy
 from .paths import AdminSocketError
-from .protocol import (
-    HISTORY_FEATURE,
-    RECORDS,
-    from_wire,
-    page_from_wire,
-    series_from_wire,
-    tap_from_wire,
-)
+from .protocol import RECORDS, from_wire, series_from_wire, tap_from_wire
 
 log = logging.getLogger("verb_console.admin")
 
 DISCONNECTED = "disconnected, retrying"
-# Sessions fetched per round: a window of the pane's order and filter around
-# the cursor (the server sorts, filters and pages; the console never holds all).
-WINDOW = 200
 BACKOFF_FIRST = 0.1
 BACKOFF_MAX = 1.0
 LOG_KEPT = 1000
@@ -100,8 +93,6 @@ class _Kept:
 class RemoteHubView:
     """A view over the admin socket at ``path``; call :meth:`run` as a task on the UI loop."""
 
-    remote = True
-
     def __init__(self, path: Path, read_only: bool = False, interval: float = 0.25) -> None:
         self.path = path
         self.read_only = read_only
@@ -109,13 +100,14 @@ class RemoteHubView:
         self.connected = False
         self.attaches = 0  # successful connections so far
         self.first_frame_at: float | None = None
-        self.notify: Callable[[str, str], None] | None = None  # (message, severity)
+        self._notify: Notifier | None = None
         self._client: AdminClient | None = None
         self._overview = _empty_overview()
-        self._cluster: dict[str, Any] | None = None
+        self._cluster: ClusterInfo | None = None
         self._page = SessionPage(0, 0, 0, ())
         self._frames = FrameCopy()  # what the server's frame deltas built
-        self._query: dict[str, Any] = {"sort": "id", "reverse": False, "filter": "", "offset": 0}
+        # The page the console last asked for: the next round fetches it.
+        self._query = SessionQuery()
         self._lists: dict[str, list[Any]] = {name: [] for name in _LISTS}
         self._wanted: set[str] = set()
         # The bans (PROTOCOL.md 12.3) as last fetched, and whether the next round fetches them.
@@ -219,29 +211,22 @@ class RemoteHubView:
                 await client.request(op, **args)
             except AdminError as exc:
                 self._tell(f"{what} refused: {exc}", "error")
-        if FRAME_FEATURE in client.hello.get("features", ()):
-            # One request a tick, answered with what changed since the last one.
-            overview, page, events = self._frames.apply(
-                await client.request(
-                    "frame",
-                    **self._query,
-                    limit=WINDOW,
-                    log_seq=self._remote_seq,
-                    have=self._frames.have,
-                )
+        # One request a tick, answered with what changed since the last one.
+        query = self._query
+        overview, page, events = self._frames.apply(
+            await client.request(
+                "frame",
+                sort=query.sort,
+                reverse=query.reverse,
+                filter=query.filter,
+                offset=query.offset,
+                limit=query.limit,
+                log_seq=self._remote_seq,
+                have=self._frames.have,
             )
-            cluster = self._frames.cluster
-        else:
-            # A server from before the frame op: the overview, window and log apart.
-            raw_overview = await client.request("overview")
-            overview = from_wire(Overview, raw_overview)
-            page = page_from_wire(await client.request("sessions", **self._query, limit=WINDOW))
-            events = [
-                from_wire(LogEvent, raw)
-                for raw in await client.request("log_since", seq=self._remote_seq)
-            ]
-            # The cluster as the server's node sees it (absent from a server before clusters).
-            cluster = raw_overview.get("cluster")
+        )
+        page = replace(page, query=query)
+        cluster = self._frames.cluster
         wanted, self._wanted = self._wanted, set()
         for name in wanted:
             cls = RECORDS[name]
@@ -250,9 +235,7 @@ class RemoteHubView:
             self._bans_wanted = False
             self._bans = (await client.request("bans"))["bans"]
         await self._tap_round(client)
-        if HISTORY_FEATURE in client.hello.get("features", ()):
-            # A server from before the rate history has no history op.
-            await self._history_round(client)
+        await self._history_round(client)
         for event in events:
             self._remote_seq = max(self._remote_seq, event.seq)
             self._local_event(event.kind, event.text, event.time)
@@ -310,9 +293,9 @@ class RemoteHubView:
         if len(self._events) > LOG_KEPT:
             del self._events[: len(self._events) - LOG_KEPT]
 
-    def _tell(self, message: str, severity: str = "information") -> None:
-        if self.notify is not None:
-            self.notify(message, severity)
+    def _tell(self, message: str, severity: Severity = "information") -> None:
+        if self._notify is not None:
+            self._notify(message, severity)
 
     def _submit(self, op: str, what: str, **args: Any) -> None:
         if not self.connected:
@@ -327,30 +310,6 @@ class RemoteHubView:
         ov = self._overview
         return replace(ov, read_only=self.read_only or ov.read_only)
 
-    def set_session_query(self, sort: str, reverse: bool, filter: str, offset: int = 0) -> None:
-        """The order and filter the Connections pane shows, and the first row it wants
-        (a new order or filter starts from the top); the next round fetches that window."""
-        q = self._query
-        if (sort, reverse, filter) != (q["sort"], q["reverse"], q["filter"]):
-            offset = 0
-        query = {"sort": sort, "reverse": reverse, "filter": filter, "offset": max(0, offset)}
-        if query != q:
-            self._query = query
-            self._poke()
-
-    @property
-    def session_window(self) -> tuple[int, int]:
-        """(the fetched window's first row in the server's order, its number of rows)."""
-        return self._page.offset, len(self._page.rows)
-
-    @property
-    def session_totals(self) -> tuple[int, int]:
-        """(live sessions on the server, those matching the pane's filter)."""
-        return self._page.total, self._page.matched
-
-    def sessions(self) -> list[SessionInfo]:
-        return list(self._page.rows)
-
     def session_page(
         self,
         sort: str = "id",
@@ -359,9 +318,26 @@ class RemoteHubView:
         offset: int = 0,
         limit: int = 100,
     ) -> SessionPage:
-        """A page of the window last fetched (in-process paging of the cached rows)."""
-        page = page_of(list(self._page.rows), sort, reverse, filter, offset, limit)
-        return replace(page, total=self._page.total)
+        """The page last fetched; the next round fetches this one (the server sorts,
+        filters and pages). A new order or filter starts from the top."""
+        q = self._query
+        if (sort, reverse, filter) != (q.sort, q.reverse, q.filter):
+            offset = 0
+        query = SessionQuery(sort, reverse, filter, max(0, offset), limit)
+        if query != q:
+            self._query = query
+            self._poke()
+        return self._page
+
+    def session(self, session_id: str) -> SessionInfo | None:
+        return next((s for s in self._page.rows if s.id == session_id), None)
+
+    def sessions(self) -> list[SessionInfo]:
+        """The rows of the page last fetched."""
+        return list(self._page.rows)
+
+    def set_notifier(self, notify: Notifier) -> None:
+        self._notify = notify
 
     def _list(self, name: str) -> list[Any]:
         self._wanted.add(name)
@@ -390,7 +366,7 @@ class RemoteHubView:
         self._tap_wanted = False
         self._poke()
 
-    def cluster_info(self) -> dict[str, Any] | None:
+    def cluster_info(self) -> ClusterInfo | None:
         return self._cluster
 
     def traffic_history(self, step: int, since: int = 0, limit: int = 1440) -> RateSeries:
@@ -481,3 +457,7 @@ class RemoteHubView:
     def force_shutdown(self) -> None:
         self._check("shutdown")
         self._submit("force", "shutdown")
+
+
+# mypy checks that the remote view is a whole HubView.
+_: type[HubView] = RemoteHubView

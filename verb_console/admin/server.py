@@ -24,11 +24,9 @@ from ..hub.view import LiveHubView
 from ..protocols.json import JsonDecoder, encode
 from . import paths
 from .bans import ban_request
-from .frame import FEATURE as FRAME_FEATURE
 from .frame import FrameState, overview_to_wire
 from .protocol import (
     ACTION_OPS,
-    HISTORY_FEATURE,
     READ_OPS,
     RECORDS,
     VERSION,
@@ -120,11 +118,12 @@ class Leases:
         self.watch.release()
 
 
+# The most sessions one ``sessions`` request answers (``ctl sessions`` asks page by page).
+PAGE_MAX = 1000
+
+
 class AdminServer:
     """Serves the admin protocol on a Unix socket for one running server."""
-
-    # Ops a client may use beyond version 1's first set, named in the hello.
-    features: tuple[str, ...] = (FRAME_FEATURE, HISTORY_FEATURE)
 
     def __init__(
         self,
@@ -185,7 +184,6 @@ class AdminServer:
             "pid": os.getpid(),
             "port": self.port,
             "state": overview.state,
-            "features": list(self.features),
         }
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -273,19 +271,27 @@ class AdminServer:
                 return lease.frames.frame(view, args)
             if op in ("status", "overview"):
                 # The cluster as this node sees it (None on a single server).
+                cluster = view.cluster_info()
+                wire_cluster = to_wire(cluster) if cluster is not None else None
                 return {
                     **overview_to_wire(view.overview()),
-                    "cluster": view.cluster_info(),
+                    "cluster": wire_cluster,
                     "refusals": dict(view.hub.permissions.totals),
                 }
             if op == "sessions":
-                page = view.session_page(
-                    sort=str(args.get("sort", "id")),
-                    reverse=bool(args.get("reverse", False)),
-                    filter=str(args.get("filter", "")),
-                    offset=int(args.get("offset", 0)),
-                    limit=min(int(args.get("limit", 100)), 100_000),
-                )
+                sort = str(args.get("sort", "id"))
+                reverse = bool(args.get("reverse", False))
+                text = str(args.get("filter", ""))
+                offset = int(args.get("offset", 0))
+                after = args.get("after")
+                if after is not None:
+                    at = view.position(sort, reverse, text, str(after))
+                    if at is None:
+                        raise AdminRequestError("bad_request", f"no live session {after!r} here")
+                    offset = at + 1
+                # A page at a time, so that no request holds the loop for long.
+                limit = min(int(args.get("limit", 100)), PAGE_MAX)
+                page = view.session_page(sort, reverse, text, offset, limit)
                 return page_to_wire(page)
             if op == "log_since":
                 return [to_wire(e) for e in view.log_since(int(args.get("seq", 0)))]

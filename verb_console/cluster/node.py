@@ -26,6 +26,7 @@ import orjson
 
 from ..hub.bans import Ban, BanError
 from ..hub.bus import BusStats
+from ..hub.snapshot import ClusterInfo, NodeInfo
 from ..protocols.json import encode
 from ..units import plural
 from . import keys
@@ -402,44 +403,29 @@ class RedisBus:
             probe_lags=link.probe_lags,
         )
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> ClusterInfo:
         """The figures the console's Cluster pane and ``ctl status`` show."""
         now = time.monotonic()
         hub = self.hub
         stats = self.stats()
-        nodes = [
-            {
-                "name": self.node,
-                "sessions": len(hub.sessions),
-                "rooms": len(hub.rooms),
-                "heartbeat_age": 0.0 if stats.link == "up" else None,
-                "self": True,
-            }
-        ]
+        up = stats.link == "up"
+        nodes = [NodeInfo(self.node, len(hub.sessions), len(hub.rooms), 0.0 if up else None, True)]
         for name, state in sorted(self.directory.nodes.items()):
-            nodes.append(
-                {
-                    "name": name,
-                    "sessions": state.info.get("sessions", len(state.sessions)),
-                    "rooms": state.info.get("rooms", len(state.rooms)),
-                    "heartbeat_age": round(now - state.last_heard, 1),
-                    "self": False,
-                }
-            )
-        figures = {f: getattr(stats, f) for f in _INFO_FIGURES}
-        return {"node": self.node, "nodes": nodes, **figures}
-
-
-# The figures of BusStats that info() carries, under the same names.
-_INFO_FIGURES = (
-    "link",
-    "link_since",
-    "published",
-    "received",
-    "dropped",
-    "undeliverable",
-    "msgs_out_per_s",
-    "msgs_in_per_s",
-    "queued",
-    "reconnects",
-)
+            sessions = state.info.get("sessions", len(state.sessions))
+            rooms = state.info.get("rooms", len(state.rooms))
+            age = round(now - state.last_heard, 1)
+            nodes.append(NodeInfo(name, sessions, rooms, age, False))
+        return ClusterInfo(
+            node=self.node,
+            link=stats.link,
+            link_since=stats.link_since,
+            nodes=tuple(nodes),
+            published=stats.published,
+            received=stats.received,
+            dropped=stats.dropped,
+            undeliverable=stats.undeliverable,
+            msgs_out_per_s=stats.msgs_out_per_s,
+            msgs_in_per_s=stats.msgs_in_per_s,
+            queued=stats.queued,
+            reconnects=stats.reconnects,
+        )

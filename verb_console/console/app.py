@@ -110,9 +110,8 @@ class VerbConsoleApp(App[int]):
         self.theme_changed_signal.subscribe(self, self._theme_changed)
         self._remove_sighup = hangup.install_sighup(self.terminal_went_away)
         await self.push_screen(self._main)
-        if hasattr(self.view, "notify"):
-            # A remote view reports refusals that arrive after the action returned.
-            self.view.notify = lambda message, severity: self.notify(message, severity=severity)
+        # A remote view reports refusals that arrive after the action returned.
+        self.view.set_notifier(lambda message, severity: self.notify(message, severity=severity))
         if self.startup is not None:
             try:
                 await self.startup()
@@ -335,9 +334,7 @@ class VerbConsoleApp(App[int]):
                 self.notify("Select a live session first.", severity="warning")
                 return
             address = item.address
-            count = sum(
-                1 for s in self.view.sessions() if s.address == address and s.parent is None
-            )
+            count = sum(1 for s in table.rows if s.address == address and s.parent is None)
             self.push_screen(
                 ConfirmDialog(
                     f"Close every connection from {address}?",

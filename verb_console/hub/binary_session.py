@@ -58,6 +58,7 @@ class BinarySession(Session):
     def feed(self, data: bytes) -> None:
         if self.closing:
             return
+        self.hub.changes.mark(self)  # for the console's orders (see .order)
         stats = self.stats
         stats.bytes_in += len(data)
         decoder = self.decoder

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 from .histogram import Histogram
+from .snapshot import ClusterInfo
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,5 +83,5 @@ class Bus(Protocol):
         """This node's traffic and link figures now."""
         ...
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> ClusterInfo:
         """Figures for an operator: nodes, their sessions and rooms, heartbeats, traffic, drops."""

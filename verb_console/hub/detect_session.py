@@ -40,6 +40,7 @@ class DetectingSession(Session):
     def feed(self, data: bytes) -> None:
         if self.closing:
             return
+        self.hub.changes.mark(self)  # for the console's orders (see .order)
         buf = self._buf + data
         kind = detect_protocol(buf)
         if kind is None:

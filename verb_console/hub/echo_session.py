@@ -29,6 +29,7 @@ class EchoSession(Session):
     def feed(self, data: bytes) -> None:
         if self.closing:
             return
+        self.hub.changes.mark(self)  # for the console's orders (see .order)
         self.stats.bytes_in += len(data)
         decoder = self.decoder
         lines = decoder.receive(data)

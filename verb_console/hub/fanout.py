@@ -13,7 +13,7 @@ slow-consumer check.
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
-from typing import Protocol
+from typing import Any, Protocol
 
 from .snapshot import Stats
 
@@ -37,10 +37,13 @@ class Recipient(Protocol):
 
     closing: bool
     msgs_out: int
+    touched: bool
     _out: list[bytes] | None
 
     @property
     def outlet(self) -> WireOutlet: ...
+
+    hub: Any  # its SessionHost: the console's orders' changes (see .order)
 
     def check_pending(self) -> None: ...
 
@@ -81,3 +84,7 @@ def fan_out(
     if written:
         stats.msgs_out += written
         stats.bytes_out += written * size
+        # For the console's orders (see .order): one test a fan-out while none is kept.
+        for s in recipients:
+            s.hub.changes.mark_all(recipients)
+            break

@@ -35,6 +35,7 @@ from .json_session import HANDLERS, JsonSession
 from .log import EventLog
 from .mux_session import MuxSession
 from .operator import Operator
+from .order import Changes
 from .pacer import Pacer
 from .permissions import Permissions
 from .resume import every_second, install_resume
@@ -51,6 +52,7 @@ from .session import (
 from .shutdown import Shutdown
 from .snapshot import (
     ClosedSessionInfo,
+    ClusterInfo,
     HubState,
     LogEvent,
     MuxConnectionInfo,
@@ -119,6 +121,8 @@ class Hub:
         # Bumped whenever ``sessions`` gains, loses or replaces a session, so a
         # reader can keep an order of them between samples (hub/view.py does).
         self.sessions_changed = 0
+        # The sessions that came, went, read or wrote since a console last looked (.order).
+        self.changes: Changes[Session] = Changes()
         self.json_sessions: dict[str, Session] = {}
         self.input = InputMeter()  # partial frames held by all connections together
         self.throttle = Throttle(self.settings.max_per_ip, self.settings.throttle_window)
@@ -325,6 +329,7 @@ class Hub:
         """Add a session (a connection's, or a mux stream's) to the registry."""
         self.sessions[session.id] = session
         self.sessions_changed += 1
+        self.changes.mark(session)
         if len(self.sessions) > self.peak_sessions:
             self.peak_sessions = len(self.sessions)
 
@@ -347,6 +352,7 @@ class Hub:
         self.connections[new.id] = new
         self.sessions[new.id] = new
         self.sessions_changed += 1
+        self.changes.mark(new)
         # The detecting session is done: released now, not left to a collection.
         old.closed()
         sock.off("data", old.feed)
@@ -403,6 +409,7 @@ class Hub:
         if self.sessions.get(session.id) is session:
             del self.sessions[session.id]
             self.sessions_changed += 1
+            self.changes.mark(session)
             self.ended.add(session, reason)
         # Sessions that end with it (a mux connection's streams) end for the same reason.
         if session.close_reason is None:
@@ -505,7 +512,7 @@ class Hub:
             slowest_turns=self.turns.slowest(),
         )
 
-    def cluster_info(self) -> dict[str, Any] | None:
+    def cluster_info(self) -> ClusterInfo | None:
         """The cluster as this node sees it (None on a single server)."""
         return self.bus.info() if self.bus is not None else None
 

@@ -124,6 +124,7 @@ class JsonSession(Session):
     def feed(self, data: bytes) -> None:
         if self.closing:
             return
+        self.hub.changes.mark(self)  # for the console's orders (see .order)
         self.stats.bytes_in += len(data)
         decoder = self.decoder
         bodies = decoder.receive(data)

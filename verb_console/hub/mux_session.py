@@ -159,10 +159,10 @@ class MuxSession(Session):
             self._waiting_drain = False
             asyncio.get_running_loop().call_soon(self._resume)
 
-    # --- input ------------------------------------------------------------
     def feed(self, data: bytes) -> None:
         if self.closing:
             return
+        self.hub.changes.mark(self)  # its streams' idle time moved with it (see .order)
         self.stats.bytes_in += len(data)
         decoder = self.decoder
         runs = decoder.feed_runs(data)

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from ..settings import Settings
 from .auth import AuthFailures, AuthFile
 from .bus import Bus
+from .order import Changes
 from .pacer import Pacer
 from .permissions import Guard, Permissions
 from .rooms import RoomRegistry
@@ -185,6 +186,9 @@ class SessionHost(Protocol):
         ...
 
     @property
+    def changes(self) -> Changes[Session]: ...  # where sessions note moves (see .order)
+
+    @property
     def input(self) -> InputMeter:
         """The partial input all connections hold (see :meth:`Session.charge_input`)."""
         ...
@@ -316,6 +320,7 @@ class Session:
         "port",
         "rooms",
         "stats",
+        "touched",
         "user",
     )
 
@@ -330,6 +335,7 @@ class Session:
     ) -> None:
         self.hub = hub
         self.stats = hub.stats
+        self.touched = False  # noted on the hub's changes since a console looked (.order)
         self.outlet = outlet
         self.id = session_id
         self.address = address
@@ -419,6 +425,7 @@ class Session:
             out.append(frame)
             return
         self.msgs_out += 1
+        self.hub.changes.mark(self)
         stats = self.stats
         stats.msgs_out += 1
         stats.bytes_out += len(frame)
@@ -434,6 +441,7 @@ class Session:
         if not out or self.closing:
             return
         self.msgs_out += len(out)
+        self.hub.changes.mark(self)
         data = out[0] if len(out) == 1 else b"".join(out)
         stats = self.stats
         stats.msgs_out += len(out)

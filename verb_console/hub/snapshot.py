@@ -8,10 +8,12 @@ epoch seconds (floats) so a frozen clock is easy to fake.
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Literal, NamedTuple, Protocol
+
+from .tap import TapBatch
 
 
 class SessionInfo(NamedTuple):
@@ -251,13 +253,72 @@ class Overview:
     slowest_turns: tuple[TurnInfo, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    """One node of a cluster as this node sees it (PROTOCOL.md section 10)."""
+
+    name: str
+    sessions: int
+    rooms: int
+    heartbeat_age: float | None  # seconds since its last heartbeat; None: link down
+    is_self: bool  # this console's server
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterInfo:
+    """The cluster as this node sees it: its Redis link, its nodes, its bus's counters."""
+
+    node: str
+    link: str  # "up", "down" or "connecting"
+    link_since: float
+    nodes: tuple[NodeInfo, ...]  # this node first
+    published: int
+    received: int
+    dropped: int
+    undeliverable: int
+    msgs_out_per_s: float
+    msgs_in_per_s: float
+    queued: int
+    reconnects: int
+
+
+Severity = Literal["information", "warning", "error"]
+"""How much a view's notice matters (the console's notification levels)."""
+Notifier = Callable[[str, Severity], None]
+
+
 class HubView(Protocol):
-    """What the console reads from, and the operator actions it may call."""
+    """Everything the console reads of a server, and every operator action it may take.
+
+    One contract, two implementations: :class:`~.view.LiveHubView` over a hub in
+    this process and ``admin.remote_view.RemoteHubView`` over the admin socket,
+    so the console cannot tell them apart. Every method answers at once from
+    what the view holds (a remote view refreshes its copy in the background and
+    fetches next what was asked for). A new figure is a field of one of the
+    records above, read by ``LiveHubView``, and carried by the admin wire with
+    no edit of its own (``admin/protocol.py`` is generic over the fields).
+    """
 
     def overview(self) -> Overview: ...
 
-    def sessions(self) -> Sequence[SessionInfo]:
-        """The live sessions: records, or the hub's live views that read as records."""
+    def session_page(
+        self,
+        sort: str = "id",
+        reverse: bool = False,
+        filter: str = "",
+        offset: int = 0,
+        limit: int = 100,
+    ) -> SessionPage:
+        """Live sessions sorted by ``sort`` (a field of :class:`SessionInfo`), filtered
+        by the console's filter line, rows ``[offset, offset + limit)``.
+
+        A remote view answers with the page it holds and fetches this one next:
+        ``page.query`` says which query the page answers.
+        """
+        ...
+
+    def session(self, session_id: str) -> SessionInfo | None:
+        """One live session, if the view has it (a remote view: in the page it holds)."""
         ...
 
     def closed_sessions(self) -> list[ClosedSessionInfo]: ...
@@ -270,7 +331,18 @@ class HubView(Protocol):
 
     def transfers(self) -> list[TransferInfo]: ...
 
+    def cluster_info(self) -> ClusterInfo | None:
+        """The cluster as this server's node sees it; None on a single server."""
+        ...
+
     def log_since(self, seq: int) -> list[LogEvent]: ...
+
+    # The message tap (hub/tap.py): open while a console shows it, else free.
+    def tap_open(self) -> None: ...
+
+    def tap_close(self) -> None: ...
+
+    def tap_since(self, seq: int) -> TapBatch | None: ...
 
     # Rates over time (hub/history.py): the server's at a step of 1, 10 or 60 s,
     # and one session's or room's, sampled while a watch of it is open.
@@ -282,7 +354,12 @@ class HubView(Protocol):
 
     def watch_series(self, kind: str, key: str, since: int = 0, limit: int = 300) -> RateSeries: ...
 
-    # Operator actions.
+    def set_notifier(self, notify: Notifier) -> None:
+        """Where to tell (message, severity) of what happens after an action returned
+        (a refusal that comes back from a remote server)."""
+        ...
+
+    # Operator actions (PermissionError when the view is read-only).
     def operator_broadcast(self, text: str, room: str | None = None) -> int: ...
 
     def operator_close(self, session_id: str) -> bool: ...
@@ -301,6 +378,17 @@ class HubView(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class SessionQuery:
+    """What a page of sessions is asked for: an order, a filter and a window."""
+
+    sort: str = "id"
+    reverse: bool = False
+    filter: str = ""
+    offset: int = 0
+    limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
 class SessionPage:
     """One page of the live sessions, sorted and filtered where the sessions are.
 
@@ -312,3 +400,5 @@ class SessionPage:
     matched: int
     offset: int
     rows: tuple[SessionInfo, ...]
+    # Which query the page answers (not part of its value: equal rows are equal pages).
+    query: SessionQuery = field(default=SessionQuery(), compare=False)

@@ -12,7 +12,6 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
 
 TAP_RATE = 20
 """Rows a second kept by default; the rest are counted as skipped."""
@@ -121,14 +120,3 @@ class TapSwitch:
     def since(self, seq: int) -> TapBatch | None:
         """New rows, or None while the tap is closed."""
         return self.tap.since(seq) if self.tap is not None else None
-
-
-@runtime_checkable
-class TapSource(Protocol):
-    """A view that offers the tap: in-process, or over the admin socket."""
-
-    def tap_open(self) -> None: ...
-
-    def tap_close(self) -> None: ...
-
-    def tap_since(self, seq: int) -> TapBatch | None: ...

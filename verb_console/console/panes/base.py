@@ -141,7 +141,7 @@ class Pane(Vertical):
         ``noun`` is singular; ``many`` is its plural when adding an ``s`` is wrong.
         """
         table = self.table
-        shown, total = len(table.rows), table.total
+        shown, total = table.matched, table.total
         count = plural(total, noun, many)
         if table.filter_text:
             count = f"{shown:,} of {count}"

@@ -8,13 +8,11 @@ costs the cluster nothing. A server running alone says so in one line.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from operator import attrgetter
-from typing import Any, Protocol, runtime_checkable
 
 from textual.app import ComposeResult
 
-from verb_console.hub.snapshot import HubView
+from verb_console.hub.snapshot import ClusterInfo, HubView, NodeInfo
 
 from ..format import fmt_int, fmt_rate, plural
 from ..glyphs import G
@@ -24,21 +22,7 @@ from .table import Cell, Column, LiveTable
 ALONE = "this server runs alone: start it with --cluster URL to join others"
 
 
-@runtime_checkable
-class ClusterSource(Protocol):
-    def cluster_info(self) -> dict[str, Any] | None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class NodeRow:
-    name: str
-    sessions: int
-    rooms: int
-    heartbeat_age: float | None  # seconds since its last heartbeat; None: link down
-    is_self: bool
-
-
-def _heartbeat(n: NodeRow, _now: float) -> Cell:
+def _heartbeat(n: NodeInfo, _now: float) -> Cell:
     if n.heartbeat_age is None:
         return ("none", "error")
     text = "now" if n.heartbeat_age < 0.05 else f"{n.heartbeat_age:.1f}s ago"
@@ -65,7 +49,7 @@ COLUMNS = (
 )
 
 
-def node_rows(n: NodeRow, _now: float) -> DetailRows:
+def node_rows(n: NodeInfo, _now: float) -> DetailRows:
     """Every field of a node, for the detail dialog."""
     age = "link down" if n.heartbeat_age is None else f"{n.heartbeat_age:.1f} s ago"
     return [
@@ -76,13 +60,8 @@ def node_rows(n: NodeRow, _now: float) -> DetailRows:
     ]
 
 
-def _rows(info: dict[str, Any] | None) -> list[NodeRow]:
-    if not info:
-        return []
-    return [
-        NodeRow(n["name"], n["sessions"], n["rooms"], n["heartbeat_age"], n["self"])
-        for n in info["nodes"]
-    ]
+def _rows(info: ClusterInfo | None) -> list[NodeInfo]:
+    return list(info.nodes) if info is not None else []
 
 
 class ClusterPane(Pane):
@@ -92,8 +71,7 @@ class ClusterPane(Pane):
 
     def __init__(self, view: HubView, clock: Clock, *, id: str | None = None) -> None:
         super().__init__(view, clock, id=id)
-        self.source: ClusterSource | None = view if isinstance(view, ClusterSource) else None
-        self.info: dict[str, Any] | None = None
+        self.info: ClusterInfo | None = None
 
     def compose(self) -> ComposeResult:
         yield from super().compose()
@@ -111,7 +89,7 @@ class ClusterPane(Pane):
         return self.query_one(LiveTable)
 
     def refresh_view(self, now: float) -> None:
-        self.info = self.source.cluster_info() if self.source is not None else None
+        self.info = self.view.cluster_info()
         self.table.set_items(_rows(self.info), now)
         self.set_title(self._title())
 
@@ -119,21 +97,21 @@ class ClusterPane(Pane):
         c = self.info
         if not c:
             return f"CLUSTER  {G.sep}  not in a cluster"  # the table says what to do
-        rates = f"{fmt_rate(c['msgs_out_per_s'])} out, {fmt_rate(c['msgs_in_per_s'])} in"
+        rates = f"{fmt_rate(c.msgs_out_per_s)} out, {fmt_rate(c.msgs_in_per_s)} in"
         parts = [
-            f"CLUSTER  node {c['node']}",
-            f"redis {c['link']}",
-            plural(len(c["nodes"]), "node"),
-            f"{fmt_int(c['dropped'])} dropped",
+            f"CLUSTER  node {c.node}",
+            f"redis {c.link}",
+            plural(len(c.nodes), "node"),
+            f"{fmt_int(c.dropped)} dropped",
             f"cross-node {rates}",
         ]
         return f"  {G.sep}  ".join(parts)
 
-    def describe(self, item: NodeRow) -> Detail:
+    def describe(self, item: NodeInfo) -> Detail:
         return Detail(f"Node {item.name}", node_rows, item.name, self._current, _name)
 
-    def _current(self) -> list[NodeRow]:
-        return _rows(self.source.cluster_info() if self.source is not None else None)
+    def _current(self) -> list[NodeInfo]:
+        return _rows(self.view.cluster_info())
 
 
 _name = attrgetter("name")

@@ -10,7 +10,6 @@ from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.reactive import var
 
-from verb_console.admin.remote_view import WINDOW
 from verb_console.hub.session_fields import LIVE_FIELDS, SessionField, search_text
 from verb_console.hub.snapshot import ClosedSessionInfo, SessionInfo
 
@@ -19,6 +18,10 @@ from ..glyphs import G
 from ..keys import bindings
 from .base import Detail, DetailRows, Pane
 from .table import Cell, Column, LiveTable
+
+# Sessions the live table holds at a time: a window of the server's order and
+# filter around the cursor (the view sorts, filters and pages; never all of them).
+WINDOW = 200
 
 # Unsent output above these marks means the client is not keeping up.
 UNSENT_WARN = 64 * 1024
@@ -244,28 +247,22 @@ class ConnectionsPane(Pane):
             self.set_title(self.describe_table("recently closed", many="recently closed"))
         else:
             table = self.live_table
-            query = getattr(self.view, "set_session_query", None)
-            if query is not None:
-                # A view over the admin socket fetches only the first rows in
-                # this table's order and filter: the server sorts and filters.
-                field = LIVE_FIELDS[table.sort_column]
-                query(
-                    field.sort,
-                    table.sort_reverse != field.descending,
-                    table.filter_text,
-                    self._window_wanted(table),
-                )
-            window = getattr(self.view, "session_window", None)
-            table.set_items(self.view.sessions(), now)
-            if window is not None:
-                self._window_start = window[0]  # where the rows now shown begin
+            field = LIVE_FIELDS[table.sort_column]
+            page = self.view.session_page(
+                field.sort,
+                table.sort_reverse != field.descending,
+                table.filter_text,
+                self._window_wanted(table),
+                WINDOW,
+            )
+            table.set_items(page.rows, now, (page.total, page.matched, page.query.filter))
+            self._window_start = page.offset  # where the rows now shown begin
             extras = []
-            totals = getattr(self.view, "session_totals", None)
-            if totals is not None and window is not None and len(table.rows) < totals[1]:
-                first = window[0] + 1 if table.rows else 0
+            if len(table.rows) < page.matched:
+                first = page.offset + 1 if table.rows else 0
                 extras.append(
-                    f"{first:,}-{window[0] + len(table.rows):,} of {totals[1]:,} fetched"
-                    f" ({totals[0]:,} live)"
+                    f"{first:,}-{page.offset + len(table.rows):,} of {page.matched:,} fetched"
+                    f" ({page.total:,} live)"
                 )
             if table.tagged:
                 extras.append(f"{len(table.tagged):,} tagged (X closes)")
@@ -315,10 +312,14 @@ class ConnectionsPane(Pane):
             f"Session {item.id}",
             session_rows,
             item.id,
-            self.view.sessions,
+            lambda: _found(self.view.session(item.id)),
             _id,
             watch=("session", item.id),
         )
+
+
+def _found(record: SessionInfo | None) -> tuple[SessionInfo, ...]:
+    return (record,) if record is not None else ()
 
 
 def _same(record: object) -> object:

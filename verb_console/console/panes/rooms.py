@@ -125,8 +125,9 @@ class RoomsPane(Pane):
             subtitle.update("MEMBERS")
             return
         wanted = set(room.members)
-        # Only the members are looked up, so a large room costs one pass over sessions.
-        found = {s.id: s for s in self.view.sessions() if s.id in wanted} if wanted else {}
+        # Only the members are looked up: a room costs its members, not the sessions.
+        view = self.view
+        found = {m: s for m in wanted if (s := view.session(m)) is not None}
         members_table.set_items([(m, found.get(m)) for m in room.members], now)
         subtitle.update(f"MEMBERS of {room.name}  {G.sep}  {plural(len(room.members), 'member')}")
 
@@ -141,7 +142,11 @@ class RoomsPane(Pane):
         from .connections import session_rows
 
         member = item[0]
-        sessions = self.view.sessions
+
+        def sessions() -> tuple[SessionInfo, ...]:
+            found = self.view.session(member)
+            return (found,) if found is not None else ()
+
         watch = ("session", member)
         return Detail(f"Session {member}", session_rows, member, sessions, _id, watch=watch)
 

@@ -29,6 +29,7 @@ from ..keys import bindings
 from .columns import Cell, Column, fit
 
 __all__ = ["Cell", "Column", "LiveTable"]
+Counts = tuple[int, int, str] | None  # items in a window: (all, FILTER keeps, FILTER)
 
 FLEX_LIMIT = 40
 """The widest a flex column grows when other columns follow it."""
@@ -119,6 +120,7 @@ class LiveTable(ScrollView, can_focus=True):
         self.filter_error = ""
         """Why the filter matches nothing, when it names no column of this table."""
         self._source: Sequence[Any] = ()
+        self._counts: Counts = None
         self._rows: list[Any] = []
         self._now = 0.0
         self._cursor = 0
@@ -134,13 +136,13 @@ class LiveTable(ScrollView, can_focus=True):
 
     # ----- data -------------------------------------------------------------
 
-    def set_items(self, items: Sequence[Any], now: float) -> None:
+    def set_items(self, items: Sequence[Any], now: float, counts: Counts = None) -> None:
         """Replace the records and repaint only the visible lines that changed.
 
         This is the whole per-tick cost of the table: one filter pass, one sort
         (by a plain attribute key) and formatting of the rows on screen.
         """
-        self._source = items
+        self._source, self._counts = items, counts
         self._now = now
         rows, self.filter_error = filtering.apply(
             self.filter_text, items, self.columns, self._search, now
@@ -167,7 +169,7 @@ class LiveTable(ScrollView, can_focus=True):
         """Show only rows whose searchable text contains ``text`` (case-insensitive)."""
         if text != self.filter_text:
             self.filter_text = text
-            self.set_items(self._source, self._now)
+            self.set_items(self._source, self._now, self._counts)
 
     @property
     def rows(self) -> list[Any]:
@@ -182,7 +184,12 @@ class LiveTable(ScrollView, can_focus=True):
     @property
     def total(self) -> int:
         """How many records there are before filtering."""
-        return len(self._source)
+        return self._counts[0] if self._counts is not None else len(self._source)
+
+    @property
+    def matched(self) -> int:  # more than len(rows) when the rows are a window
+        counts = self._counts
+        return counts[1] if counts and counts[2] == self.filter_text else len(self._rows)
 
     @property
     def cursor_item(self) -> Any | None:
@@ -442,7 +449,7 @@ class LiveTable(ScrollView, can_focus=True):
         if reverse is None:
             reverse = not self.sort_reverse if column == self.sort_column else False
         self.sort_column, self.sort_reverse = column, reverse
-        self.set_items(self._source, self._now)
+        self.set_items(self._source, self._now, self._counts)
 
     def action_sort_column(self, step: int) -> None:
         # Only the columns on screen: sorting by a hidden one would look like no sort.

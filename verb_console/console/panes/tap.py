@@ -12,7 +12,7 @@ from operator import attrgetter
 from textual.app import ComposeResult
 
 from verb_console.hub.snapshot import HubView
-from verb_console.hub.tap import TapRow, TapSource
+from verb_console.hub.tap import TapRow
 
 from ..format import fmt_bytes, fmt_clock, plural
 from ..glyphs import G
@@ -55,13 +55,6 @@ class TapPane(Pane):
         self._open = False
         self._counts = (0, 0, 0)
         self._shown: tuple[int, str] = (-1, "")
-        # A console attached to a server without the tap has no source.
-        self.source: TapSource | None = view if isinstance(view, TapSource) else None
-
-    @property
-    def available(self) -> bool:
-        """Whether the view offers a tap (a console attached to an older server may not)."""
-        return self.source is not None
 
     def compose(self) -> ComposeResult:
         yield from super().compose()
@@ -70,7 +63,7 @@ class TapPane(Pane):
             key=lambda r: str(r.seq),
             search=lambda r: f"{r.session} {r.protocol} {r.type} {r.room}",
             sort_column=0,
-            empty_text="no messages yet" if self.available else "no tap on this server",
+            empty_text="no messages yet",
             id="tap",
         )
 
@@ -80,22 +73,22 @@ class TapPane(Pane):
 
     def open_tap(self) -> None:
         """Start sampling (the pane came on show)."""
-        if not self._open and self.source is not None:
+        if not self._open:
             self._open = True
-            self.source.tap_open()
+            self.view.tap_open()
 
     def close_tap(self) -> None:
         """Stop sampling: the hub's hot path is back to one None check."""
-        if self._open and self.source is not None:
+        if self._open:
             self._open = False
-            self.source.tap_close()
+            self.view.tap_close()
 
     def on_unmount(self) -> None:
         self.close_tap()
 
     def refresh_view(self, now: float) -> None:
-        if self._open and self.source is not None:
-            batch = self.source.tap_since(self._seq)
+        if self._open:
+            batch = self.view.tap_since(self._seq)
             if batch is not None:
                 if batch.rows:
                     self.rows.extend(batch.rows)
@@ -111,9 +104,6 @@ class TapPane(Pane):
         self._update_title()
 
     def _update_title(self) -> None:
-        if not self.available:
-            self.set_title(f"TAP  {G.sep}  this server offers no message tap")
-            return
         seen, skipped, rate = self._counts
         state = "on" if self._open else "off"
         extra = (

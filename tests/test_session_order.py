@@ -1,0 +1,193 @@
+"""The kept orders of hub/order.py against a plain sort of the same sessions (issue 21).
+
+Sessions come and go, their counters move (each noting itself on the Changes,
+as a session does when it reads or writes), a mux connection's streams move
+with their connection, unsent output drains with no mark; after every step each
+kept order, read at any offset and in either direction, is exactly what
+``sorted`` gives for every session.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from hypothesis import settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from verb_console.hub.order import Changes, Orders
+
+
+@dataclass(eq=False)
+class Fake:
+    """A session as the orders see it: an id, a flag, figures, and maybe streams."""
+
+    id: str
+    changes: Changes[Fake]
+    msgs_in: int = 0
+    idle: int = 0
+    unsent: int = 0
+    streams: list[Fake] = field(default_factory=list)
+    parent: Fake | None = None
+    touched: bool = False
+
+    def moved(self) -> None:
+        self.changes.mark(self)
+
+
+def _idle(s: Fake) -> int:
+    # A stream's idle time is its connection's, as a mux stream's is.
+    return s.parent.idle if s.parent is not None else s.idle
+
+
+def _unsent(s: Fake) -> int:
+    return s.unsent + (s.parent.unsent if s.parent is not None else 0)
+
+
+KEYS = {"id": lambda s: s.id, "msgs_in": lambda s: s.msgs_in, "idle": _idle, "unsent": _unsent}
+FILTERS = {"": None, "even": lambda s: s.msgs_in % 2 == 0}
+
+ids = st.integers(0, 40).map(lambda n: f"10.0.0.{n}:{1000 + n}")
+
+
+class OrderModel(RuleBasedStateMachine):
+    def __init__(self) -> None:
+        super().__init__()
+        self.changes: Changes[Fake] = Changes()
+        self.live: dict[str, Fake] = {}
+        self.orders = Orders(
+            self.live, self.changes, lambda s: list(s.streams), lambda s: _unsent(s) > 0
+        )
+        self.asked: set[tuple[str, str]] = set()
+
+    def _add(self, session: Fake) -> None:
+        self.live[session.id] = session
+        session.moved()
+
+    @rule(sid=ids, streams=st.integers(0, 3))
+    def connect(self, sid: str, streams: int) -> None:
+        if sid in self.live:
+            return
+        conn = Fake(sid, self.changes)
+        self._add(conn)
+        for n in range(streams):
+            stream = Fake(f"{sid}#{n + 1}", self.changes, parent=conn)
+            conn.streams.append(stream)
+            self._add(stream)
+
+    @precondition(lambda self: self.live)
+    @rule(data=st.data())
+    def close(self, data: st.DataObject) -> None:
+        sid = data.draw(st.sampled_from(sorted(self.live)))
+        session = self.live.pop(sid)
+        session.moved()
+        for stream in session.streams:
+            if self.live.get(stream.id) is stream:
+                del self.live[stream.id]
+                stream.moved()
+
+    @precondition(lambda self: self.live)
+    @rule(data=st.data())
+    def hand_over(self, data: st.DataObject) -> None:
+        # A detected protocol: a new session under the same id, only it marked.
+        sid = data.draw(st.sampled_from(sorted(self.live)))
+        old = self.live[sid]
+        if old.streams or old.parent is not None:
+            return
+        self._add(Fake(sid, self.changes, msgs_in=old.msgs_in + 7, idle=old.idle))
+
+    @precondition(lambda self: self.live)
+    @rule(data=st.data(), n=st.integers(1, 5))
+    def read(self, data: st.DataObject, n: int) -> None:
+        session = self.live[data.draw(st.sampled_from(sorted(self.live)))]
+        session.msgs_in += n
+        session.idle = data.draw(st.integers(0, 50))
+        session.moved()
+
+    @precondition(lambda self: self.live)
+    @rule(data=st.data(), size=st.integers(1, 3000))
+    def write(self, data: st.DataObject, size: int) -> None:
+        session = self.live[data.draw(st.sampled_from(sorted(self.live)))]
+        session.unsent += size
+        session.moved()
+
+    @rule()
+    def drain(self) -> None:
+        # The socket sends what was pending: no session notes it.
+        for session in self.live.values():
+            session.unsent = 0
+
+    @rule(sort=st.sampled_from(sorted(KEYS)), kept=st.sampled_from(sorted(FILTERS)))
+    def ask(self, sort: str, kept: str) -> None:
+        self.orders.get((sort, kept), KEYS[sort], FILTERS[kept])
+        self.asked.add((sort, kept))
+
+    @invariant()
+    def every_order_is_a_plain_sort(self) -> None:
+        if not self.asked:
+            return
+        # A tick: whatever changed is taken in (unbudgeted, as a quiet server's tick is).
+        self.orders.sync(budget=None)
+        for sort, kept in self.asked:
+            order = self.orders.get((sort, kept), KEYS[sort], FILTERS[kept])
+            keep = FILTERS[kept]
+            rows = [s for s in self.live.values() if keep is None or keep(s)]
+            want = [s.id for s in sorted(rows, key=lambda s: (KEYS[sort](s), s.id))]
+            assert len(order) == len(want)
+            assert order.ids(0, len(want) + 5) == want
+            assert order.ids(0, len(want) + 5, reverse=True) == want[::-1]
+            assert order.ids(2, 3) == want[2:5]
+            assert order.ids(2, 3, reverse=True) == want[::-1][2:5]
+
+
+TestOrderModel = OrderModel.TestCase
+TestOrderModel.settings = settings(max_examples=25, stateful_step_count=20, deadline=None)
+
+
+def test_a_budgeted_sync_catches_up_over_several_ticks() -> None:
+    changes: Changes[Fake] = Changes()
+    live = {f"s{n:03}": Fake(f"s{n:03}", changes) for n in range(100)}
+    orders = Orders(live, changes)
+    order = orders.get("msgs_in", KEYS["msgs_in"])
+    for n, session in enumerate(live.values()):
+        session.msgs_in = 100 - n
+        session.moved()
+    orders.sync(budget=30)  # a broadcast's worth of changes: a part a tick
+    assert len(changes.items) == 70
+    while changes.items:
+        orders.sync(budget=30)
+    want = sorted(live, key=lambda i: (live[i].msgs_in, i))
+    assert order.ids(0, 100) == want
+
+
+def test_marks_stop_when_no_order_is_asked_for() -> None:
+    changes: Changes[Fake] = Changes()
+    live = {"a": Fake("a", changes)}
+    live["a"].moved()
+    assert changes.items == []  # off: nothing is kept for nobody
+    orders = Orders(live, changes)
+    orders.get("id", KEYS["id"])
+    live["a"].moved()
+    assert changes.items == [live["a"]]
+    orders.orders["id"].used -= 3600  # no console asked for an hour
+    orders.sync()
+    assert not changes.on and changes.items == [] and not orders.orders
+
+
+async def test_orders_no_console_asks_for_are_dropped_by_themselves() -> None:
+    # An attached console goes away: with no more asks, the orders still sync
+    # once a second (ended sessions are let go of), drop themselves when idle,
+    # and the sessions stop marking.
+    changes: Changes[Fake] = Changes()
+    live = {"a": Fake("a", changes)}
+    orders = Orders(live, changes)
+    orders.get("id", KEYS["id"])
+    gone = live.pop("a")
+    gone.moved()
+    assert changes.items == [gone]
+    await asyncio.sleep(1.3)
+    assert changes.items == [] and orders.orders["id"].ids(0, 5) == []
+    orders.orders["id"].used -= 3600
+    await asyncio.sleep(1.2)
+    assert not changes.on and not orders.orders
