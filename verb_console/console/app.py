@@ -197,7 +197,7 @@ class VerbConsoleApp(App[int]):
     def server_identity(self) -> dict[str, object]:
         """Which server this console shows, for exports: host, process, listeners, node."""
         overview = self.view.overview()
-        pid = getattr(self.view, "server_pid", None) if self.attached else os.getpid()
+        pid = self.view.server_pid
         return {
             # An attached console reaches its server over a Unix socket: the same host.
             "host": socket.gethostname(),
@@ -210,7 +210,7 @@ class VerbConsoleApp(App[int]):
 
     def _attached_to(self) -> str:
         """The server an attached console shows: its process id (the socket is in the title)."""
-        pid = getattr(self.view, "server_pid", None)
+        pid = self.view.server_pid
         return f"pid {pid}" if pid is not None else CONNECTING
 
     # ----- terminal going away ------------------------------------------------

@@ -301,6 +301,11 @@ class HubView(Protocol):
 
     def overview(self) -> Overview: ...
 
+    @property
+    def server_pid(self) -> int | None:
+        """The server's process id (None while an attached view has not reached it)."""
+        ...
+
     def session_page(
         self,
         sort: str = "id",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -47,6 +48,10 @@ class LiveHubView:
 
     def overview(self) -> Overview:
         return self.hub.overview(self.read_only)
+
+    @property
+    def server_pid(self) -> int | None:
+        return os.getpid()
 
     def sessions(self) -> list[SessionView]:
         # Live views, not copies: see SessionView for why.
