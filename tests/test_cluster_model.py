@@ -59,13 +59,13 @@ class MemoryBus:
 
     def broadcast(self, frame: bytes) -> None:
         for o in self.others():
-            self.later(lambda o=o: o.hub and o.hub.deliver_broadcast(frame))
+            self.later(lambda o=o: o.hub and o.hub.inbound.broadcast(frame))
 
     def private(self, target: str, frame: bytes) -> bool:
         node = self.directory.node_of(target)
         for o in self.others():
             if o.node == node:
-                self.later(lambda o=o: o.hub and o.hub.deliver_private(target, frame))
+                self.later(lambda o=o: o.hub and o.hub.inbound.private(target, frame))
                 return True
         return False
 
@@ -73,7 +73,7 @@ class MemoryBus:
         def told(o: MemoryBus) -> None:
             if o.directory.join(self.node, room, session_id) and o.hub is not None:
                 notice = {"type": "user_joined", "connectionId": session_id, "room": room}
-                o.hub.room_notice(room, notice)
+                o.hub.inbound.room_notice(room, notice)
 
         for o in self.others():
             self.later(lambda o=o: told(o))
@@ -82,14 +82,14 @@ class MemoryBus:
         def told(o: MemoryBus) -> None:
             if o.directory.leave(self.node, room, session_id) and o.hub is not None:
                 notice = {"type": "user_left", "connectionId": session_id, "room": room}
-                o.hub.room_notice(room, notice)
+                o.hub.inbound.room_notice(room, notice)
 
         for o in self.others():
             self.later(lambda o=o: told(o))
 
     def room_message(self, room: str, frame: bytes) -> None:
         for o in self.others():
-            self.later(lambda o=o: o.hub and o.hub.deliver_room(room, frame))
+            self.later(lambda o=o: o.hub and o.hub.inbound.room(room, frame))
 
     def remote_members(self, room: str) -> Iterable[str]:
         return self.directory.members(room)

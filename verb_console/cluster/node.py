@@ -239,7 +239,7 @@ class RedisBus:
             node, _, frame = data.partition(b"\n")
             if node != self.node_b:
                 self.received += 1
-                self.hub.deliver_broadcast(frame)
+                self.hub.inbound.broadcast(frame)
         elif channel == keys.MEMBERS:
             self.on_event(orjson.loads(data))
         elif channel == self.own_channel:
@@ -250,14 +250,14 @@ class RedisBus:
                 node, _, frame = data.partition(b"\n")
                 if node != self.node_b:
                     self.received += 1
-                    self.hub.deliver_room(room, frame)
+                    self.hub.inbound.room(room, frame)
 
     def on_direct(self, data: bytes) -> None:
         kind = data[:1]
         if kind == b"P":
             target, _, frame = data[1:].partition(b"\n")
             self.received += 1
-            if not self.hub.deliver_private(target.decode(), frame):
+            if not self.hub.inbound.private(target.decode(), frame):
                 self.undeliverable += 1
         elif kind == b"p":
             self.link.probe_returned(data[1:])
@@ -302,11 +302,11 @@ class RedisBus:
 
     def tell_members(self, joined: list[Change], left: list[Change]) -> None:
         """Tell this node's room members who joined and left on other nodes."""
-        hub = self.hub
+        inbound = self.hub.inbound
         for room, sid in left:
-            hub.room_notice(room, {"type": "user_left", "connectionId": sid, "room": room})
+            inbound.room_notice(room, {"type": "user_left", "connectionId": sid, "room": room})
         for room, sid in joined:
-            hub.room_notice(room, {"type": "user_joined", "connectionId": sid, "room": room})
+            inbound.room_notice(room, {"type": "user_joined", "connectionId": sid, "room": room})
 
     def forget_node(self, node: str, why: str) -> None:
         state = self.directory.nodes.get(node)

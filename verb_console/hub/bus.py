@@ -6,9 +6,8 @@ None``, the default) runs exactly as a single server: every hook below sits
 behind one ``is not None`` test on paths that already do far more work.
 
 The cluster layer delivers what other nodes publish through the hub's
-delivery entry points: :meth:`Hub.deliver_broadcast`, :meth:`Hub.deliver_private`,
-:meth:`Hub.deliver_room`, :meth:`Hub.operator_broadcast` with ``local_only``
-and :meth:`Hub.operator_close` with ``local_only``.
+delivery entry points: :class:`~.inbound.Inbound` (``hub.inbound``),
+:meth:`Hub.operator_broadcast` and :meth:`Hub.operator_close` with ``local_only``.
 """
 
 from __future__ import annotations

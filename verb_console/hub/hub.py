@@ -15,25 +15,20 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from .. import __version__
 from ..address import host_port
 from ..settings import Settings
-from . import uploads as upload_messages
 from .auth import AuthFailures, AuthFile
 from .auth_gate import AUTH_PROTOCOLS, AuthGate
 from .banning import Banning
-from .binary_session import BinarySession
 from .bus import Bus
-from .detect_session import DetectingSession
-from .echo_session import EchoSession
 from .ended import Ended
 from .history import TrafficHistory, Watches
-from .json_session import HANDLERS, JsonSession
+from .inbound import Inbound
+from .kinds import session_kinds
 from .log import EventLog
-from .mux_session import MuxSession
 from .operator import Operator
 from .order import Changes
 from .pacer import Pacer
@@ -81,27 +76,6 @@ _DISCONNECT_DETAIL = {
 }
 CLOSED_KEPT = 1000
 
-# A session class: (hub, outlet, session id, address, port, parent) -> Session.
-SessionFactory = Callable[..., Session]
-
-
-def session_kinds(with_uploads: bool) -> dict[str, SessionFactory]:
-    """Every protocol's session class, each given the message handlers it serves.
-
-    Registered here, where the hub is built, so that no module changes another's
-    tables at import time: json serves section 2's messages plus the upload
-    messages, and binary FILE frames go to the upload code, when uploads are on.
-    """
-    json_handlers = {**HANDLERS, **upload_messages.JSON_HANDLERS} if with_uploads else HANDLERS
-    on_file = upload_messages.binary_file_frame if with_uploads else None
-    return {
-        "json": partial(JsonSession, handlers=json_handlers),
-        "binary": partial(BinarySession, on_file=on_file),
-        "echo": EchoSession,
-        "mux": MuxSession,
-        "auto": DetectingSession,
-    }
-
 
 class Hub:
     """Everything the server knows; the :class:`~.session.SessionHost` of its sessions.
@@ -139,6 +113,8 @@ class Hub:
         # Every loop turn's budget of message work, shared by all connections.
         self.pacer = Pacer(self.stats, self.settings.turn_budget, self.settings.turn_share)
         self.rooms = RoomRegistry(self.stats, self.pacer)
+        # What other nodes send this node's sessions (cluster/ calls it).
+        self.inbound = Inbound(self)
         # The loop's slowest recent turns (started by the runtime).
         self.turns = TurnClock()
         self.pacer.clock = self.turns
@@ -452,38 +428,6 @@ class Hub:
         wanted = log.isEnabledFor(logging.DEBUG)
         fields = dataclasses.asdict(self.closed_log[-1]) if wanted else None
         self.event("close", f"{session.id}{user} closed: {reason}{why}", fields)
-
-    # ----------------------------------------------------------- delivery from other nodes
-    def deliver_broadcast(self, frame: bytes) -> int:
-        """Another node's client broadcast: to every json session here."""
-        sessions = self.json_sessions
-        self.pacer.fan_out(sessions.values(), frame)
-        return len(sessions)
-
-    def deliver_private(self, target: str, frame: bytes) -> bool:
-        """Another node's private message for ``target``; False if it is not (or no longer) here."""
-        session = self.json_sessions.get(target)
-        if session is None:
-            return False
-        if self.seq is None:
-            session.deliver(frame)
-        else:
-            self.seq.one(session, frame)  # type: ignore[arg-type]
-        return True
-
-    def deliver_room(self, name: str, frame: bytes) -> int:
-        """A framed message from another node for the members of ``name`` here."""
-        room = self.rooms.get(name)
-        if room is None:
-            return 0
-        return self.rooms.send_frame(room, frame)
-
-    def room_notice(self, name: str, message: dict[str, Any]) -> int:
-        """Another node's ``user_joined`` or ``user_left`` for the members of ``name`` here."""
-        room = self.rooms.get(name)
-        if room is None or not room.members:
-            return 0
-        return self.rooms.send(room, message)
 
     # ----------------------------------------------------------- HubView
     def totals(self) -> Stats:

@@ -1,0 +1,56 @@
+"""What other nodes send this node's sessions: the hub's delivery entry points.
+
+``cluster/`` calls these (see :mod:`.bus`); each delivers as a local message
+would, paced with every other fan-out, and with session resume on, stamped with
+each recipient's ``seq``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from .hub import Hub
+
+
+class Inbound:
+    """Deliveries from other nodes to the sessions of one hub."""
+
+    __slots__ = ("hub",)
+
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+
+    def broadcast(self, frame: bytes) -> int:
+        """Another node's client broadcast: to every json session here."""
+        sessions = self.hub.json_sessions
+        self.hub.pacer.fan_out(sessions.values(), frame)
+        return len(sessions)
+
+    def private(self, target: str, frame: bytes) -> bool:
+        """Another node's private message for ``target``; False if it is not (or no longer) here."""
+        hub = self.hub
+        session = hub.json_sessions.get(target)
+        if session is None:
+            return False
+        if hub.seq is None:
+            session.deliver(frame)
+        else:
+            hub.seq.one(session, frame)  # type: ignore[arg-type]
+        return True
+
+    def room(self, name: str, frame: bytes) -> int:
+        """A framed message from another node for the members of ``name`` here."""
+        rooms = self.hub.rooms
+        room = rooms.get(name)
+        if room is None:
+            return 0
+        return rooms.send_frame(room, frame)
+
+    def room_notice(self, name: str, message: dict[str, Any]) -> int:
+        """Another node's ``user_joined`` or ``user_left`` for the members of ``name`` here."""
+        rooms = self.hub.rooms
+        room = rooms.get(name)
+        if room is None or not room.members:
+            return 0
+        return rooms.send(room, message)
