@@ -9,6 +9,7 @@ import struct
 import time
 from typing import Any
 
+import pytest
 from helpers import JsonClient, frame
 
 HEADER = struct.Struct(">II")
