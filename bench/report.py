@@ -188,6 +188,54 @@ ROWS: list[tuple[str, str, Reader, str]] = [
         lambda d: f"{d['figures']['p99_ms']:.0f} ms",
         "under 100 ms",
     ),
+    (
+        "server CPU per json ping, resume and history on / off",
+        "resume",
+        lambda d: _x(d["compare"]["ping"]["ratio_of_medians"]),
+        "at most 1.05x",
+    ),
+    (
+        "server CPU per fan-out delivery, resume and history on / off",
+        "resume",
+        lambda d: _x(d["compare"]["fanout"]["ratio_of_medians"]),
+        "at most 1.05x",
+    ),
+    (
+        "a resume replaying 1,000 kept messages, p99",
+        "resume",
+        lambda d: f"{d['kept']['p99_ms']:.1f} ms",
+        "under 50 ms",
+    ),
+    (
+        "server CPU per json ping, a policy of 100 users / none",
+        "policy",
+        lambda d: _x(d["figures"]["ping"]["paired_ratio"]),
+        "at most 1.05x",
+    ),
+    (
+        "server CPU per fan-out delivery, a policy of 100 users / none",
+        "policy",
+        lambda d: _x(d["figures"]["fanout"]["paired_ratio"]),
+        "at most 1.05x",
+    ),
+    (
+        "accepts per second, plain / through a PROXY v1 header",
+        "proxy_accept",
+        lambda d: _x(d["figures"]["v1"]["slowdown_paired"]),
+        "at most 1.1x",
+    ),
+    (
+        "accepts per second, plain / through a PROXY v2 header",
+        "proxy_accept",
+        lambda d: _x(d["figures"]["v2"]["slowdown_paired"]),
+        "at most 1.1x",
+    ),
+    (
+        "longest loop turn (CPU) of a lame-duck drain of 10,000 sessions",
+        "lame_duck",
+        lambda d: f"{d['result']['max_turn_cpu_ms']:.1f} ms",
+        "under 20 ms",
+    ),
 ]
 
 
