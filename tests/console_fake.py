@@ -9,6 +9,7 @@ it receives so tests can assert on them.
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -209,7 +210,7 @@ class FixedHubView:
 
     @property
     def server_pid(self) -> int | None:
-        return 4242  # a fixed figure, so exports and headers never vary
+        return os.getpid()  # a hosted console: the server is this process
 
     def overview(self) -> Overview:
         now = self.clock()

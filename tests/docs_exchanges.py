@@ -310,8 +310,7 @@ class Player:
         for _ in range(400):
             infos = [r.hub.cluster_info() for r in self.runtimes.values()]
             if all(
-                i is None or (i["link"] == "up" and {n["name"] for n in i["nodes"]} == names)
-                for i in infos
+                i is None or (i.link == "up" and {n.name for n in i.nodes} == names) for i in infos
             ):
                 return
             await asyncio.sleep(0.05)

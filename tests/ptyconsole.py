@@ -40,10 +40,15 @@ class PtyConsole:
         rows: int = 60,
         env: dict[str, str] | None = None,
         cwd: str | None = None,
+        inherit_env: bool = True,
     ) -> None:
         self.master, slave = os.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", rows, cols, 0, 0))
-        full_env = dict(os.environ, TERM="xterm-256color", COLORTERM="truecolor")
+        # inherit_env=False: ``env`` exactly, as ``env -i`` gives it (no locale or
+        # TERM from the test's own environment).
+        full_env: dict[str, str] = {}
+        if inherit_env:
+            full_env.update(os.environ, TERM="xterm-256color", COLORTERM="truecolor")
         full_env.update(env or {})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "verb_console", *args],
@@ -81,6 +86,10 @@ class PtyConsole:
         with self._lock:
             return len(self.output)
 
+    def bytes_since(self, offset: int) -> bytes:
+        with self._lock:
+            return bytes(self.output[offset:])
+
     def text_since(self, offset: int) -> str:
         with self._lock:
             return self.output[offset:].decode("utf-8", "replace")
@@ -114,6 +123,23 @@ class PtyConsole:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
+        if not self._closed:
+            self.hang_up()
+
+    def end(self, grace: float = 2.0) -> None:
+        """End the console and anything it started, for certain, and reap it.
+
+        A hang-up does not do it (the console keeps serving after SIGHUP by
+        design), so: SIGTERM to its process group, ``grace`` seconds to go, then
+        SIGKILL to the group whatever is left.
+        """
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(grace)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(10)
         if not self._closed:
             self.hang_up()
 

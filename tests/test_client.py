@@ -288,10 +288,12 @@ async def test_an_operator_close_does_not_reconnect(
     assert runtime.hub.sessions == {}
 
 
-async def test_a_server_shutdown_does_not_reconnect(
+async def test_a_final_server_shutdown_does_not_reconnect(
     runtime: Runtime, client_for: Callable[..., Awaitable[JsonClient]]
 ) -> None:
+    # A final drain (ctl drain --final) tells clients not to come back (PROTOCOL.md 11.3).
     client = await client_for()
+    runtime.hub.begin_shutdown(final=True)
     runtime.hub.force_shutdown()
     await asyncio.wait_for(client.wait_closed(), 5)
     assert client.disconnect_reason == "shutdown"

@@ -133,7 +133,7 @@ async def test_bus_stats_is_a_snapshot_of_the_link_and_node_figures(
     assert before.probe_lags.count == probes
     # The cluster pane's figures are the same record's.
     info = bus.info()
-    assert info["reconnects"] == after.reconnects and info["link"] == "up"
+    assert info.reconnects == after.reconnects and info.link == "up"
 
 
 async def _probed(bus: Any, seen: int) -> bool:

@@ -1,27 +1,25 @@
-"""The ASCII fallback, in a real terminal (tmux): every screen, dialog and palette.
+"""The ASCII fallback, in a real terminal (a pty read through pyte): every screen,
+dialog and palette.
 
 With ``TERM=linux`` (the Linux console's font has no block elements) and with the C
 locale (which Python turns into C.UTF-8 before the console looks: PEP 538), what
-tmux shows holds no character outside ASCII (issue 24, item 6).
+the terminal shows holds no character outside ASCII (issue 24, item 6).
 """
 
 from __future__ import annotations
 
-import shutil
+import os
 from pathlib import Path
 
 import pytest
-from tmux_console import TmuxConsole, non_ascii
+from term_console import TermConsole, non_ascii
 
-pytestmark = [
-    pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux"),
-    pytest.mark.timeout(120),
-]
+pytestmark = pytest.mark.timeout(120)
 
 TITLES = ("CONNECTIONS", "THROTTLE", "ROOMS", "STREAMS", "TRANSFERS", "LOG", "TAP", "CLUSTER")
 
 
-def visit_every_screen(console: TmuxConsole) -> dict[str, str]:
+def visit_every_screen(console: TermConsole) -> dict[str, str]:
     """Each pane, a detail dialog, the help (top and end), the broadcast and confirm
     dialogs, a notification and the command palette: the screen of each, by name."""
     seen: dict[str, str] = {"start": console.wait_for("CONNECTIONS")}
@@ -66,7 +64,7 @@ def test_every_screen_is_pure_ascii(tmp_path: Path, env: dict[str, str]) -> None
     run.mkdir()
     env = {**env, "XDG_RUNTIME_DIR": str(run), "XDG_CONFIG_HOME": str(tmp_path)}
     args = ["--port", "0", "--demo", "--upload-dir", str(tmp_path / "up")]
-    console = TmuxConsole(tmp_path, args, env)
+    console = TermConsole(tmp_path, args, env)
     try:
         seen = visit_every_screen(console)
     finally:
@@ -85,3 +83,22 @@ def test_the_c_locale_is_judged_as_given_not_as_python_coerced_it() -> None:
     # UTF-8 mode asked for, or a UTF-8 locale given: Unicode.
     assert not ascii_wanted({**coerced, "PYTHONUTF8": "1"}, utf8_mode=True)
     assert not ascii_wanted({"TERM": "xterm", "LC_CTYPE": "C.UTF-8"}, utf8_mode=False)
+
+
+def test_the_terminal_shows_unicode_where_it_is_wanted_and_close_ends_the_console(
+    tmp_path: Path,
+) -> None:
+    """Guards the test above: on a Unicode terminal the emulator does see the
+    console's non-ASCII glyphs, and close() leaves no console running (it keeps
+    serving after a hang-up by design)."""
+    env = {"TERM": "xterm-256color", "LANG": "C.UTF-8", "XDG_CONFIG_HOME": str(tmp_path)}
+    args = ["--port", "0", "--demo", "--upload-dir", str(tmp_path / "up")]
+    console = TermConsole(tmp_path, args, env)
+    try:
+        screen = console.wait_for("CONNECTIONS")
+    finally:
+        console.close()
+    assert non_ascii(screen), screen
+    assert console.pty.proc.returncode is not None
+    with pytest.raises(ProcessLookupError):
+        os.killpg(console.pty.proc.pid, 0)

@@ -30,7 +30,7 @@ KEYS_BEGIN, KEYS_END = "<!-- keys: begin -->", "<!-- keys: end -->"
 # Settings of the contract (ARCHITECTURE.md's command line, PROTOCOL.md 11 and 12)
 # that configuration.md documents before their feature is on main; each leaves
 # this set when its setting exists (the test below says so).
-AWAITING_SETTINGS = {}
+AWAITING_SETTINGS: set[str] = set()
 
 
 # ---------------------------------------------------------------- key table

@@ -14,7 +14,7 @@ from helpers import JsonClient, eventually
 
 import verb_console
 from verb_console.client import MuxClient
-from verb_console.hub import json_session
+from verb_console.hub import json_handlers
 
 PACKAGE = str(Path(verb_console.__file__).parent)
 
@@ -57,8 +57,8 @@ async def settle(client: JsonClient) -> None:
 @pytest.mark.parametrize(
     ("kind", "handler"),
     [
-        ("broadcast", json_session.handle_broadcast),
-        ("room_message", json_session.handle_room_message),
+        ("broadcast", json_handlers.handle_broadcast),
+        ("room_message", json_handlers.handle_room_message),
     ],
 )
 async def test_a_fan_out_makes_no_python_call_per_plain_tcp_recipient(

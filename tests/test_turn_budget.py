@@ -13,6 +13,7 @@ import asyncio
 import json
 import struct
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -221,6 +222,8 @@ async def test_a_fan_out_outside_any_step_is_bounded_and_kept_in_order() -> None
         closing = False
         msgs_out = 0
         _out = None
+        # A recipient's hub, as far as a fan-out reads it: no console order is kept.
+        hub = SimpleNamespace(changes=SimpleNamespace(mark_all=lambda recipients: None))
 
         def __init__(self) -> None:
             self.got: list[bytes] = []

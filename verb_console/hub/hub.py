@@ -42,8 +42,8 @@ from .session import (
     InputMeter,
     Outlet,
     Session,
-    refresh_wall_offset,
 )
+from .session_view import refresh_wall_offset
 from .shutdown import Shutdown
 from .snapshot import (
     ClosedSessionInfo,

@@ -1,4 +1,8 @@
-"""The ``json`` session: PROTOCOL.md section 2 (ping, broadcast, private, rooms)."""
+"""The ``json`` session of PROTOCOL.md section 2: reading length-prefixed JSON,
+pacing the work of a read, batching the replies to it.
+
+What each message type does is in :mod:`.json_handlers`.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +16,9 @@ from .. import __version__
 from ..protocols.errors import ProtocolError
 from ..protocols.json import JsonDecoder, encode, encode_error, parse_message
 from .pacer import HOLD_BACKLOG, Pacer
-from .resume import first_message, handle_bye, handle_resume
-from .room_history import parse_since, position_reply
-from .rooms import valid_room_name
+from .resume import first_message
 from .session import CloseReason, EventOutlet, Outlet, Session, SessionHost
 from .snapshot import Stats
-
-_time = time.time
 
 # Bytes of replies one step batches before they are written. Once written, if
 # the socket cannot take more, the rest of the read waits for it to drain: a
@@ -66,10 +66,11 @@ class JsonSession(Session):
         port: int,
         parent: str | None = None,
         *,
-        handlers: Mapping[str, Handler] | None = None,
+        handlers: Mapping[str, Handler],
     ) -> None:
-        # The message types it serves: the hub adds the upload messages to these.
-        self.handlers = HANDLERS if handlers is None else handlers
+        # The message types it serves (.kinds): section 2's (.json_handlers), and
+        # the upload messages when uploads are on.
+        self.handlers = handlers
         super().__init__(hub, outlet, session_id, address, port, parent)
 
     def setup(self) -> None:
@@ -382,140 +383,3 @@ class JsonSession(Session):
         if hub.json_sessions.pop(self.id, None) is not None and hub.bus is not None:
             hub.bus.session_ended(self.id)
         super().closed()
-
-
-def _require(msg: dict[str, Any], field: str, kind: type | None = None) -> Any:
-    if field not in msg:
-        raise ProtocolError("bad_message", f"Missing field: {field}")
-    value = msg[field]
-    if kind is not None and type(value) is not kind:
-        raise ProtocolError("bad_message", f"Field {field} must be a {kind.__name__}")
-    return value
-
-
-def _room(msg: dict[str, Any]) -> str:
-    room = _require(msg, "room", str)
-    if not valid_room_name(room):
-        raise ProtocolError(
-            "bad_room", "A room name is 1 to 64 characters with no control characters"
-        )
-    return room
-
-
-def handle_ping(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
-    s.reply({"type": "pong", "timestamp": int(_time() * 1000)}, ref)
-
-
-def handle_broadcast(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
-    data = _require(msg, "data")
-    f = encode({"type": "broadcast", "from": s.id, "data": data, "timestamp": int(_time() * 1000)})
-    hub = s.hub
-    hub.pacer.fan_out(hub.json_sessions.values(), f, s, s)
-    if hub.bus is not None:
-        hub.bus.broadcast(f)
-
-
-def handle_private(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
-    target = _require(msg, "target", str)
-    data = _require(msg, "data")
-    hub = s.hub
-    other = hub.json_sessions.get(target)
-    if other is None:
-        if hub.bus is not None:
-            f = encode(
-                {"type": "private", "from": s.id, "data": data, "timestamp": int(_time() * 1000)}
-            )
-            if hub.bus.private(target, f):
-                return
-        raise ProtocolError("unknown_target", f"No session {target}")
-    f = encode({"type": "private", "from": s.id, "data": data, "timestamp": int(_time() * 1000)})
-    seq = hub.seq
-    if seq is None:
-        other.deliver(f)
-    else:
-        seq.one(other, f)  # type: ignore[arg-type]
-
-
-def handle_join_room(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
-    name = _room(msg)
-    since = parse_since(msg) if "since" in msg else None
-    hub = s.hub
-    if name not in s.rooms and len(s.rooms) >= hub.settings.max_rooms:
-        raise ProtocolError(
-            "too_many_rooms", f"A session may be in at most {hub.settings.max_rooms} rooms"
-        )
-    room, added = hub.rooms.join(s, name)
-    bus = hub.bus
-    if bus is None:
-        members = sorted(room.members)
-    else:
-        members = sorted({*room.members, *bus.remote_members(name)})
-    joined: dict[str, Any] = {"type": "joined", "room": name, "members": members}
-    # With room history, its position, and what is replayed after it (see .room_history).
-    replay = position_reply(hub.rooms.history, name, since, joined)
-    if ref is not None:
-        joined["ref"] = ref
-    # Behind the fan-outs still waiting (see .pacer), as a reply to the joiner
-    # alone: the user_joined of a member it lists must not come after it. The
-    # replay follows it, each message with the joiner's next seq.
-    pacer = hub.pacer
-    pacer.reply(s, encode(joined))
-    for f in replay:
-        pacer.fan_out((s,), f, None, s)
-    if added:
-        notice = {"type": "user_joined", "connectionId": s.id, "room": name}
-        hub.rooms.send(room, notice, exclude=s, origin=s)
-        if bus is not None:
-            bus.room_joined(name, s.id)
-
-
-def handle_leave_room(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
-    name = _room(msg)
-    hub = s.hub
-    room = hub.rooms.leave(s, name)
-    if room is None:
-        raise ProtocolError("not_in_room", f"Not a member of room {name}")
-    s.reply({"type": "left", "room": name}, ref)
-    if room.members:
-        hub.rooms.send(room, {"type": "user_left", "connectionId": s.id, "room": name}, origin=s)
-    if hub.bus is not None:
-        hub.bus.room_left(name, s.id)
-
-
-def handle_room_message(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
-    name = _room(msg)
-    data = _require(msg, "data")
-    hub = s.hub
-    room = hub.rooms.get(name)
-    if room is None or s.id not in room.members:
-        raise ProtocolError("not_in_room", f"Not a member of room {name}")
-    room.messages += 1
-    message = {"type": "room_message", "room": name, "from": s.id, "data": data}
-    if hub.bus is None:
-        hub.rooms.post(room, message, exclude=s, origin=s)
-        return
-    # One frame for the members here and, published once, for every other node's.
-    message["timestamp"] = int(_time() * 1000)
-    f = encode(message)
-    hub.pacer.fan_out(room.members.values(), f, s, s)
-    hub.bus.room_message(name, f)
-
-
-def handle_auth(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
-    # The first message is read by the auth gate; here the session is already in.
-    if s.hub.auth is None:
-        raise ProtocolError("unknown_type", "Unknown message type: auth")
-    raise ProtocolError("bad_message", "Already authenticated")
-
-
-HANDLERS: dict[str, Handler] = {
-    "auth": handle_auth,
-    "ping": handle_ping,
-    "broadcast": handle_broadcast,
-    "private": handle_private,
-    "join_room": handle_join_room,
-    "leave_room": handle_leave_room,
-    "room_message": handle_room_message,
-    "bye": handle_bye,
-    "resume": handle_resume,
-}

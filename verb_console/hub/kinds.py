@@ -9,7 +9,8 @@ from . import uploads as upload_messages
 from .binary_session import BinarySession
 from .detect_session import DetectingSession
 from .echo_session import EchoSession
-from .json_session import HANDLERS, JsonSession
+from .json_handlers import HANDLERS
+from .json_session import JsonSession
 from .mux_session import MuxSession
 from .session import Session
 

@@ -13,8 +13,9 @@ from typing import Any
 from ..filtering import BadFilter, apply, matcher, parse
 from .hub import Hub
 from .order import Orders
-from .session import LIVE_READS, Session, SessionView
+from .session import Session
 from .session_fields import LIVE_FIELDS, SessionField, search_text, sort_keys
+from .session_view import LIVE_READS, SessionView
 from .snapshot import (
     ClosedSessionInfo,
     ClusterInfo,
@@ -284,7 +285,7 @@ _SORT_KEYS = sort_keys()
 # session instead of a property call. (The view's last_activity adds one
 # offset, the wall clock's, to every session alike.) Only a speed-up: any other
 # column sorts the sessions by their attribute of its field's name, or, when
-# that is not the field (see session.LIVE_READS), through their views.
+# that is not the field (see session_view.LIVE_READS), through their views.
 _SESSION_ORDERS: dict[str, Callable[[Session], Any]] = {
     "last_activity": attrgetter("outlet.last_received"),
     "bytes_in": attrgetter("outlet.bytes_read"),

@@ -13,7 +13,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
-from rich.cells import cell_len
 from rich.segment import Segment
 from rich.style import Style
 from textual import events
@@ -26,13 +25,10 @@ from textual.strip import Strip
 from ... import filtering
 from ..glyphs import G
 from ..keys import bindings
-from .columns import Cell, Column, fit
+from .columns import Cell, Column, fit, fit_columns
 
 __all__ = ["Cell", "Column", "LiveTable"]
 Counts = tuple[int, int, str] | None  # items in a window: (all, FILTER keeps, FILTER)
-
-FLEX_LIMIT = 40
-"""The widest a flex column grows when other columns follow it."""
 
 
 class LiveTable(ScrollView, can_focus=True):
@@ -231,66 +227,15 @@ class LiveTable(ScrollView, can_focus=True):
         return max(1, self.scrollable_content_region.height - 1)
 
     def _layout(self, width: int) -> list[tuple[int, int]]:
-        """Return ``(column index, width)`` for the columns that fit in ``width``.
-
-        Columns of one priority hide together (``BYTES IN`` never without
-        ``BYTES OUT``), and the column the table is sorted by never hides.
-        """
+        """Return ``(column index, width)`` for the columns that fit in ``width``
+        (see :func:`.columns.fit_columns`), remembered until the width, the
+        measured widths or the sort column change."""
         token = (width, self._measured, self.sort_column)
         if self._fit_cache is not None and self._fit_cache[0] == token:
             return self._fit_cache[1]
-        widths = []
-        for index, column in enumerate(self.columns):
-            # Room for the label and the sort arrow; the sorted column's arrow also
-            # keeps a space from the column before it.
-            extra = 2 if index == self.sort_column else 1
-            w = max(column.width, cell_len(column.label) + extra)
-            if column.measure is not None and index < len(self._measured):
-                w = max(w, self._measured[index])
-            widths.append(w)
-        shown = list(range(len(self.columns)))
-
-        def total() -> int:
-            return sum(widths[i] + self._gap(i, shown) for i in shown) - 1
-
-        hidden: list[list[int]] = []
-        for priority in sorted({c.priority for c in self.columns if c.priority}, reverse=True):
-            if total() <= width:
-                break
-            group = [
-                i for i in shown if self.columns[i].priority == priority and i != self.sort_column
-            ]
-            hidden.append(group)
-            shown = [i for i in shown if i not in group]
-        # Hiding a wide group may leave room for a narrower one hidden before it.
-        for group in reversed(hidden[:-1]):
-            trial = sorted(shown + group)
-            before, shown = shown, trial
-            if total() > width:
-                shown = before
-        spare = width - total()
-        layout = []
-        for index in shown:
-            w = widths[index]
-            if self.columns[index].flex and spare > 0:
-                # The last column takes all that is left (a log line); one with columns
-                # after it stops at FLEX_LIMIT, so those stay near the data (ROOMS, USER).
-                grow = spare if index == shown[-1] else max(0, min(spare, FLEX_LIMIT - w))
-                w += grow
-                spare -= grow
-            layout.append((index, w))
+        layout, self._gaps = fit_columns(self.columns, self._measured, self.sort_column, width)
         self._fit_cache = (token, layout)
-        self._gaps = [self._gap(i, shown) for i in shown]
         return layout
-
-    def _gap(self, index: int, shown: list[int]) -> int:
-        """Spaces after column ``index``: two between a number and the text after it."""
-        at = shown.index(index)
-        if at + 1 < len(shown):
-            nxt = self.columns[shown[at + 1]]
-            if self.columns[index].align == "right" and nxt.align == "left":
-                return 2
-        return 1
 
     @property
     def shown_columns(self) -> list[int]:
