@@ -23,6 +23,7 @@ from verb_console.hub.snapshot import (
     Overview,
     Rates,
     RateSeries,
+    Refusals,
     RoomInfo,
     SessionInfo,
     SessionPage,
@@ -133,6 +134,8 @@ class FixedHubView:
         self.actions: list[Action] = []
         self.cluster: ClusterInfo | None = None
         self.notifier: Notifier | None = None
+        # The policy's refusals (PROTOCOL.md 12): none, so the header shows none.
+        self.refusals = Refusals()
         self._sessions: list[SessionInfo] = self._fixed_sessions()
         if sessions:
             self._sessions += make_sessions(sessions)
@@ -235,6 +238,7 @@ class FixedHubView:
             drain_deadline=self.drain_deadline,
             read_only=self.read_only,
             version="0.1.0",
+            refusals=self.refusals,
         )
 
     def sessions(self) -> list[SessionInfo]:

@@ -17,13 +17,23 @@ from __future__ import annotations
 from dataclasses import fields, replace
 from typing import Any
 
-from ..hub.snapshot import ClusterInfo, LogEvent, Overview, Rates, SessionInfo, SessionPage, Stats
+from ..hub.snapshot import (
+    ClusterInfo,
+    LogEvent,
+    Overview,
+    Rates,
+    Refusals,
+    SessionInfo,
+    SessionPage,
+    Stats,
+)
 from ..hub.view import LiveHubView
 from .protocol import from_wire, session_from_wire, session_to_wire, to_wire
 
 _OVERVIEW = tuple(f.name for f in fields(Overview))
 _STATS = tuple(f.name for f in fields(Stats))
 _RATES = tuple(f.name for f in fields(Rates))
+_REFUSALS = tuple(f.name for f in fields(Refusals))
 
 
 def overview_to_wire(ov: Overview) -> dict[str, Any]:
@@ -34,6 +44,7 @@ def overview_to_wire(ov: Overview) -> dict[str, Any]:
     out["totals"] = {name: getattr(ov.totals, name) for name in _STATS}
     out["rates"] = {name: getattr(ov.rates, name) for name in _RATES}
     out["slowest_turns"] = [list(t) for t in ov.slowest_turns]
+    out["refusals"] = {name: getattr(ov.refusals, name) for name in _REFUSALS}
     return out
 
 

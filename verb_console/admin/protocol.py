@@ -26,6 +26,7 @@ from ..hub.snapshot import (
     Overview,
     Rates,
     RateSeries,
+    Refusals,
     RoomInfo,
     SessionInfo,
     SessionPage,
@@ -110,6 +111,7 @@ def from_wire(cls: type[T], data: dict[str, Any]) -> T:
         values["rates"] = Rates(**values["rates"])
         values["listeners"] = tuple(values["listeners"])
         values["slowest_turns"] = tuple(TurnInfo(*t) for t in values.get("slowest_turns", ()))
+        values["refusals"] = Refusals(**values.get("refusals", {}))
     elif cls is RoomInfo:
         values["members"] = tuple(values["members"])
     elif cls is ClusterInfo:

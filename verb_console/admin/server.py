@@ -273,11 +273,7 @@ class AdminServer:
                 # The cluster as this node sees it (None on a single server).
                 cluster = view.cluster_info()
                 wire_cluster = to_wire(cluster) if cluster is not None else None
-                return {
-                    **overview_to_wire(view.overview()),
-                    "cluster": wire_cluster,
-                    "refusals": dict(view.hub.permissions.totals),
-                }
+                return {**overview_to_wire(view.overview()), "cluster": wire_cluster}
             if op == "sessions":
                 sort = str(args.get("sort", "id"))
                 reverse = bool(args.get("reverse", False))

@@ -172,6 +172,16 @@ class HeaderBar(Widget):
             (fmt_int(t.rejected_max), max_style),
         ]
         line = Content.assemble(*parts)
+        refused = ov.refusals.total
+        if refused:
+            # Requests the policy or a ban refused (PROTOCOL.md 12), shown once there are some;
+            # where the line is short of room, they matter more than the peak does.
+            tail = Content.assemble(
+                ("  refused ", _LABEL), (fmt_int(refused), "bold $text-warning")
+            )
+            if line.cell_length + tail.cell_length > width:
+                line = Content.assemble(*parts[:4], *parts[6:])
+            line = Content.assemble(line, tail)
         extra = Content.assemble(("  accepted ", _LABEL), (fmt_int(t.accepted), _VALUE))
         if line.cell_length + extra.cell_length <= width:
             line = Content.assemble(line, extra)

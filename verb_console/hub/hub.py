@@ -52,6 +52,7 @@ from .snapshot import (
     LogEvent,
     MuxConnectionInfo,
     Overview,
+    Refusals,
     RoomInfo,
     Stats,
     ThrottleInfo,
@@ -454,6 +455,7 @@ class Hub:
             node=self.node,
             link=self.bus.link_state if self.bus is not None else "",
             slowest_turns=self.turns.slowest(),
+            refusals=Refusals(**self.permissions.totals),
         )
 
     def cluster_info(self) -> ClusterInfo | None:

@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import fields
 from typing import Any, Protocol
 
 from ..protocols.errors import ProtocolError
 from .policy import Policy, Rules
 from .rooms import valid_room_name
+from .snapshot import Refusals
 
 
 class Session(Protocol):
@@ -31,8 +33,8 @@ __all__ = ["REFUSALS", "UNLIMITED", "Guard", "Permissions"]
 
 # Never limited by ``rate`` and never take a token (PROTOCOL.md 12.1).
 UNLIMITED = frozenset({"ping", "bye"})
-# What refusals are counted by, per session and in total.
-REFUSALS = ("forbidden", "rate_limited", "banned", "too_many_sessions")
+# What refusals are counted by, per session and in total: the overview's fields.
+REFUSALS = tuple(f.name for f in fields(Refusals))
 # Rooms whose answer one session remembers; a session trying endless names
 # starts its cache again rather than growing it.
 CACHE_ROOMS = 1024

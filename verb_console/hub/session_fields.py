@@ -139,6 +139,16 @@ LIVE_FIELDS = (
     SessionField("ROOMS", 6, lambda s, _: ",".join(s.rooms), "rooms", priority=8, flex=True),
     # Last, so the sort keys' positions stay; hidden first when the terminal is narrow.
     SessionField("USER", 8, user_text, "user", priority=10, order=user_order),
+    # The session's refusals under the policy (PROTOCOL.md 12.1); hidden before USER.
+    SessionField(
+        "REFUSED",
+        7,
+        lambda s, _: fmt_count(s.refused),
+        "refused",
+        "right",
+        11,
+        lambda s, _: count_read_back(s.refused),
+    ),
 )
 
 

@@ -10,6 +10,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from .snapshot import SessionInfo, frozen
 
+if TYPE_CHECKING:
+    from .permissions import Guard
+
 # Wall-clock time minus monotonic time: turns a read's monotonic timestamp into
 # wall time without two clock calls per session. Refreshed by the hub's ticker.
 _wall_offset = [time.time() - time.monotonic()]
@@ -50,6 +53,9 @@ class Viewed(Protocol):
 
     @property
     def rooms(self) -> set[str]: ...
+
+    @property
+    def guard(self) -> Guard | None: ...  # its user's rules and refusals, under a policy
 
 
 if TYPE_CHECKING:
@@ -94,6 +100,12 @@ def _rooms(view: SessionView) -> tuple[str, ...]:
     return tuple(sorted(rooms)) if rooms else ()
 
 
+def _refused(view: SessionView) -> int:
+    # Only a session under a policy has a guard, and only a guard counts refusals.
+    guard = view._s.guard
+    return 0 if guard is None else sum(guard.refused.values())
+
+
 # How the live view reads the fields of SessionInfo that are not its session's
 # attribute of the same name (any other field ``f`` reads ``session.f``, in C).
 # Plain functions of the view, one Python call a read, as a hand-written
@@ -108,6 +120,7 @@ LIVE_READS: dict[str, Callable[[SessionView], Any]] = {
     # Session resume (.resume): only json sessions have these.
     "detached_until": lambda v: getattr(getattr(v._s, "detached", None), "deadline", None),
     "kept": lambda v: getattr(v._s, "ring_bytes", 0),
+    "refused": _refused,  # every code (.permissions)
 }
 
 for _field in SessionInfo._fields:

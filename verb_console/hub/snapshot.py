@@ -42,6 +42,8 @@ class SessionInfo(NamedTuple):
     # Detached (PROTOCOL.md 11.1): when its resume window ends (wall time), else None.
     detached_until: float | None = None
     kept: int = 0  # bytes of deliveries kept for a resume to replay
+    # Its messages and requests refused by the policy (PROTOCOL.md 12.1), every code.
+    refused: int = 0
 
 
 _SESSION_FIELDS = attrgetter(*SessionInfo._fields)
@@ -228,6 +230,21 @@ class TurnInfo(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
+class Refusals:
+    """Requests refused by the policy or a ban since the server started (PROTOCOL.md
+    section 12), by error code: the figures ``ctl status`` and ``/metrics`` give."""
+
+    forbidden: int = 0
+    rate_limited: int = 0
+    banned: int = 0
+    too_many_sessions: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.forbidden + self.rate_limited + self.banned + self.too_many_sessions
+
+
+@dataclass(frozen=True, slots=True)
 class Overview:
     state: str  # a HubState (a remote console adds "disconnected")
     started_at: float
@@ -251,6 +268,7 @@ class Overview:
     link: str = ""
     # The slowest loop turns of the last minute, slowest first (hub/turns.py).
     slowest_turns: tuple[TurnInfo, ...] = ()
+    refusals: Refusals = Refusals()
 
 
 @dataclass(frozen=True, slots=True)

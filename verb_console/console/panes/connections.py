@@ -63,11 +63,16 @@ def _user_tone(s: SessionInfo, _now: float) -> str:
     return "muted" if s.user is None else ""
 
 
+def _refused_tone(s: SessionInfo, _now: float) -> str:
+    return "warn" if s.refused else "muted"
+
+
 LIVE_TONES: dict[str, Callable[[SessionInfo, float], str]] = {
     "PROTO": _protocol_tone,
     "IDLE": _idle_tone,
     "UNSENT": _unsent_tone,
     "USER": _user_tone,
+    "REFUSED": _refused_tone,
 }
 
 
@@ -154,13 +159,18 @@ def _closed_search(s: ClosedSessionInfo) -> str:
 
 
 def session_rows(s: SessionInfo, now: float) -> DetailRows:
-    """Every field of a live session, for the detail dialog."""
+    """Every field of a live session, for the detail dialog.
+
+    Its refusals (PROTOCOL.md 12.1) follow its user: a session no one has
+    authenticated has no policy to refuse it anything."""
+    refused: DetailRows = [] if s.user is None else [("Refused requests", fmt_int(s.refused))]
     return [
         ("Session", s.id),
         ("Protocol", s.protocol),
         ("Address", f"{s.address} port {s.port}"),
         ("Mux connection", s.parent or "-"),
         ("User", s.user or "-"),
+        *refused,
         ("Connected", f"{fmt_clock(s.connected_at)} ({fmt_duration(now - s.connected_at)} ago)"),
         ("Idle", fmt_duration(now - s.last_activity)),
         ("Messages in / out", f"{fmt_int(s.msgs_in)} / {fmt_int(s.msgs_out)}"),
