@@ -56,9 +56,18 @@ async def test_two_attached_consoles_see_the_sessions_and_each_other_s_actions(
 
         # The read-only console refuses actions, and nothing reaches a client.
         for key, what in (("b", "broadcast is disabled"), ("x", "closing sessions is disabled")):
-            mark = viewer.received()
-            viewer.type(key)
-            await viewer.shows(what, since=mark)
+            # On a loaded machine a key typed while the attached console is still
+            # settling its first frames can go unseen: the key is typed again (at most
+            # three times); the refusal must show, and nothing may reach a client.
+            for attempt in range(3):
+                mark = viewer.received()
+                viewer.type(key)
+                try:
+                    await viewer.shows(what, since=mark, timeout=8.0)
+                    break
+                except AssertionError:
+                    if attempt == 2:
+                        raise
             await asyncio.sleep(0.3)
         await bystander.expect_nothing(0.3)
         await target.expect_nothing(0.1)
