@@ -298,3 +298,61 @@ TestTwoNodeModel.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+def test_a_node_s_messages_keep_their_order_while_its_fan_outs_wait(tmp_path: Path) -> None:
+    """Another node's broadcasts wait in the pacer's fan-out FIFO when a turn's
+    budget is spent; its private messages must not pass them (they did: a
+    private was delivered at once, ahead of the broadcasts still waiting)."""
+
+    async def scenario() -> None:
+        net: list[MemoryBus] = []
+        hubs: dict[str, Hub] = {}
+        stores = []
+        for node in ("a", "b"):
+            store = UploadStore(tmp_path / node, per_session_limit=2)
+            store.prepare()
+            stores.append(store)
+            hub = Hub(Settings(max_per_ip=0, turn_budget=8, turn_share=4), store)
+            bus = MemoryBus(node, net)
+            bus.hub = hub
+            hub.join_cluster(bus)  # type: ignore[arg-type]
+            hub.start()
+            hubs[node] = hub
+
+        async def settle() -> None:
+            for _ in range(400):
+                await asyncio.sleep(0)
+
+        def connect(node: str) -> Peer:
+            outlet = MemoryOutlet()
+            assert hubs[node].admit(outlet.remote_address, outlet.remote_port) is None
+            hubs[node].attach(outlet, "json")  # type: ignore[arg-type]
+            return Peer(outlet, f"{outlet.id}@{node}")
+
+        sender = connect("a")
+        receiver = connect("b")
+        bystanders = [connect("b") for _ in range(40)]
+        await settle()
+        receiver.messages()
+        n = 60
+        data = b"".join(
+            frame({"type": "broadcast", "data": i})
+            if i % 2
+            else frame({"type": "private", "target": receiver.id, "data": i})
+            for i in range(n)
+        )
+        sender.outlet.feed(data)
+        await settle()
+        got = [m["data"] for m in receiver.messages() if m.get("from") == sender.id]
+        assert got == list(range(n))
+        for b in bystanders[:3]:
+            seen = [m["data"] for m in b.messages() if m.get("from") == sender.id]
+            assert seen == list(range(1, n, 2))
+        for hub in hubs.values():
+            hub.force_shutdown()
+            await asyncio.wait_for(hub.wait_stopped(), 10)
+        for store in stores:
+            await store.aclose()
+
+    asyncio.run(scenario())

@@ -30,7 +30,12 @@ class Inbound:
         session = hub.json_sessions.get(target)
         if session is None:
             return False
-        if hub.seq is None:
+        if hub.pacer.waiting[1]:
+            # Fan-outs from other nodes still wait to be delivered: this message
+            # keeps its place behind them (a node's messages arrive in the order
+            # they were sent, whatever their kind).
+            hub.pacer.fan_out((session,), frame)
+        elif hub.seq is None:
             session.deliver(frame)
         else:
             hub.seq.one(session, frame)
