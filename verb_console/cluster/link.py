@@ -29,6 +29,7 @@ from ..hub.histogram import Histogram
 from . import keys
 from .base import SUBSCRIBE, UNSUBSCRIBE, ClusterUnavailable, LinkBus, NodeNameTaken
 from .commands import abort, pack
+from .history import SCRIPTS
 from .sync import announce, bootstrap, refresh
 
 log = logging.getLogger("verb_console.cluster")
@@ -206,6 +207,8 @@ class Link:
         # node linking meanwhile reads the directory by that list, and would miss
         # this node's sessions (their events went out before it subscribed).
         await client.hset(keys.NODES, bus.node, orjson.dumps(bus.load()))
+        for script in SCRIPTS:  # room history's (see .history), run by their sha
+            await client.script_load(script)
         await bootstrap(bus, client)
         await bus.sync_bans(client)
         # Up: from here on the hub's changes are queued, after this node's whole state.

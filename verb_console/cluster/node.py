@@ -26,12 +26,14 @@ import orjson
 
 from ..hub.bans import Ban, BanError
 from ..hub.bus import BusStats
+from ..hub.room_history import new_epoch
 from ..hub.snapshot import ClusterInfo, NodeInfo
 from ..protocols.json import encode
 from ..units import plural
 from . import keys
 from .base import SUBSCRIBE, UNSUBSCRIBE
 from .directory import Change, Directory
+from .history import HistoryConfig, join_command, parse_position, post_command
 from .link import Link
 
 if TYPE_CHECKING:
@@ -81,6 +83,15 @@ class RedisBus:
         self.received = 0  # messages from other nodes
         self.dropped = 0  # not sent: queue full, Redis unreachable, or too large
         self.undeliverable = 0  # for a session that had gone by the time it arrived
+        # Room history kept in Redis (see .history); None: history is off.
+        st = hub.settings
+        self.history: HistoryConfig | None = (
+            HistoryConfig(st.history_size, st.history_ttl, st.history_total)
+            if st.history_size > 0
+            else None
+        )
+        # Joins waiting for their room's position: join id -> room.
+        self.joins: dict[int, str] = {}
         self.link = Link(self)
         # Bans hold on every node (PROTOCOL.md 12.3); max_sessions counts every node's.
         hub.banning.listeners.append(self.ban_changed)
@@ -101,6 +112,9 @@ class RedisBus:
         """The link went down: what is queued is dropped, and counted."""
         self.dropped += len(self.queue)
         self.queue.clear()
+        # What was asked of Redis and not answered never will be.
+        self.joins.clear()
+        self.hub.inbound.history_lost()
 
     def note(self, text: str) -> None:
         """A row for the server's log (the link's news)."""
@@ -196,13 +210,38 @@ class RedisBus:
                 room,
             )
         )
-        if self.hub.rooms.get(room) is None:
+        if self.hub.rooms.get(room) is None and room not in self.joins.values():
             channel = keys.room_channel(room)
             if self.wanted.pop(channel, None) is not None:
                 self.enqueue((UNSUBSCRIBE, channel))
 
     def room_message(self, room: str, frame: bytes) -> None:
         self.publish(keys.room_channel(room), self.node_b + b"\n" + frame)
+
+    def room_post(self, room: str, frame: bytes, post_id: int) -> bool:
+        cfg = self.history
+        if cfg is None or self.link.state != "up" or len(frame) > self.max_message:
+            self.dropped += 1
+            return False
+        head = b"%b %d\n" % (self.node_b, post_id)
+        return self.enqueue(
+            post_command(cfg, room, keys.room_channel(room), head, frame, new_epoch())
+        )
+
+    def room_position(self, room: str, since: tuple[str, int] | None, join_id: int) -> bool:
+        cfg = self.history
+        if cfg is None or self.link.state != "up" or len(self.queue) >= self.queue_limit:
+            return False
+        channel = keys.room_channel(room)
+        if channel not in self.wanted:
+            self.wanted[channel] = room
+            # Subscribed first: the position is read after, so no message is missed.
+            self.enqueue((SUBSCRIBE, channel))
+        head = b"J%d\n" % join_id
+        if not self.enqueue(join_command(cfg, room, since, self.own_channel, head, new_epoch())):
+            return False
+        self.joins[join_id] = room
+        return True
 
     def remote_members(self, room: str) -> Iterable[str]:
         return self.directory.members(room)
@@ -245,12 +284,17 @@ class RedisBus:
         elif channel == self.own_channel:
             self.on_direct(data)
         else:
+            head, _, frame = data.partition(b"\n")
+            node, _, post_id = head.partition(b" ")
+            if node == self.node_b:
+                # This node's room message, kept with its offset (see .history).
+                if post_id and post_id != b"0":
+                    self.hub.inbound.room_kept(int(post_id), frame)
+                return
             room = self.wanted.get(channel)
             if room is not None:
-                node, _, frame = data.partition(b"\n")
-                if node != self.node_b:
-                    self.received += 1
-                    self.hub.inbound.room(room, frame)
+                self.received += 1
+                self.hub.inbound.room(room, frame)
 
     def on_direct(self, data: bytes) -> None:
         kind = data[:1]
@@ -261,6 +305,11 @@ class RedisBus:
                 self.undeliverable += 1
         elif kind == b"p":
             self.link.probe_returned(data[1:])
+        elif kind == b"J":
+            head, _, rest = data[1:].partition(b"\n")
+            join_id = int(head)
+            if self.joins.pop(join_id, None) is not None:
+                self.hub.inbound.position(join_id, parse_position(rest))
         elif kind == b"C":
             self.received += 1
             self.hub.operator_close(data[1:].decode(), local_only=True)

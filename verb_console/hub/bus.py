@@ -65,6 +65,17 @@ class Bus(Protocol):
     def room_message(self, room: str, frame: bytes) -> None:
         """A framed room message for the room's members on other nodes."""
 
+    def room_post(self, room: str, frame: bytes, post_id: int) -> bool:
+        """A room message without an offset, with room history on: the bus gives it
+        the room's next offset, keeps it, and delivers it to the members on every
+        node; to this node's through ``Inbound.room_kept(post_id, frame)`` (none
+        if ``post_id`` is 0), in the order posted. False: not taken (Redis unreachable)."""
+
+    def room_position(self, room: str, since: tuple[str, int] | None, join_id: int) -> bool:
+        """Ask for the room's position (and with ``since`` the messages after it),
+        answered by ``Inbound.position(join_id, ...)`` after every room message
+        before it and before any after it. False: not taken (Redis unreachable)."""
+
     def remote_members(self, room: str) -> Iterable[str]:
         """The ids of ``room``'s members on other nodes."""
 

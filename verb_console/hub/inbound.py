@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .shared_history import Position
+
 
 class Inbound:
     """Deliveries from other nodes to the sessions of one hub."""
@@ -56,3 +58,22 @@ class Inbound:
         if room is None or not room.members:
             return 0
         return rooms.send(room, message)
+
+    # --- room history kept by the cluster (see .shared_history)
+    def room_kept(self, post_id: int, frame: bytes) -> None:
+        """This node's room message ``post_id`` back from the bus, with its offset."""
+        shared = self.hub.shared_history
+        if shared is not None:
+            shared.arrived(post_id, frame)
+
+    def position(self, join_id: int, position: Position | None) -> None:
+        """The room's position a ``join_room`` of this node asked for (None: none known)."""
+        shared = self.hub.shared_history
+        if shared is not None:
+            shared.position(join_id, position)
+
+    def history_lost(self) -> None:
+        """Room posts and joins under way will get no answer: the bus's link went down."""
+        shared = self.hub.shared_history
+        if shared is not None:
+            shared.lost()

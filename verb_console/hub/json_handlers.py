@@ -85,6 +85,10 @@ def handle_join_room(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
         raise ProtocolError(
             "too_many_rooms", f"A session may be in at most {hub.settings.max_rooms} rooms"
         )
+    if hub.shared_history is not None:
+        # The position is the cluster's: known once the bus answers (see .shared_history).
+        hub.shared_history.join(s, name, since, ref)
+        return
     room, added = hub.rooms.join(s, name)
     bus = hub.bus
     if bus is None:
@@ -138,6 +142,10 @@ def handle_room_message(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
     # One frame for the members here and, published once, for every other node's.
     message["timestamp"] = int(_time() * 1000)
     f = encode(message)
+    if hub.shared_history is not None:
+        # Kept and given its offset by the bus, then delivered here too.
+        hub.shared_history.post(room, name, f, s)
+        return
     hub.pacer.fan_out(room.members.values(), f, s, s)
     hub.bus.room_message(name, f)
 

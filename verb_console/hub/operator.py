@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from ..protocols.json import encode
 from ..units import plural
 from .bus import Bus
 from .rooms import RoomRegistry
@@ -22,6 +23,7 @@ class OperatorHost(Protocol):
     sessions: dict[str, Session]
     connections: dict[str, Session]
     id_suffix: str
+    shared_history: Any  # .shared_history.SharedHistory, on a cluster with room history
 
     def event(self, kind: str, text: str) -> None: ...
 
@@ -49,6 +51,9 @@ class Operator:
         bus = None if local_only else hub.bus
         if room is not None:
             r = hub.rooms.get(room)
+            shared = hub.shared_history
+            if shared is not None and not local_only:
+                return self._shared_room(text, room, r, shared)
             if bus is not None and (r is not None or any(bus.remote_members(room))):
                 bus.operator_broadcast(text, room)
             if r is None:
@@ -70,6 +75,29 @@ class Operator:
                 session.notify(message)
                 n += 1
         hub.event("operator", f"broadcast to {sessions_text(n)}: {text}")
+        return n
+
+    def _shared_room(self, text: str, room: str, r: Any, shared: Any) -> int:
+        """An operator room message on a cluster with room history: posted to the
+        bus like a member's (see .shared_history), to reach every node with its offset."""
+        hub = self.hub
+        bus = hub.bus
+        if r is None and (bus is None or not any(bus.remote_members(room))):
+            hub.event("operator", f"broadcast to unknown room {room!r} dropped")
+            return 0
+        message = {
+            "type": "room_message",
+            "room": room,
+            "from": "server",
+            "data": text,
+            "timestamp": int(time.time() * 1000),
+        }
+        n = 0
+        if r is not None:
+            r.messages += 1
+            n = len(r.members)
+        shared.post(r, room, encode(message), None)
+        hub.event("operator", f"broadcast to room {room} ({sessions_text(n)}): {text}")
         return n
 
     def close(self, session_id: str, *, local_only: bool = False) -> bool:
