@@ -27,6 +27,7 @@ from test_hub_model import MemoryOutlet
 
 from verb_console.cluster.directory import Directory
 from verb_console.hub import Hub
+from verb_console.hub.shared_history import Position
 from verb_console.hub.uploads import UploadStore
 from verb_console.settings import Settings
 
@@ -39,6 +40,8 @@ class MemoryBus:
     def __init__(self, node: str, net: list[MemoryBus]) -> None:
         self.node = node
         self.net = net
+        # Room history, shared by the nodes as Redis is: room -> [epoch, frames].
+        self.kept: dict[str, list[Any]] = net[0].kept if net else {}
         self.directory = Directory(node)
         self.hub: Hub | None = None
         net.append(self)
@@ -91,6 +94,37 @@ class MemoryBus:
         for o in self.others():
             self.later(lambda o=o: o.hub and o.hub.inbound.room(room, frame))
 
+    def room_post(self, room: str, frame: bytes, post_id: int) -> bool:
+        def step() -> None:
+            epoch, frames = self.kept.setdefault(room, ["e-" + room, []])
+            body = frame[frame.index(b"\n") + 1 : -1] + b',"offset":%d}' % (len(frames) + 1)
+            kept = b"%d\n%b" % (len(body), body)
+            frames.append(kept)
+            for o in self.net:
+                if o.hub is None:
+                    continue
+                if o is not self:
+                    o.hub.inbound.room(room, kept)
+                elif post_id:
+                    o.hub.inbound.room_kept(post_id, kept)
+
+        self.later(step)
+        return True
+
+    def room_position(self, room: str, since: tuple[str, int] | None, join_id: int) -> bool:
+        def step() -> None:
+            epoch, frames = self.kept.setdefault(room, ["e-" + room, []])
+            recovered, replay = None, []
+            if since is not None:
+                recovered = since[0] == epoch and since[1] <= len(frames)
+                replay = frames[since[1] :] if recovered else []
+            if self.hub is not None:
+                position = Position(epoch, len(frames), recovered, replay)
+                self.hub.inbound.position(join_id, position)
+
+        self.later(step)
+        return True
+
     def remote_members(self, room: str) -> Iterable[str]:
         return self.directory.members(room)
 
@@ -138,6 +172,8 @@ class TwoNodeModel(RuleBasedStateMachine):
             self.hubs[node] = hub
         self.peers: dict[str, Peer] = {}
         self.rooms: dict[str, set[str]] = {}
+        # Every room message each room was sent: (from, data), offset = index + 1.
+        self.log: dict[str, list[tuple[str, int]]] = {}
         self.sent = 0
 
     def teardown(self) -> None:
@@ -192,7 +228,15 @@ class TwoNodeModel(RuleBasedStateMachine):
         self.send(peer, {"type": "join_room", "room": room})
         self.rooms.setdefault(room, set()).add(peer.id)
         reply = peer.messages()
-        assert reply == [{"type": "joined", "room": room, "members": sorted(self.rooms[room])}]
+        assert reply == [
+            {
+                "type": "joined",
+                "room": room,
+                "members": sorted(self.rooms[room]),
+                "epoch": "e-" + room,
+                "offset": len(self.log.get(room, [])),
+            }
+        ]
         for other in before - {peer.id}:
             got = [(m["type"], m["connectionId"]) for m in self.peers[other].messages()]
             assert got == ([] if peer.id in before else [("user_joined", peer.id)])
@@ -230,10 +274,63 @@ class TwoNodeModel(RuleBasedStateMachine):
         )
         self.run(lambda: peer.outlet.feed(data))
         assert peer.messages() == []
-        want = [("room_message", peer.id, k) for k in range(first, self.sent)]
+        log = self.log.setdefault(room, [])
+        base = len(log)
+        log.extend((peer.id, k) for k in range(first, self.sent))
+        want = [("room_message", peer.id, k, base + 1 + k - first) for k in range(first, self.sent)]
         for other in members - {peer.id}:
-            got = [(m["type"], m["from"], m["data"]) for m in self.peers[other].messages()]
-            assert got == want  # each once, in the order sent
+            got = [
+                (m["type"], m["from"], m["data"], m["offset"]) for m in self.peers[other].messages()
+            ]
+            assert got == want  # each once, in the order sent, with the room's offsets
+
+    @precondition(lambda self: self.log)
+    @rule(i=st.integers(0, 1000), j=st.integers(0, 1000), back=st.integers(0, 5))
+    def recover(self, i: int, j: int, back: int) -> None:
+        """A join with ``since`` replays, in order, what the room was sent after it,
+        whichever node the room's messages came from."""
+        peer = self.pick(i)
+        room = sorted(self.log)[j % len(self.log)]
+        mine = [r for r, m in self.rooms.items() if peer.id in m]
+        if room not in mine and len(mine) >= 2:
+            return
+        log = self.log[room]
+        after = max(0, len(log) - back)
+        before = set(self.rooms.get(room, set()))
+        since = {"epoch": "e-" + room, "offset": after}
+        self.send(peer, {"type": "join_room", "room": room, "since": since})
+        self.rooms.setdefault(room, set()).add(peer.id)
+        got = peer.messages()
+        assert got[0]["type"] == "joined" and got[0]["recovered"] is True
+        assert got[0]["offset"] == len(log)
+        replay = [(m["from"], m["data"], m["offset"]) for m in got[1:]]
+        assert replay == [(f, d, k + 1) for k, (f, d) in enumerate(log) if k >= after]
+        for other in before - {peer.id}:
+            notices = [(m["type"], m["connectionId"]) for m in self.peers[other].messages()]
+            assert notices == ([] if peer.id in before else [("user_joined", peer.id)])
+
+    @precondition(lambda self: any(len(m) > 1 for m in self.rooms.values()))
+    @rule(i=st.integers(0, 1000), j=st.integers(1, 1000), room=st.sampled_from(ROOMS))
+    def room_message_then_private(self, i: int, j: int, room: str) -> None:
+        """A room message then a private to a member: they arrive in the order sent."""
+        members = self.rooms.get(room, set())
+        if len(members) < 2:
+            return
+        ids = sorted(members)
+        peer = self.peers[ids[i % len(ids)]]
+        target = self.peers[ids[(i + j % (len(ids) - 1) + 1) % len(ids)]]
+        k = self.sent
+        self.sent += 2
+        log = self.log.setdefault(room, [])
+        log.append((peer.id, k))
+        data = frame({"type": "room_message", "room": room, "data": k}) + frame(
+            {"type": "private", "target": target.id, "data": k + 1}
+        )
+        self.run(lambda: peer.outlet.feed(data))
+        got = [(m["type"], m["data"]) for m in target.messages()]
+        assert got == [("room_message", k), ("private", k + 1)]
+        for other in members - {peer.id, target.id}:
+            assert [m["data"] for m in self.peers[other].messages()] == [k]
 
     @precondition(lambda self: self.peers)
     @rule(i=st.integers(0, 1000), j=st.integers(0, 1000), n=st.integers(1, 3))

@@ -30,10 +30,14 @@ as the room's messages, after every message before it and before any after.
 from __future__ import annotations
 
 import hashlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ..hub.room_history import new_epoch
 from ..hub.shared_history import Position
 from . import keys
+
+if TYPE_CHECKING:
+    from .node import RedisBus
 
 META = f"{keys.PREFIX}:h:"
 STREAM = f"{keys.PREFIX}:hs:"
@@ -224,3 +228,26 @@ def parse_position(data: bytes) -> Position:
         at = end
     recovered = None if rec == b"-" else rec == b"1"
     return Position(epoch.decode(), int(offset), recovered, frames)
+
+
+def post(bus: RedisBus, room: str, frame: bytes, post_id: int) -> bool:
+    """The bus's ``room_post``: the room message kept and published in one step."""
+    cfg = bus.history
+    if cfg is None or bus.link.state != "up" or len(frame) > bus.max_message:
+        bus.dropped += 1
+        return False
+    head = b"%b %d\n" % (bus.node_b, post_id)
+    return bus.enqueue(post_command(cfg, room, keys.room_channel(room), head, frame, new_epoch()))
+
+
+def ask_position(bus: RedisBus, room: str, since: tuple[str, int] | None, join_id: int) -> bool:
+    """The bus's ``room_position``: read after subscribing, so no message is missed."""
+    cfg = bus.history
+    if cfg is None or bus.link.state != "up" or len(bus.queue) >= bus.queue_limit:
+        return False
+    bus.want(room)
+    head = b"J%d\n" % join_id
+    if not bus.enqueue(join_command(cfg, room, since, bus.own_channel, head, new_epoch())):
+        return False
+    bus.joins[join_id] = room
+    return True

@@ -26,14 +26,14 @@ import orjson
 
 from ..hub.bans import Ban, BanError
 from ..hub.bus import BusStats
-from ..hub.room_history import new_epoch
 from ..hub.snapshot import ClusterInfo, NodeInfo
 from ..protocols.json import encode
 from ..units import plural
 from . import keys
 from .base import SUBSCRIBE, UNSUBSCRIBE
 from .directory import Change, Directory
-from .history import HistoryConfig, join_command, parse_position, post_command
+from .handover import Handovers
+from .history import HistoryConfig, ask_position, parse_position, post
 from .link import Link
 
 if TYPE_CHECKING:
@@ -92,6 +92,7 @@ class RedisBus:
         )
         # Joins waiting for their room's position: join id -> room.
         self.joins: dict[int, str] = {}
+        self.handovers = Handovers(self)
         self.link = Link(self)
         # Bans hold on every node (PROTOCOL.md 12.3); max_sessions counts every node's.
         hub.banning.listeners.append(self.ban_changed)
@@ -115,6 +116,7 @@ class RedisBus:
         # What was asked of Redis and not answered never will be.
         self.joins.clear()
         self.hub.inbound.history_lost()
+        self.handovers.lost()
 
     def note(self, text: str) -> None:
         """A row for the server's log (the link's news)."""
@@ -185,11 +187,8 @@ class RedisBus:
         return True
 
     def room_joined(self, room: str, session_id: str) -> None:
-        channel = keys.room_channel(room)
-        if channel not in self.wanted:
-            self.wanted[channel] = room
-            # Subscribed before the join is told, so no reply to it can be missed.
-            self.enqueue((SUBSCRIBE, channel))
+        # Subscribed before the join is told, so no reply to it can be missed.
+        self.want(room)
         expiry = int(time.time() * 1000) + keys.ENTRY_TTL_MS
         self.enqueue(("HSET", keys.room_key(room), session_id, self.node))
         self.enqueue(("ZADD", keys.room_expiry_key(room), expiry, session_id))
@@ -211,37 +210,38 @@ class RedisBus:
             )
         )
         if self.hub.rooms.get(room) is None and room not in self.joins.values():
-            channel = keys.room_channel(room)
-            if self.wanted.pop(channel, None) is not None:
-                self.enqueue((UNSUBSCRIBE, channel))
+            self.unwant(keys.room_channel(room))
 
     def room_message(self, room: str, frame: bytes) -> None:
         self.publish(keys.room_channel(room), self.node_b + b"\n" + frame)
 
     def room_post(self, room: str, frame: bytes, post_id: int) -> bool:
-        cfg = self.history
-        if cfg is None or self.link.state != "up" or len(frame) > self.max_message:
-            self.dropped += 1
-            return False
-        head = b"%b %d\n" % (self.node_b, post_id)
-        return self.enqueue(
-            post_command(cfg, room, keys.room_channel(room), head, frame, new_epoch())
-        )
+        return post(self, room, frame, post_id)
 
     def room_position(self, room: str, since: tuple[str, int] | None, join_id: int) -> bool:
-        cfg = self.history
-        if cfg is None or self.link.state != "up" or len(self.queue) >= self.queue_limit:
-            return False
+        return ask_position(self, room, since, join_id)
+
+    def resume_ask(
+        self, session_id: str, token: str, seq: int, user: str | None, ask_id: int
+    ) -> bool:
+        return self.handovers.ask(session_id, token, seq, user, ask_id)
+
+    def adopted(self, session_id: str, node: str, rooms: list[str]) -> None:
+        self.handovers.adopted(session_id, node, rooms)
+
+    def released(self, session_id: str, node: str) -> None:
+        self.handovers.released(session_id, node)
+
+    def want(self, room: str) -> None:
+        """Subscribe to ``room``'s channel, if not yet: before what is queued next."""
         channel = keys.room_channel(room)
         if channel not in self.wanted:
             self.wanted[channel] = room
-            # Subscribed first: the position is read after, so no message is missed.
             self.enqueue((SUBSCRIBE, channel))
-        head = b"J%d\n" % join_id
-        if not self.enqueue(join_command(cfg, room, since, self.own_channel, head, new_epoch())):
-            return False
-        self.joins[join_id] = room
-        return True
+
+    def unwant(self, channel: bytes) -> None:
+        if self.wanted.pop(channel, None) is not None:
+            self.enqueue((UNSUBSCRIBE, channel))
 
     def remote_members(self, room: str) -> Iterable[str]:
         return self.directory.members(room)
@@ -301,10 +301,15 @@ class RedisBus:
         if kind == b"P":
             target, _, frame = data[1:].partition(b"\n")
             self.received += 1
-            if not self.hub.inbound.private(target.decode(), frame):
+            sid = target.decode()
+            if not self.hub.inbound.private(sid, frame) and not self.handovers.forward(sid, frame):
                 self.undeliverable += 1
         elif kind == b"p":
             self.link.probe_returned(data[1:])
+        elif kind == b"R":
+            self.handovers.on_ask(data[1:])
+        elif kind == b"H":
+            self.handovers.on_answer(data[1:])
         elif kind == b"J":
             head, _, rest = data[1:].partition(b"\n")
             join_id = int(head)
@@ -336,6 +341,8 @@ class RedisBus:
             d.remove_session(node, ev["s"])
         elif op == "st":
             self.tell_members(*d.replace(node, ev["s"], ev["r"]))
+        elif op == "mv":
+            self.handovers.on_moved(node, ev)
         elif op == "bye":
             self.forget_node(node, "left the cluster")
         elif op in ("ban", "unban"):
@@ -363,6 +370,7 @@ class RedisBus:
             return
         sessions = list(state.sessions)
         left = self.directory.purge(node)
+        self.handovers.node_gone(node)
         self.hub.event("server", f"cluster: node {node} {why} ({plural(len(sessions), 'session')})")
         self.tell_members([], left)
         # Any node may clean a dead node's directory entries; the TTLs would anyway.

@@ -76,6 +76,21 @@ class Bus(Protocol):
         answered by ``Inbound.position(join_id, ...)`` after every room message
         before it and before any after it. False: not taken (Redis unreachable)."""
 
+    def resume_ask(
+        self, session_id: str, token: str, seq: int, user: str | None, ask_id: int
+    ) -> bool:
+        """Ask the node holding ``session_id`` to hand it over (PROTOCOL.md 11.1),
+        answered by ``Inbound.handed(ask_id, reason, state)``; False if no live
+        node holds it."""
+
+    def adopted(self, session_id: str, node: str, rooms: list[str]) -> None:
+        """A session of ``node`` now lives here, in ``rooms``: the cluster is told,
+        and nobody sees a change."""
+
+    def released(self, session_id: str, node: str) -> None:
+        """A session of this node was handed over to ``node``: what still comes
+        for it here goes there for a while; its rooms may be empty here now."""
+
     def remote_members(self, room: str) -> Iterable[str]:
         """The ids of ``room``'s members on other nodes."""
 

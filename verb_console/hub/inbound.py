@@ -77,3 +77,26 @@ class Inbound:
         shared = self.hub.shared_history
         if shared is not None:
             shared.lost()
+
+    # --- session resume across nodes (see .handover)
+    def hand_over(
+        self, session_id: str, token: str, seq: int, user: str | None, node: str
+    ) -> tuple[str, dict[str, Any] | None]:
+        """Another node asks for a session of this one: the failure reason, or
+        ``resumed`` and the session's state (it no longer lives here then)."""
+        manager = self.hub.resume
+        if manager is None:
+            return "unknown", None
+        return manager.handover.give_up(session_id, token, seq, user, node)
+
+    def handed(self, ask_id: int, reason: str, state: dict[str, Any] | None) -> None:
+        """The answer to this node's ask ``ask_id`` (see :meth:`hand_over`)."""
+        manager = self.hub.resume
+        if manager is not None:
+            manager.handover.answered(ask_id, reason, state)
+
+    def asks_lost(self) -> None:
+        """No answer will come to what this node asked (the bus's link went down)."""
+        manager = self.hub.resume
+        if manager is not None:
+            manager.handover.fail_all()
