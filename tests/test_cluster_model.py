@@ -96,7 +96,7 @@ class MemoryBus:
 
     def room_post(self, room: str, frame: bytes, post_id: int) -> bool:
         def step() -> None:
-            epoch, frames = self.kept.setdefault(room, ["e-" + room, []])
+            frames = self.kept.setdefault(room, ["e-" + room, []])[1]
             body = frame[frame.index(b"\n") + 1 : -1] + b',"offset":%d}' % (len(frames) + 1)
             kept = b"%d\n%b" % (len(body), body)
             frames.append(kept)

@@ -9,10 +9,14 @@ import signal
 import time
 from typing import Any
 
+import test_cluster_history
 from cluster_harness import NodeProcess
 from helpers import JsonClient
 from test_cluster import knows, linked, next_of, wait_for
-from test_cluster_history import client, node  # noqa: F401  (fixtures)
+
+# The fixtures: nodes with the test's arguments, and clients closed after the test.
+node = test_cluster_history.node
+client = test_cluster_history.client
 
 WINDOW = ("--resume-window", "30")
 
@@ -27,9 +31,7 @@ async def detached_on(n: NodeProcess, client: Any, peer: JsonClient) -> JsonClie
     return c
 
 
-async def test_a_session_detached_on_one_node_resumes_on_another(
-    node: Any, client: Any
-) -> None:
+async def test_a_session_detached_on_one_node_resumes_on_another(node: Any, client: Any) -> None:
     a, b = await node("a", *WINDOW), await node("b", *WINDOW)
     cb = await client(b.port)
     await cb.request({"type": "join_room", "room": "r"})
