@@ -453,3 +453,72 @@ def test_a_node_s_messages_keep_their_order_while_its_fan_outs_wait(tmp_path: Pa
             await store.aclose()
 
     asyncio.run(scenario())
+
+
+def test_a_room_message_out_to_the_bus_is_not_passed_by_the_sender_s_next(
+    tmp_path: Path,
+) -> None:
+    """A room message waits for the bus to give it its offset; the sender's next
+    messages to members of its node (a private, a broadcast) must not pass it,
+    while its next room messages need not wait (they are pipelined)."""
+
+    async def scenario() -> None:
+        net: list[MemoryBus] = []
+        hubs: dict[str, Hub] = {}
+        stores = []
+        for node in ("a", "b"):
+            store = UploadStore(tmp_path / node, per_session_limit=2)
+            store.prepare()
+            stores.append(store)
+            hub = Hub(Settings(max_per_ip=0), store)
+            bus = MemoryBus(node, net)
+            bus.hub = hub
+            hub.join_cluster(bus)  # type: ignore[arg-type]
+            hub.start()
+            hubs[node] = hub
+
+        async def settle() -> None:
+            for _ in range(50):
+                await asyncio.sleep(0)
+
+        def connect(node: str) -> Peer:
+            outlet = MemoryOutlet()
+            assert hubs[node].admit(outlet.remote_address, outlet.remote_port) is None
+            hubs[node].attach(outlet, "json")  # type: ignore[arg-type]
+            return Peer(outlet, f"{outlet.id}@{node}")
+
+        sender, here, there = connect("a"), connect("a"), connect("b")
+        await settle()
+        for p in (sender, here, there):
+            p.outlet.feed(frame({"type": "join_room", "room": "r"}))
+            await settle()
+        for p in (sender, here, there):
+            p.messages()
+        sender.outlet.feed(
+            b"".join(
+                [
+                    frame({"type": "room_message", "room": "r", "data": 0}),
+                    frame({"type": "room_message", "room": "r", "data": 1}),
+                    frame({"type": "private", "target": here.id, "data": 2}),
+                    frame({"type": "broadcast", "data": 3}),
+                    frame({"type": "private", "target": there.id, "data": 4}),
+                ]
+            )
+        )
+        await settle()
+        got = [(m["type"], m["data"], m.get("offset")) for m in here.messages()]
+        assert got == [
+            ("room_message", 0, 1),
+            ("room_message", 1, 2),
+            ("private", 2, None),
+            ("broadcast", 3, None),
+        ]
+        got = [(m["type"], m["data"]) for m in there.messages()]
+        assert got == [("room_message", 0), ("room_message", 1), ("broadcast", 3), ("private", 4)]
+        for hub in hubs.values():
+            hub.force_shutdown()
+            await asyncio.wait_for(hub.wait_stopped(), 10)
+        for store in stores:
+            await store.aclose()
+
+    asyncio.run(scenario())

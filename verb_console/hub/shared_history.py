@@ -9,10 +9,14 @@ offset. A ``join_room`` asks the bus for the room's position (and, with
 ``since``, the messages after it), answered in the same order as the room's
 messages, so nothing is missed or repeated between the reply and what follows.
 
-While a post or a join is out, its session does nothing more
-(:meth:`.pacer.Pacer.hold`), so messages from one session still reach another
-in the order sent; what comes back is fanned out when it comes, in the order
-the bus delivers (the room's offsets), with everything else. A joiner becomes
+Posts are pipelined: a session may send room message after room message
+without waiting for any to come back (the bus keeps their order). While some
+are out, a message of that session that would reach others by another way (a
+private message, a broadcast, a join or leave) waits (:class:`Later`) until
+they are back and delivered, so messages from one session still reach
+another in the order sent; so does the session during a join. What comes
+back is fanned out when it comes, in the order the bus delivers (the room's
+offsets), with everything else. A joiner becomes
 a member of the room here only when the position comes: the room's messages
 before it are not sent to it, those after it are. The bus answers every request it takes, or tells
 :meth:`SharedHistory.lost` that it never will (its link to Redis went down);
@@ -32,6 +36,11 @@ from .snapshot import Stats
 if TYPE_CHECKING:
     from .json_session import JsonSession
     from .rooms import Room
+
+
+class Later(Exception):
+    """Raised by a handler: this message must wait for the session's room posts
+    still out (see the module's doc); the session goes on with it once they are back."""
 
 
 class Position(NamedTuple):
@@ -64,6 +73,9 @@ class SharedHistory:
     def __init__(self, hub: Any) -> None:
         self.hub = hub
         self.posts: dict[int, _Post] = {}
+        # Sessions with posts out: how many; and those waiting for them (see Later).
+        self.out: dict[Any, int] = {}
+        self.waiting: set[Any] = set()
         self.joins: dict[int, _Join] = {}
         self._next = 0
         #: Recoveries asked with ``since``, by result.
@@ -88,8 +100,17 @@ class SharedHistory:
             hub.pacer.fan_out(room.members.values(), frame, sender, sender)
             return
         if sender is not None:
-            hub.pacer.hold(sender)
+            out = self.out
+            out[sender] = out.get(sender, 0) + 1
         self.posts[pid] = _Post(name, frame, sender)
+
+    def check(self, s: Any) -> None:
+        """Before a message of ``s`` that reaches others by another way than its
+        room posts: it waits (raises :class:`Later`) while any of them is out."""
+        if s in self.out:
+            self.waiting.add(s)
+            self.hub.pacer.hold(s)
+            raise Later
 
     def arrived(self, pid: int, frame: bytes) -> None:
         """This node's post ``pid`` came back from the bus as ``frame``, with its offset.
@@ -110,7 +131,17 @@ class SharedHistory:
     def _deliver(self, post: _Post, frame: bytes) -> None:
         room = self.hub.rooms.get(post.room)
         members = room.members.values() if room is not None else ()
-        self.hub.pacer.release(post.sender, members, frame, post.sender)
+        sender = post.sender
+        origin = None
+        if sender is not None:
+            left = self.out.pop(sender, 1) - 1
+            if left:
+                self.out[sender] = left
+            elif sender in self.waiting:
+                # Its last post: the message that waited goes on once this is out.
+                self.waiting.discard(sender)
+                origin = sender
+        self.hub.pacer.release(origin, members, frame, sender)
 
     def _lost_post(self, pid: int) -> None:
         post = self.posts.pop(pid)
