@@ -30,14 +30,11 @@ as the room's messages, after every message before it and before any after.
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..hub.room_history import new_epoch
 from ..hub.shared_history import Position
 from . import keys
-
-if TYPE_CHECKING:
-    from .node import RedisBus
 
 META = f"{keys.PREFIX}:h:"
 STREAM = f"{keys.PREFIX}:hs:"
@@ -230,7 +227,10 @@ def parse_position(data: bytes) -> Position:
     return Position(epoch.decode(), int(offset), recovered, frames)
 
 
-def post(bus: RedisBus, room: str, frame: bytes, post_id: int) -> bool:
+# ``bus`` below is the node's RedisBus (not imported: .node imports this module).
+
+
+def post(bus: Any, room: str, frame: bytes, post_id: int) -> bool:
     """The bus's ``room_post``: the room message kept and published in one step."""
     cfg = bus.history
     if cfg is None or bus.link.state != "up" or len(frame) > bus.max_message:
@@ -240,7 +240,7 @@ def post(bus: RedisBus, room: str, frame: bytes, post_id: int) -> bool:
     return bus.enqueue(post_command(cfg, room, keys.room_channel(room), head, frame, new_epoch()))
 
 
-def ask_position(bus: RedisBus, room: str, since: tuple[str, int] | None, join_id: int) -> bool:
+def ask_position(bus: Any, room: str, since: tuple[str, int] | None, join_id: int) -> bool:
     """The bus's ``room_position``: read after subscribing, so no message is missed."""
     cfg = bus.history
     if cfg is None or bus.link.state != "up" or len(bus.queue) >= bus.queue_limit:

@@ -23,13 +23,10 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..protocols.json import encode, encode_error
 from .session import CloseReason
-
-if TYPE_CHECKING:
-    from .resume import ResumeManager
 
 HANDOVER_TIMEOUT_S = 3.0
 """How long a resume waits for the node holding its session."""
@@ -84,7 +81,7 @@ class _Ask:
 class Handover:
     """One node's resumes of other nodes' sessions, and its giving up of its own."""
 
-    def __init__(self, manager: ResumeManager) -> None:
+    def __init__(self, manager: Any) -> None:  # its .resume.ResumeManager (which imports this)
         self.manager = manager
         self.hub = manager.hub
         self.asks: dict[int, _Ask] = {}
@@ -129,6 +126,7 @@ class Handover:
         s = self.adopt(p, state, ask)
         self.taken += 1
         backlog, p._backlog = p._backlog, None
+        p.outlet.release(p)  # a hold p took on the connection while it waited
         s._backlog = backlog
         s._resume()
 

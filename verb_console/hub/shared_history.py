@@ -34,7 +34,6 @@ from .fanout import fan_out
 from .snapshot import Stats
 
 if TYPE_CHECKING:
-    from .json_session import JsonSession
     from .rooms import Room
 
 
@@ -59,7 +58,7 @@ class _Post(NamedTuple):
 
 
 class _Join(NamedTuple):
-    session: JsonSession
+    session: Any  # a .json_session.JsonSession (which imports this module)
     room: str
     since: tuple[str, int] | None
     ref: Any
@@ -148,7 +147,7 @@ class SharedHistory:
         self._deliver(post, post.frame)
 
     # ----------------------------------------------------------- joins
-    def join(self, s: JsonSession, name: str, since: tuple[str, int] | None, ref: Any) -> None:
+    def join(self, s: Any, name: str, since: tuple[str, int] | None, ref: Any) -> None:
         """Join ``s`` to ``name`` once the bus tells the room's position."""
         hub = self.hub
         rejoin = name in s.rooms
