@@ -7,6 +7,10 @@
 2. ``recovery``: a client that missed 100 room messages joins the room on the
    other node with ``since``: the time from sending ``join_room`` to the last
    replayed message, all of them read from Redis. Target: p99 < 20 ms.
+3. ``room rate``: bench/cluster.py's cross-node room messages per second (one
+   sender on A, one member on B), with room history kept in Redis against
+   ``--history-size 0``, in alternated rounds: what the Lua step per room
+   message costs.
 
     .venv/bin/python bench/cluster_resume.py [--trials 50]
 """
@@ -23,7 +27,7 @@ import time
 from typing import Any
 
 from benchlib import Servers, exit_on_signals, machine, result_path, table, write_json
-from cluster import Redis, frame, node
+from cluster import Redis, frame, node, room_rate
 
 RESUME_TARGET_MS = 100.0
 RECOVERY_TARGET_MS = 20.0
@@ -133,11 +137,39 @@ async def run(port_a: int, port_b: int, trials: int, kept: int, missed: int) -> 
     }
 
 
+def rate_rounds(rounds: int, seconds: float) -> dict[str, Any]:
+    """Cross-node room messages/s, history on and off, alternated; fresh nodes each."""
+    rates: dict[str, list[float]] = {"history": [], "no history": []}
+    for i in range(rounds):
+        order = ["history", "no history"] if i % 2 == 0 else ["no history", "history"]
+        for name in order:
+            extra = () if name == "history" else ("--history-size", "0")
+            redis = Redis()
+            try:
+                with Servers() as servers:
+                    a = servers.start(node("a", redis.url, *extra, pin=False))
+                    b = servers.start(node("b", redis.url, *extra, pin=False))
+                    rate, _ = asyncio.run(room_rate(a.port, b.port, seconds))
+                    rates[name].append(round(rate))
+            finally:
+                redis.stop()
+            print(f"round {i + 1}/{rounds} {name:10} {rate:10,.0f} room messages/s", flush=True)
+    on, off = sorted(rates["history"]), sorted(rates["no history"])
+    return {
+        "rounds": rates,
+        "median_history": on[len(on) // 2],
+        "median_no_history": off[len(off) // 2],
+        "ratio": round(on[len(on) // 2] / off[len(off) // 2], 3),
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--trials", type=int, default=50)
     p.add_argument("--kept", type=int, default=10)
     p.add_argument("--missed", type=int, default=100)
+    p.add_argument("--rate-rounds", type=int, default=4)
+    p.add_argument("--seconds", type=float, default=2.0)
     args = p.parse_args(argv)
     exit_on_signals()
     when = datetime.datetime.now(datetime.UTC)
@@ -152,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
             results = asyncio.run(run(a.port, b.port, args.trials, args.kept, args.missed))
     finally:
         redis.stop()
+    if args.rate_rounds:
+        results["room_rate"] = rate_rounds(args.rate_rounds, args.seconds)
     results |= {
         "benchmark": "cluster_resume",
         "machine": machine(),
@@ -169,6 +203,12 @@ def main(argv: list[str] | None = None) -> int:
             ],
         )
     )
+    rate = results.get("room_rate")
+    if rate:
+        print(
+            f"cross-node room messages/s: history in Redis {rate['median_history']:,},"
+            f" no history {rate['median_no_history']:,} ({rate['ratio']}x)"
+        )
     print(f"results: {write_json(result_path('cluster_resume', when), results)}")
     return 0
 
