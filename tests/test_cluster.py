@@ -487,7 +487,11 @@ async def test_a_soak_of_clients_coming_and_going_leaves_redis_as_it_was(
 
 
 def _history_key(key: bytes) -> bool:
-    return key.startswith((b"vc:h:", b"vc:hs:")) or key in (b"vc:hall", b"vc:hbytes")
+    return key.startswith((b"vc:h:", b"vc:hl:")) or key in (
+        b"vc:hrooms",
+        b"vc:hroombytes",
+        b"vc:hbytes",
+    )
 
 
 async def _room_reaches(sender: JsonClient, member: JsonClient, room: str) -> bool:

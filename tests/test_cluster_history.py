@@ -3,6 +3,7 @@ position on every node, recovered on any node, and a new epoch when Redis lost i
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -189,3 +190,46 @@ async def test_history_is_bounded_by_its_size(node: NodeFactory, client: Any) ->
     )
     assert joined["recovered"] is True
     assert [m["offset"] for m in await room_messages(c2, 3)] == [3, 4, 5]
+
+
+async def test_history_is_bounded_in_total_and_by_its_ttl(
+    tmp_path: Path, redis_server: RedisServer, node: NodeFactory, client: Any
+) -> None:
+    """Past ``history_total`` the oldest messages of all rooms go first; a kept
+    message older than ``--history-ttl`` is not replayed, and the epoch stays."""
+    config = tmp_path / "small.toml"
+    config.write_text("history_total = 3000\n")
+    a = await node("a", "--config", str(config), "--history-ttl", "1")
+    ca, cb = await client(a.port), await client(a.port)
+    epochs = {}
+    for room in ("x", "y"):
+        epochs[room] = (await ca.request({"type": "join_room", "room": room}))["epoch"]
+        await cb.request({"type": "join_room", "room": room})
+        await next_of(ca, "user_joined", connectionId=cb.id)
+        for i in range(10):  # ~200 bytes each: 2,000 a room
+            await ca.send({"type": "room_message", "room": room, "data": f"{i:03}" + "z" * 100})
+        assert (await room_messages(cb, 10))[-1]["offset"] == 10
+    r = redis_server.client()
+    try:
+        assert 0 < int(await r.get("vc:hbytes")) <= 3000
+    finally:
+        await r.aclose()
+    c1 = await client(a.port)
+    got = await c1.request(
+        {"type": "join_room", "room": "x", "since": {"epoch": epochs["x"], "offset": 0}}
+    )
+    assert got["recovered"] is False  # x's oldest went first
+    got = await c1.request(
+        {"type": "join_room", "room": "y", "since": {"epoch": epochs["y"], "offset": 0}}
+    )
+    assert got["recovered"] is True
+    assert [m["offset"] for m in await room_messages(c1, 10)] == list(range(1, 11))
+
+    await asyncio.sleep(1.3)  # past the TTL: nothing is replayed, the position stays
+    c2 = await client(a.port)
+    since = {"epoch": epochs["y"], "offset": 9}
+    got = await c2.request({"type": "join_room", "room": "y", "since": since})
+    assert (got["recovered"], got["epoch"], got["offset"]) == (False, epochs["y"], 10)
+    since = {"epoch": epochs["y"], "offset": 10}
+    got = await c2.request({"type": "join_room", "room": "y", "since": since})
+    assert got["recovered"] is True

@@ -2,34 +2,39 @@
 
 Each room has, in Redis:
 
-- ``vc:h:<room>``: HASH ``e`` (the epoch), ``o`` (the offset of its latest
-  message) and ``b`` (the JSON bytes of its kept messages). It expires
-  ``--history-ttl`` after the room's last message, unless a node renews it
-  while it has members there: when it is gone (expired, or Redis lost it) the
-  next post or join makes a new epoch, so a ``since`` of the old one is never
-  answered wrongly.
-- ``vc:hs:<room>``: a STREAM of the kept messages, entry id ``0-<offset>``
-  (fields ``f`` the frame, ``t`` when kept, ms, ``s`` its body's size, ``g``
-  its entry in the cluster's log), so a recovery is one ``XRANGE`` from the
-  offset asked.
+- ``vc:h:<room>``: HASH ``e`` (the epoch) and ``o`` (the offset of its latest
+  message). It expires ``--history-ttl`` after the room's last message, unless
+  a node renews it while it has members there: when it is gone (expired, or
+  Redis lost it) the next post or join makes a new epoch, so a ``since`` of
+  the old one is never answered wrongly.
+- ``vc:hl:<room>``: a LIST of the kept messages, oldest first, each
+  ``<ms kept> <frame>``. Their offsets are consecutive up to the latest, so a
+  recovery is one ``LRANGE`` of as many as were missed, from the end.
 
-and for the whole cluster ``vc:hall``, a STREAM with one entry per kept
-message, oldest first (``r`` room, ``e`` epoch, ``o`` offset, ``s`` size),
-and ``vc:hbytes``, their total size: past ``history_total`` the oldest
-messages of all rooms go first, down to 7/8 of it.
+and for the whole cluster ``vc:hrooms`` (ZSET room -> when its oldest kept
+message was kept, or earlier: it is put right when looked at),
+``vc:hroombytes`` (HASH room -> its kept bytes) and ``vc:hbytes`` (all rooms'
+kept bytes): past ``history_total`` the oldest messages of all rooms go first,
+down to 7/8 of it. A room whose keys expired leaves the total when it posts
+again, when it is the oldest, or on a node's periodic prune
+(:data:`PRUNE_SCRIPT`).
 
 :data:`POST_SCRIPT` gives a message its room's next offset, keeps it, trims
-the room and the cluster's total, and publishes it on the room's channel, in
-one step: two nodes posting at once get consecutive offsets, and every
-subscriber sees the room's messages in offset order. :data:`JOIN_SCRIPT`
-reads a room's position (and the messages after a ``since``) and publishes it
-on the asking node's own channel: that node reads it on the same connection
-as the room's messages, after every message before it and before any after.
+the room (``--history-size``, 1 MiB) and the total, and publishes it on the
+room's channel, in one step and with no scan (a Redis stream's ``XADD`` cost
+several times a list's here): two nodes posting at once get consecutive
+offsets, and every subscriber sees the room's messages in offset order.
+:data:`JOIN_SCRIPT` reads a room's position (and the messages after a
+``since``) and publishes it on the asking node's own channel: that node reads
+it on the same connection as the room's messages, after every message before
+it and before any after. A kept message older than the TTL is not replayed.
+Times are the posting node's clock (ms), passed in.
 """
 
 from __future__ import annotations
 
 import hashlib
+import time
 from typing import Any
 
 from ..hub.room_history import new_epoch
@@ -37,75 +42,100 @@ from ..hub.shared_history import Position
 from . import keys
 
 META = f"{keys.PREFIX}:h:"
-STREAM = f"{keys.PREFIX}:hs:"
-LOG = f"{keys.PREFIX}:hall"
+LIST = f"{keys.PREFIX}:hl:"
+ROOMS = f"{keys.PREFIX}:hrooms"
+ROOM_BYTES_KEY = f"{keys.PREFIX}:hroombytes"
 TOTAL = f"{keys.PREFIX}:hbytes"
 ROOM_BYTES = 1024 * 1024
 """JSON bytes of one room's history at most (as on one server)."""
 
-POST_SCRIPT = """
-local meta, stream, log, total = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
-local size, ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
-local room_max, total_max = tonumber(ARGV[5]), tonumber(ARGV[6])
-if redis.call('HSETNX', meta, 'e', ARGV[2]) == 1 then
-  redis.call('DEL', stream)
-  redis.call('HSET', meta, 'b', 0)
-elseif redis.call('EXISTS', stream) == 0 then
-  redis.call('HSET', meta, 'b', 0)
+_PRELUDE = f"""
+local LIST, ROOMS, ROOM_BYTES, TOTAL = '{LIST}', '{ROOMS}', '{ROOM_BYTES_KEY}', '{TOTAL}'
+-- Drop room r's oldest kept message; returns its size (0: none was left).
+local function drop_oldest(r)
+  local item = redis.call('LPOP', LIST .. r)
+  if not item then return 0 end
+  local size = #item - string.find(item, ' ', 1, true) - 1
+  redis.call('HINCRBY', ROOM_BYTES, r, -size)
+  return size
 end
+-- A room whose keys expired: its bytes leave the total, and it leaves the index.
+local function forget(r)
+  local old = tonumber(redis.call('HGET', ROOM_BYTES, r) or '0')
+  redis.call('HDEL', ROOM_BYTES, r)
+  redis.call('ZREM', ROOMS, r)
+  return redis.call('DECRBY', TOTAL, old)
+end
+"""
+
+POST_SCRIPT = (
+    _PRELUDE
+    + r"""
+local meta, list = KEYS[1], KEYS[2]
+local room, now = ARGV[9], tonumber(ARGV[10])
+local size_max, ttl = tonumber(ARGV[3]), tonumber(ARGV[4])
+local room_max, total_max = tonumber(ARGV[5]), tonumber(ARGV[6])
 local epoch = redis.call('HGET', meta, 'e')
+if not epoch then
+  epoch = ARGV[2]
+  redis.call('HSET', meta, 'e', epoch, 'o', 0)
+  redis.call('DEL', list)
+  forget(room)
+end
 local off = redis.call('HINCRBY', meta, 'o', 1)
 local body = ARGV[1] .. ',"offset":' .. off .. '}'
-local frame = #body .. '\\n' .. body
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local cutoff = now - ttl
-local gid = redis.call('XADD', log, '*', 'r', ARGV[9], 'e', epoch, 'o', off, 's', #body)
-redis.call('XADD', stream, '0-' .. off, 'f', frame, 't', now, 's', #body, 'g', gid)
-local bytes = redis.call('HINCRBY', meta, 'b', #body)
-local sum = redis.call('INCRBY', total, #body)
-local n = redis.call('XLEN', stream)
-while n > 0 do
-  local head = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1]
-  local f = head[2]
-  if n <= size and bytes <= room_max and tonumber(f[4]) >= cutoff then break end
-  redis.call('XDEL', stream, head[1])
-  redis.call('XDEL', log, f[8])
-  bytes = redis.call('HINCRBY', meta, 'b', -tonumber(f[6]))
-  sum = redis.call('DECRBY', total, tonumber(f[6]))
+local frame = #body .. '\n' .. body
+local n = redis.call('RPUSH', list, now .. ' ' .. body)
+if n == 1 then
+  -- The first kept, or its list expired while the position lived on.
+  forget(room)
+  redis.call('ZADD', ROOMS, now, room)
+end
+local b = redis.call('HINCRBY', ROOM_BYTES, room, #body)
+local sum = redis.call('INCRBY', TOTAL, #body)
+while n > size_max or b > room_max do
+  local size = drop_oldest(room)
+  if size == 0 then break end
+  b = b - size
+  sum = redis.call('DECRBY', TOTAL, size)
   n = n - 1
 end
-local evict = sum > total_max
-local goal = total_max - math.floor(total_max / 8)
-while true do
-  local head = redis.call('XRANGE', log, '-', '+', 'COUNT', 1)[1]
-  if not head then break end
-  local at = tonumber(string.match(head[1], '^(%d+)'))
-  if not (evict and sum > goal) and at >= cutoff then break end
-  local f = head[2]
-  redis.call('XDEL', log, head[1])
-  sum = redis.call('DECRBY', total, tonumber(f[8]))
-  local m = ARGV[10] .. f[2]
-  if redis.call('HGET', m, 'e') == f[4]
-      and redis.call('XDEL', ARGV[11] .. f[2], '0-' .. f[6]) == 1 then
-    redis.call('HINCRBY', m, 'b', -tonumber(f[8]))
+if sum > total_max then
+  local goal = total_max - math.floor(total_max / 8)
+  while sum > goal do
+    local oldest = redis.call('ZRANGE', ROOMS, 0, 0, 'WITHSCORES')
+    if #oldest == 0 then break end
+    local r = oldest[1]
+    local head = redis.call('LINDEX', LIST .. r, 0)
+    if not head then
+      sum = forget(r)
+    else
+      local at = tonumber(string.sub(head, 1, string.find(head, ' ', 1, true) - 1))
+      if at > tonumber(oldest[2]) then
+        redis.call('ZADD', ROOMS, at, r)  -- its score was behind: put right, look again
+      else
+        sum = redis.call('DECRBY', TOTAL, drop_oldest(r))
+      end
+    end
   end
 end
-redis.call('PEXPIRE', meta, ttl)
-redis.call('PEXPIRE', stream, ttl)
+redis.call('PEXPIRE', meta, ARGV[11])
+redis.call('PEXPIRE', list, ttl)
 redis.call('PUBLISH', ARGV[7], ARGV[8] .. frame)
 return off
 """
+)
 
-JOIN_SCRIPT = """
-local meta, stream = KEYS[1], KEYS[2]
-local ttl = tonumber(ARGV[4])
-if redis.call('HSETNX', meta, 'e', ARGV[1]) == 1 then
-  redis.call('HSET', meta, 'o', 0, 'b', 0)
-  redis.call('DEL', stream)
-end
-redis.call('PEXPIRE', meta, ttl)
+JOIN_SCRIPT = r"""
+local meta, list = KEYS[1], KEYS[2]
+local ttl, now = tonumber(ARGV[4]), tonumber(ARGV[7])
 local epoch = redis.call('HGET', meta, 'e')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('HSET', meta, 'e', epoch, 'o', 0)
+  redis.call('DEL', list)
+end
+redis.call('PEXPIRE', meta, ARGV[8])
 local off = tonumber(redis.call('HGET', meta, 'o'))
 local rec = '-'
 local frames = {}
@@ -113,45 +143,76 @@ if ARGV[2] ~= '' then
   local after = tonumber(ARGV[3])
   local ok = ARGV[2] == epoch and after <= off
   if ok and after < off then
-    local first = '0-' .. (after + 1)
-    local entries = redis.call('XRANGE', stream, first, '+')
-    local t = redis.call('TIME')
-    local cutoff = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - ttl
-    if #entries == off - after and entries[1][1] == first
-        and tonumber(entries[1][2][4]) >= cutoff then
-      for i, e in ipairs(entries) do frames[i] = e[2][2] end
+    local want = off - after
+    local items = {}
+    if redis.call('LLEN', list) >= want then items = redis.call('LRANGE', list, -want, -1) end
+    local first = items[1]
+    if #items == want
+        and tonumber(string.sub(first, 1, string.find(first, ' ', 1, true) - 1)) >= now - ttl then
+      for i, item in ipairs(items) do
+        local body = string.sub(item, string.find(item, ' ', 1, true) + 1)
+        frames[i] = #body .. '\n' .. body
+      end
     else
       ok = false
     end
   end
   rec = ok and '1' or '0'
 end
-redis.call('PUBLISH', ARGV[5], ARGV[6] .. epoch .. '\\n' .. off .. '\\n' .. rec .. '\\n'
+redis.call('PUBLISH', ARGV[5], ARGV[6] .. epoch .. '\n' .. off .. '\n' .. rec .. '\n'
   .. table.concat(frames))
 return off
 """
 
+# Rooms scored older than ARGV[1] (ms): those whose keys expired leave the
+# total, the others' scores are put right (any node, on its refresh).
+PRUNE_SCRIPT = (
+    _PRELUDE
+    + r"""
+local gone = redis.call('ZRANGEBYSCORE', ROOMS, '-inf', ARGV[1], 'LIMIT', 0, 100)
+for _, r in ipairs(gone) do
+  local head = redis.call('LINDEX', LIST .. r, 0)
+  if not head then
+    forget(r)
+  else  -- its score was behind its oldest message: put right
+    redis.call('ZADD', ROOMS, string.sub(head, 1, string.find(head, ' ', 1, true) - 1), r)
+  end
+end
+return #gone
+"""
+)
+
 POST_SHA = hashlib.sha1(POST_SCRIPT.encode()).hexdigest()
 JOIN_SHA = hashlib.sha1(JOIN_SCRIPT.encode()).hexdigest()
-SCRIPTS = (POST_SCRIPT, JOIN_SCRIPT)
+PRUNE_SHA = hashlib.sha1(PRUNE_SCRIPT.encode()).hexdigest()
+SCRIPTS = (POST_SCRIPT, JOIN_SCRIPT, PRUNE_SCRIPT)
 
 
 def meta_key(room: str) -> str:
     return META + room
 
 
-def stream_key(room: str) -> str:
-    return STREAM + room
+def list_key(room: str) -> str:
+    return LIST + room
+
+
+def now_ms() -> int:
+    """This node's clock, as the scripts' times are."""
+    return int(time.time() * 1000)
 
 
 class HistoryConfig:
     """The bounds a node keeps its rooms' history in (its settings; the same on every node)."""
 
-    __slots__ = ("size", "total", "ttl_ms")
+    __slots__ = ("meta_ttl_ms", "size", "total", "ttl_ms")
 
     def __init__(self, size: int, ttl_s: float, total: int) -> None:
         self.size = size
         self.ttl_ms = max(1, int(ttl_s * 1000))
+        # A room's position lives at least as long as the nodes renew their
+        # members' entries (keys.ENTRY_TTL_MS): a short TTL must not lose the
+        # position of a room that has members.
+        self.meta_ttl_ms = max(self.ttl_ms, keys.ENTRY_TTL_MS)
         self.total = total
 
 
@@ -169,11 +230,9 @@ def post_command(
     return (
         "EVALSHA",
         POST_SHA,
-        4,
+        2,
         meta_key(room),
-        stream_key(room),
-        LOG,
-        TOTAL,
+        list_key(room),
         prefix,
         epoch,
         cfg.size,
@@ -183,8 +242,8 @@ def post_command(
         channel,
         head,
         room,
-        META,
-        STREAM,
+        now_ms(),
+        cfg.meta_ttl_ms,
     )
 
 
@@ -203,13 +262,15 @@ def join_command(
         JOIN_SHA,
         2,
         meta_key(room),
-        stream_key(room),
+        list_key(room),
         epoch,
         since_epoch,
         str(since_offset),
         cfg.ttl_ms,
         channel,
         head,
+        now_ms(),
+        cfg.meta_ttl_ms,
     )
 
 

@@ -16,7 +16,7 @@ from redis.asyncio import Redis
 from . import keys
 from .base import LinkBus
 from .commands import pairs, pairs_rev
-from .history import meta_key
+from .history import PRUNE_SHA, meta_key
 
 
 def announce(node: str, sessions: list[str], rooms: dict[str, list[str]]) -> list[tuple[Any, ...]]:
@@ -88,5 +88,7 @@ def refresh(bus: LinkBus, pipe: Any) -> None:
         pipe.eval(keys.PRUNE_SCRIPT, 2, keys.room_key(room), keys.room_expiry_key(room), now_ms)
         if history is not None:
             # A room with members here keeps its position (see .history).
-            pipe.pexpire(meta_key(room), history.ttl_ms)
+            pipe.pexpire(meta_key(room), history.meta_ttl_ms)
     pipe.eval(keys.PRUNE_ROOMS_SCRIPT, 1, keys.ROOMS, now_ms)
+    if history is not None:
+        pipe.evalsha(PRUNE_SHA, 0, now_ms - history.ttl_ms)
