@@ -127,4 +127,3 @@ async def test_a_node_killed_during_a_hand_over(node: Any, client: Any) -> None:
     joined = await new.request({"type": "join_room", "room": "r"})
     assert joined["type"] == "joined" and new.id in joined["members"]
     assert (await next_of(cb, "user_joined"))["connectionId"] == new.id
-
