@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+# A queue entry already in Redis's wire format: ``(RAW, bytes)``.
+RAW = "raw"
+
 
 def pack(conn: Any, item: tuple[Any, ...], parts: list[bytes]) -> None:
     """Append one queued command, in Redis's wire format, to ``parts``."""
@@ -14,6 +17,8 @@ def pack(conn: Any, item: tuple[Any, ...], parts: list[bytes]) -> None:
         )
         parts.append(payload)
         parts.append(b"\r\n")
+    elif item[0] is RAW:
+        parts.append(item[1])
     else:
         parts.extend(conn.pack_command(*item))
 

@@ -33,7 +33,7 @@ from . import keys
 from .base import SUBSCRIBE, UNSUBSCRIBE
 from .directory import Change, Directory
 from .handover import Handovers
-from .history import HistoryConfig, ask_position, parse_position, post
+from .history import HistoryConfig, PostCommands, ask_position, parse_position, post
 from .link import Link
 
 if TYPE_CHECKING:
@@ -90,6 +90,7 @@ class RedisBus:
             if st.history_size > 0
             else None
         )
+        self.post_commands = PostCommands(self.history) if self.history is not None else None
         # Joins waiting for their room's position: join id -> room.
         self.joins: dict[int, str] = {}
         self.handovers = Handovers(self)
