@@ -76,14 +76,13 @@ local meta, list = KEYS[1], KEYS[2]
 local size_max, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
 local room_max, total_max = tonumber(ARGV[3]), tonumber(ARGV[4])
 local room, now = ARGV[6], tonumber(ARGV[11])
-local epoch = redis.call('HGET', meta, 'e')
-if not epoch then
-  epoch = ARGV[9]
-  redis.call('HSET', meta, 'e', epoch, 'o', 0)
+local off = redis.call('HINCRBY', meta, 'o', 1)
+if off == 1 and not redis.call('HGET', meta, 'e') then
+  -- A new position (the room's was lost, or it never had one).
+  redis.call('HSET', meta, 'e', ARGV[9])
   redis.call('DEL', list)
   forget(room)
 end
-local off = redis.call('HINCRBY', meta, 'o', 1)
 local body = ARGV[8] .. ',"offset":' .. off .. '}'
 local frame = #body .. '\n' .. body
 local n = redis.call('RPUSH', list, now .. ' ' .. body)
@@ -93,14 +92,15 @@ if n == 1 then
   redis.call('ZADD', ROOMS, now, room)
 end
 local b = redis.call('HINCRBY', ROOM_BYTES, room, #body)
-local sum = redis.call('INCRBY', TOTAL, #body)
+local added = #body
 while n > size_max or b > room_max do
   local size = drop_oldest(room)
   if size == 0 then break end
   b = b - size
-  sum = redis.call('DECRBY', TOTAL, size)
+  added = added - size
   n = n - 1
 end
+local sum = redis.call('INCRBY', TOTAL, added)
 if sum > total_max then
   local goal = total_max - math.floor(total_max / 8)
   while sum > goal do

@@ -118,7 +118,8 @@ class SharedHistory:
         waiting will never come back, and is lost.
         """
         posts = self.posts
-        for earlier in list(posts):
+        while posts:
+            earlier = next(iter(posts))  # the oldest still out (ids only grow)
             if earlier >= pid:
                 break
             self._lost_post(earlier)
