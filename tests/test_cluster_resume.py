@@ -5,6 +5,7 @@ the hand-over ends in ``resume_failed`` rather than a hang."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 from typing import Any
@@ -127,3 +128,36 @@ async def test_a_node_killed_during_a_hand_over(node: Any, client: Any) -> None:
     joined = await new.request({"type": "join_room", "room": "r"})
     assert joined["type"] == "joined" and new.id in joined["members"]
     assert (await next_of(cb, "user_joined"))["connectionId"] == new.id
+
+
+async def test_room_messages_sent_during_the_hand_over_arrive_once(node: Any, client: Any) -> None:
+    """Node a is slow to answer (frozen for a moment): the room's messages sent
+    meanwhile reach node a after it let the session go, and node b before the
+    session lived there; the resumed client gets each once, in order, after
+    the replay."""
+    a, b = await node("a", *WINDOW), await node("b", *WINDOW)
+    cb = await client(b.port)
+    await cb.request({"type": "join_room", "room": "r"})
+    old = await detached_on(a, client, cb)
+    await cb.send({"type": "room_message", "room": "r", "data": "before"})
+    await cb.request({"type": "ping"})
+    await asyncio.sleep(0.2)  # node a has it in the session's ring
+    a.proc.send_signal(signal.SIGSTOP)
+    try:
+        new = await client(b.port)
+        ask = {"type": "resume", "id": old.id, "token": old.welcome["resume"], "seq": 0}
+        await new.send(ask)
+        await asyncio.sleep(0.3)  # the ask is out, waiting for node a
+        for i in range(5):
+            await cb.send({"type": "room_message", "room": "r", "data": i})
+        await cb.request({"type": "ping"})
+    finally:
+        a.proc.send_signal(signal.SIGCONT)
+    resumed = await new.recv(10)
+    assert resumed["type"] == "resumed", resumed
+    got = [await new.recv() for _ in range(resumed["replayed"] + 5)]
+    rooms = [(m["data"], m["offset"]) for m in got if m["type"] == "room_message"]
+    assert rooms == [("before", 1), (0, 2), (1, 3), (2, 4), (3, 5), (4, 6)]
+    seqs = [m["seq"] for m in got]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    await new.expect_nothing(0.5)  # nothing twice

@@ -33,20 +33,28 @@ class Handovers:
         self.bus = bus
         # Sessions handed over: id -> (their new node, until when it is forwarded).
         self.moved: dict[str, tuple[str, float]] = {}
-        # Asks this node made: ask id -> the node asked.
-        self.asked: dict[int, str] = {}
+        # Asks this node made: ask id -> the node asked, and the rooms subscribed for it.
+        self.asked: dict[int, tuple[str, list[str]]] = {}
 
     # ----------------------------------------------------------- asking
-    def ask(self, sid: str, token: str, seq: int, user: str | None, ask_id: int) -> bool:
+    def ask(
+        self, sid: str, token: str, seq: int, user: str | None, ask_id: int
+    ) -> list[str] | None:
         bus = self.bus
         node = bus.directory.node_of(sid)
-        if node is None or node not in bus.directory.nodes or bus.link.state != "up":
-            return False
+        state = bus.directory.nodes.get(node) if node is not None else None
+        if node is None or state is None or bus.link.state != "up":
+            return None
+        # Its rooms, subscribed to first: what they are sent after the other node
+        # lets go reaches this node (the hub keeps it aside until the answer).
+        rooms = sorted(room for room, members in state.rooms.items() if sid in members)
+        for room in rooms:
+            bus.want(room)
         body = {"r": ask_id, "n": bus.node, "s": sid, "t": token, "q": seq, "u": user}
         if not bus.enqueue(("PUBLISH", bus.node_channel(node), b"R" + orjson.dumps(body))):
-            return False
-        self.asked[ask_id] = node
-        return True
+            return None
+        self.asked[ask_id] = (node, rooms)
+        return rooms
 
     def on_ask(self, data: bytes) -> None:
         """Another node asks for one of this node's sessions."""
@@ -60,16 +68,26 @@ class Handovers:
 
     def on_answer(self, data: bytes) -> None:
         answer = orjson.loads(data)
-        self.asked.pop(answer["r"], None)
+        asked = self.asked.pop(answer["r"], None)
         self.bus.hub.inbound.handed(answer["r"], answer["reason"], answer.get("state"))
+        if asked is not None:
+            self._unwant(asked[1])
+
+    def _unwant(self, rooms: list[str]) -> None:
+        """The rooms subscribed for an ask that no member here needs now."""
+        bus = self.bus
+        for room in rooms:
+            if bus.hub.rooms.get(room) is None and room not in bus.joins.values():
+                bus.unwant(keys.room_channel(room))
 
     def node_gone(self, node: str) -> None:
         """A node died: what was asked of it will not be answered."""
         inbound = self.bus.hub.inbound
-        for ask_id, asked in list(self.asked.items()):
+        for ask_id, (asked, rooms) in list(self.asked.items()):
             if asked == node:
                 del self.asked[ask_id]
                 inbound.handed(ask_id, "unknown", None)
+                self._unwant(rooms)
 
     def lost(self) -> None:
         """The link went down: nothing asked will be answered."""

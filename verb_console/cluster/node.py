@@ -224,7 +224,7 @@ class RedisBus:
 
     def resume_ask(
         self, session_id: str, token: str, seq: int, user: str | None, ask_id: int
-    ) -> bool:
+    ) -> list[str] | None:
         return self.handovers.ask(session_id, token, seq, user, ask_id)
 
     def adopted(self, session_id: str, node: str, rooms: list[str]) -> None:

@@ -78,10 +78,10 @@ class Bus(Protocol):
 
     def resume_ask(
         self, session_id: str, token: str, seq: int, user: str | None, ask_id: int
-    ) -> bool:
+    ) -> list[str] | None:
         """Ask the node holding ``session_id`` to hand it over (PROTOCOL.md 11.1),
-        answered by ``Inbound.handed(ask_id, reason, state)``; False if no live
-        node holds it."""
+        answered by ``Inbound.handed(ask_id, reason, state)``; None if no live
+        node holds it, else the session's rooms, subscribed to before asking."""
 
     def adopted(self, session_id: str, node: str, rooms: list[str]) -> None:
         """A session of ``node`` now lives here, in ``rooms``: the cluster is told,

@@ -27,6 +27,7 @@ from typing import Any
 
 from ..protocols.json import encode, encode_error
 from .session import CloseReason
+from .shared_history import offset_of
 
 HANDOVER_TIMEOUT_S = 3.0
 """How long a resume waits for the node holding its session."""
@@ -68,7 +69,7 @@ class _Nowhere:
 
 
 class _Ask:
-    __slots__ = ("p", "ref", "seq", "sid", "timer")
+    __slots__ = ("kept", "p", "ref", "seq", "sid", "timer")
 
     def __init__(self, p: Any, sid: str, seq: int, ref: Any) -> None:
         self.p = p
@@ -76,6 +77,8 @@ class _Ask:
         self.seq = seq
         self.ref = ref
         self.timer: asyncio.TimerHandle | None = None
+        # The session's rooms' messages that reach this node while it is asked for.
+        self.kept: dict[str, list[bytes]] = {}
 
 
 class Handover:
@@ -98,9 +101,14 @@ class Handover:
             return False
         self._next += 1
         rid = self._next
-        if not bus.resume_ask(sid, token, seq, p.user, rid):
+        rooms = bus.resume_ask(sid, token, seq, p.user, rid)
+        if rooms is None:
             return False
         ask = self.asks[rid] = _Ask(p, sid, seq, ref)
+        shared = self.hub.shared_history
+        if shared is not None:
+            # What the rooms are sent after the other node let go (see catch_up).
+            ask.kept = shared.tap(rooms)
         ask.timer = asyncio.get_running_loop().call_later(
             HANDOVER_TIMEOUT_S, self.answered, rid, "unknown", None
         )
@@ -117,6 +125,9 @@ class Handover:
             return
         if ask.timer is not None:
             ask.timer.cancel()
+        shared = self.hub.shared_history
+        if shared is not None:
+            shared.untap(ask.kept)
         p = ask.p
         if state is None or p.closing:
             if state is not None:
@@ -124,6 +135,7 @@ class Handover:
             self._failed(p, reason, ask.ref)
             return
         s = self.adopt(p, state, ask)
+        self.catch_up(s, state, ask.kept)
         self.taken += 1
         backlog, p._backlog = p._backlog, None
         p.outlet.release(p)  # a hold p took on the connection while it waited
@@ -188,6 +200,20 @@ class Handover:
         s.flush()
         return s
 
+    def catch_up(self, s: Any, state: dict[str, Any], kept: dict[str, list[bytes]]) -> None:
+        """Deliver what the session's rooms were sent after the other node let it go
+        and before it lived here: this node was subscribed to them before it asked,
+        and the other node said the last offset of each it had delivered."""
+        fan_out = self.hub.pacer.fan_out
+        last = state.get("offsets") or {}
+        for name, frames in kept.items():
+            after = last.get(name)
+            if after is None or name not in s.rooms:
+                continue
+            for f in frames:
+                if offset_of(f) > after:
+                    fan_out((s,), f)
+
     def _adopt_detached(self, state: dict[str, Any]) -> None:
         """A state that came too late for its resume: kept detached here, not lost."""
         hub = self.hub
@@ -213,7 +239,10 @@ class Handover:
             return reason, None
         ring = s.ring
         frames = list(ring)[len(ring) - (s.seq - seq) :] if s.seq > seq else []
+        rooms = self.hub.rooms
         state = {
+            # The last offset of each room delivered here (see catch_up).
+            "offsets": {name: rooms.rooms[name].offset for name in s.rooms if name in rooms.rooms},
             "id": s.id,
             "user": s.user,
             "token": s.resume_token,

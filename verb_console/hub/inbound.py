@@ -47,6 +47,9 @@ class Inbound:
         """A framed message from another node for the members of ``name`` here."""
         rooms = self.hub.rooms
         room = rooms.get(name)
+        shared = self.hub.shared_history
+        if shared is not None:
+            shared.saw(name, frame, room)
         if room is None:
             return 0
         return rooms.send_frame(room, frame)

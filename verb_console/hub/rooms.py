@@ -39,13 +39,15 @@ def valid_room_name(name: str) -> bool:
 
 
 class Room:
-    __slots__ = ("created_at", "members", "messages", "name")
+    __slots__ = ("created_at", "members", "messages", "name", "offset")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.members: dict[str, Member] = {}
         self.messages = 0
         self.created_at = time.time()
+        # The latest offset this node delivered here, when the cluster keeps the history.
+        self.offset = 0
 
 
 class RoomRegistry:

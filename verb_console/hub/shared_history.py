@@ -37,6 +37,11 @@ if TYPE_CHECKING:
     from .rooms import Room
 
 
+def offset_of(frame: bytes) -> int:
+    """The offset of a room message as the bus made it (its body ends ``,"offset":N}``)."""
+    return int(frame[frame.rindex(b":") + 1 : -1])
+
+
 class Later(Exception):
     """Raised by a handler: this message must wait for the session's room posts
     still out (see the module's doc); the session goes on with it once they are back."""
@@ -72,6 +77,8 @@ class SharedHistory:
     def __init__(self, hub: Any) -> None:
         self.hub = hub
         self.posts: dict[int, _Post] = {}
+        # Rooms whose messages are also kept aside, for resumes under way (see .handover).
+        self.taps: dict[str, list[list[bytes]]] = {}
         # Sessions with posts out: how many; and those waiting for them (see Later).
         self.out: dict[Any, int] = {}
         self.waiting: set[Any] = set()
@@ -128,8 +135,38 @@ class SharedHistory:
             return
         self._deliver(post, frame)
 
+    def saw(self, name: str, frame: bytes, room: Room | None) -> None:
+        """A room message with its offset reached this node (for ``room``'s members here)."""
+        if room is not None:
+            try:  # noqa: SIM105 (a try is cheaper than a context manager per message)
+                room.offset = offset_of(frame)
+            except ValueError:  # a node keeping no history: no offset
+                pass
+        taps = self.taps.get(name)
+        if taps:
+            for kept in taps:
+                kept.append(frame)
+
+    def tap(self, rooms: list[str]) -> dict[str, list[bytes]]:
+        """Keep aside what ``rooms`` are sent from now on, until :meth:`untap`."""
+        kept: dict[str, list[bytes]] = {}
+        for name in rooms:
+            kept[name] = []
+            self.taps.setdefault(name, []).append(kept[name])
+        return kept
+
+    def untap(self, kept: dict[str, list[bytes]]) -> None:
+        for name, frames in kept.items():
+            taps = self.taps.get(name)
+            if taps is not None:
+                taps[:] = [t for t in taps if t is not frames]
+                if not taps:
+                    del self.taps[name]
+
     def _deliver(self, post: _Post, frame: bytes) -> None:
         room = self.hub.rooms.get(post.room)
+        if frame is not post.frame:
+            self.saw(post.room, frame, room)
         members = room.members.values() if room is not None else ()
         sender = post.sender
         origin = None
