@@ -211,7 +211,11 @@ class Handover:
             if after is None or name not in s.rooms:
                 continue
             for f in frames:
-                if offset_of(f) > after:
+                try:
+                    later = offset_of(f) > after
+                except ValueError:  # from a node that keeps no history
+                    later = False
+                if later:
                     fan_out((s,), f)
 
     def _adopt_detached(self, state: dict[str, Any]) -> None:

@@ -146,7 +146,8 @@ class RoomRegistry:
                     messages=r.messages,
                     created_at=r.created_at,
                     epoch=pos.epoch if pos is not None else "",
-                    offset=pos.offset if pos is not None else 0,
+                    # On a cluster the position is Redis's: the latest offset seen here.
+                    offset=pos.offset if pos is not None else r.offset,
                     history=len(pos.entries) if pos is not None else 0,
                     history_bytes=pos.bytes if pos is not None else 0,
                 )
