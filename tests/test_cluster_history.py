@@ -233,3 +233,30 @@ async def test_history_is_bounded_in_total_and_by_its_ttl(
     since = {"epoch": epochs["y"], "offset": 10}
     got = await c2.request({"type": "join_room", "room": "y", "since": since})
     assert got["recovered"] is True
+
+
+async def test_the_kept_bytes_add_up(
+    redis_server: RedisServer, node: NodeFactory, client: Any
+) -> None:
+    """What Redis counts of the rooms' history is the size of what it keeps, as
+    messages are added and the oldest dropped."""
+    a = await node("a", "--history-size", "3")
+    ca, cb = await client(a.port), await client(a.port)
+    for room in ("x", "y"):
+        await ca.request({"type": "join_room", "room": room})
+        await cb.request({"type": "join_room", "room": room})
+        await next_of(ca, "user_joined", connectionId=cb.id)
+        for i in range(7):
+            await ca.send({"type": "room_message", "room": room, "data": "z" * i})
+        await room_messages(cb, 7)
+    r = redis_server.client()
+    try:
+        kept = {}
+        for room in ("x", "y"):
+            items = await r.lrange(f"vc:hl:{room}", 0, -1)
+            assert len(items) == 3
+            kept[room] = sum(len(i.partition(b" ")[2]) for i in items)
+            assert int(await r.hget("vc:hroombytes", room)) == kept[room]
+        assert int(await r.get("vc:hbytes")) == sum(kept.values())
+    finally:
+        await r.aclose()

@@ -56,7 +56,7 @@ local LIST, ROOMS, ROOM_BYTES, TOTAL = '{LIST}', '{ROOMS}', '{ROOM_BYTES_KEY}', 
 local function drop_oldest(r)
   local item = redis.call('LPOP', LIST .. r)
   if not item then return 0 end
-  local size = #item - string.find(item, ' ', 1, true) - 1
+  local size = #item - string.find(item, ' ', 1, true)
   redis.call('HINCRBY', ROOM_BYTES, r, -size)
   return size
 end
