@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from cluster_harness import NodeProcess, RedisServer, wait_for
-from helpers import JsonClient
+from helpers import JsonClient, frame
 from test_cluster import linked, next_of
 
 pytestmark = [
@@ -246,9 +246,16 @@ async def test_the_kept_bytes_add_up(
         await ca.request({"type": "join_room", "room": room})
         await cb.request({"type": "join_room", "room": room})
         await next_of(ca, "user_joined", connectionId=cb.id)
-        for i in range(7):
-            await ca.send({"type": "room_message", "room": room, "data": "z" * i})
-        await room_messages(cb, 7)
+        # A burst, in one write: kept by runs of the script of many messages each.
+        ca.writer.write(
+            b"".join(
+                frame({"type": "room_message", "room": room, "data": "z" * (i % 50)})
+                for i in range(300)
+            )
+        )
+        got = await room_messages(cb, 300)
+        assert [m["offset"] for m in got] == list(range(1, 301))
+        assert [len(m["data"]) for m in got] == [i % 50 for i in range(300)]
     r = redis_server.client()
     try:
         kept = {}

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-# A queue entry already in Redis's wire format: ``(RAW, bytes)``.
-RAW = "raw"
-
 
 def pack(conn: Any, item: tuple[Any, ...], parts: list[bytes]) -> None:
     """Append one queued command, in Redis's wire format, to ``parts``."""
@@ -17,8 +14,8 @@ def pack(conn: Any, item: tuple[Any, ...], parts: list[bytes]) -> None:
         )
         parts.append(payload)
         parts.append(b"\r\n")
-    elif item[0] is RAW:
-        parts.append(item[1])
+    elif item[0] == "post":  # a room message kept in Redis (see .history.PostCommands)
+        item[1].pack([item], parts)
     else:
         parts.extend(conn.pack_command(*item))
 

@@ -40,7 +40,6 @@ from typing import Any
 from ..hub.room_history import new_epoch
 from ..hub.shared_history import Position
 from . import keys
-from .commands import RAW
 
 META = f"{keys.PREFIX}:h:"
 LIST = f"{keys.PREFIX}:hl:"
@@ -75,32 +74,48 @@ POST_SCRIPT = (
 local meta, list = KEYS[1], KEYS[2]
 local size_max, ttl = tonumber(ARGV[1]), tonumber(ARGV[2])
 local room_max, total_max = tonumber(ARGV[3]), tonumber(ARGV[4])
-local room, now = ARGV[6], tonumber(ARGV[11])
-local off = redis.call('HINCRBY', meta, 'o', 1)
-if off == 1 and not redis.call('HGET', meta, 'e') then
+local channel, room, now = ARGV[5], ARGV[6], tonumber(ARGV[9])
+local k = (#ARGV - 9) / 2
+local last = redis.call('HINCRBY', meta, 'o', k)
+local first = last - k + 1
+if first == 1 and not redis.call('HGET', meta, 'e') then
   -- A new position (the room's was lost, or it never had one).
-  redis.call('HSET', meta, 'e', ARGV[9])
+  redis.call('HSET', meta, 'e', ARGV[8])
   redis.call('DEL', list)
   forget(room)
 end
-local body = ARGV[8] .. ',"offset":' .. off .. '}'
-local frame = #body .. '\n' .. body
-local n = redis.call('RPUSH', list, now .. ' ' .. body)
-if n == 1 then
+local items, frames, added = {}, {}, 0
+for i = 1, k do
+  local body = ARGV[8 + 2 * i] .. ',"offset":' .. (first + i - 1) .. '}'
+  items[i] = now .. ' ' .. body
+  frames[i] = #body .. '\n' .. body
+  added = added + #body
+end
+local n = redis.call('RPUSH', list, unpack(items))
+if n == k then
   -- The first kept, or its list expired while the position lived on.
   forget(room)
   redis.call('ZADD', ROOMS, now, room)
 end
-local b = redis.call('HINCRBY', ROOM_BYTES, room, #body)
-local added = #body
-while n > size_max or b > room_max do
-  local size = drop_oldest(room)
-  if size == 0 then break end
-  b = b - size
-  added = added - size
-  n = n - 1
+local b = redis.call('HINCRBY', ROOM_BYTES, room, added)
+-- The oldest go: past the size at once, then while over the room's bytes.
+local drop, dropped = 0, 0
+if n > size_max then
+  drop = n - size_max
+  for _, item in ipairs(redis.call('LRANGE', list, 0, drop - 1)) do
+    dropped = dropped + #item - string.find(item, ' ', 1, true)
+  end
 end
-local sum = redis.call('INCRBY', TOTAL, added)
+while b - dropped > room_max and drop < n - 1 do
+  local item = redis.call('LINDEX', list, drop)
+  dropped = dropped + #item - string.find(item, ' ', 1, true)
+  drop = drop + 1
+end
+if drop > 0 then
+  redis.call('LTRIM', list, drop, -1)
+  redis.call('HINCRBY', ROOM_BYTES, room, -dropped)
+end
+local sum = redis.call('INCRBY', TOTAL, added - dropped)
 if sum > total_max then
   local goal = total_max - math.floor(total_max / 8)
   while sum > goal do
@@ -122,8 +137,10 @@ if sum > total_max then
 end
 redis.call('PEXPIRE', meta, ARGV[7])
 redis.call('PEXPIRE', list, ttl)
-redis.call('PUBLISH', ARGV[5], ARGV[10] .. frame)
-return off
+for i = 1, k do
+  redis.call('PUBLISH', channel, ARGV[9 + 2 * i] .. frames[i])
+end
+return last
 """
 )
 
@@ -222,43 +239,54 @@ def _bulk(value: Any) -> bytes:
     return b"$%d\r\n%b\r\n" % (len(data), data)
 
 
+POST = "post"
+"""A queue entry ``(POST, PostCommands, room, head, frame body)``: see :class:`PostCommands`."""
+GROUP = 64
+"""Room messages of one room at most in one run of :data:`POST_SCRIPT`."""
+
+
 class PostCommands:
-    """The EVALSHA of :data:`POST_SCRIPT`, in Redis's wire format, made fast: what
-    is the same for every message of a room is framed once (redis-py's packing
-    of a command this long cost more than the script's run)."""
+    """The EVALSHAs of :data:`POST_SCRIPT`, in Redis's wire format, made fast.
+
+    A room message is queued as a :data:`POST` entry; the writer packs the
+    entries of one room that follow each other in the queue (a busy room's,
+    under load) into one run of the script, up to :data:`GROUP`: one call
+    instead of one each, each message still published on its own, in order.
+    What is the same for every message of a room is framed once (redis-py's
+    packing of a command this long cost more than the script's run).
+    """
 
     __slots__ = ("cfg", "rooms")
 
     def __init__(self, cfg: HistoryConfig) -> None:
         self.cfg = cfg
-        self.rooms: dict[str, bytes] = {}
+        self.rooms: dict[str, tuple[bytes, bytes]] = {}
 
-    def __call__(self, room: str, channel: bytes, head: bytes, frame: bytes) -> tuple[str, bytes]:
+    def __call__(self, room: str, channel: bytes, head: bytes, frame: bytes) -> tuple[Any, ...]:
         """The queue entry that keeps and publishes ``frame`` (a room message
         without an offset); what it publishes is ``head`` and the frame with its offset."""
-        static = self.rooms.get(room)
-        if static is None:
+        if room not in self.rooms:
             if len(self.rooms) > 10_000:
                 self.rooms.clear()
             cfg = self.cfg
-            args: tuple[Any, ...] = (
-                POST_SHA,
-                2,
-                meta_key(room),
-                list_key(room),
-                cfg.size,
-                cfg.ttl_ms,
-            )
-            args += (ROOM_BYTES, cfg.total, channel, room, cfg.meta_ttl_ms)
-            static = self.rooms[room] = b"*16\r\n$7\r\nEVALSHA\r\n" + b"".join(map(_bulk, args))
-        prefix = frame[frame.index(b"\n") + 1 : -1]
+            keys_part = b"$40\r\n%b\r\n$1\r\n2\r\n" % POST_SHA.encode()
+            keys_part += _bulk(meta_key(room)) + _bulk(list_key(room))
+            args = (cfg.size, cfg.ttl_ms, ROOM_BYTES, cfg.total, channel, room, cfg.meta_ttl_ms)
+            self.rooms[room] = (keys_part, b"".join(map(_bulk, args)))
+        return (POST, self, room, head, frame[frame.index(b"\n") + 1 : -1])
+
+    def pack(self, group: list[tuple[Any, ...]], parts: list[bytes]) -> None:
+        """Append one EVALSHA for ``group`` (entries of one room, in order) to ``parts``."""
+        keys_part, static = self.rooms[group[0][2]]
         epoch = new_epoch().encode()
         now = b"%d" % now_ms()
-        return (
-            RAW,
-            b"%b$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n"
-            % (static, len(prefix), prefix, len(epoch), epoch, len(head), head, len(now), now),
+        parts.append(
+            b"*%d\r\n$7\r\nEVALSHA\r\n%b%b$%d\r\n%b\r\n$%d\r\n%b\r\n"
+            % (14 + 2 * len(group), keys_part, static, len(epoch), epoch, len(now), now)
         )
+        for item in group:
+            head, prefix = item[3], item[4]
+            parts.append(b"$%d\r\n%b\r\n$%d\r\n%b\r\n" % (len(prefix), prefix, len(head), head))
 
 
 def join_command(
