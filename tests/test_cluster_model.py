@@ -26,7 +26,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from test_hub_model import MemoryOutlet
 
 from verb_console.cluster.directory import Directory
-from verb_console.hub import Hub
+from verb_console.hub import Hub, handover
 from verb_console.hub.shared_history import Position
 from verb_console.hub.uploads import UploadStore
 from verb_console.settings import Settings
@@ -40,6 +40,8 @@ class MemoryBus:
     def __init__(self, node: str, net: list[MemoryBus]) -> None:
         self.node = node
         self.net = net
+        # Seconds before an answer to a resume's ask comes back.
+        self.answer_delay = 0.0
         # Room history, shared by the nodes as Redis is: room -> [epoch, frames].
         self.kept: dict[str, list[Any]] = net[0].kept if net else {}
         self.directory = Directory(node)
@@ -124,6 +126,36 @@ class MemoryBus:
 
         self.later(step)
         return True
+
+    def resume_ask(
+        self, session_id: str, token: str, seq: int, user: str | None, ask_id: int
+    ) -> list[str] | None:
+        node = self.directory.node_of(session_id)
+        other = next((o for o in self.others() if o.node == node and o.hub), None)
+        if other is None or other.hub is None:
+            return None
+
+        def ask() -> None:
+            assert other.hub is not None
+            answer = other.hub.inbound.hand_over(session_id, token, seq, user, self.node)
+            loop = asyncio.get_running_loop()
+            loop.call_later(
+                self.answer_delay, lambda: self.hub and self.hub.inbound.handed(ask_id, *answer)
+            )
+
+        self.later(ask)
+        return []
+
+    def adopted(self, session_id: str, node: str, rooms: list[str]) -> None:
+        def moved(o: MemoryBus) -> None:
+            o.directory.remove_session(node, session_id)
+            o.directory.add_session(self.node, session_id)
+
+        for o in self.others():
+            self.later(lambda o=o: moved(o))
+
+    def released(self, session_id: str, node: str) -> None:
+        self.directory.add_session(node, session_id)
 
     def remote_members(self, room: str) -> Iterable[str]:
         return self.directory.members(room)
@@ -515,6 +547,73 @@ def test_a_room_message_out_to_the_bus_is_not_passed_by_the_sender_s_next(
         ]
         got = [(m["type"], m["data"]) for m in there.messages()]
         assert got == [("room_message", 0), ("room_message", 1), ("broadcast", 3), ("private", 4)]
+        for hub in hubs.values():
+            hub.force_shutdown()
+            await asyncio.wait_for(hub.wait_stopped(), 10)
+        for store in stores:
+            await store.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_hand_over_answered_after_the_timeout_is_kept_detached(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A resume on node b of node a's session: answered in time, the session goes
+    on at b; answered too late, the client was told ``unknown`` and the session
+    is kept detached at b (not lost), where a second resume gets it."""
+    monkeypatch.setattr(handover, "HANDOVER_TIMEOUT_S", 0.2)
+
+    async def scenario() -> None:
+        net: list[MemoryBus] = []
+        hubs: dict[str, Hub] = {}
+        stores = []
+        for node in ("a", "b"):
+            store = UploadStore(tmp_path / node, per_session_limit=2)
+            store.prepare()
+            stores.append(store)
+            hub = Hub(Settings(max_per_ip=0, resume_window=30), store)
+            bus = MemoryBus(node, net)
+            bus.hub = hub
+            hub.join_cluster(bus)  # type: ignore[arg-type]
+            hub.start()
+            hubs[node] = hub
+
+        async def settle() -> None:
+            for _ in range(50):
+                await asyncio.sleep(0)
+
+        def connect(node: str) -> tuple[Peer, dict[str, Any]]:
+            outlet = MemoryOutlet()
+            assert hubs[node].admit(outlet.remote_address, outlet.remote_port) is None
+            hubs[node].attach(outlet, "json")  # type: ignore[arg-type]
+            peer = Peer(outlet, f"{outlet.id}@{node}")
+            return peer, peer.messages()[0]
+
+        async def resume(welcome: dict[str, Any]) -> list[dict[str, Any]]:
+            p, _ = connect("b")
+            ask = {"type": "resume", "id": welcome["id"], "token": welcome["resume"], "seq": 0}
+            p.outlet.feed(frame(ask))
+            await asyncio.sleep(0.4)
+            await settle()
+            return p.messages()
+
+        for late in (False, True):
+            net[1].answer_delay = 0.3 if late else 0.0
+            old, welcome = connect("a")
+            await settle()
+            old.outlet.lose()  # detached at a
+            await settle()
+            got = await resume(welcome)
+            if not late:
+                assert [m["type"] for m in got] == ["resumed"]
+                assert welcome["id"] in hubs["b"].json_sessions
+                continue
+            assert (got[0]["code"], got[0]["reason"]) == ("resume_failed", "unknown")
+            assert welcome["id"] in hubs["b"].resume.detached  # type: ignore[union-attr]
+            assert welcome["id"] not in hubs["a"].json_sessions
+            again = await resume(welcome)
+            assert [m["type"] for m in again] == ["resumed"]
         for hub in hubs.values():
             hub.force_shutdown()
             await asyncio.wait_for(hub.wait_stopped(), 10)
