@@ -83,8 +83,13 @@ async def test_text_output_says_units_and_singular_nouns(env, tmp_path) -> None:
         assert re.search(r"\d\.\d KiB", row) and " 0 B " in row, row
         sent = (await asyncio.to_thread(ctl, env, "broadcast", "hello")).stdout
         assert sent.strip() == "broadcast to every session: 1 session"
-        history = (await asyncio.to_thread(ctl, env, "history", "--step", "1")).stdout
-        assert "/s" in history.splitlines()[-1] and "B/s" in history.splitlines()[-1]
+        # The first 1 s sample comes a second after the server started.
+        for _ in range(50):
+            history = (await asyncio.to_thread(ctl, env, "history", "--step", "1")).stdout
+            if "no 1 s samples yet" not in history:
+                break
+            await asyncio.sleep(0.2)
+        assert "/s" in history.splitlines()[-1] and "B/s" in history.splitlines()[-1], history
         by_ip = (await asyncio.to_thread(ctl, env, "close-ip", "127.0.0.1")).stdout
         assert by_ip.strip() == "closed 1 session of 127.0.0.1"
     finally:
