@@ -34,7 +34,7 @@ from verb_console.hub.snapshot import (
     TransferInfo,
 )
 from verb_console.hub.tap import TapBatch, TapRow
-from verb_console.hub.view import page_of
+from verb_console.hub.session_fields import page_of
 
 T0 = 1_700_000_000.0
 """When the fixed server started (2023-11-14 22:13:20 UTC)."""

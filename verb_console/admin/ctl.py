@@ -171,6 +171,8 @@ async def _all_sessions(client: AdminClient, args: argparse.Namespace) -> dict[s
         if after is not None:
             query["after"] = after
         page = await client.request("sessions", **query, limit=limit)
+        if page.get("error"):
+            raise AdminError("bad_filter", page["error"])
         rows.extend(page["rows"])
         if page["rows"]:
             after = page["rows"][-1][0]

@@ -82,6 +82,7 @@ class FrameState:
             "matched": page.matched,
             "offset": page.offset,
             "rows": changed,
+            "error": page.error,
         }
         ids = list(self.rows)
         if ids != self.ids or have == 0:
@@ -132,6 +133,7 @@ class FrameCopy:
             wire_page["matched"],
             wire_page["offset"],
             tuple(rows[i] for i in self.ids),
+            error=wire_page.get("error", ""),
         )
         raw_overview = result.get("overview")
         if raw_overview is not None:

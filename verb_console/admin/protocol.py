@@ -15,6 +15,7 @@ field names; this module turns them into JSON and back.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from ..hub.snapshot import (
@@ -89,12 +90,14 @@ def page_to_wire(page: SessionPage) -> dict[str, Any]:
         "offset": page.offset,
         "fields": list(SessionInfo._fields),
         "rows": [session_to_wire(s) for s in page.rows],
+        "error": page.error,
     }
 
 
 def page_from_wire(data: dict[str, Any]) -> SessionPage:
     rows = tuple(session_from_wire(r) for r in data["rows"])
-    return SessionPage(data["total"], data["matched"], data["offset"], rows)
+    page = SessionPage(data["total"], data["matched"], data["offset"], rows)
+    return replace(page, error=data.get("error", ""))
 
 
 def to_wire(record: Any) -> Any:

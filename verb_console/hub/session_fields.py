@@ -1,162 +1,163 @@
-"""The columns of the live sessions, as the Connections pane shows them and the server filters them.
+"""The live sessions' fields as a query sees them: what sorts them, what filters them.
 
-One :class:`SessionField` per column of the pane, in its order: its label, cell
-text, sort key and layout (width, alignment, which columns hide first). The
-console builds its table's columns from these, adding only colour, and the
-server sorts and filters an attached console's sessions (:func:`.view.page_of`,
-with the filter language of :mod:`verb_console.filtering`) on the same sort
-keys and cell texts, so ``proto:mux`` or ``idle>60`` keeps exactly the same
-sessions in both. A new column is one field of :class:`~.snapshot.SessionInfo`
-and one entry here.
+One :class:`SessionField` per field a query may name: the field of
+:class:`~.snapshot.SessionInfo` it sorts by, the name a filter term calls it
+(``proto:mux``, ``idle>60``; see :mod:`verb_console.filtering`) and how its
+value is read for a filter. Values, not text: a number is compared at the
+precision the console shows it (``idle=1m05s`` is 65 s to the second, as
+``units.duration_read_back`` says), so a filter keeps what an operator reads,
+and the server filters a million sessions without formatting one. How a value
+looks in a table (width, alignment, what hides first) is the console's
+(``console/panes/session_columns.py``).
+
+:func:`page_of` sorts, filters and pages a list of records: what a fixed view
+does, and the answer the hub's kept orders (:mod:`.view`, :mod:`.order`) give
+without re-sorting.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from operator import attrgetter
-from typing import Any, Literal
+from typing import Any, NamedTuple
 
-from ..units import (
-    bytes_read_back,
-    count_read_back,
-    duration_read_back,
-    fmt_bytes,
-    fmt_count,
-    fmt_duration,
-)
-from .snapshot import SessionInfo
-
-Align = Literal["left", "right"]
+from ..filtering import BadFilter, Fields, Read, Test, compile_filter
+from ..units import bytes_read_back, count_read_back, duration_read_back
+from .snapshot import SessionInfo, SessionPage, frozen
 
 
-@dataclass(frozen=True, slots=True)
-class SessionField:
-    """One column of the live sessions: a filter term's field name is its label."""
+class SessionField(NamedTuple):
+    """A field of the live sessions a query sorts by (``name``) and filters by (``term``)."""
 
-    label: str
-    width: int
-    render: Callable[[SessionInfo, float], str]  # (session record, now) -> the cell's text
-    sort: str  # the field of SessionInfo the column sorts by, here and on the server
-    align: Align = "left"
-    priority: int = 0
-    """Columns with higher numbers are hidden first when the table is narrow; 0 never hides."""
-    # The number the cell's text reads back as, made without the text where it can
-    # be (a filter's ``idle>60`` over ten thousand sessions); None from it means the
-    # text reads back as no number; a field without it is read back from the text.
-    number: Callable[[SessionInfo, float], float | None] | None = None
-    order: Callable[[SessionInfo], Any] | None = None
-    """The sort key, when it is not the ``sort`` field's value itself."""
-    measure: bool = False
-    """Grow the column to fit the longest ``sort`` field (a string), so ids are never cut."""
-    flex: bool = False
-    """Take whatever width is left over."""
-    descending: bool = False
-    """The key's natural order reads backwards (e.g. a start time sorted as an age)."""
+    name: str  # the field of SessionInfo
+    term: str  # what a filter term calls it (a console column's title, spaces out)
+    read: Read  # its value for a filter: text, or a number at the precision shown
+    key: Callable[[Any], Any] | None = None  # the sort key, when not the field itself
+    clock: bool = False  # the value moves with the clock (an age): no order keeps a filter on it
 
     @property
-    def sort_key(self) -> Callable[[SessionInfo], Any]:
-        """The column's sort key: an ``attrgetter`` (one C call a record) unless ``order``."""
-        return self.order if self.order is not None else attrgetter(self.sort)
+    def sort_key(self) -> Callable[[Any], Any]:
+        return self.key if self.key is not None else attrgetter(self.name)
 
 
-def unsent_text(s: SessionInfo, _now: float) -> str:
-    return fmt_bytes(s.unsent)  # "0 B" as every other pane shows it
+def text(name: str) -> Read:
+    get = attrgetter(name)
+    return lambda s, _now: get(s)
 
 
-def unsent_number(s: SessionInfo, _now: float) -> float | None:
-    return bytes_read_back(s.unsent)
+def count(name: str) -> Read:
+    get = attrgetter(name)
+    return lambda s, _now: count_read_back(get(s))
 
 
-def user_text(s: SessionInfo, _now: float) -> str:
-    return s.user if s.user is not None else "-"
+def size(name: str) -> Read:
+    get = attrgetter(name)
+    return lambda s, _now: bytes_read_back(get(s))
 
 
-def user_order(s: SessionInfo) -> str:
-    # No user sorts first.
-    return s.user or ""
+def age(name: str) -> Read:
+    """Seconds since the field's time (a start, a last read)."""
+    get = attrgetter(name)
+    return lambda s, now: duration_read_back(now - get(s))
 
 
-LIVE_FIELDS = (
-    SessionField("SESSION", 16, lambda s, _: s.id, "id", measure=True),
-    SessionField("PROTO", 9, lambda s, _: s.protocol, "protocol", priority=4),
-    SessionField("ADDRESS", 15, lambda s, _: s.address, "address", priority=9),
-    SessionField(
-        "UPTIME",
-        7,
-        lambda s, now: fmt_duration(now - s.connected_at),
-        "connected_at",
-        "right",
-        5,
-        lambda s, now: duration_read_back(now - s.connected_at),
-        descending=True,
-    ),
-    SessionField(
-        "IDLE",
-        6,
-        lambda s, now: fmt_duration(now - s.last_activity),
-        "last_activity",
-        "right",
-        2,
-        lambda s, now: duration_read_back(now - s.last_activity),
-        descending=True,
-    ),
-    SessionField(
-        "MSG IN",
-        7,
-        lambda s, _: fmt_count(s.msgs_in),
-        "msgs_in",
-        "right",
-        number=lambda s, _: count_read_back(s.msgs_in),
-    ),
-    SessionField(
-        "MSG OUT",
-        7,
-        lambda s, _: fmt_count(s.msgs_out),
-        "msgs_out",
-        "right",
-        number=lambda s, _: count_read_back(s.msgs_out),
-    ),
-    SessionField(
-        "BYTES IN",
-        9,
-        lambda s, _: fmt_bytes(s.bytes_in),
-        "bytes_in",
-        "right",
-        7,
-        lambda s, _: bytes_read_back(s.bytes_in),
-    ),
-    SessionField(
-        "BYTES OUT",
-        9,
-        lambda s, _: fmt_bytes(s.bytes_out),
-        "bytes_out",
-        "right",
-        7,
-        lambda s, _: bytes_read_back(s.bytes_out),
-    ),
-    SessionField("UNSENT", 9, unsent_text, "unsent", "right", 3, unsent_number),
-    SessionField("ROOMS", 6, lambda s, _: ",".join(s.rooms), "rooms", priority=8, flex=True),
-    # Last, so the sort keys' positions stay; hidden first when the terminal is narrow.
-    SessionField("USER", 8, user_text, "user", priority=10, order=user_order),
-    # The session's refusals under the policy (PROTOCOL.md 12.1); hidden before USER.
-    SessionField(
-        "REFUSED",
-        7,
-        lambda s, _: fmt_count(s.refused),
-        "refused",
-        "right",
-        11,
-        lambda s, _: count_read_back(s.refused),
-    ),
+def _left(s: Any, now: float) -> float | None:
+    until = s.detached_until
+    return None if until is None else duration_read_back(until - now)
+
+
+_NEVER = float("inf")
+
+FIELDS: tuple[SessionField, ...] = (
+    # In the Connections pane's column order: a term names the first field it begins.
+    SessionField("id", "session", text("id")),
+    SessionField("protocol", "proto", text("protocol")),
+    SessionField("address", "address", text("address")),
+    SessionField("connected_at", "uptime", age("connected_at"), clock=True),
+    SessionField("last_activity", "idle", age("last_activity"), clock=True),
+    SessionField("msgs_in", "msgin", count("msgs_in")),
+    SessionField("msgs_out", "msgout", count("msgs_out")),
+    SessionField("bytes_in", "bytesin", size("bytes_in")),
+    SessionField("bytes_out", "bytesout", size("bytes_out")),
+    SessionField("unsent", "unsent", size("unsent")),
+    SessionField("rooms", "rooms", lambda s, _: ",".join(s.rooms)),
+    # No user reads as "-", as the console shows it ("user:-"), and sorts first.
+    SessionField("user", "user", lambda s, _: s.user or "-", lambda s: s.user or ""),
+    SessionField("refused", "refused", count("refused")),
+    # Detached (PROTOCOL.md 11.1): "state:detached", the window's time left, what is kept.
+    SessionField("state", "state", text("state")),
+    # A live session's window never ends: it sorts after every detached one.
+    SessionField("detached_until", "left", _left, lambda s: s.detached_until or _NEVER, True),
+    SessionField("kept", "kept", size("kept")),
 )
 
-
-def sort_keys(fields: tuple[SessionField, ...] = LIVE_FIELDS) -> dict[str, Callable[[Any], Any]]:
-    """Each column's sort key by the name a query sorts by (its ``sort`` field)."""
-    return {f.sort: f.sort_key for f in fields}
+BY_NAME: dict[str, SessionField] = {f.name: f for f in FIELDS}
 
 
-def search_text(s: SessionInfo) -> str:
+def search_text(s: Any) -> str:
     """What a bare word of the filter is looked for in: id, protocol, user, rooms."""
     return f"{s.id} {s.protocol} {s.user or ''} {' '.join(s.rooms)}"
+
+
+QUERY = Fields(tuple(f.term for f in FIELDS), tuple(f.read for f in FIELDS), search_text)
+
+
+def session_filter(text: str) -> tuple[Test, bool]:
+    """The filter ``text`` as a test of ``(record, now)``, and whether its answer
+    moves with the clock (a term on an age); raises :class:`BadFilter`."""
+    needle = text.strip().lower()
+    if needle and " " not in needle and not any(c in needle for c in ":<>="):
+        # One word, the common case: no string built per session.
+        def word(s: Any, _now: float) -> bool:
+            return (
+                needle in s.id
+                or needle in s.protocol
+                or (s.user is not None and needle in s.user.lower())
+                or (bool(s.rooms) and needle in " ".join(s.rooms).lower())
+            )
+
+        return word, False
+    test, used = compile_filter(text, QUERY)
+    return test, any(FIELDS[i].clock for i in used)
+
+
+def filter_rows(text: str, rows: Sequence[Any], now: float) -> tuple[list[Any], str]:
+    """The rows filter ``text`` keeps, in order, and why none can (a bad term) or ``""``."""
+    if not text.strip():
+        return list(rows), ""
+    try:
+        keep, _clock = session_filter(text)
+    except BadFilter as error:
+        return [], str(error)
+    return [r for r in rows if keep(r, now)], ""
+
+
+def sort_key(name: str) -> Callable[[Any], Any]:
+    """The sort key of field ``name``; ValueError for a field no query sorts by."""
+    field = BY_NAME.get(name)
+    if field is None:
+        raise ValueError(f"unknown sort key {name!r}")
+    return field.sort_key
+
+
+def page_of(
+    records: Sequence[SessionInfo],
+    sort: str = "id",
+    reverse: bool = False,
+    filter: str = "",
+    offset: int = 0,
+    limit: int = 100,
+    now: float = 0.0,
+) -> SessionPage:
+    """Filter, sort (ties by id; ``reverse`` mirrors the whole order) and slice ``records``."""
+    key = sort_key(sort)
+    rows, error = filter_rows(filter, records, now)
+    rows.sort(key=_ID, reverse=reverse)
+    rows.sort(key=key, reverse=reverse)
+    matched = len(rows)
+    offset = max(0, min(offset, matched))
+    picked = tuple(map(frozen, rows[offset : offset + max(0, limit)]))
+    return SessionPage(len(records), matched, offset, picked, error=error)
+
+
+_ID = attrgetter("id")

@@ -44,6 +44,8 @@ class SessionInfo(NamedTuple):
     kept: int = 0  # bytes of deliveries kept for a resume to replay
     # Its messages and requests refused by the policy (PROTOCOL.md 12.1), every code.
     refused: int = 0
+    state: str = "live"  # "live", or "detached" while no connection carries it (11.1)
+    kept_msgs: int = 0  # deliveries kept for a resume to replay
 
 
 _SESSION_FIELDS = attrgetter(*SessionInfo._fields)
@@ -425,3 +427,4 @@ class SessionPage:
     rows: tuple[SessionInfo, ...]
     # Which query the page answers (not part of its value: equal rows are equal pages).
     query: SessionQuery = field(default=SessionQuery(), compare=False)
+    error: str = ""  # why the filter matches nothing (a term naming no field), else ""
