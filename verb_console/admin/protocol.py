@@ -25,6 +25,7 @@ from ..hub.snapshot import (
     MuxConnectionInfo,
     NodeInfo,
     Overview,
+    Page,
     Rates,
     RateSeries,
     Refusals,
@@ -64,6 +65,10 @@ READ_OPS = frozenset(
         "unwatch",
         "frame",
         "bans",
+        "room_page",
+        "room",
+        "mux_page",
+        "mux_connection",
     }
 )
 ACTION_OPS = frozenset(
@@ -94,10 +99,25 @@ def page_to_wire(page: SessionPage) -> dict[str, Any]:
     }
 
 
-def page_from_wire(data: dict[str, Any]) -> SessionPage:
-    rows = tuple(session_from_wire(r) for r in data["rows"])
-    page = SessionPage(data["total"], data["matched"], data["offset"], rows)
+def page_from_wire(data: dict[str, Any], record: type[Any] = SessionInfo) -> Page[Any]:
+    """A page of sessions (rows as arrays), or of ``record`` (rows as objects)."""
+    if record is SessionInfo:
+        rows: tuple[Any, ...] = tuple(session_from_wire(r) for r in data["rows"])
+    else:
+        rows = tuple(from_wire(record, r) for r in data["rows"])
+    page: Page[Any] = Page(data["total"], data["matched"], data["offset"], rows)
     return replace(page, error=data.get("error", ""))
+
+
+def records_page_to_wire(page: Page[Any]) -> dict[str, Any]:
+    """A page of rooms or mux connections: rows as objects, as :func:`to_wire` makes them."""
+    return {
+        "total": page.total,
+        "matched": page.matched,
+        "offset": page.offset,
+        "rows": [to_wire(r) for r in page.rows],
+        "error": page.error,
+    }
 
 
 def to_wire(record: Any) -> Any:

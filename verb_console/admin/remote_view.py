@@ -30,10 +30,13 @@ from ..hub.snapshot import (
     HubView,
     LogEvent,
     MuxConnectionInfo,
+    MuxPage,
     Notifier,
     Overview,
+    Page,
     RateSeries,
     RoomInfo,
+    RoomPage,
     SessionInfo,
     SessionPage,
     SessionQuery,
@@ -47,7 +50,7 @@ from .bans import check_ban_args
 from .client import AdminClient, AdminError
 from .frame import FrameCopy
 from .paths import AdminSocketError
-from .protocol import RECORDS, from_wire, series_from_wire, tap_from_wire
+from .protocol import RECORDS, from_wire, page_from_wire, series_from_wire, tap_from_wire
 
 log = logging.getLogger("verb_console.admin")
 
@@ -57,6 +60,14 @@ BACKOFF_MAX = 1.0
 LOG_KEPT = 1000
 
 _LISTS = ("closed_sessions", "throttle", "rooms", "mux_connections", "transfers")
+# The paged lists, by their op, with the field they sort by first.
+_PAGES = {"room_page": "name", "mux_page": "id"}
+_PAGE_RECORDS: dict[str, type[Any]] = {
+    "room_page": RoomInfo,
+    "room": RoomInfo,
+    "mux_page": MuxConnectionInfo,
+    "mux_connection": MuxConnectionInfo,
+}
 
 
 def _empty_overview() -> Overview:
@@ -110,6 +121,14 @@ class RemoteHubView:
         self._query = SessionQuery()
         self._lists: dict[str, list[Any]] = {name: [] for name in _LISTS}
         self._wanted: set[str] = set()
+        # Pages of rooms and mux connections, and the one room or mux connection
+        # whose members or streams a pane shows: fetched only while asked for.
+        self._pages: dict[str, tuple[SessionQuery, Page[Any]]] = {
+            op: (SessionQuery(sort), Page(0, 0, 0, ())) for op, sort in _PAGES.items()
+        }
+        self._pages_wanted: set[str] = set()
+        self._ones: dict[str, tuple[str, Any]] = {}
+        self._ones_wanted: set[str] = set()
         # The bans (PROTOCOL.md 12.3) as last fetched, and whether the next round fetches them.
         self._bans: list[dict[str, Any]] = []
         self._bans_wanted = False
@@ -231,6 +250,7 @@ class RemoteHubView:
         for name in wanted:
             cls = RECORDS[name]
             self._lists[name] = [from_wire(cls, r) for r in await client.request(name)]
+        await self._pages_round(client)
         if self._bans_wanted:
             self._bans_wanted = False
             self._bans = (await client.request("bans"))["bans"]
@@ -244,6 +264,41 @@ class RemoteHubView:
         self._page = page
         if self.first_frame_at is None:
             self.first_frame_at = time.monotonic()
+
+    async def _pages_round(self, client: AdminClient) -> None:
+        """The pages of rooms and mux connections asked for since the last round, and
+        the one room or mux connection whose members or streams are on show."""
+        wanted, self._pages_wanted = self._pages_wanted, set()
+        for op in wanted:
+            q = self._pages[op][0]
+            raw = await client.request(
+                op, sort=q.sort, reverse=q.reverse, filter=q.filter, offset=q.offset, limit=q.limit
+            )
+            self._pages[op] = (q, replace(page_from_wire(raw, _PAGE_RECORDS[op]), query=q))
+        ones, self._ones_wanted = self._ones_wanted, set()
+        for op in ones:
+            key = self._ones[op][0]
+            raw = await client.request(op, key=key)
+            found = from_wire(_PAGE_RECORDS[op], raw) if raw is not None else None
+            self._ones[op] = (key, found)
+
+    def _paged(self, op: str, query: SessionQuery) -> Page[Any]:
+        held, page = self._pages[op]
+        if (query.sort, query.reverse, query.filter) != (held.sort, held.reverse, held.filter):
+            query = replace(query, offset=0)  # a new order or filter starts from the top
+        if query != held:
+            self._pages[op] = (query, page)
+            self._poke()
+        self._pages_wanted.add(op)
+        return page
+
+    def _one(self, op: str, key: str) -> Any:
+        held = self._ones.get(op)
+        if held is None or held[0] != key:
+            self._ones[op] = held = (key, None)
+            self._poke()
+        self._ones_wanted.add(op)
+        return held[1]
 
     async def _tap_round(self, client: AdminClient) -> None:
         if self._tap_wanted:
@@ -354,6 +409,36 @@ class RemoteHubView:
 
     def mux_connections(self) -> list[MuxConnectionInfo]:
         return self._list("mux_connections")
+
+    def room_page(
+        self,
+        sort: str = "name",
+        reverse: bool = False,
+        filter: str = "",
+        offset: int = 0,
+        limit: int = 100,
+    ) -> RoomPage:
+        """The page last fetched; the next round fetches this one."""
+        return self._paged("room_page", SessionQuery(sort, reverse, filter, max(0, offset), limit))
+
+    def room(self, name: str) -> RoomInfo | None:
+        """The room as last fetched (None until then); the next round fetches it again."""
+        found: RoomInfo | None = self._one("room", name)
+        return found
+
+    def mux_page(
+        self,
+        sort: str = "id",
+        reverse: bool = False,
+        filter: str = "",
+        offset: int = 0,
+        limit: int = 100,
+    ) -> MuxPage:
+        return self._paged("mux_page", SessionQuery(sort, reverse, filter, max(0, offset), limit))
+
+    def mux_connection(self, mux_id: str) -> MuxConnectionInfo | None:
+        found: MuxConnectionInfo | None = self._one("mux_connection", mux_id)
+        return found
 
     def transfers(self) -> list[TransferInfo]:
         return self._list("transfers")

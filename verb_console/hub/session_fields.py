@@ -18,47 +18,13 @@ without re-sorting.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from operator import attrgetter
-from typing import Any, NamedTuple
+from typing import Any
 
-from ..filtering import BadFilter, Fields, Read, Test, compile_filter
-from ..units import bytes_read_back, count_read_back, duration_read_back
+from ..units import duration_read_back
+from .listing import Field, Query, age, count, size, text
 from .snapshot import SessionInfo, SessionPage, frozen
 
-
-class SessionField(NamedTuple):
-    """A field of the live sessions a query sorts by (``name``) and filters by (``term``)."""
-
-    name: str  # the field of SessionInfo
-    term: str  # what a filter term calls it (a console column's title, spaces out)
-    read: Read  # its value for a filter: text, or a number at the precision shown
-    key: Callable[[Any], Any] | None = None  # the sort key, when not the field itself
-    clock: bool = False  # the value moves with the clock (an age): no order keeps a filter on it
-
-    @property
-    def sort_key(self) -> Callable[[Any], Any]:
-        return self.key if self.key is not None else attrgetter(self.name)
-
-
-def text(name: str) -> Read:
-    get = attrgetter(name)
-    return lambda s, _now: get(s)
-
-
-def count(name: str) -> Read:
-    get = attrgetter(name)
-    return lambda s, _now: count_read_back(get(s))
-
-
-def size(name: str) -> Read:
-    get = attrgetter(name)
-    return lambda s, _now: bytes_read_back(get(s))
-
-
-def age(name: str) -> Read:
-    """Seconds since the field's time (a start, a last read)."""
-    get = attrgetter(name)
-    return lambda s, now: duration_read_back(now - get(s))
+SessionField = Field
 
 
 def _left(s: Any, now: float) -> float | None:
@@ -91,53 +57,31 @@ FIELDS: tuple[SessionField, ...] = (
     SessionField("kept", "kept", size("kept")),
 )
 
-BY_NAME: dict[str, SessionField] = {f.name: f for f in FIELDS}
-
 
 def search_text(s: Any) -> str:
     """What a bare word of the filter is looked for in: id, protocol, user, rooms."""
     return f"{s.id} {s.protocol} {s.user or ''} {' '.join(s.rooms)}"
 
 
-QUERY = Fields(tuple(f.term for f in FIELDS), tuple(f.read for f in FIELDS), search_text)
+def _word(needle: str) -> Callable[[Any, float], bool]:
+    """One bare word, the common case: no string built per session."""
+
+    def word(s: Any, _now: float) -> bool:
+        return (
+            needle in s.id
+            or needle in s.protocol
+            or (s.user is not None and needle in s.user.lower())
+            or (bool(s.rooms) and needle in " ".join(s.rooms).lower())
+        )
+
+    return word
 
 
-def session_filter(text: str) -> tuple[Test, bool]:
-    """The filter ``text`` as a test of ``(record, now)``, and whether its answer
-    moves with the clock (a term on an age); raises :class:`BadFilter`."""
-    needle = text.strip().lower()
-    if needle and " " not in needle and not any(c in needle for c in ":<>="):
-        # One word, the common case: no string built per session.
-        def word(s: Any, _now: float) -> bool:
-            return (
-                needle in s.id
-                or needle in s.protocol
-                or (s.user is not None and needle in s.user.lower())
-                or (bool(s.rooms) and needle in " ".join(s.rooms).lower())
-            )
-
-        return word, False
-    test, used = compile_filter(text, QUERY)
-    return test, any(FIELDS[i].clock for i in used)
-
-
-def filter_rows(text: str, rows: Sequence[Any], now: float) -> tuple[list[Any], str]:
-    """The rows filter ``text`` keeps, in order, and why none can (a bad term) or ``""``."""
-    if not text.strip():
-        return list(rows), ""
-    try:
-        keep, _clock = session_filter(text)
-    except BadFilter as error:
-        return [], str(error)
-    return [r for r in rows if keep(r, now)], ""
-
-
-def sort_key(name: str) -> Callable[[Any], Any]:
-    """The sort key of field ``name``; ValueError for a field no query sorts by."""
-    field = BY_NAME.get(name)
-    if field is None:
-        raise ValueError(f"unknown sort key {name!r}")
-    return field.sort_key
+SESSIONS = Query(FIELDS, search_text, _word)
+BY_NAME = SESSIONS.by_name
+session_filter = SESSIONS.compile
+filter_rows = SESSIONS.filter_rows
+sort_key = SESSIONS.sort_key
 
 
 def page_of(
@@ -150,14 +94,4 @@ def page_of(
     now: float = 0.0,
 ) -> SessionPage:
     """Filter, sort (ties by id; ``reverse`` mirrors the whole order) and slice ``records``."""
-    key = sort_key(sort)
-    rows, error = filter_rows(filter, records, now)
-    rows.sort(key=_ID, reverse=reverse)
-    rows.sort(key=key, reverse=reverse)
-    matched = len(rows)
-    offset = max(0, min(offset, matched))
-    picked = tuple(map(frozen, rows[offset : offset + max(0, limit)]))
-    return SessionPage(len(records), matched, offset, picked, error=error)
-
-
-_ID = attrgetter("id")
+    return SESSIONS.page_of(records, sort, reverse, filter, offset, limit, now, frozen)

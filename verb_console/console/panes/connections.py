@@ -19,10 +19,6 @@ from .base import Detail, DetailRows, Pane
 from .session_columns import LIVE_COLUMNS, protocol_tone, toned
 from .table import Column, LiveTable
 
-# Sessions the live table holds at a time: a window of the server's order and
-# filter around the cursor (the view sorts, filters and pages; never all of them).
-WINDOW = 200
-
 REASON_TONES: dict[str, str] = {
     "client_closed": "muted",
     "shutdown": "muted",
@@ -187,40 +183,12 @@ class ConnectionsPane(Pane):
             self.set_title(self.describe_table("recently closed", many="recently closed"))
         else:
             table = self.live_table
-            column = table.columns[table.sort_column]
-            page = self.view.session_page(
-                column.field,
-                table.sort_reverse != column.descending,
-                table.filter_text,
-                self._window_wanted(table),
-                WINDOW,
-            )
-            table.set_items(page.rows, now, (page.total, page.matched, page.query.filter))
-            self._window_start = page.offset  # where the rows now shown begin
-            extras = []
-            if len(table.rows) < page.matched:
-                first = page.offset + 1 if table.rows else 0
-                extras.append(
-                    f"{first:,}-{page.offset + len(table.rows):,} of {page.matched:,} fetched"
-                    f" ({page.total:,} live)"
-                )
+            page = self.view.session_page(*self.paging.query(table))
+            window = self.paging.show(table, page, now, "live")
+            extras = [window] if window else []
             if table.tagged:
                 extras.append(f"{len(table.tagged):,} tagged (X closes)")
             self.set_title(self.describe_table("live session", f"  {G.sep}  ".join(extras)))
-
-    _window_start = 0
-    """Where, in the server's order, the rows the live table shows begin (attached)."""
-
-    def _window_wanted(self, table: LiveTable) -> int:
-        """The first row to fetch from the server: the window centred on the cursor.
-
-        Reckoned from the rows the table shows, not from the window fetched since,
-        which the table has not been given yet.
-        """
-        item = table.cursor_item
-        if item is None:
-            return 0
-        return max(0, self._window_start + table.rows.index(item) - WINDOW // 2)
 
     def action_toggle_closed(self) -> None:
         """Switch between live and recently closed sessions."""
