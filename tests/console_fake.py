@@ -13,6 +13,8 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from verb_console.hub.row_fields import MUX_CONNECTIONS, ROOMS
+from verb_console.hub.session_fields import page_of
 from verb_console.hub.snapshot import (
     ClosedSessionInfo,
     ClusterInfo,
@@ -36,8 +38,6 @@ from verb_console.hub.snapshot import (
     TransferInfo,
 )
 from verb_console.hub.tap import TapBatch, TapRow
-from verb_console.hub.row_fields import MUX_CONNECTIONS, ROOMS
-from verb_console.hub.session_fields import page_of
 
 T0 = 1_700_000_000.0
 """When the fixed server started (2023-11-14 22:13:20 UTC)."""

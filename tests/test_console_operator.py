@@ -183,8 +183,6 @@ def test_a_comparison_needs_a_number() -> None:
     del app
 
 
-
-
 async def test_escape_on_the_table_clears_an_applied_filter() -> None:
     app, _, _ = make()
     async with app.run_test(size=SIZE) as pilot:

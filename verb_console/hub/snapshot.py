@@ -11,7 +11,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any, Generic, Literal, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, Protocol, TypeVar
 
 from .tap import TapBatch
 
@@ -478,6 +478,11 @@ class Page(Generic[R]):
     error: str = ""  # why the filter matches nothing (a term naming no field), else ""
 
 
-SessionPage = Page[SessionInfo]
-RoomPage = Page[RoomInfo]
-MuxPage = Page[MuxConnectionInfo]
+if TYPE_CHECKING:
+    SessionPage = Page[SessionInfo]
+    RoomPage = Page[RoomInfo]
+    MuxPage = Page[MuxConnectionInfo]
+else:
+    # Not the subscripted aliases at run time: calling one sets ``__orig_class__``
+    # on the instance, which a frozen, slotted dataclass refuses.
+    SessionPage = RoomPage = MuxPage = Page

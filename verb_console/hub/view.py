@@ -52,9 +52,9 @@ class LiveHubView:
         self._mux: Listing[Session, MuxConnectionInfo] = Listing(
             "mux", orders, MUX_CONNECTIONS, _mux_record, _mux_record, _is_mux, _MUX_ORDERS
         )
-        rooms = hub.rooms
+        rooms, room = hub.rooms, _room_record(hub.rooms)
         self._rooms = Listing(
-            "rooms", Orders(rooms.rooms, rooms.changes), ROOMS, _room_record(rooms), rooms.info
+            "rooms", Orders(rooms.rooms, rooms.changes), ROOMS, room, room, keys=_ROOM_ORDERS
         )
         self._notify: Notifier | None = None
 
@@ -247,6 +247,15 @@ _MUX_ORDERS: dict[str, Callable[[Session], Any]] = {
     "stream_count": lambda s: len(getattr(s, "streams", ())),
     "bytes_in": attrgetter("outlet.bytes_read"),
     "bytes_out": attrgetter("outlet.bytes_written"),
+}
+
+
+# Sort keys read off the room itself (the others read its record).
+_ROOM_ORDERS: dict[str, Callable[[Room], Any]] = {
+    "name": attrgetter("name"),
+    "size": lambda room: len(room.members),
+    "messages": attrgetter("messages"),
+    "created_at": attrgetter("created_at"),
 }
 
 
