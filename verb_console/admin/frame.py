@@ -82,8 +82,9 @@ class FrameState:
             "matched": page.matched,
             "offset": page.offset,
             "rows": changed,
-            "error": page.error,
         }
+        if page.error:
+            wire_page["error"] = page.error
         ids = list(self.rows)
         if ids != self.ids or have == 0:
             wire_page["ids"] = self.ids = ids

@@ -95,8 +95,13 @@ def page_to_wire(page: SessionPage) -> dict[str, Any]:
         "offset": page.offset,
         "fields": list(SessionInfo._fields),
         "rows": [session_to_wire(s) for s in page.rows],
-        "error": page.error,
+        **_error(page),
     }
+
+
+def _error(page: Page[Any]) -> dict[str, str]:
+    """A page's ``error`` (a filter term naming no field), only when there is one."""
+    return {"error": page.error} if page.error else {}
 
 
 def page_from_wire(data: dict[str, Any], record: type[Any] = SessionInfo) -> Page[Any]:
@@ -116,7 +121,7 @@ def records_page_to_wire(page: Page[Any]) -> dict[str, Any]:
         "matched": page.matched,
         "offset": page.offset,
         "rows": [to_wire(r) for r in page.rows],
-        "error": page.error,
+        **_error(page),
     }
 
 
