@@ -289,23 +289,19 @@ class FixedHubView:
                 members.setdefault(room, []).append(s.id)
         members.setdefault("empty-room", [])
         return [
-            RoomInfo(
-                name,
-                tuple(sorted(ids)),
-                1000 * len(name) + 7 * len(ids),
-                T0 + 60 * i,
-                size=len(ids),
-                # Room history (PROTOCOL.md 11.2) in every room but one.
-                **(
-                    {}
-                    if name == "empty-room"
-                    else {
-                        "epoch": f"{0x3F9A1C2E77D04B15 + 7919 * i:016x}",
-                        "offset": 1000 * len(name) + 7 * len(ids),
-                        "history": min(100, 1000 * len(name)),
-                        "history_bytes": 180 * min(100, 1000 * len(name)),
-                    }
+            replace(
+                RoomInfo(
+                    name,
+                    tuple(sorted(ids)),
+                    1000 * len(name) + 7 * len(ids),
+                    T0 + 60 * i,
+                    size=len(ids),
                 ),
+                # Room history (PROTOCOL.md 11.2) in every room but one.
+                epoch="" if name == "empty-room" else f"{0x3F9A1C2E77D04B15 + 7919 * i:016x}",
+                offset=0 if name == "empty-room" else 1000 * len(name) + 7 * len(ids),
+                history=0 if name == "empty-room" else min(100, 1000 * len(name)),
+                history_bytes=0 if name == "empty-room" else 180 * min(100, 1000 * len(name)),
             )
             for i, (name, ids) in enumerate(sorted(members.items()))
         ]
