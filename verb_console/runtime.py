@@ -67,7 +67,7 @@ class Runtime:
         self.admin: AdminServer | None = None
         self.metrics: MetricsServer | None = None
         # Hands freed heap memory back to the system (memory.py), from start to shutdown.
-        self.trimmer = HeapTrimmer()
+        self.trimmer = HeapTrimmer(live=lambda: len(self.hub.connections))
         self._signals = 0
         # Called by reload() (``ctl reload``, SIGHUP when headless), in order. Each
         # re-reads what it owns (an auth file, a certificate...); one that raises
