@@ -19,7 +19,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from verb_console.admin.metrics import HubCollector, exposition
 from verb_console.console.app import VerbConsoleApp
-from verb_console.console.panes.connections import ConnectionsPane
+from verb_console.console.panes.connections import ConnectionsPane, session_rows
 from verb_console.console.panes.rooms import RoomsPane
 from verb_console.hub.view import LiveHubView
 from verb_console.runtime import Runtime
@@ -88,6 +88,10 @@ async def test_a_detached_session_shows_its_state_time_left_and_what_is_kept_eve
     assert [s.id for s in view.session_page("id", False, "state:live").rows] == [b.id]
     view.session_page("id", False, "state:detached")  # the order is kept from here on
     assert [s.id for s in view.session_page("id", False, "state:detached").rows] == [a.id]
+    # Its details say so, with what is kept.
+    rows = dict(session_rows(info, time.time()))
+    assert rows["State"].startswith("detached, ") and rows["State"].endswith(" left to resume")
+    assert rows["Kept for it"] == f"{fmt_bytes(info.kept)} in 4 messages"
     # ctl sessions: text and --json.
     text = await asyncio.to_thread(ctl, runtime.admin.path, "sessions")
     assert text.returncode == 0, text.stderr
