@@ -6,7 +6,7 @@ One :class:`SessionField` per field a query may name: the field of
 value is read for a filter. Values, not text: a number is compared at the
 precision the console shows it (``idle=1m05s`` is 65 s to the second, as
 ``units.duration_read_back`` says), so a filter keeps what an operator reads,
-and the server filters a million sessions without formatting one. How a value
+and the server filters a hundred thousand sessions without formatting one. How a value
 looks in a table (width, alignment, what hides first) is the console's
 (``console/panes/session_columns.py``).
 
