@@ -26,7 +26,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from test_hub_model import MemoryOutlet
 
 from verb_console.cluster.directory import Directory
-from verb_console.hub import Hub
+from verb_console.hub import Hub, handover
+from verb_console.hub.shared_history import Position
 from verb_console.hub.uploads import UploadStore
 from verb_console.settings import Settings
 
@@ -39,6 +40,10 @@ class MemoryBus:
     def __init__(self, node: str, net: list[MemoryBus]) -> None:
         self.node = node
         self.net = net
+        # Seconds before an answer to a resume's ask comes back.
+        self.answer_delay = 0.0
+        # Room history, shared by the nodes as Redis is: room -> [epoch, frames].
+        self.kept: dict[str, list[Any]] = net[0].kept if net else {}
         self.directory = Directory(node)
         self.hub: Hub | None = None
         net.append(self)
@@ -91,6 +96,67 @@ class MemoryBus:
         for o in self.others():
             self.later(lambda o=o: o.hub and o.hub.inbound.room(room, frame))
 
+    def room_post(self, room: str, frame: bytes, post_id: int) -> bool:
+        def step() -> None:
+            frames = self.kept.setdefault(room, ["e-" + room, []])[1]
+            body = frame[frame.index(b"\n") + 1 : -1] + b',"offset":%d}' % (len(frames) + 1)
+            kept = b"%d\n%b" % (len(body), body)
+            frames.append(kept)
+            for o in self.net:
+                if o.hub is None:
+                    continue
+                if o is not self:
+                    o.hub.inbound.room(room, kept)
+                elif post_id:
+                    o.hub.inbound.room_kept(post_id, kept)
+
+        self.later(step)
+        return True
+
+    def room_position(self, room: str, since: tuple[str, int] | None, join_id: int) -> bool:
+        def step() -> None:
+            epoch, frames = self.kept.setdefault(room, ["e-" + room, []])
+            recovered, replay = None, []
+            if since is not None:
+                recovered = since[0] == epoch and since[1] <= len(frames)
+                replay = frames[since[1] :] if recovered else []
+            if self.hub is not None:
+                position = Position(epoch, len(frames), recovered, replay)
+                self.hub.inbound.position(join_id, position)
+
+        self.later(step)
+        return True
+
+    def resume_ask(
+        self, session_id: str, token: str, seq: int, user: str | None, ask_id: int
+    ) -> list[str] | None:
+        node = self.directory.node_of(session_id)
+        other = next((o for o in self.others() if o.node == node and o.hub), None)
+        if other is None or other.hub is None:
+            return None
+
+        def ask() -> None:
+            assert other.hub is not None
+            answer = other.hub.inbound.hand_over(session_id, token, seq, user, self.node)
+            loop = asyncio.get_running_loop()
+            loop.call_later(
+                self.answer_delay, lambda: self.hub and self.hub.inbound.handed(ask_id, *answer)
+            )
+
+        self.later(ask)
+        return []
+
+    def adopted(self, session_id: str, node: str, rooms: list[str]) -> None:
+        def moved(o: MemoryBus) -> None:
+            o.directory.remove_session(node, session_id)
+            o.directory.add_session(self.node, session_id)
+
+        for o in self.others():
+            self.later(lambda o=o: moved(o))
+
+    def released(self, session_id: str, node: str) -> None:
+        self.directory.add_session(node, session_id)
+
     def remote_members(self, room: str) -> Iterable[str]:
         return self.directory.members(room)
 
@@ -138,6 +204,8 @@ class TwoNodeModel(RuleBasedStateMachine):
             self.hubs[node] = hub
         self.peers: dict[str, Peer] = {}
         self.rooms: dict[str, set[str]] = {}
+        # Every room message each room was sent: (from, data), offset = index + 1.
+        self.log: dict[str, list[tuple[str, int]]] = {}
         self.sent = 0
 
     def teardown(self) -> None:
@@ -192,7 +260,15 @@ class TwoNodeModel(RuleBasedStateMachine):
         self.send(peer, {"type": "join_room", "room": room})
         self.rooms.setdefault(room, set()).add(peer.id)
         reply = peer.messages()
-        assert reply == [{"type": "joined", "room": room, "members": sorted(self.rooms[room])}]
+        assert reply == [
+            {
+                "type": "joined",
+                "room": room,
+                "members": sorted(self.rooms[room]),
+                "epoch": "e-" + room,
+                "offset": len(self.log.get(room, [])),
+            }
+        ]
         for other in before - {peer.id}:
             got = [(m["type"], m["connectionId"]) for m in self.peers[other].messages()]
             assert got == ([] if peer.id in before else [("user_joined", peer.id)])
@@ -230,10 +306,63 @@ class TwoNodeModel(RuleBasedStateMachine):
         )
         self.run(lambda: peer.outlet.feed(data))
         assert peer.messages() == []
-        want = [("room_message", peer.id, k) for k in range(first, self.sent)]
+        log = self.log.setdefault(room, [])
+        base = len(log)
+        log.extend((peer.id, k) for k in range(first, self.sent))
+        want = [("room_message", peer.id, k, base + 1 + k - first) for k in range(first, self.sent)]
         for other in members - {peer.id}:
-            got = [(m["type"], m["from"], m["data"]) for m in self.peers[other].messages()]
-            assert got == want  # each once, in the order sent
+            got = [
+                (m["type"], m["from"], m["data"], m["offset"]) for m in self.peers[other].messages()
+            ]
+            assert got == want  # each once, in the order sent, with the room's offsets
+
+    @precondition(lambda self: self.log)
+    @rule(i=st.integers(0, 1000), j=st.integers(0, 1000), back=st.integers(0, 5))
+    def recover(self, i: int, j: int, back: int) -> None:
+        """A join with ``since`` replays, in order, what the room was sent after it,
+        whichever node the room's messages came from."""
+        peer = self.pick(i)
+        room = sorted(self.log)[j % len(self.log)]
+        mine = [r for r, m in self.rooms.items() if peer.id in m]
+        if room not in mine and len(mine) >= 2:
+            return
+        log = self.log[room]
+        after = max(0, len(log) - back)
+        before = set(self.rooms.get(room, set()))
+        since = {"epoch": "e-" + room, "offset": after}
+        self.send(peer, {"type": "join_room", "room": room, "since": since})
+        self.rooms.setdefault(room, set()).add(peer.id)
+        got = peer.messages()
+        assert got[0]["type"] == "joined" and got[0]["recovered"] is True
+        assert got[0]["offset"] == len(log)
+        replay = [(m["from"], m["data"], m["offset"]) for m in got[1:]]
+        assert replay == [(f, d, k + 1) for k, (f, d) in enumerate(log) if k >= after]
+        for other in before - {peer.id}:
+            notices = [(m["type"], m["connectionId"]) for m in self.peers[other].messages()]
+            assert notices == ([] if peer.id in before else [("user_joined", peer.id)])
+
+    @precondition(lambda self: any(len(m) > 1 for m in self.rooms.values()))
+    @rule(i=st.integers(0, 1000), j=st.integers(1, 1000), room=st.sampled_from(ROOMS))
+    def room_message_then_private(self, i: int, j: int, room: str) -> None:
+        """A room message then a private to a member: they arrive in the order sent."""
+        members = self.rooms.get(room, set())
+        if len(members) < 2:
+            return
+        ids = sorted(members)
+        peer = self.peers[ids[i % len(ids)]]
+        target = self.peers[ids[(i + j % (len(ids) - 1) + 1) % len(ids)]]
+        k = self.sent
+        self.sent += 2
+        log = self.log.setdefault(room, [])
+        log.append((peer.id, k))
+        data = frame({"type": "room_message", "room": room, "data": k}) + frame(
+            {"type": "private", "target": target.id, "data": k + 1}
+        )
+        self.run(lambda: peer.outlet.feed(data))
+        got = [(m["type"], m["data"]) for m in target.messages()]
+        assert got == [("room_message", k), ("private", k + 1)]
+        for other in members - {peer.id, target.id}:
+            assert [m["data"] for m in self.peers[other].messages()] == [k]
 
     @precondition(lambda self: self.peers)
     @rule(i=st.integers(0, 1000), j=st.integers(0, 1000), n=st.integers(1, 3))
@@ -349,6 +478,142 @@ def test_a_node_s_messages_keep_their_order_while_its_fan_outs_wait(tmp_path: Pa
         for b in bystanders[:3]:
             seen = [m["data"] for m in b.messages() if m.get("from") == sender.id]
             assert seen == list(range(1, n, 2))
+        for hub in hubs.values():
+            hub.force_shutdown()
+            await asyncio.wait_for(hub.wait_stopped(), 10)
+        for store in stores:
+            await store.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_room_message_out_to_the_bus_is_not_passed_by_the_sender_s_next(
+    tmp_path: Path,
+) -> None:
+    """A room message waits for the bus to give it its offset; the sender's next
+    messages to members of its node (a private, a broadcast) must not pass it,
+    while its next room messages need not wait (they are pipelined)."""
+
+    async def scenario() -> None:
+        net: list[MemoryBus] = []
+        hubs: dict[str, Hub] = {}
+        stores = []
+        for node in ("a", "b"):
+            store = UploadStore(tmp_path / node, per_session_limit=2)
+            store.prepare()
+            stores.append(store)
+            hub = Hub(Settings(max_per_ip=0), store)
+            bus = MemoryBus(node, net)
+            bus.hub = hub
+            hub.join_cluster(bus)  # type: ignore[arg-type]
+            hub.start()
+            hubs[node] = hub
+
+        async def settle() -> None:
+            for _ in range(50):
+                await asyncio.sleep(0)
+
+        def connect(node: str) -> Peer:
+            outlet = MemoryOutlet()
+            assert hubs[node].admit(outlet.remote_address, outlet.remote_port) is None
+            hubs[node].attach(outlet, "json")  # type: ignore[arg-type]
+            return Peer(outlet, f"{outlet.id}@{node}")
+
+        sender, here, there = connect("a"), connect("a"), connect("b")
+        await settle()
+        for p in (sender, here, there):
+            p.outlet.feed(frame({"type": "join_room", "room": "r"}))
+            await settle()
+        for p in (sender, here, there):
+            p.messages()
+        sender.outlet.feed(
+            b"".join(
+                [
+                    frame({"type": "room_message", "room": "r", "data": 0}),
+                    frame({"type": "room_message", "room": "r", "data": 1}),
+                    frame({"type": "private", "target": here.id, "data": 2}),
+                    frame({"type": "broadcast", "data": 3}),
+                    frame({"type": "private", "target": there.id, "data": 4}),
+                ]
+            )
+        )
+        await settle()
+        got = [(m["type"], m["data"], m.get("offset")) for m in here.messages()]
+        assert got == [
+            ("room_message", 0, 1),
+            ("room_message", 1, 2),
+            ("private", 2, None),
+            ("broadcast", 3, None),
+        ]
+        got = [(m["type"], m["data"]) for m in there.messages()]
+        assert got == [("room_message", 0), ("room_message", 1), ("broadcast", 3), ("private", 4)]
+        for hub in hubs.values():
+            hub.force_shutdown()
+            await asyncio.wait_for(hub.wait_stopped(), 10)
+        for store in stores:
+            await store.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_hand_over_answered_after_the_timeout_is_kept_detached(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A resume on node b of node a's session: answered in time, the session goes
+    on at b; answered too late, the client was told ``unknown`` and the session
+    is kept detached at b (not lost), where a second resume gets it."""
+    monkeypatch.setattr(handover, "HANDOVER_TIMEOUT_S", 0.2)
+
+    async def scenario() -> None:
+        net: list[MemoryBus] = []
+        hubs: dict[str, Hub] = {}
+        stores = []
+        for node in ("a", "b"):
+            store = UploadStore(tmp_path / node, per_session_limit=2)
+            store.prepare()
+            stores.append(store)
+            hub = Hub(Settings(max_per_ip=0, resume_window=30), store)
+            bus = MemoryBus(node, net)
+            bus.hub = hub
+            hub.join_cluster(bus)  # type: ignore[arg-type]
+            hub.start()
+            hubs[node] = hub
+
+        async def settle() -> None:
+            for _ in range(50):
+                await asyncio.sleep(0)
+
+        def connect(node: str) -> tuple[Peer, dict[str, Any]]:
+            outlet = MemoryOutlet()
+            assert hubs[node].admit(outlet.remote_address, outlet.remote_port) is None
+            hubs[node].attach(outlet, "json")  # type: ignore[arg-type]
+            peer = Peer(outlet, f"{outlet.id}@{node}")
+            return peer, peer.messages()[0]
+
+        async def resume(welcome: dict[str, Any]) -> list[dict[str, Any]]:
+            p, _ = connect("b")
+            ask = {"type": "resume", "id": welcome["id"], "token": welcome["resume"], "seq": 0}
+            p.outlet.feed(frame(ask))
+            await asyncio.sleep(0.4)
+            await settle()
+            return p.messages()
+
+        for late in (False, True):
+            net[1].answer_delay = 0.3 if late else 0.0
+            old, welcome = connect("a")
+            await settle()
+            old.outlet.lose()  # detached at a
+            await settle()
+            got = await resume(welcome)
+            if not late:
+                assert [m["type"] for m in got] == ["resumed"]
+                assert welcome["id"] in hubs["b"].json_sessions
+                continue
+            assert (got[0]["code"], got[0]["reason"]) == ("resume_failed", "unknown")
+            assert welcome["id"] in hubs["b"].resume.detached  # type: ignore[union-attr]
+            assert welcome["id"] not in hubs["a"].json_sessions
+            again = await resume(welcome)
+            assert [m["type"] for m in again] == ["resumed"]
         for hub in hubs.values():
             hub.force_shutdown()
             await asyncio.wait_for(hub.wait_stopped(), 10)

@@ -11,6 +11,7 @@ from collections import deque
 from typing import Any, Protocol
 
 from .directory import Change, Directory
+from .history import HistoryConfig
 
 # Queue entries that are not Redis commands: (un)subscribe a room's channel.
 SUBSCRIBE = "subscribe"
@@ -40,6 +41,7 @@ class LinkBus(Protocol):
     wake: asyncio.Event
     wanted: dict[bytes, str]
     received: int  # messages from other nodes (read for the rate)
+    history: HistoryConfig | None  # room history kept in Redis, or None
 
     def drop_queue(self) -> None:
         """The link is down: what is queued is dropped (and counted)."""

@@ -14,6 +14,8 @@ def pack(conn: Any, item: tuple[Any, ...], parts: list[bytes]) -> None:
         )
         parts.append(payload)
         parts.append(b"\r\n")
+    elif item[0] == "post":  # a room message kept in Redis (see .history.PostCommands)
+        item[1].pack([item], parts)
     else:
         parts.extend(conn.pack_command(*item))
 

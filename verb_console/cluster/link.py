@@ -29,6 +29,7 @@ from ..hub.histogram import Histogram
 from . import keys
 from .base import SUBSCRIBE, UNSUBSCRIBE, ClusterUnavailable, LinkBus, NodeNameTaken
 from .commands import abort, pack
+from .history import GROUP, POST, SCRIPTS
 from .sync import announce, bootstrap, refresh
 
 log = logging.getLogger("verb_console.cluster")
@@ -206,6 +207,8 @@ class Link:
         # node linking meanwhile reads the directory by that list, and would miss
         # this node's sessions (their events went out before it subscribed).
         await client.hset(keys.NODES, bus.node, orjson.dumps(bus.load()))
+        for script in SCRIPTS:  # room history's (see .history), run by their sha
+            await client.script_load(script)
         await bootstrap(bus, client)
         await bus.sync_bans(client)
         # Up: from here on the hub's changes are queued, after this node's whole state.
@@ -362,16 +365,32 @@ class Link:
                     continue
                 parts: list[bytes] = []
                 n = 0
+                commands = 0
                 while queue and n < BATCH:
                     item = queue[0]
                     if item[0] is SUBSCRIBE or item[0] is UNSUBSCRIBE:
                         break
                     queue.popleft()
-                    pack(conn, item, parts)
                     n += 1
+                    commands += 1
+                    if item[0] is POST:
+                        # A room's messages one after another: one run of the script.
+                        group = [item]
+                        room = item[2]
+                        while (
+                            queue
+                            and len(group) < GROUP
+                            and queue[0][0] is POST
+                            and queue[0][2] == room
+                        ):
+                            group.append(queue.popleft())
+                        n += len(group) - 1
+                        item[1].pack(group, parts)
+                    else:
+                        pack(conn, item, parts)
                 async with asyncio.timeout(COMMAND_TIMEOUT_S * 2):
                     await conn.send_packed_command(parts, check_health=False)
-                    self._owed += n
+                    self._owed += commands
                     self.published += n
                     await self._read_owed(read, forever)
         finally:

@@ -32,6 +32,8 @@ from ..units import plural
 from . import keys
 from .base import SUBSCRIBE, UNSUBSCRIBE
 from .directory import Change, Directory
+from .handover import Handovers
+from .history import HistoryConfig, PostCommands, ask_position, parse_position, post
 from .link import Link
 
 if TYPE_CHECKING:
@@ -81,6 +83,17 @@ class RedisBus:
         self.received = 0  # messages from other nodes
         self.dropped = 0  # not sent: queue full, Redis unreachable, or too large
         self.undeliverable = 0  # for a session that had gone by the time it arrived
+        # Room history kept in Redis (see .history); None: history is off.
+        st = hub.settings
+        self.history: HistoryConfig | None = (
+            HistoryConfig(st.history_size, st.history_ttl, st.history_total)
+            if st.history_size > 0
+            else None
+        )
+        self.post_commands = PostCommands(self.history) if self.history is not None else None
+        # Joins waiting for their room's position: join id -> room.
+        self.joins: dict[int, str] = {}
+        self.handovers = Handovers(self)
         self.link = Link(self)
         # Bans hold on every node (PROTOCOL.md 12.3); max_sessions counts every node's.
         hub.banning.listeners.append(self.ban_changed)
@@ -101,6 +114,10 @@ class RedisBus:
         """The link went down: what is queued is dropped, and counted."""
         self.dropped += len(self.queue)
         self.queue.clear()
+        # What was asked of Redis and not answered never will be.
+        self.joins.clear()
+        self.hub.inbound.history_lost()
+        self.handovers.lost()
 
     def note(self, text: str) -> None:
         """A row for the server's log (the link's news)."""
@@ -171,11 +188,8 @@ class RedisBus:
         return True
 
     def room_joined(self, room: str, session_id: str) -> None:
-        channel = keys.room_channel(room)
-        if channel not in self.wanted:
-            self.wanted[channel] = room
-            # Subscribed before the join is told, so no reply to it can be missed.
-            self.enqueue((SUBSCRIBE, channel))
+        # Subscribed before the join is told, so no reply to it can be missed.
+        self.want(room)
         expiry = int(time.time() * 1000) + keys.ENTRY_TTL_MS
         self.enqueue(("HSET", keys.room_key(room), session_id, self.node))
         self.enqueue(("ZADD", keys.room_expiry_key(room), expiry, session_id))
@@ -196,13 +210,39 @@ class RedisBus:
                 room,
             )
         )
-        if self.hub.rooms.get(room) is None:
-            channel = keys.room_channel(room)
-            if self.wanted.pop(channel, None) is not None:
-                self.enqueue((UNSUBSCRIBE, channel))
+        if self.hub.rooms.get(room) is None and room not in self.joins.values():
+            self.unwant(keys.room_channel(room))
 
     def room_message(self, room: str, frame: bytes) -> None:
         self.publish(keys.room_channel(room), self.node_b + b"\n" + frame)
+
+    def room_post(self, room: str, frame: bytes, post_id: int) -> bool:
+        return post(self, room, frame, post_id)
+
+    def room_position(self, room: str, since: tuple[str, int] | None, join_id: int) -> bool:
+        return ask_position(self, room, since, join_id)
+
+    def resume_ask(
+        self, session_id: str, token: str, seq: int, user: str | None, ask_id: int
+    ) -> list[str] | None:
+        return self.handovers.ask(session_id, token, seq, user, ask_id)
+
+    def adopted(self, session_id: str, node: str, rooms: list[str]) -> None:
+        self.handovers.adopted(session_id, node, rooms)
+
+    def released(self, session_id: str, node: str) -> None:
+        self.handovers.released(session_id, node)
+
+    def want(self, room: str) -> None:
+        """Subscribe to ``room``'s channel, if not yet: before what is queued next."""
+        channel = keys.room_channel(room)
+        if channel not in self.wanted:
+            self.wanted[channel] = room
+            self.enqueue((SUBSCRIBE, channel))
+
+    def unwant(self, channel: bytes) -> None:
+        if self.wanted.pop(channel, None) is not None:
+            self.enqueue((UNSUBSCRIBE, channel))
 
     def remote_members(self, room: str) -> Iterable[str]:
         return self.directory.members(room)
@@ -245,22 +285,37 @@ class RedisBus:
         elif channel == self.own_channel:
             self.on_direct(data)
         else:
+            head, _, frame = data.partition(b"\n")
+            node, _, post_id = head.partition(b" ")
+            if node == self.node_b:
+                # This node's room message, kept with its offset (see .history).
+                if post_id and post_id != b"0":
+                    self.hub.inbound.room_kept(int(post_id), frame)
+                return
             room = self.wanted.get(channel)
             if room is not None:
-                node, _, frame = data.partition(b"\n")
-                if node != self.node_b:
-                    self.received += 1
-                    self.hub.inbound.room(room, frame)
+                self.received += 1
+                self.hub.inbound.room(room, frame)
 
     def on_direct(self, data: bytes) -> None:
         kind = data[:1]
         if kind == b"P":
             target, _, frame = data[1:].partition(b"\n")
             self.received += 1
-            if not self.hub.inbound.private(target.decode(), frame):
+            sid = target.decode()
+            if not self.hub.inbound.private(sid, frame) and not self.handovers.forward(sid, frame):
                 self.undeliverable += 1
         elif kind == b"p":
             self.link.probe_returned(data[1:])
+        elif kind == b"R":
+            self.handovers.on_ask(data[1:])
+        elif kind == b"H":
+            self.handovers.on_answer(data[1:])
+        elif kind == b"J":
+            head, _, rest = data[1:].partition(b"\n")
+            join_id = int(head)
+            if self.joins.pop(join_id, None) is not None:
+                self.hub.inbound.position(join_id, parse_position(rest))
         elif kind == b"C":
             self.received += 1
             self.hub.operator_close(data[1:].decode(), local_only=True)
@@ -287,6 +342,8 @@ class RedisBus:
             d.remove_session(node, ev["s"])
         elif op == "st":
             self.tell_members(*d.replace(node, ev["s"], ev["r"]))
+        elif op == "mv":
+            self.handovers.on_moved(node, ev)
         elif op == "bye":
             self.forget_node(node, "left the cluster")
         elif op in ("ban", "unban"):
@@ -314,6 +371,7 @@ class RedisBus:
             return
         sessions = list(state.sessions)
         left = self.directory.purge(node)
+        self.handovers.node_gone(node)
         self.hub.event("server", f"cluster: node {node} {why} ({plural(len(sessions), 'session')})")
         self.tell_members([], left)
         # Any node may clean a dead node's directory entries; the TTLs would anyway.

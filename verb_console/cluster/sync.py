@@ -16,6 +16,7 @@ from redis.asyncio import Redis
 from . import keys
 from .base import LinkBus
 from .commands import pairs, pairs_rev
+from .history import PRUNE_SHA, meta_key
 
 
 def announce(node: str, sessions: list[str], rooms: dict[str, list[str]]) -> list[tuple[Any, ...]]:
@@ -73,6 +74,7 @@ def refresh(bus: LinkBus, pipe: Any) -> None:
     """Renew this node's directory entries, and prune what expired (any reader may)."""
     sessions, rooms = bus.local_state()
     node = bus.node
+    history = bus.history
     now_ms = int(time.time() * 1000)
     expiry = now_ms + keys.ENTRY_TTL_MS
     if sessions:
@@ -84,4 +86,9 @@ def refresh(bus: LinkBus, pipe: Any) -> None:
         pipe.zadd(keys.room_expiry_key(room), dict.fromkeys(members, expiry))
         pipe.zadd(keys.ROOMS, {room: expiry})
         pipe.eval(keys.PRUNE_SCRIPT, 2, keys.room_key(room), keys.room_expiry_key(room), now_ms)
+        if history is not None:
+            # A room with members here keeps its position (see .history).
+            pipe.pexpire(meta_key(room), history.meta_ttl_ms)
     pipe.eval(keys.PRUNE_ROOMS_SCRIPT, 1, keys.ROOMS, now_ms)
+    if history is not None:
+        pipe.evalsha(PRUNE_SHA, 0, now_ms - history.ttl_ms)

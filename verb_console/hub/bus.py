@@ -65,6 +65,32 @@ class Bus(Protocol):
     def room_message(self, room: str, frame: bytes) -> None:
         """A framed room message for the room's members on other nodes."""
 
+    def room_post(self, room: str, frame: bytes, post_id: int) -> bool:
+        """A room message without an offset, with room history on: the bus gives it
+        the room's next offset, keeps it, and delivers it to the members on every
+        node; to this node's through ``Inbound.room_kept(post_id, frame)`` (none
+        if ``post_id`` is 0), in the order posted. False: not taken (Redis unreachable)."""
+
+    def room_position(self, room: str, since: tuple[str, int] | None, join_id: int) -> bool:
+        """Ask for the room's position (and with ``since`` the messages after it),
+        answered by ``Inbound.position(join_id, ...)`` after every room message
+        before it and before any after it. False: not taken (Redis unreachable)."""
+
+    def resume_ask(
+        self, session_id: str, token: str, seq: int, user: str | None, ask_id: int
+    ) -> list[str] | None:
+        """Ask the node holding ``session_id`` to hand it over (PROTOCOL.md 11.1),
+        answered by ``Inbound.handed(ask_id, reason, state)``; None if no live
+        node holds it, else the session's rooms, subscribed to before asking."""
+
+    def adopted(self, session_id: str, node: str, rooms: list[str]) -> None:
+        """A session of ``node`` now lives here, in ``rooms``: the cluster is told,
+        and nobody sees a change."""
+
+    def released(self, session_id: str, node: str) -> None:
+        """A session of this node was handed over to ``node``: what still comes
+        for it here goes there for a while; its rooms may be empty here now."""
+
     def remote_members(self, room: str) -> Iterable[str]:
         """The ids of ``room``'s members on other nodes."""
 

@@ -44,6 +44,7 @@ from .session import (
     Session,
 )
 from .session_view import refresh_wall_offset
+from .shared_history import SharedHistory
 from .shutdown import Shutdown
 from .snapshot import (
     ClosedSessionInfo,
@@ -143,6 +144,8 @@ class Hub:
         # One node of a cluster (PROTOCOL.md section 10): the bus to the other nodes,
         # and ``@<node>`` on every session id. None and "" on a single server.
         self.bus: Bus | None = None
+        # Room history kept by the cluster (see .shared_history); None on one server.
+        self.shared_history: SharedHistory | None = None
         self.node = ""
         self.id_suffix = ""
         # The message tap (see .tap): None, and so free, until a reader opens it.
@@ -192,8 +195,10 @@ class Hub:
     def join_cluster(self, bus: Bus) -> None:
         """Become one node of a cluster; before the first session starts."""
         self.bus = bus
-        # Room history in a cluster must be the same on every node: not kept here.
+        # Room history in a cluster must be the same on every node: the bus keeps it.
         self.rooms.history = None
+        if self.settings.history_size > 0:
+            self.shared_history = SharedHistory(self)
         self.node = bus.node
         self.id_suffix = "@" + bus.node
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .shared_history import Position
+
 
 class Inbound:
     """Deliveries from other nodes to the sessions of one hub."""
@@ -45,6 +47,9 @@ class Inbound:
         """A framed message from another node for the members of ``name`` here."""
         rooms = self.hub.rooms
         room = rooms.get(name)
+        shared = self.hub.shared_history
+        if shared is not None:
+            shared.saw(name, frame, room)
         if room is None:
             return 0
         return rooms.send_frame(room, frame)
@@ -56,3 +61,45 @@ class Inbound:
         if room is None or not room.members:
             return 0
         return rooms.send(room, message)
+
+    # --- room history kept by the cluster (see .shared_history)
+    def room_kept(self, post_id: int, frame: bytes) -> None:
+        """This node's room message ``post_id`` back from the bus, with its offset."""
+        shared = self.hub.shared_history
+        if shared is not None:
+            shared.arrived(post_id, frame)
+
+    def position(self, join_id: int, position: Position | None) -> None:
+        """The room's position a ``join_room`` of this node asked for (None: none known)."""
+        shared = self.hub.shared_history
+        if shared is not None:
+            shared.position(join_id, position)
+
+    def history_lost(self) -> None:
+        """Room posts and joins under way will get no answer: the bus's link went down."""
+        shared = self.hub.shared_history
+        if shared is not None:
+            shared.lost()
+
+    # --- session resume across nodes (see .handover)
+    def hand_over(
+        self, session_id: str, token: str, seq: int, user: str | None, node: str
+    ) -> tuple[str, dict[str, Any] | None]:
+        """Another node asks for a session of this one: the failure reason, or
+        ``resumed`` and the session's state (it no longer lives here then)."""
+        manager = self.hub.resume
+        if manager is None:
+            return "unknown", None
+        return manager.handover.give_up(session_id, token, seq, user, node)
+
+    def handed(self, ask_id: int, reason: str, state: dict[str, Any] | None) -> None:
+        """The answer to this node's ask ``ask_id`` (see :meth:`hand_over`)."""
+        manager = self.hub.resume
+        if manager is not None:
+            manager.handover.answered(ask_id, reason, state)
+
+    def asks_lost(self) -> None:
+        """No answer will come to what this node asked (the bus's link went down)."""
+        manager = self.hub.resume
+        if manager is not None:
+            manager.handover.fail_all()

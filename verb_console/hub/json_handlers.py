@@ -49,6 +49,8 @@ def handle_ping(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
 
 def handle_broadcast(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
     data = _require(msg, "data")
+    if s.hub.shared_history is not None:
+        s.hub.shared_history.check(s)  # after its room messages still out
     f = encode({"type": "broadcast", "from": s.id, "data": data, "timestamp": int(_time() * 1000)})
     hub = s.hub
     hub.pacer.fan_out(hub.json_sessions.values(), f, s, s)
@@ -60,6 +62,8 @@ def handle_private(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
     target = _require(msg, "target", str)
     data = _require(msg, "data")
     hub = s.hub
+    if hub.shared_history is not None:
+        hub.shared_history.check(s)
     other = hub.json_sessions.get(target)
     if other is None:
         if hub.bus is not None:
@@ -85,6 +89,11 @@ def handle_join_room(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
         raise ProtocolError(
             "too_many_rooms", f"A session may be in at most {hub.settings.max_rooms} rooms"
         )
+    if hub.shared_history is not None:
+        # The position is the cluster's: known once the bus answers (see .shared_history).
+        hub.shared_history.check(s)
+        hub.shared_history.join(s, name, since, ref)
+        return
     room, added = hub.rooms.join(s, name)
     bus = hub.bus
     if bus is None:
@@ -113,6 +122,8 @@ def handle_join_room(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
 def handle_leave_room(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
     name = _room(msg)
     hub = s.hub
+    if hub.shared_history is not None:
+        hub.shared_history.check(s)
     room = hub.rooms.leave(s, name)
     if room is None:
         raise ProtocolError("not_in_room", f"Not a member of room {name}")
@@ -138,6 +149,10 @@ def handle_room_message(s: JsonSession, msg: dict[str, Any], ref: Any) -> None:
     # One frame for the members here and, published once, for every other node's.
     message["timestamp"] = int(_time() * 1000)
     f = encode(message)
+    if hub.shared_history is not None:
+        # Kept and given its offset by the bus, then delivered here too.
+        hub.shared_history.post(room, name, f, s)
+        return
     hub.pacer.fan_out(room.members.values(), f, s, s)
     hub.bus.room_message(name, f)
 

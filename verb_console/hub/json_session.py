@@ -18,6 +18,7 @@ from ..protocols.json import JsonDecoder, encode, encode_error, parse_message
 from .pacer import HOLD_BACKLOG, Pacer
 from .resume import first_message
 from .session import CloseReason, EventOutlet, Outlet, Session, SessionHost
+from .shared_history import Later
 from .snapshot import Stats
 
 # Bytes of replies one step batches before they are written. Once written, if
@@ -209,6 +210,11 @@ class JsonSession(Session):
                 handler(self, msg, ref)
             except ProtocolError as exc:
                 out.append(encode_error(exc, ref))
+            except Later:
+                # It waits for this session's room posts (see .shared_history).
+                handled -= 1
+                rest = bodies[handled:]
+                break
             if self.closing:
                 break
             if self._out_bytes >= REPLY_BATCH:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..protocols.json import encode
 from ..units import plural
 from .bus import Bus
 from .rooms import RoomRegistry
@@ -23,6 +24,7 @@ class OperatorHost(Protocol):
     sessions: dict[str, Session]
     connections: dict[str, Session]
     id_suffix: str
+    shared_history: Any  # .shared_history.SharedHistory, on a cluster with room history
     turns: Any  # the hub's TurnClock, told of the slices of a broadcast
 
     def event(self, kind: str, text: str) -> None: ...
@@ -51,6 +53,9 @@ class Operator:
         bus = None if local_only else hub.bus
         if room is not None:
             r = hub.rooms.get(room)
+            shared = hub.shared_history
+            if shared is not None and not local_only:
+                return self._shared_room(text, room, r, shared)
             if bus is not None and (r is not None or any(bus.remote_members(room))):
                 bus.operator_broadcast(text, room)
             if r is None:
@@ -76,6 +81,29 @@ class Operator:
         Slices(targets, send, "operator broadcast", clock=hub.turns).start()
         hub.event("operator", f"broadcast to {sessions_text(len(targets))}: {text}")
         return len(targets)
+
+    def _shared_room(self, text: str, room: str, r: Any, shared: Any) -> int:
+        """An operator room message on a cluster with room history: posted to the
+        bus like a member's (see .shared_history), to reach every node with its offset."""
+        hub = self.hub
+        bus = hub.bus
+        if r is None and (bus is None or not any(bus.remote_members(room))):
+            hub.event("operator", f"broadcast to unknown room {room!r} dropped")
+            return 0
+        message = {
+            "type": "room_message",
+            "room": room,
+            "from": "server",
+            "data": text,
+            "timestamp": int(time.time() * 1000),
+        }
+        n = 0
+        if r is not None:
+            r.messages += 1
+            n = len(r.members)
+        shared.post(r, room, encode(message), None)
+        hub.event("operator", f"broadcast to room {room} ({sessions_text(n)}): {text}")
+        return n
 
     def close(self, session_id: str, *, local_only: bool = False) -> bool:
         """Close a session (in a cluster, on whichever node holds it)."""

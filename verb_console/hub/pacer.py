@@ -215,6 +215,29 @@ class Pacer:
         a fan-out of one, never stamped with a ``seq``."""
         self._fan_out((session,), frame, None, session, fan_out)  # type: ignore[arg-type]
 
+    def hold(self, origin: Stepper) -> None:
+        """``origin`` does nothing more until :meth:`release`: what it sent waits
+        on something outside the server (a cluster's room message comes back from
+        Redis with its offset), and its next message must not pass it."""
+        self.step_end = -1
+        self._blocked.add(origin)
+
+    def release(
+        self,
+        origin: Stepper | None,
+        recipients: Collection[Recipient],
+        frame: bytes,
+        exclude: object = None,
+        fan: Fan | None = None,
+    ) -> None:
+        """Fan out what :meth:`hold` waited for, now, and let ``origin`` go on once
+        it is delivered (it waits behind the fan-outs before it, as any does)."""
+        if origin is not None:
+            self._blocked.discard(origin)
+        self._fan_out(recipients, frame, exclude, origin, fan if fan is not None else self.fan)
+        if origin is not None and origin not in self._blocked and not origin.closing:
+            self.defer(origin)
+
     def _fan_out(
         self,
         recipients: Collection[Recipient],

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from ..protocols.errors import ProtocolError
 from ..protocols.json import encode, encode_error, parse_message
+from .handover import Handover
 from .room_history import HistoryStore
 from .seq import SeqDelivery, retime
 from .session import CloseReason, EventOutlet, Outlet, Session, SessionHost
@@ -59,6 +60,9 @@ class ResumeHost(SessionHost, Protocol):
     connections: dict[str, Session]
     state: HubState
     uploads: Any  # the upload store, or None (.uploads imports json_session)
+    factories: dict[str, Any]  # session kinds by protocol (.kinds)
+
+    def register(self, session: Session) -> None: ...
 
 
 class Tombstone(NamedTuple):
@@ -127,6 +131,8 @@ class ResumeManager:
         self.tombstones: dict[str, Tombstone] = {}
         #: ``resume`` requests by result (see :data:`RESULTS`).
         self.results = dict.fromkeys(RESULTS, 0)
+        # Resumes of sessions other nodes hold, and the giving up of ours (a cluster).
+        self.handover = Handover(self)
 
     @staticmethod
     def new_token() -> str:
@@ -218,8 +224,9 @@ class ResumeManager:
             self.end(s, CloseReason.SHUTDOWN)
 
     # ----------------------------------------------------------- resume
-    def resume(self, p: JsonSession, msg: dict[str, Any]) -> JsonSession:
-        """Make ``p``'s connection the session ``msg`` names; returns that session.
+    def resume(self, p: JsonSession, msg: dict[str, Any]) -> JsonSession | None:
+        """Make ``p``'s connection the session ``msg`` names; returns that session,
+        or None while another node is asked for it (see .handover).
 
         Raises ``resume_failed`` (``p`` goes on as the fresh session it is), or
         ``bad_message`` for a malformed request.
@@ -231,26 +238,21 @@ class ResumeManager:
             raise ProtocolError(
                 "bad_message", "resume needs a string id and token and an integer seq >= 0"
             )
-        given = token.encode()
         hub = self.hub
         s: Any = hub.json_sessions.get(sid)
-        if s is None or s is p or s.closing or s.ring is None or s.resume_token is None:
-            tomb = self.tombstones.get(sid)
-            if tomb is not None and tomb.until <= time.monotonic():
-                del self.tombstones[sid]
-                tomb = None
-            if tomb is None:
-                raise self._failed(p, "unknown")
-            if not hmac.compare_digest(tomb.token, given):
-                raise self._failed(p, "bad_token")
-            raise self._failed(p, tomb.reason)
-        if not hmac.compare_digest(s.resume_token.encode(), given):
-            raise self._failed(p, "bad_token")
-        if hub.auth is not None and s.user != p.user:
-            raise self._failed(p, "forbidden")
+        if s is p:
+            s = None
+        if (
+            s is None
+            and hub.bus is not None
+            and sid not in self.tombstones
+            and self.handover.ask(p, sid, token, seq, msg.get("ref"))
+        ):
+            return None  # another node holds it: see .handover
+        reason = self.check(s, sid, token, seq, p.user)
+        if reason != "resumed":
+            raise self._failed(p, reason)
         ring = s.ring
-        if seq > s.seq or s.seq - seq > len(ring):
-            raise self._failed(p, "gap")
         self._plug(s, p)
         frames = list(ring)[len(ring) - (s.seq - seq) :] if s.seq > seq else []
         # Replayed now: kept for another RING_SECONDS, as a fresh delivery is.
@@ -269,6 +271,53 @@ class ResumeManager:
         s.flush()
         return s
 
+    def check(self, s: Any, sid: str, token: str, seq: int, user: str | None) -> str:
+        """Whether session ``s`` (None: not here) may be resumed by ``user`` with
+        ``token`` after ``seq``: ``resumed``, or the failure's reason."""
+        given = token.encode()
+        if s is None or s.closing or s.ring is None or s.resume_token is None:
+            tomb = self.tombstones.get(sid)
+            if tomb is not None and tomb.until <= time.monotonic():
+                del self.tombstones[sid]
+                tomb = None
+            if tomb is None:
+                return "unknown"
+            if not hmac.compare_digest(tomb.token, given):
+                return "bad_token"
+            return tomb.reason
+        if not hmac.compare_digest(s.resume_token.encode(), given):
+            return "bad_token"
+        if self.hub.auth is not None and s.user != user:
+            return "forbidden"
+        if seq > s.seq or s.seq - seq > len(s.ring):
+            return "gap"
+        return "resumed"
+
+    def release(self, s: JsonSession, node: str) -> None:
+        """Give ``s`` up to ``node`` (see .handover): it leaves this node without
+        anyone being told; its connection, if any, is closed without a word."""
+        hub = self.hub
+        kept = s.detached
+        if kept is None:
+            self._cut(s)
+            s.outlet = DetachedOutlet(self, s, s.outlet)
+        else:
+            if kept.timer is not None:
+                kept.timer.cancel()
+            s.detached = None
+            self.detached.pop(s.id, None)
+        for name in list(s.rooms):
+            hub.rooms.leave(s, name)
+        if hub.bus is not None:
+            hub.bus.released(s.id, node)
+        # Not ended in the cluster: it lives on at ``node``.
+        hub.json_sessions.pop(s.id, None)
+        s.closing = True
+        s.close_reason = CloseReason.RESUMED
+        s.close_detail = f"resumed on node {node}"
+        hub.event("resume", f"{s.id} handed over to node {node}")
+        hub.end_session(s, CloseReason.RESUMED)
+
     def _failed(self, p: JsonSession, reason: str) -> ProtocolError:
         self.results[reason] += 1
         hub = self.hub
@@ -278,11 +327,17 @@ class ResumeManager:
         hub.event("resume", f"{p.id}: resume failed: {reason}")
         return ProtocolError("resume_failed", _FAILURE_TEXT[reason], reason=reason)
 
-    def _plug(self, s: JsonSession, p: JsonSession) -> None:
+    def _plug_fresh(self, s: JsonSession, p: JsonSession) -> None:
+        """Move ``p``'s connection under ``s``, made anew here (see .handover)."""
+        self._plug(s, p, fresh=True)
+
+    def _plug(self, s: JsonSession, p: JsonSession, fresh: bool = False) -> None:
         """Move ``p``'s connection under ``s``: ``p`` ends silently."""
         hub = self.hub
         kept = s.detached
-        if kept is None:
+        if fresh:
+            pass
+        elif kept is None:
             self._cut(s)  # attached: its old connection is half-open
         else:
             if kept.timer is not None:
@@ -350,7 +405,12 @@ def first_message(s: JsonSession, bodies: list[Any]) -> None:
     try:
         if manager is None:
             raise ProtocolError("resume_failed", "Session resume is off", reason="unknown")
-        target = manager.resume(s, msg)
+        resumed = manager.resume(s, msg)
+        if resumed is None:
+            # Waiting for another node: the rest waits with what comes next.
+            s._backlog.extend(bodies[1:])
+            return
+        target = resumed
     except ProtocolError as exc:
         s.deliver(encode_error(exc, ref))
     rest = bodies[1:]

@@ -40,13 +40,15 @@ def valid_room_name(name: str) -> bool:
 
 
 class Room:
-    __slots__ = ("created_at", "members", "messages", "name", "touched")
+    __slots__ = ("created_at", "members", "messages", "name", "offset", "touched")
 
     def __init__(self, name: str) -> None:
         self.name = name
         self.members: dict[str, Member] = {}
         self.messages = 0
         self.created_at = time.time()
+        # The latest offset this node delivered here, when the cluster keeps the history.
+        self.offset = 0
         self.touched = False  # on the registry's changes since the console last looked
 
     @property
@@ -157,7 +159,8 @@ class RoomRegistry:
             messages=r.messages,
             created_at=r.created_at,
             epoch=pos.epoch if pos is not None else "",
-            offset=pos.offset if pos is not None else 0,
+            # On a cluster the position is Redis's: the latest offset seen here.
+            offset=pos.offset if pos is not None else r.offset,
             history=len(pos.entries) if pos is not None else 0,
             history_bytes=pos.bytes if pos is not None else 0,
             size=len(r.members),

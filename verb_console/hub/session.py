@@ -207,6 +207,11 @@ class SessionHost(Protocol):
     def node(self) -> str: ...
 
     @property
+    def shared_history(self) -> Any:
+        """Room history kept by the cluster (.shared_history.SharedHistory), or None."""
+        ...
+
+    @property
     def tap(self) -> Tap | None:
         """The message tap while someone watches it, else None (see :mod:`.tap`)."""
         ...

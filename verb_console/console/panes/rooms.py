@@ -32,8 +32,9 @@ def _epoch(r: RoomInfo, _now: float) -> Cell:
 
 
 def _positioned(text: Callable[[RoomInfo], str]) -> Callable[[RoomInfo, float], Cell]:
-    """A figure of the room's history: "-" for a room with none (no epoch)."""
-    return lambda r, _now: text(r) if r.epoch else ("-", "muted")
+    """A figure of the room's history: "-" for a room with none (no epoch; in a
+    cluster, whose history Redis keeps, the offset seen here is shown alone)."""
+    return lambda r, _now: text(r) if r.epoch or r.offset else ("-", "muted")
 
 
 # In the order of the hub's room fields (hub/row_fields.py): a title is the filter's name.
