@@ -13,18 +13,22 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
+from verb_console.hub.row_fields import MUX_CONNECTIONS, ROOMS
+from verb_console.hub.session_fields import page_of
 from verb_console.hub.snapshot import (
     ClosedSessionInfo,
     ClusterInfo,
     HubView,
     LogEvent,
     MuxConnectionInfo,
+    MuxPage,
     Notifier,
     Overview,
     Rates,
     RateSeries,
     Refusals,
     RoomInfo,
+    RoomPage,
     SessionInfo,
     SessionPage,
     SessionQuery,
@@ -34,7 +38,6 @@ from verb_console.hub.snapshot import (
     TransferInfo,
 )
 from verb_console.hub.tap import TapBatch, TapRow
-from verb_console.hub.view import page_of
 
 T0 = 1_700_000_000.0
 """When the fixed server started (2023-11-14 22:13:20 UTC)."""
@@ -286,9 +289,50 @@ class FixedHubView:
                 members.setdefault(room, []).append(s.id)
         members.setdefault("empty-room", [])
         return [
-            RoomInfo(name, tuple(sorted(ids)), 1000 * len(name) + 7 * len(ids), T0 + 60 * i)
+            replace(
+                RoomInfo(
+                    name,
+                    tuple(sorted(ids)),
+                    1000 * len(name) + 7 * len(ids),
+                    T0 + 60 * i,
+                    size=len(ids),
+                ),
+                # Room history (PROTOCOL.md 11.2) in every room but one.
+                epoch="" if name == "empty-room" else f"{0x3F9A1C2E77D04B15 + 7919 * i:016x}",
+                offset=0 if name == "empty-room" else 1000 * len(name) + 7 * len(ids),
+                history=0 if name == "empty-room" else min(100, 1000 * len(name)),
+                history_bytes=0 if name == "empty-room" else 180 * min(100, 1000 * len(name)),
+            )
             for i, (name, ids) in enumerate(sorted(members.items()))
         ]
+
+    def room_page(
+        self,
+        sort: str = "name",
+        reverse: bool = False,
+        filter: str = "",
+        offset: int = 0,
+        limit: int = 100,
+    ) -> RoomPage:
+        rooms = [replace(r, members=()) for r in self.rooms()]
+        return ROOMS.page_of(rooms, sort, reverse, filter, offset, limit, self.clock())
+
+    def room(self, name: str) -> RoomInfo | None:
+        return next((r for r in self.rooms() if r.name == name), None)
+
+    def mux_page(
+        self,
+        sort: str = "id",
+        reverse: bool = False,
+        filter: str = "",
+        offset: int = 0,
+        limit: int = 100,
+    ) -> MuxPage:
+        muxes = [replace(m, streams=()) for m in self.mux_connections()]
+        return MUX_CONNECTIONS.page_of(muxes, sort, reverse, filter, offset, limit, self.clock())
+
+    def mux_connection(self, mux_id: str) -> MuxConnectionInfo | None:
+        return next((m for m in self.mux_connections() if m.id == mux_id), None)
 
     def mux_connections(self) -> list[MuxConnectionInfo]:
         by_parent: dict[str, list[SessionInfo]] = {}
@@ -312,6 +356,9 @@ class FixedHubView:
                     )
                     for s in streams
                 ),
+                stream_count=len(streams),
+                bytes_in=sum(s.bytes_in for s in streams),
+                bytes_out=sum(s.bytes_out for s in streams),
             )
             for parent, streams in sorted(by_parent.items())
         ]

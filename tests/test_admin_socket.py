@@ -226,12 +226,7 @@ async def test_field_filters_keep_on_the_server_exactly_what_the_console_keeps_i
     start_server,
 ) -> None:
     from verb_console.client import MuxClient
-    from verb_console.console.panes.connections import LIVE_COLUMNS
-    from verb_console.filtering import apply
-    from verb_console.hub.session_fields import LIVE_FIELDS, search_text
-
-    # A term's field is found by the column labels, in order: both lists agree.
-    assert [c.label for c in LIVE_COLUMNS] == [f.label for f in LIVE_FIELDS]
+    from verb_console.hub.session_fields import filter_rows
 
     runtime = await start_server(protocol="auto")
     muxes = [await MuxClient.connect("127.0.0.1", runtime.port) for _ in range(2)]
@@ -249,9 +244,7 @@ async def test_field_filters_keep_on_the_server_exactly_what_the_console_keeps_i
         async with await AdminClient.connect(runtime.admin.path) as admin:
             for text in FILTERS:
                 page = page_from_wire(await admin.request("sessions", filter=text, limit=100))
-                here, _ = apply(
-                    text, LiveHubView(hub).sessions(), LIVE_COLUMNS, search_text, time.time()
-                )
+                here, _ = filter_rows(text, LiveHubView(hub).sessions(), time.time())
                 assert sorted(s.id for s in page.rows) == sorted(s.id for s in here), text
                 assert page.total == 5 and page.matched == len(here), text
                 if text in ("proto:mux", "proto=mux idle<60", "mux"):
@@ -261,6 +254,9 @@ async def test_field_filters_keep_on_the_server_exactly_what_the_console_keeps_i
                 for text in ("proto:detect", "proto!=mux", "idle>60", "nosuchcolumn:1")
             }
             assert counts == {"proto:detect": 3, "proto!=mux": 3, "idle>60": 0, "nosuchcolumn:1": 0}
+            # A term naming no field says so, rather than only matching nothing.
+            bad = page_from_wire(await admin.request("sessions", filter="nosuchcolumn:1"))
+            assert bad.error.startswith("no column 'nosuchcolumn'"), bad.error
             # Sorted by the USER column (no user anywhere) without failing.
             page = page_from_wire(await admin.request("sessions", sort="user", limit=3))
             assert len(page.rows) == 3

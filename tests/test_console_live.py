@@ -450,9 +450,11 @@ PANE_CHECKS: dict[str, tuple[str, PaneCheck]] = {
     ),
     "rooms": (
         "3",
-        lambda live: any(
-            r.name == "lobby" and r.members == tuple(sorted([live.json.id, live.stream_id]))
-            for r in pane_rows(live, "rooms", "rooms")
+        # A page of rooms counts their members; the selected room's are listed below.
+        lambda live: (
+            [(r.name, r.size) for r in pane_rows(live, "rooms", "rooms")] == [("lobby", 2)]
+            and [m[0] for m in pane_rows(live, "rooms", "members")]
+            == sorted([live.json.id, live.stream_id])
         ),
     ),
     "streams": (

@@ -17,7 +17,8 @@ from verb_console.console.dialogs import BroadcastDialog, ConfirmDialog
 from verb_console.console.format import plural
 from verb_console.console.panes.connections import ConnectionsPane
 from verb_console.console.panes.table import LiveTable
-from verb_console.filtering import BadFilter, parse
+from verb_console.filtering import BadFilter
+from verb_console.hub.session_fields import session_filter
 from verb_console.hub.snapshot import SessionInfo
 from verb_console.units import to_number
 
@@ -178,14 +179,8 @@ async def test_field_terms_filter_by_column() -> None:
 def test_a_comparison_needs_a_number() -> None:
     app, _, _ = make()
     with pytest.raises(BadFilter):
-        parse("idle>soon", connections_columns())
+        session_filter("idle>soon")
     del app
-
-
-def connections_columns():  # type: ignore[no-untyped-def]
-    from verb_console.console.panes.connections import LIVE_COLUMNS
-
-    return LIVE_COLUMNS
 
 
 async def test_escape_on_the_table_clears_an_applied_filter() -> None:

@@ -9,7 +9,8 @@ import time
 from console_fake import FixedHubView, FrozenClock
 
 from verb_console.console import VerbConsoleApp
-from verb_console.console.panes.connections import WINDOW, ConnectionsPane
+from verb_console.console.panes.base import WINDOW
+from verb_console.console.panes.connections import ConnectionsPane
 
 SESSIONS = 10_000
 BUDGET = 0.020  # seconds for one refresh of the Connections pane

@@ -1,41 +1,37 @@
-"""A new Connections column is one field of SessionInfo and one SessionField, nothing else.
+"""A new Connections column is one field of SessionInfo, one query field and one column.
 
-The first test makes exactly those two edits in a copy of the package and runs
-the copy in a child process: a real server, its admin socket and an attached
-console must all know the new column with no other change. The second adds a
-column to the field list in-process and checks that the console's table and
-the server's sorting and filtering both take it from there.
+The first test makes exactly those three edits in a copy of the package and
+runs the copy in a child process: a real server sorts and filters by the new
+field's value, its admin socket carries it, and an attached console shows the
+column and asks the server to sort by it. The second checks, in process, that
+every column of the Connections pane sorts on the server by the field it names.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import shutil
 import subprocess
 import sys
-from operator import attrgetter
 from pathlib import Path
 
 import pytest
-from helpers import eventually
-from textual.app import App, ComposeResult
+from console_fake import FixedHubView, FrozenClock
 
 import verb_console
-from verb_console.console.panes.connections import LIVE_COLUMNS, live_columns
-from verb_console.console.panes.table import LiveTable
-from verb_console.hub.session_fields import LIVE_FIELDS, SessionField, search_text
+from verb_console.console.app import VerbConsoleApp
+from verb_console.console.panes.connections import ConnectionsPane
 from verb_console.hub.snapshot import SessionInfo
-from verb_console.hub.view import LiveHubView, page_of
 
 pytestmark = pytest.mark.timeout(120)
 
-# The two edits: one field of the record, one column declaration.
+# The three edits: one field of the record, one field of the query, one column.
+# (Sessions have the attribute already: the live view reads it by its name.)
 NEW_FIELD = "    closing: bool = False  # the session is being closed\n"
+NEW_QUERY = '    SessionField("closing", "closing", count("closing")),\n'
 NEW_COLUMN = (
-    '    SessionField("CLOSING", 7, lambda s, _: "yes" if s.closing else "no", "closing",'
-    " priority=1),\n"
+    '    live("CLOSING", 7, "closing", lambda s, _: "yes" if s.closing else "no", priority=1),\n'
 )
 
 # Run in the child, against the edited copy: a server with three json
@@ -69,11 +65,11 @@ async def main(sock, uploads):
         await asyncio.sleep(0.01)
     out = {}
     async with await AdminClient.connect(runtime.admin.path) as admin:
-        raw = await admin.request("sessions", sort="closing", filter="closing:no", limit=10)
+        raw = await admin.request("sessions", sort="closing", filter="closing<1", limit=10)
         out["fields"] = raw["fields"]
         out["matched_no"] = raw["matched"]
         out["closing"] = [s.closing for s in page_from_wire(raw).rows]
-        raw = await admin.request("sessions", filter="closing=yes")
+        raw = await admin.request("sessions", filter="closing>=1")
         out["matched_yes"] = raw["matched"]
         # Sorted with no filter: the server sorts the sessions themselves.
         raw = await admin.request("sessions", sort="closing", reverse=True, limit=10)
@@ -123,7 +119,10 @@ def test_one_field_and_one_column_reach_the_server_the_wire_and_an_attached_cons
     _insert(
         copy / "verb_console/hub/snapshot.py", "class SessionInfo(NamedTuple):", "\n\n\n", NEW_FIELD
     )
-    _insert(copy / "verb_console/hub/session_fields.py", "LIVE_FIELDS = (", "\n)\n", NEW_COLUMN)
+    _insert(copy / "verb_console/hub/session_fields.py", "FIELDS: tuple", "\n)\n", NEW_QUERY)
+    _insert(
+        copy / "verb_console/console/panes/session_columns.py", "LIVE_COLUMNS:", "\n)\n", NEW_COLUMN
+    )
     script = tmp_path / "child.py"
     script.write_text(CHILD)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
@@ -148,54 +147,18 @@ def test_one_field_and_one_column_reach_the_server_the_wire_and_an_attached_cons
     assert out["query"] == "closing"
 
 
-class _Table(App[None]):
-    def __init__(self, table: LiveTable) -> None:
-        super().__init__()
-        self.table = table
-
-    def compose(self) -> ComposeResult:
-        yield self.table
-
-
-async def test_a_field_added_to_the_list_is_a_table_column_a_sort_key_and_a_filter_term(
-    start_server,
-) -> None:
-    port_field = SessionField("PORT", 6, lambda s, _: str(s.port), "port", "right", 1)
-    fields = (*LIVE_FIELDS, port_field)
-    runtime = await start_server()
-    conns = [await asyncio.open_connection("127.0.0.1", runtime.port) for _ in range(4)]
-    try:
-        await eventually(lambda: len(runtime.hub.sessions) == 4, timeout=5)
-        views = LiveHubView(runtime.hub).sessions()
-        ports = sorted(s.port for s in views)
-        # Not a column yet: the server refuses the sort and the term matches nothing.
-        with pytest.raises(ValueError, match="unknown sort key"):
-            page_of(views, sort="port")
-        assert page_of(views, filter="port>0").matched == 0
-        # One more field: sorted and filtered on the server by it.
-        page = page_of(views, sort="port", reverse=True, filter="port>0", fields=fields)
-        assert [s.port for s in page.rows] == ports[::-1]
-        page = page_of(views, filter=f"port>={ports[2]}", fields=fields)
-        assert sorted(s.port for s in page.rows) == ports[2:]
-        # And in the console's table, laid out and sorted as the field says.
-        columns = live_columns(fields)
-        layout = attrgetter("label", "width", "align", "priority", "flex", "descending")
-        assert [layout(c) for c in columns[:-1]] == [layout(c) for c in LIVE_COLUMNS]
-        column = columns[-1]
-        assert (column.label, column.width, column.align, column.priority) == (
-            "PORT",
-            6,
-            "right",
-            1,
-        )
-        table = LiveTable(columns, key=attrgetter("id"), search=search_text)
-        async with _Table(table).run_test(size=(200, 12)) as pilot:
-            table.sort_by(len(columns) - 1, False)
-            table.set_items(views, 0.0)
+async def test_each_column_sorts_on_the_server_by_the_field_it_names() -> None:
+    clock = FrozenClock()
+    view = FixedHubView(clock, sessions=50)
+    app = VerbConsoleApp(view, clock=clock)
+    async with app.run_test(size=(240, 30)) as pilot:
+        pane = app.main.pane("connections")
+        assert isinstance(pane, ConnectionsPane)
+        table = pane.live_table
+        for index, column in enumerate(table.columns):
+            table.sort_by(index, False)
+            pane.refresh_view(clock())
             await pilot.pause()
-            assert table.render_line(0).text.rstrip().endswith("PORT")
-            assert [s.port for s in table.rows] == ports
-            assert table.render_line(1).text.rstrip().endswith(str(ports[0]))
-    finally:
-        for _reader, writer in conns:
-            writer.close()
+            page = view.session_page(column.field, column.descending, "", 0, 1000)
+            # The table shows the server's order, which is the field's own.
+            assert [s.id for s in table.rows] == [s.id for s in page.rows], column.label

@@ -15,7 +15,7 @@ from helpers import eventually
 
 from verb_console.admin.client import AdminClient
 from verb_console.admin.remote_view import DISCONNECTED, RemoteHubView
-from verb_console.console.panes.connections import WINDOW
+from verb_console.console.panes.base import WINDOW
 from verb_console.runtime import Runtime
 from verb_console.settings import Settings
 
@@ -193,7 +193,7 @@ async def test_an_attached_connections_pane_slides_its_window_with_the_cursor(
                 if table.cursor_item is not None and table.cursor_item.id == ids[-1]:
                     break
             assert table.cursor_item is not None and table.cursor_item.id == ids[-1]
-            assert pane._window_start > 0
+            assert pane.paging.start > 0
             assert f"of {len(ids)} fetched" in pane._title_text
     finally:
         view.stop()

@@ -1,13 +1,15 @@
 """The filter line's language: words, ``field:value`` terms and ``field>number`` comparisons.
 
 ``json lobby`` keeps rows whose searchable text contains both words.
-``proto:mux`` keeps rows whose PROTO cell contains ``mux``; ``room:lobby`` finds
-the ROOMS column by the start of its name. ``idle>60``, ``unsent>=1MiB`` and
-``msgin<10k`` compare a column's value read back from its cell: durations
+``proto:mux`` keeps rows whose ``proto`` field contains ``mux``; a field is
+named by the start of its name (``room:lobby`` finds ``rooms``). ``idle>60``,
+``unsent>=1MiB`` and ``msgin<10k`` compare a field's number: durations
 (``1m05s``), sizes (``1.5 KiB``, ``2MB``) and counts (``12.3k``, ``1,024``).
 
-The console filters its tables with it, and the server its live sessions for an
-attached console (:mod:`.hub.session_fields`), over the same cell text.
+The language knows rows only through :class:`Fields`: each field's name and
+how to read its value from a row, as text or as a number. The hub filters the
+live sessions on their values (:mod:`.hub.session_fields`); a console table
+over a small list reads its values off its cells.
 """
 
 from __future__ import annotations
@@ -16,111 +18,28 @@ import operator
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from .units import to_number
 
-
-class Column(Protocol):
-    """What a filter reads of a column: its label (the term's field) and its cells."""
-
-    @property
-    def label(self) -> str: ...
-
-    def render(self, row: Any, now: float) -> str | tuple[str, str]: ...
-
-
-_TERM = re.compile(r"^(?P<field>[a-z][a-z ]*?)\s*(?P<op>:|>=|<=|!=|=|>|<)\s*(?P<value>.*)$")
+Value = str | float | None
+"""A field's value: text, or a number (None: no number)."""
+Read = Callable[[Any, float], Value]
+"""How a field's value is read from (a row, the time now)."""
 
 
 @dataclass(frozen=True, slots=True)
-class Term:
-    """One term of a filter: a column (``None``: the searchable text), an operator, a value."""
+class Fields:
+    """What a filter may name: each field's name (lower case, no spaces), and its read,
+    in order (a name's start finds the first field it begins)."""
 
-    column: int | None
-    op: str
-    value: str
-    number: float | None
-
-
-class BadFilter(ValueError):
-    """A ``field:value`` term names no column of the table."""
+    names: tuple[str, ...]
+    reads: tuple[Read, ...]
+    search: Callable[[Any], str]
+    """What a bare word is looked for in."""
 
 
-def parse(text: str, columns: Sequence[Column]) -> list[Term]:
-    """Split a filter into terms; raises :class:`BadFilter` for an unknown field."""
-    terms = []
-    names = [c.label.lower().replace(" ", "") for c in columns]
-    for word in text.split():
-        match = _TERM.match(word.lower())
-        if match is None:
-            terms.append(Term(None, ":", word.lower(), None))
-            continue
-        field, op, value = match.group("field", "op", "value")
-        field = field.replace(" ", "")
-        found = next((i for i, n in enumerate(names) if n == field), None)
-        if found is None:
-            found = next((i for i, n in enumerate(names) if n.startswith(field)), None)
-        if found is None:
-            known = ", ".join(n for n in names)
-            raise BadFilter(f"no column {field!r} here (columns: {known})")
-        number = to_number(value) if op not in (":", "=", "!=") else None
-        if op not in (":", "=", "!=") and number is None:
-            raise BadFilter(f"{value!r} is not a number, size or duration")
-        terms.append(Term(found, op, value, number))
-    return terms
-
-
-def matcher(
-    terms: Sequence[Term], columns: Sequence[Column], search: Callable[[Any], str], now: float
-) -> Callable[[Any], bool]:
-    """A predicate keeping the rows that satisfy every term."""
-    words = [t.value for t in terms if t.column is None]
-    # Each field term as one test of a row, resolved once: a filter runs over
-    # every session, ten thousand at a time.
-    checks = [_field_check(columns[t.column], t, now) for t in terms if t.column is not None]
-
-    def keep(row: Any) -> bool:
-        if words:
-            text = search(row).lower()
-            if not all(w in text for w in words):
-                return False
-        return all(check(row) for check in checks)
-
-    return keep
-
-
-def _field_check(column: Column, t: Term, now: float) -> Callable[[Any], bool]:
-    # A column may give the number its cell reads back as, without the text
-    # (hub/session_fields.py does for durations): the same answer, made faster.
-    number = getattr(column, "number", None)
-    if number is not None and t.op in _COMPARE and t.number is not None:
-        compare, limit = _COMPARE[t.op], t.number
-
-        def compare_number(row: Any) -> bool:
-            n = number(row, now)  # None: the text reads back as no number
-            return n is not None and compare(n, limit)
-
-        return compare_number
-    render = column.render
-    if t.op == ":":
-        # The common field term, with no second call per row.
-        value = t.value
-
-        def contains(row: Any) -> bool:
-            rendered = render(row, now)
-            return value in (rendered[0] if isinstance(rendered, tuple) else rendered).lower()
-
-        return contains
-    test = _test(t)
-
-    def check(row: Any) -> bool:
-        rendered = render(row, now)
-        return test((rendered[0] if isinstance(rendered, tuple) else rendered).lower())
-
-    return check
-
-
+_TERM = re.compile(r"^(?P<field>[a-z][a-z ]*?)\s*(?P<op>:|>=|<=|!=|=|>|<)\s*(?P<value>.*)$")
 _COMPARE: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
     "<": operator.lt,
@@ -129,57 +48,79 @@ _COMPARE: dict[str, Callable[[float, float], bool]] = {
 }
 
 
-def _test(t: Term) -> Callable[[str], bool]:
-    value = t.value
-    if t.op == ":":
-        return lambda cell: value in cell
-    if t.op == "=":
-        return lambda cell: cell == value
-    if t.op == "!=":
-        return lambda cell: cell != value
-    compare, number = _COMPARE[t.op], t.number
-    if number is None:  # parse() refuses such a term; kept for a hand-made one
-        return lambda cell: False
-
-    def test(cell: str) -> bool:
-        n = to_number(cell)
-        return n is not None and compare(n, number)
-
-    return test
+class BadFilter(ValueError):
+    """A term names no field, or compares with something that is not a number."""
 
 
-def apply(
-    text: str,
-    items: Sequence[Any],
-    columns: Sequence[Column],
-    search: Callable[[Any], str],
-    now: float,
-) -> tuple[list[Any], str]:
-    """The items that filter ``text`` keeps, and why none can match (a bad term) or ``""``."""
-    rows = list(items)
-    if not text:
-        return rows, ""
+Test = Callable[[Any, float], bool]
+
+
+def compile_filter(text: str, fields: Fields) -> tuple[Test, frozenset[int]]:
+    """A test of ``(row, now)`` keeping the rows that satisfy every term of ``text``,
+    and the fields its terms name (by index); raises :class:`BadFilter`."""
+    words: list[str] = []
+    tests: list[Test] = []
+    used: set[int] = set()
+    for word in text.lower().split():
+        match = _TERM.match(word)
+        if match is None:
+            words.append(word)
+            continue
+        name, op, value = match.group("field", "op", "value")
+        found = _field(fields.names, name.replace(" ", ""))
+        used.add(found)
+        tests.append(_term(fields.reads[found], op, value))
+    search = fields.search
+    if words:
+        tests.insert(0, lambda row, _now: all(w in search(row).lower() for w in words))
+    if len(tests) == 1:
+        return tests[0], frozenset(used)
+    return lambda row, now: all(t(row, now) for t in tests), frozenset(used)
+
+
+def _field(names: Sequence[str], name: str) -> int:
+    """The field a term names: its whole name, else the first that begins so."""
+    found = next((i for i, n in enumerate(names) if n == name), None)
+    if found is None:
+        found = next((i for i, n in enumerate(names) if n.startswith(name)), None)
+    if found is None:
+        raise BadFilter(f"no column {name!r} here (columns: {', '.join(names)})")
+    return found
+
+
+def _term(read: Read, op: str, value: str) -> Test:
+    number = to_number(value)
+    if op in _COMPARE:
+        if number is None:
+            raise BadFilter(f"{value!r} is not a number, size or duration")
+        compare = _COMPARE[op]
+
+        def compares(row: Any, now: float) -> bool:
+            v = read(row, now)
+            n = to_number(v) if isinstance(v, str) else v
+            return n is not None and compare(n, number)
+
+        return compares
+    negate = op == "!="
+
+    def equals(row: Any, now: float) -> bool:
+        v = read(row, now)
+        if isinstance(v, str):
+            v = v.lower()
+            hit = value in v if op == ":" else v == value
+        else:  # a number: the same number, at the precision it is shown
+            hit = v is not None and v == number
+        return hit != negate
+
+    return equals
+
+
+def apply(text: str, items: Sequence[Any], fields: Fields, now: float) -> tuple[list[Any], str]:
+    """The items that filter ``text`` keeps, and why none can (a bad term) or ``""``."""
+    if not text.strip():
+        return list(items), ""
     try:
-        terms = parse(text, columns)
+        keep, _used = compile_filter(text, fields)
     except BadFilter as error:
         return [], str(error)
-    if len(terms) == 1 and terms[0].column is None:
-        # The common case, one word, stays one pass of C-level string search.
-        needle = terms[0].value
-        return [r for r in rows if needle in search(r).lower()], ""
-    # One pass a term, each over what the ones before it kept (a predicate testing
-    # every term of each row cost a generator a row): the words together first.
-    words = [t.value for t in terms if t.column is None]
-    if len(words) == 1:
-        needle = words[0]
-        rows = [r for r in rows if needle in search(r).lower()]
-    elif words:
-        rows = [r for r in rows if _has_all(search(r).lower(), words)]
-    for t in terms:
-        if t.column is not None and rows:
-            rows = list(filter(_field_check(columns[t.column], t, now), rows))
-    return rows, ""
-
-
-def _has_all(text: str, words: Sequence[str]) -> bool:
-    return all(w in text for w in words)
+    return [r for r in items if keep(r, now)], ""

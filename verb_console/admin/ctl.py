@@ -171,6 +171,8 @@ async def _all_sessions(client: AdminClient, args: argparse.Namespace) -> dict[s
         if after is not None:
             query["after"] = after
         page = await client.request("sessions", **query, limit=limit)
+        if page.get("error"):
+            raise AdminError("bad_filter", page["error"])
         rows.extend(page["rows"])
         if page["rows"]:
             after = page["rows"][-1][0]
@@ -182,6 +184,23 @@ async def _all_sessions(client: AdminClient, args: argparse.Namespace) -> dict[s
                 "matched": page["matched"],
                 "sessions": [dict(zip(fields, r, strict=True)) for r in rows],
             }
+
+
+def _detached_cells(s: dict[str, Any], now: float) -> list[str]:
+    """STATE, LEFT and KEPT of a session: a detached one's resume window (PROTOCOL.md
+    11.1), its time left, and the bytes/messages kept for it to replay."""
+    until = s.get("detached_until")
+    if until is None:
+        return [s.get("state", "live"), "-", "-"]
+    kept = f"{fmt_bytes(s.get('kept', 0))}/{fmt_count(s.get('kept_msgs', 0))}"
+    return [s.get("state", "detached"), fmt_duration(max(0.0, until - now)), kept]
+
+
+def _history_cells(r: dict[str, Any]) -> list[str]:
+    """EPOCH, OFFSET, HISTORY and HIST SIZE of a room (PROTOCOL.md 11.2); "-" with history off."""
+    if not r.get("epoch"):
+        return ["-", "-", "-", "-"]
+    return [r["epoch"], fmt_int(r["offset"]), fmt_int(r["history"]), fmt_bytes(r["history_bytes"])]
 
 
 def _status_text(s: dict[str, Any], hello: dict[str, Any]) -> str:
@@ -336,19 +355,24 @@ async def run_command(args: argparse.Namespace) -> tuple[Any, str]:
                     fmt_bytes(s["unsent"]),
                     ",".join(s["rooms"]),
                     s.get("user") or "-",
+                    *_detached_cells(s, now),
                 ]
                 for s in doc["sessions"]
             ]
             headers = ["SESSION", "PROTO", "UPTIME", "IDLE", "MSG IN", "MSG OUT"]
-            headers += ["BYTES IN", "BYTES OUT", "UNSENT", "ROOMS", "USER"]
+            headers += ["BYTES IN", "BYTES OUT", "UNSENT", "ROOMS", "USER", "STATE", "LEFT", "KEPT"]
             text = _table(headers, rows)
             text += f"\n{fmt_int(len(rows))} of {fmt_int(doc['matched'])} matching,"
             text += f" {fmt_int(doc['total'])} live"
             return doc, text
         if command == "rooms":
             rooms = await client.request("rooms")
-            rows = [[r["name"], fmt_int(len(r["members"])), fmt_int(r["messages"])] for r in rooms]
-            return {"rooms": rooms}, _table(["ROOM", "MEMBERS", "MESSAGES"], rows)
+            rows = [
+                [r["name"], fmt_int(len(r["members"])), fmt_int(r["messages"]), *_history_cells(r)]
+                for r in rooms
+            ]
+            headers = ["ROOM", "MEMBERS", "MESSAGES", "EPOCH", "OFFSET", "HISTORY", "HIST SIZE"]
+            return {"rooms": rooms}, _table(headers, rows)
         if command == "close":
             result = await client.request("close", id=args.id)
             if not result["closed"]:

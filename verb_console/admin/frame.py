@@ -83,6 +83,8 @@ class FrameState:
             "offset": page.offset,
             "rows": changed,
         }
+        if page.error:
+            wire_page["error"] = page.error
         ids = list(self.rows)
         if ids != self.ids or have == 0:
             wire_page["ids"] = self.ids = ids
@@ -132,6 +134,7 @@ class FrameCopy:
             wire_page["matched"],
             wire_page["offset"],
             tuple(rows[i] for i in self.ids),
+            error=wire_page.get("error", ""),
         )
         raw_overview = result.get("overview")
         if raw_overview is not None:

@@ -279,6 +279,8 @@ class HubCollector(Collector):
             value=unsent,
         )
 
+        yield from self._resume()
+
         # ---- rooms
         rooms = hub.rooms
         yield GaugeMetricFamily("verb_rooms", "Rooms with at least one member", value=len(rooms))
@@ -287,6 +289,20 @@ class HubCollector(Collector):
             "Room messages relayed to a room's other members",
             rooms.messages_total(),
         )
+        history = rooms.history
+        if history is not None:
+            yield GaugeMetricFamily(
+                "verb_room_history_bytes",
+                "Bytes of room messages kept for recovery (PROTOCOL.md 11.2), every room",
+                value=history.bytes,
+            )
+            yield _by(
+                CounterMetricFamily,
+                "verb_room_recoveries",
+                "join_room requests with since, by result: recovered, or not_recovered",
+                "result",
+                dict(history.recoveries),
+            )
 
         # ---- uploads
         store = hub.uploads
@@ -335,6 +351,30 @@ class HubCollector(Collector):
         yield from self._cluster()
         if self.lag is not None:
             yield self.lag.family()
+
+    def _resume(self) -> Iterator[Metric]:
+        """With session resume on (PROTOCOL.md 11.1), and while a drain closes sessions."""
+        hub = self.hub
+        yield GaugeMetricFamily(
+            "verb_drain_sessions_left",
+            "Sessions the graceful shutdown has still to close (0 when not draining)",
+            value=hub.shutdown.left,
+        )
+        resume = hub.resume
+        if resume is None:
+            return
+        yield GaugeMetricFamily(
+            "verb_sessions_detached",
+            "Sessions detached: no connection carries them, resumable for --resume-window",
+            value=len(resume.detached),
+        )
+        yield _by(
+            CounterMetricFamily,
+            "verb_resumes",
+            "resume requests, by result: resumed, or why not (the resume_failed reason)",
+            "result",
+            dict(resume.results),
+        )
 
     def _cluster(self) -> Iterator[Metric]:
         """With ``--cluster``: the link to Redis and the traffic with other nodes."""

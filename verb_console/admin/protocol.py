@@ -15,6 +15,7 @@ field names; this module turns them into JSON and back.
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from ..hub.snapshot import (
@@ -24,6 +25,7 @@ from ..hub.snapshot import (
     MuxConnectionInfo,
     NodeInfo,
     Overview,
+    Page,
     Rates,
     RateSeries,
     Refusals,
@@ -63,6 +65,10 @@ READ_OPS = frozenset(
         "unwatch",
         "frame",
         "bans",
+        "room_page",
+        "room",
+        "mux_page",
+        "mux_connection",
     }
 )
 ACTION_OPS = frozenset(
@@ -89,12 +95,34 @@ def page_to_wire(page: SessionPage) -> dict[str, Any]:
         "offset": page.offset,
         "fields": list(SessionInfo._fields),
         "rows": [session_to_wire(s) for s in page.rows],
+        **_error(page),
     }
 
 
-def page_from_wire(data: dict[str, Any]) -> SessionPage:
-    rows = tuple(session_from_wire(r) for r in data["rows"])
-    return SessionPage(data["total"], data["matched"], data["offset"], rows)
+def _error(page: Page[Any]) -> dict[str, str]:
+    """A page's ``error`` (a filter term naming no field), only when there is one."""
+    return {"error": page.error} if page.error else {}
+
+
+def page_from_wire(data: dict[str, Any], record: type[Any] = SessionInfo) -> Page[Any]:
+    """A page of sessions (rows as arrays), or of ``record`` (rows as objects)."""
+    if record is SessionInfo:
+        rows: tuple[Any, ...] = tuple(session_from_wire(r) for r in data["rows"])
+    else:
+        rows = tuple(from_wire(record, r) for r in data["rows"])
+    page: Page[Any] = Page(data["total"], data["matched"], data["offset"], rows)
+    return replace(page, error=data.get("error", ""))
+
+
+def records_page_to_wire(page: Page[Any]) -> dict[str, Any]:
+    """A page of rooms or mux connections: rows as objects, as :func:`to_wire` makes them."""
+    return {
+        "total": page.total,
+        "matched": page.matched,
+        "offset": page.offset,
+        "rows": [to_wire(r) for r in page.rows],
+        **_error(page),
+    }
 
 
 def to_wire(record: Any) -> Any:

@@ -23,17 +23,19 @@ from typing import Any
 
 import anyio
 
-from ..hub.history import KEPT, WATCH_KEPT, WATCH_KINDS
 from ..hub.snapshot import (
     ClosedSessionInfo,
     ClusterInfo,
     HubView,
     LogEvent,
     MuxConnectionInfo,
+    MuxPage,
     Notifier,
     Overview,
+    Page,
     RateSeries,
     RoomInfo,
+    RoomPage,
     SessionInfo,
     SessionPage,
     SessionQuery,
@@ -47,7 +49,8 @@ from .bans import check_ban_args
 from .client import AdminClient, AdminError
 from .frame import FrameCopy
 from .paths import AdminSocketError
-from .protocol import RECORDS, from_wire, series_from_wire, tap_from_wire
+from .protocol import RECORDS, from_wire, page_from_wire, tap_from_wire
+from .remote_rates import RemoteRates
 
 log = logging.getLogger("verb_console.admin")
 
@@ -57,6 +60,14 @@ BACKOFF_MAX = 1.0
 LOG_KEPT = 1000
 
 _LISTS = ("closed_sessions", "throttle", "rooms", "mux_connections", "transfers")
+# The paged lists, by their op, with the field they sort by first.
+_PAGES = {"room_page": "name", "mux_page": "id"}
+_PAGE_RECORDS: dict[str, type[Any]] = {
+    "room_page": RoomInfo,
+    "room": RoomInfo,
+    "mux_page": MuxConnectionInfo,
+    "mux_connection": MuxConnectionInfo,
+}
 
 
 def _empty_overview() -> Overview:
@@ -64,30 +75,6 @@ def _empty_overview() -> Overview:
 
     now = time.time()
     return Overview(DISCONNECTED, now, now, (), 0, 0, Stats(), Rates())
-
-
-class _Kept:
-    """The samples of one server-side series seen so far, and the newest one's number."""
-
-    def __init__(self, kept: int) -> None:
-        self.samples: deque[tuple[float, ...]] = deque(maxlen=kept)
-        self.seq = 0
-
-    def reset(self) -> None:
-        self.samples.clear()
-        self.seq = 0
-
-    def merge(self, got: RateSeries) -> None:
-        """Add the samples after :attr:`seq`; after a gap or a restart, start again."""
-        if got.seq < self.seq or got.seq - self.seq > len(got.samples):
-            self.samples.clear()
-        self.samples.extend(got.samples)
-        self.seq = got.seq
-
-    def series(self, step: int, fields: tuple[str, ...], since: int, limit: int) -> RateSeries:
-        n = max(0, min(self.seq - since, limit, len(self.samples)))
-        samples = tuple(self.samples)[len(self.samples) - n :] if n else ()
-        return RateSeries(step, self.seq, fields, samples)
 
 
 class RemoteHubView:
@@ -110,6 +97,14 @@ class RemoteHubView:
         self._query = SessionQuery()
         self._lists: dict[str, list[Any]] = {name: [] for name in _LISTS}
         self._wanted: set[str] = set()
+        # Pages of rooms and mux connections, and the one room or mux connection
+        # whose members or streams a pane shows: fetched only while asked for.
+        self._pages: dict[str, tuple[SessionQuery, Page[Any]]] = {
+            op: (SessionQuery(sort), Page(0, 0, 0, ())) for op, sort in _PAGES.items()
+        }
+        self._pages_wanted: set[str] = set()
+        self._ones: dict[str, tuple[str, Any]] = {}
+        self._ones_wanted: set[str] = set()
         # The bans (PROTOCOL.md 12.3) as last fetched, and whether the next round fetches them.
         self._bans: list[dict[str, Any]] = []
         self._bans_wanted = False
@@ -126,15 +121,8 @@ class RemoteHubView:
         self._tap_remote_seq = 0
         self._tap_rows: deque[TapRow] = deque(maxlen=TAP_KEPT)
         self._tap_counts = (0, 0, 0)
-        # Rates over time: the server's at the step the header last asked for, and
-        # the one session or room whose detail dialog is open (held at the server).
-        self._history_step = 1
-        self._history = {step: _Kept(kept) for step, kept in KEPT.items()}
-        self._watch: tuple[str, str] | None = None
-        self._watch_held: tuple[str, str] | None = None
-        self._watch_kept = _Kept(WATCH_KEPT)
-        # What the last history round fetched, and when (monotonic).
-        self._history_last: tuple[int, tuple[str, str] | None, float] = (0, None, 0.0)
+        # Rates over time: the server's, and one session's or room's.
+        self._rates = RemoteRates(self._poke, self._tell)
 
     # ----- the background task ------------------------------------------------
 
@@ -156,12 +144,10 @@ class RemoteHubView:
             if pid != self._server_pid:
                 self._remote_seq = 0  # a new server numbers its events afresh
                 self._tap_remote_seq = 0
-                for kept in (*self._history.values(), self._watch_kept):
-                    kept.reset()
+                self._rates.new_server()
                 self._server_pid = pid
             self._tap_held = False  # a new connection holds no tap yet
-            self._watch_held = None
-            self._history_last = (0, None, 0.0)
+            self._rates.new_connection()
             self._frames.reset()  # nor any frame
             self.connected = True
             self.attaches += 1
@@ -231,11 +217,12 @@ class RemoteHubView:
         for name in wanted:
             cls = RECORDS[name]
             self._lists[name] = [from_wire(cls, r) for r in await client.request(name)]
+        await self._pages_round(client)
         if self._bans_wanted:
             self._bans_wanted = False
             self._bans = (await client.request("bans"))["bans"]
         await self._tap_round(client)
-        await self._history_round(client)
+        await self._rates.round(client)
         for event in events:
             self._remote_seq = max(self._remote_seq, event.seq)
             self._local_event(event.kind, event.text, event.time)
@@ -244,6 +231,41 @@ class RemoteHubView:
         self._page = page
         if self.first_frame_at is None:
             self.first_frame_at = time.monotonic()
+
+    async def _pages_round(self, client: AdminClient) -> None:
+        """The pages of rooms and mux connections asked for since the last round, and
+        the one room or mux connection whose members or streams are on show."""
+        wanted, self._pages_wanted = self._pages_wanted, set()
+        for op in wanted:
+            q = self._pages[op][0]
+            raw = await client.request(
+                op, sort=q.sort, reverse=q.reverse, filter=q.filter, offset=q.offset, limit=q.limit
+            )
+            self._pages[op] = (q, replace(page_from_wire(raw, _PAGE_RECORDS[op]), query=q))
+        ones, self._ones_wanted = self._ones_wanted, set()
+        for op in ones:
+            key = self._ones[op][0]
+            raw = await client.request(op, key=key)
+            found = from_wire(_PAGE_RECORDS[op], raw) if raw is not None else None
+            self._ones[op] = (key, found)
+
+    def _paged(self, op: str, query: SessionQuery) -> Page[Any]:
+        held, page = self._pages[op]
+        if (query.sort, query.reverse, query.filter) != (held.sort, held.reverse, held.filter):
+            query = replace(query, offset=0)  # a new order or filter starts from the top
+        if query != held:
+            self._pages[op] = (query, page)
+            self._poke()
+        self._pages_wanted.add(op)
+        return page
+
+    def _one(self, op: str, key: str) -> Any:
+        held = self._ones.get(op)
+        if held is None or held[0] != key:
+            self._ones[op] = held = (key, None)
+            self._poke()
+        self._ones_wanted.add(op)
+        return held[1]
 
     async def _tap_round(self, client: AdminClient) -> None:
         if self._tap_wanted:
@@ -258,34 +280,6 @@ class RemoteHubView:
         elif self._tap_held:
             await client.request("tap_close")
             self._tap_held = False
-
-    async def _history_round(self, client: AdminClient) -> None:
-        # The server samples once a second: asking more often would only fetch nothing.
-        now = time.monotonic()
-        step = self._history_step
-        if (step, self._watch) == self._history_last[:2] and now < self._history_last[2] + 1:
-            return
-        self._history_last = (step, self._watch, now)
-        kept = self._history[step]
-        raw = await client.request("history", step=step, since=kept.seq, limit=KEPT[step])
-        kept.merge(series_from_wire(raw))
-        wanted, held = self._watch, self._watch_held
-        if held is not None and held != wanted:
-            await client.request("unwatch", kind=held[0], key=held[1])
-            self._watch_held = None
-        if wanted is None:
-            return
-        try:
-            kind, key = wanted
-            raw = await client.request("watch", kind=kind, key=key, since=self._watch_kept.seq)
-        except AdminError as exc:
-            self._tell(f"rates of {wanted[1]}: {exc}", "warning")
-            if self._watch == wanted:
-                self._watch = None
-            return
-        self._watch_held = wanted
-        if self._watch == wanted:
-            self._watch_kept.merge(series_from_wire(raw))
 
     def _local_event(self, kind: str, text: str, when: float | None = None) -> None:
         self._local_seq += 1
@@ -355,6 +349,36 @@ class RemoteHubView:
     def mux_connections(self) -> list[MuxConnectionInfo]:
         return self._list("mux_connections")
 
+    def room_page(
+        self,
+        sort: str = "name",
+        reverse: bool = False,
+        filter: str = "",
+        offset: int = 0,
+        limit: int = 100,
+    ) -> RoomPage:
+        """The page last fetched; the next round fetches this one."""
+        return self._paged("room_page", SessionQuery(sort, reverse, filter, max(0, offset), limit))
+
+    def room(self, name: str) -> RoomInfo | None:
+        """The room as last fetched (None until then); the next round fetches it again."""
+        found: RoomInfo | None = self._one("room", name)
+        return found
+
+    def mux_page(
+        self,
+        sort: str = "id",
+        reverse: bool = False,
+        filter: str = "",
+        offset: int = 0,
+        limit: int = 100,
+    ) -> MuxPage:
+        return self._paged("mux_page", SessionQuery(sort, reverse, filter, max(0, offset), limit))
+
+    def mux_connection(self, mux_id: str) -> MuxConnectionInfo | None:
+        found: MuxConnectionInfo | None = self._one("mux_connection", mux_id)
+        return found
+
     def transfers(self) -> list[TransferInfo]:
         return self._list("transfers")
 
@@ -370,30 +394,16 @@ class RemoteHubView:
         return self._cluster
 
     def traffic_history(self, step: int, since: int = 0, limit: int = 1440) -> RateSeries:
-        kept = self._history.get(step)
-        if kept is None:
-            raise ValueError(f"step must be one of {', '.join(map(str, KEPT))}")
-        if step != self._history_step:
-            self._history_step = step
-            self._poke()
-        return kept.series(step, ("msgs_in", "msgs_out", "bytes_in", "bytes_out"), since, limit)
+        return self._rates.traffic_history(step, since, limit)
 
     def watch_open(self, kind: str, key: str) -> None:
-        if self._watch != (kind, key):
-            self._watch = (kind, key)
-            self._watch_kept.reset()
-            self._poke()
+        self._rates.watch_open(kind, key)
 
     def watch_close(self, kind: str, key: str) -> None:
-        if self._watch == (kind, key):
-            self._watch = None
-            self._poke()
+        self._rates.watch_close(kind, key)
 
     def watch_series(self, kind: str, key: str, since: int = 0, limit: int = 300) -> RateSeries:
-        fields = WATCH_KINDS.get(kind, ())
-        if self._watch != (kind, key):
-            return RateSeries(1, 0, fields, ())
-        return self._watch_kept.series(1, fields, since, limit)
+        return self._rates.watch_series(kind, key, since, limit)
 
     def tap_since(self, seq: int) -> TapBatch | None:
         if not self._tap_wanted:

@@ -31,6 +31,7 @@ from .protocol import (
     RECORDS,
     VERSION,
     page_to_wire,
+    records_page_to_wire,
     series_to_wire,
     tap_to_wire,
     to_wire,
@@ -291,6 +292,23 @@ class AdminServer:
                 limit = min(int(args.get("limit", 100)), PAGE_MAX)
                 page = view.session_page(sort, reverse, text, offset, limit)
                 return page_to_wire(page)
+            if op in ("room_page", "mux_page"):
+                paged = view.room_page if op == "room_page" else view.mux_page
+                sort = str(args.get("sort", "name" if op == "room_page" else "id"))
+                limit = min(int(args.get("limit", 100)), PAGE_MAX)
+                return records_page_to_wire(
+                    paged(
+                        sort,
+                        bool(args.get("reverse", False)),
+                        str(args.get("filter", "")),
+                        int(args.get("offset", 0)),
+                        limit,
+                    )
+                )
+            if op in ("room", "mux_connection"):
+                one = view.room if op == "room" else view.mux_connection
+                found = one(str(args["key"]))
+                return to_wire(found) if found is not None else None
             if op == "log_since":
                 return [to_wire(e) for e in view.log_since(int(args.get("seq", 0)))]
             if op == "tap":

@@ -387,6 +387,7 @@ class Hub:
     def end_session(self, session: Session, reason: str) -> None:
         """Release what a finished session held and remember why it ended."""
         if self.resume is not None and self.resume.detach(session, reason):
+            self.changes.mark(session)  # now detached, for the console's orders
             return
         if self.sessions.get(session.id) is session:
             del self.sessions[session.id]

@@ -415,11 +415,19 @@ class MuxSession(Session):
         self.drop_queue(self.control)
         super().closed()
 
-    def mux_info(self) -> MuxConnectionInfo:
+    def mux_info(self, streams: bool = True) -> MuxConnectionInfo:
+        """The connection's record; with ``streams`` False (a page of them), without
+        its streams' records: a page costs its rows, not their streams."""
+        outlet = self.outlet
         return MuxConnectionInfo(
             id=self.id,
             connected_at=self.connected_at,
-            streams=tuple(
+            stream_count=len(self.streams),
+            bytes_in=outlet.bytes_read,
+            bytes_out=outlet.bytes_written,
+            streams=()
+            if not streams
+            else tuple(
                 StreamInfo(
                     stream_id=st.stream_id,
                     kind=st.session.protocol if st.session is not None else "?",

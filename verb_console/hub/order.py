@@ -25,9 +25,11 @@ from sortedcontainers import SortedList
 
 
 class Changing(Protocol):
-    """What a session gives :class:`Changes`: its id, a flag, and its streams if any."""
+    """What a session (or a room) gives :class:`Changes`: its id and a flag."""
 
-    id: str
+    @property
+    def id(self) -> str: ...
+
     touched: bool
 
 

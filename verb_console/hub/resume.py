@@ -360,6 +360,7 @@ class ResumeManager:
         else:
             stream: Any = outlet
             stream.session = s
+        hub.changes.mark(s)  # attached again, for the console's orders
         p.closing = True
         p.close_reason = CloseReason.RESUMED
         p.close_detail = f"resumed {s.id}"

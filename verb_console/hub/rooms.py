@@ -8,6 +8,7 @@ from typing import Any, Protocol
 
 from ..protocols.json import encode
 from .fanout import Recipient
+from .order import Changes
 from .pacer import Pacer
 from .room_history import HistoryStore
 from .snapshot import RoomInfo, Stats
@@ -39,7 +40,7 @@ def valid_room_name(name: str) -> bool:
 
 
 class Room:
-    __slots__ = ("created_at", "members", "messages", "name", "offset")
+    __slots__ = ("created_at", "members", "messages", "name", "offset", "touched")
 
     def __init__(self, name: str) -> None:
         self.name = name
@@ -48,6 +49,12 @@ class Room:
         self.created_at = time.time()
         # The latest offset this node delivered here, when the cluster keeps the history.
         self.offset = 0
+        self.touched = False  # on the registry's changes since the console last looked
+
+    @property
+    def id(self) -> str:
+        """Its name: what the console's kept orders know a room by (see .order)."""
+        return self.name
 
 
 class RoomRegistry:
@@ -63,6 +70,8 @@ class RoomRegistry:
         self.retired_messages = 0
         # Room positions and kept messages (PROTOCOL.md 11.2); None: history is off.
         self.history: HistoryStore | None = None
+        # Rooms whose figures moved, for the console's kept orders (see .order).
+        self.changes: Changes[Room] = Changes()
 
     def join(self, session: Member, name: str) -> tuple[Room, bool]:
         """Add ``session``; returns the room and whether it was newly added."""
@@ -73,6 +82,7 @@ class RoomRegistry:
             return room, False
         room.members[session.id] = session
         session.rooms.add(name)
+        self.changes.mark(room)
         return room, True
 
     def leave(self, session: Member, name: str) -> Room | None:
@@ -81,6 +91,7 @@ class RoomRegistry:
         if room is None or room.members.pop(session.id, None) is None:
             return None
         session.rooms.discard(name)
+        self.changes.mark(room)
         if not room.members:
             del self.rooms[name]
             self.retired_messages += room.messages
@@ -122,6 +133,7 @@ class RoomRegistry:
         """Send an encoded frame to a room's members but ``exclude``; returns how many.
         ``origin``, the session whose message it is, waits if the fan-out must."""
         members = room.members
+        self.changes.mark(room)  # its messages and position moved
         self.pacer.fan_out(members.values(), frame, exclude, origin)
         if exclude is not None and members.get(exclude.id) is exclude:
             return len(members) - 1
@@ -135,21 +147,21 @@ class RoomRegistry:
         return self.retired_messages + sum(r.messages for r in self.rooms.values())
 
     def snapshot(self) -> list[RoomInfo]:
-        history = self.history.rooms if self.history is not None else {}
-        out = []
-        for r in self.rooms.values():
-            pos = history.get(r.name)
-            out.append(
-                RoomInfo(
-                    name=r.name,
-                    members=tuple(sorted(r.members)),
-                    messages=r.messages,
-                    created_at=r.created_at,
-                    epoch=pos.epoch if pos is not None else "",
-                    # On a cluster the position is Redis's: the latest offset seen here.
-                    offset=pos.offset if pos is not None else r.offset,
-                    history=len(pos.entries) if pos is not None else 0,
-                    history_bytes=pos.bytes if pos is not None else 0,
-                )
-            )
-        return out
+        return [self.info(r) for r in self.rooms.values()]
+
+    def info(self, r: Room, members: bool = True) -> RoomInfo:
+        """A room's record; with ``members`` False (a page of rooms), without its
+        members' ids: a page costs its rows, not their members."""
+        pos = self.history.rooms.get(r.name) if self.history is not None else None
+        return RoomInfo(
+            name=r.name,
+            members=tuple(sorted(r.members)) if members else (),
+            messages=r.messages,
+            created_at=r.created_at,
+            epoch=pos.epoch if pos is not None else "",
+            # On a cluster the position is Redis's: the latest offset seen here.
+            offset=pos.offset if pos is not None else r.offset,
+            history=len(pos.entries) if pos is not None else 0,
+            history_bytes=pos.bytes if pos is not None else 0,
+            size=len(r.members),
+        )

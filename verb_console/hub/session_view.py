@@ -100,6 +100,11 @@ def _rooms(view: SessionView) -> tuple[str, ...]:
     return tuple(sorted(rooms)) if rooms else ()
 
 
+def _kept_msgs(view: SessionView) -> int:
+    ring = getattr(view._s, "ring", None)
+    return 0 if ring is None else len(ring)
+
+
 def _refused(view: SessionView) -> int:
     # Only a session under a policy has a guard, and only a guard counts refusals.
     guard = view._s.guard
@@ -120,6 +125,8 @@ LIVE_READS: dict[str, Callable[[SessionView], Any]] = {
     # Session resume (.resume): only json sessions have these.
     "detached_until": lambda v: getattr(getattr(v._s, "detached", None), "deadline", None),
     "kept": lambda v: getattr(v._s, "ring_bytes", 0),
+    "kept_msgs": _kept_msgs,
+    "state": lambda v: "live" if getattr(v._s, "detached", None) is None else "detached",
     "refused": _refused,  # every code (.permissions)
 }
 

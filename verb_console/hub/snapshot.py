@@ -11,9 +11,11 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import attrgetter
-from typing import Any, Literal, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Literal, NamedTuple, Protocol, TypeVar
 
 from .tap import TapBatch
+
+R = TypeVar("R")
 
 
 class SessionInfo(NamedTuple):
@@ -44,6 +46,8 @@ class SessionInfo(NamedTuple):
     kept: int = 0  # bytes of deliveries kept for a resume to replay
     # Its messages and requests refused by the policy (PROTOCOL.md 12.1), every code.
     refused: int = 0
+    state: str = "live"  # "live", or "detached" while no connection carries it (11.1)
+    kept_msgs: int = 0  # deliveries kept for a resume to replay
 
 
 _SESSION_FIELDS = attrgetter(*SessionInfo._fields)
@@ -93,7 +97,7 @@ class ThrottleInfo:
 @dataclass(frozen=True, slots=True)
 class RoomInfo:
     name: str
-    members: tuple[str, ...]  # sorted
+    members: tuple[str, ...]  # sorted; () in a page of rooms (see ``size``)
     messages: int
     created_at: float
     # The room's position and kept messages (PROTOCOL.md 11.2); "" with history off.
@@ -101,6 +105,12 @@ class RoomInfo:
     offset: int = 0
     history: int = 0  # room messages kept
     history_bytes: int = 0
+    size: int = 0  # members
+
+    @property
+    def id(self) -> str:
+        """What a page of rooms orders ties by and finds a room by: its name."""
+        return self.name
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +129,10 @@ class StreamInfo:
 class MuxConnectionInfo:
     id: str
     connected_at: float
-    streams: tuple[StreamInfo, ...]
+    streams: tuple[StreamInfo, ...]  # () in a page of mux connections (see ``stream_count``)
+    stream_count: int = 0
+    bytes_in: int = 0  # the connection's socket, framing included
+    bytes_out: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -348,9 +361,45 @@ class HubView(Protocol):
 
     def throttle_state(self) -> list[ThrottleInfo]: ...
 
-    def rooms(self) -> list[RoomInfo]: ...
+    def rooms(self) -> list[RoomInfo]:
+        """Every room with its members (``ctl rooms``, the broadcast dialog): not per tick."""
+        ...
 
-    def mux_connections(self) -> list[MuxConnectionInfo]: ...
+    def room_page(
+        self,
+        sort: str = "name",
+        reverse: bool = False,
+        filter: str = "",
+        offset: int = 0,
+        limit: int = 100,
+    ) -> RoomPage:
+        """Rooms as :meth:`session_page` gives sessions (a field of :class:`RoomInfo`),
+        without their members: each row's ``size`` counts them."""
+        ...
+
+    def room(self, name: str) -> RoomInfo | None:
+        """One room with its members (the one a console shows the members of)."""
+        ...
+
+    def mux_connections(self) -> list[MuxConnectionInfo]:
+        """Every mux connection with its streams: not per tick."""
+        ...
+
+    def mux_page(
+        self,
+        sort: str = "id",
+        reverse: bool = False,
+        filter: str = "",
+        offset: int = 0,
+        limit: int = 100,
+    ) -> MuxPage:
+        """Mux connections as :meth:`session_page` gives sessions, without their
+        streams: each row's ``stream_count`` counts them."""
+        ...
+
+    def mux_connection(self, mux_id: str) -> MuxConnectionInfo | None:
+        """One mux connection with its streams."""
+        ...
 
     def transfers(self) -> list[TransferInfo]: ...
 
@@ -412,16 +461,28 @@ class SessionQuery:
 
 
 @dataclass(frozen=True, slots=True)
-class SessionPage:
-    """One page of the live sessions, sorted and filtered where the sessions are.
+class Page(Generic[R]):
+    """One page of what a console lists (sessions, rooms, mux connections), sorted and
+    filtered where they are.
 
-    ``total`` counts every live session, ``matched`` those passing the filter;
+    ``total`` counts every row, ``matched`` those passing the filter;
     ``rows`` are ``matched``'s slice ``[offset, offset + limit)`` in order.
     """
 
     total: int
     matched: int
     offset: int
-    rows: tuple[SessionInfo, ...]
+    rows: tuple[R, ...]
     # Which query the page answers (not part of its value: equal rows are equal pages).
     query: SessionQuery = field(default=SessionQuery(), compare=False)
+    error: str = ""  # why the filter matches nothing (a term naming no field), else ""
+
+
+if TYPE_CHECKING:
+    SessionPage = Page[SessionInfo]
+    RoomPage = Page[RoomInfo]
+    MuxPage = Page[MuxConnectionInfo]
+else:
+    # Not the subscripted aliases at run time: calling one sets ``__orig_class__``
+    # on the instance, which a frozen, slotted dataclass refuses.
+    SessionPage = RoomPage = MuxPage = Page

@@ -3,18 +3,18 @@
 from __future__ import annotations
 
 import os
-import re
-import time
-from collections.abc import Callable, Sequence
-from dataclasses import replace
+from collections.abc import Callable
 from operator import attrgetter
 from typing import Any
 
-from ..filtering import BadFilter, apply, matcher, parse
 from .hub import Hub
+from .listing import Listing
+from .mux_session import MuxSession
 from .order import Orders
+from .rooms import Room, RoomRegistry
+from .row_fields import MUX_CONNECTIONS, ROOMS
 from .session import Session
-from .session_fields import LIVE_FIELDS, SessionField, search_text, sort_keys
+from .session_fields import FIELDS, SESSIONS
 from .session_view import LIVE_READS, SessionView
 from .snapshot import (
     ClosedSessionInfo,
@@ -22,13 +22,14 @@ from .snapshot import (
     HubView,
     LogEvent,
     MuxConnectionInfo,
+    MuxPage,
     Notifier,
     Overview,
     RateSeries,
     RoomInfo,
+    RoomPage,
     SessionInfo,
     SessionPage,
-    SessionQuery,
     ThrottleInfo,
     TransferInfo,
     frozen,
@@ -44,7 +45,17 @@ class LiveHubView:
         # Kept here only: the hub itself has no notion of a read-only operator.
         self.read_only = read_only
         # The orders consoles page through, kept from what changed (see .order).
-        self._orders: Orders[Session] = Orders(hub.sessions, hub.changes, _streams_of, _has_unsent)
+        orders: Orders[Session] = Orders(
+            hub.sessions, hub.changes, _moved_with(hub.sessions), _has_unsent
+        )
+        self._sessions = Listing("sessions", orders, SESSIONS, _VIEW, _record, keys=_SESSION_ORDERS)
+        self._mux: Listing[Session, MuxConnectionInfo] = Listing(
+            "mux", orders, MUX_CONNECTIONS, _mux_record, _mux_record, _is_mux, _MUX_ORDERS
+        )
+        rooms, room = hub.rooms, _room_record(hub.rooms)
+        self._rooms = Listing(
+            "rooms", Orders(rooms.rooms, rooms.changes), ROOMS, room, room, keys=_ROOM_ORDERS
+        )
         self._notify: Notifier | None = None
 
     def overview(self) -> Overview:
@@ -66,48 +77,43 @@ class LiveHubView:
         offset: int = 0,
         limit: int = 100,
     ) -> SessionPage:
-        """One page of sessions, in the order :func:`page_of` gives every session's view.
-
-        The order is kept between calls (:mod:`.order`): a call re-keys only the
-        sessions that changed since the last and reads the page's views, so it
-        costs the same at 100,000 sessions as at 1,000. A filter comparing a
-        time (``idle>60``, ``uptime<1h``) changes its answer with no event of
-        the hub's, so it is the one case that looks at every session.
-        """
-        key = _SESSION_KEYS.get(sort)
-        if key is None:
-            raise ValueError(f"unknown sort key {sort!r}")
-        query = SessionQuery(sort, reverse, filter, offset, limit)
-        sessions = self.hub.sessions
-        text = filter.strip()
-        keep = None
-        if text:
-            try:
-                keep = session_filter(text)
-            except BadFilter:
-                return SessionPage(len(sessions), 0, 0, (), query)
-            if keep is None:  # it depends on the clock: no order can be kept
-                views = [s.view for s in sessions.values()]
-                return replace(page_of(views, sort, reverse, filter, offset, limit), query=query)
-        order = self._orders.get((sort, text), key, keep)
-        matched = len(order)
-        offset = max(0, min(offset, matched))
-        ids = order.ids(offset, max(0, limit), reverse)
-        rows = tuple(frozen(sessions[i].view) for i in ids)
-        return SessionPage(len(sessions), matched, offset, rows, query)
+        """One page of sessions, in the order :func:`.session_fields.page_of` gives every
+        session's view, from the orders kept between calls (see :mod:`.listing`): it
+        costs the same at 100,000 sessions as at 1,000."""
+        return self._sessions.page(sort, reverse, filter, offset, limit)
 
     def position(self, sort: str, reverse: bool, filter: str, session_id: str) -> int | None:
         """Where ``session_id`` is in a page's order: ``ctl sessions --after ID`` pages on
         from there, so a long listing goes in bounded pieces however the sessions move."""
-        key = _SESSION_KEYS.get(sort)
-        if key is None:
-            raise ValueError(f"unknown sort key {sort!r}")
-        text = filter.strip()
-        keep = session_filter(text) if text else None
-        if text and keep is None:
-            ids = [r.id for r in self.session_page(sort, reverse, filter, 0, 1 << 30).rows]
-            return ids.index(session_id) if session_id in ids else None
-        return self._orders.get((sort, text), key, keep).position(session_id, reverse)
+        return self._sessions.position(sort, reverse, filter, session_id)
+
+    def room_page(
+        self,
+        sort: str = "name",
+        reverse: bool = False,
+        filter: str = "",
+        offset: int = 0,
+        limit: int = 100,
+    ) -> RoomPage:
+        return self._rooms.page(sort, reverse, filter, offset, limit)
+
+    def room(self, name: str) -> RoomInfo | None:
+        found = self.hub.rooms.get(name)
+        return self.hub.rooms.info(found) if found is not None else None
+
+    def mux_page(
+        self,
+        sort: str = "id",
+        reverse: bool = False,
+        filter: str = "",
+        offset: int = 0,
+        limit: int = 100,
+    ) -> MuxPage:
+        return self._mux.page(sort, reverse, filter, offset, limit)
+
+    def mux_connection(self, mux_id: str) -> MuxConnectionInfo | None:
+        found = self.hub.connections.get(mux_id)
+        return found.mux_info() if isinstance(found, MuxSession) else None
 
     def session(self, session_id: str) -> SessionInfo | None:
         found = self.hub.sessions.get(session_id)
@@ -200,150 +206,75 @@ class LiveHubView:
         self.hub.force_shutdown()
 
 
-def page_of(
-    records: Sequence[SessionInfo],
-    sort: str = "id",
-    reverse: bool = False,
-    filter: str = "",
-    offset: int = 0,
-    limit: int = 100,
-    now: float | None = None,
-    fields: tuple[SessionField, ...] = LIVE_FIELDS,
-) -> SessionPage:
-    """Filter, sort and slice live session records into a :class:`SessionPage`.
-
-    ``filter`` is the console's filter line (words, ``proto:mux``, ``idle>60``;
-    see :mod:`verb_console.filtering`), applied to the Connections pane's cell
-    texts as the console applies it; a term naming no column matches nothing.
-    ``sort`` is a column's sort field, sorted by that column's key. Both come
-    from ``fields``, the Connections pane's columns. Only the page's records are
-    copied into :class:`SessionInfo`.
-    """
-    keys = _SORT_KEYS if fields is LIVE_FIELDS else sort_keys(fields)
-    key = keys.get(sort)
-    if key is None:
-        raise ValueError(f"unknown sort key {sort!r}")
-    total = len(records)
-    rows = filter_records(records, filter, now, fields)
-    # Ties go by id, and ``reverse`` mirrors the whole order, as the kept orders
-    # do (.order): two C-level stable sorts, the tie-break's first.
-    rows = sorted(rows, key=_ID, reverse=reverse)
-    rows.sort(key=key, reverse=reverse)
-    return _page(total, rows, offset, limit)
-
-
-def filter_records(
-    records: Sequence[SessionInfo],
-    filter: str,
-    now: float | None = None,
-    fields: tuple[SessionField, ...] = LIVE_FIELDS,
-) -> Sequence[SessionInfo]:
-    """The records the console's filter line keeps, in their order (see :func:`page_of`)."""
-    rows = records
-    needle = filter.strip().lower()
-    if needle and " " not in needle and not _FIELD_TERM.search(needle):
-        # One word: the console's match without building a string per session.
-        # Ids and protocol names are lower case already; users and rooms may not be.
-        rows = [
-            r
-            for r in records
-            if needle in r.id
-            or needle in r.protocol
-            or (r.user is not None and needle in r.user.lower())
-            or (r.rooms and needle in " ".join(r.rooms).lower())
-        ]
-    elif needle:
-        when = time.time() if now is None else now
-        rows, _error = apply(filter, records, fields, search_text, when)
-    return rows
-
-
-def _page(total: int, rows: Sequence[SessionInfo], offset: int, limit: int) -> SessionPage:
-    """The page ``[offset, offset + limit)`` of ``rows``, already filtered and sorted."""
-    matched = len(rows)
-    offset = max(0, min(offset, matched))
-    picked = rows[offset : offset + max(0, limit)]
-    return SessionPage(total, matched, offset, tuple(map(frozen, picked)))
-
-
 def refuse_if_read_only(read_only: bool, action: str) -> None:
     """What every view does before an operator action: refused when read-only."""
     if read_only:
         raise PermissionError(f"read-only console: {action} refused")
 
 
-_ID = attrgetter("id")
-
-# A word that is a field term (``proto:mux``, ``idle>60``), not a bare word.
-_FIELD_TERM = re.compile(r"[:<>=]")
+_VIEW = attrgetter("view")
 
 
-_SORT_KEYS = sort_keys()
+def _record(session: Session) -> SessionInfo:
+    return frozen(session.view)
 
-# Sort orders read off the session itself, for the columns whose field is not
-# the session's attribute of the same name: one C-level attribute walk per
-# session instead of a property call. (The view's last_activity adds one
-# offset, the wall clock's, to every session alike.) Only a speed-up: any other
-# column sorts the sessions by their attribute of its field's name, or, when
-# that is not the field (see session_view.LIVE_READS), through their views.
+
+# Sort keys read off the session itself: one C-level attribute walk per session
+# instead of a property call of its view, in the same order as the fields' own
+# keys (the view's last_activity adds one offset, the wall clock's, to every
+# session alike). Any other field sorts through the session's view.
 _SESSION_ORDERS: dict[str, Callable[[Session], Any]] = {
+    **{f.name: attrgetter(f.name) for f in FIELDS if f.key is None and f.name not in LIVE_READS},
     "last_activity": attrgetter("outlet.last_received"),
     "bytes_in": attrgetter("outlet.bytes_read"),
     "bytes_out": attrgetter("outlet.bytes_written"),
     "unsent": attrgetter("outlet.unsent"),
-    "rooms": attrgetter("view.rooms"),
-    "user": lambda s: s.user or "",  # as session_fields.user_order: no user first
 }
 
 
-def _session_key(field: SessionField) -> Callable[[Session], Any]:
-    """A column's sort key as a key of the sessions themselves, in the same order."""
-    order = _SESSION_ORDERS.get(field.sort)
-    if order is not None:
-        return order
-    if field.order is None and field.sort not in LIVE_READS:
-        return attrgetter(field.sort)  # the session's own attribute is the field
-    key = field.sort_key
-    return lambda session: key(session.view)
+def _is_mux(session: Session) -> bool:
+    return isinstance(session, MuxSession)
 
 
-# Each live column's sort key read off the session, by the name a query sorts by.
-_SESSION_KEYS: dict[str, Callable[[Session], Any]] = {f.sort: _session_key(f) for f in LIVE_FIELDS}
-# The columns whose cells read the clock: a filter term on them keeps no order.
-_CLOCK_FIELDS = frozenset(
-    i for i, f in enumerate(LIVE_FIELDS) if f.sort in ("connected_at", "last_activity")
-)
+def _mux_record(session: Session) -> MuxConnectionInfo:
+    assert isinstance(session, MuxSession)
+    return session.mux_info(streams=False)
 
 
-def session_filter(text: str) -> Callable[[Session], bool] | None:
-    """The console's filter line as a test of a session (see :func:`filter_records`);
-    None when a term compares a time, which moves on its own; BadFilter for a bad term."""
-    needle = text.strip().lower()
-    if " " not in needle and not _FIELD_TERM.search(needle):
-
-        def word(s: Session) -> bool:
-            v = s.view
-            return (
-                needle in v.id
-                or needle in v.protocol
-                or (v.user is not None and needle in v.user.lower())
-                or (bool(v.rooms) and needle in " ".join(v.rooms).lower())
-            )
-
-        return word
-    terms = parse(text, LIVE_FIELDS)
-    if any(t.column in _CLOCK_FIELDS for t in terms):
-        return None
-    keep = matcher(terms, LIVE_FIELDS, search_text, 0.0)
-    return lambda s: keep(s.view)
+_MUX_ORDERS: dict[str, Callable[[Session], Any]] = {
+    "id": attrgetter("id"),
+    "connected_at": attrgetter("connected_at"),
+    "stream_count": lambda s: len(getattr(s, "streams", ())),
+    "bytes_in": attrgetter("outlet.bytes_read"),
+    "bytes_out": attrgetter("outlet.bytes_written"),
+}
 
 
-def _streams_of(session: Session) -> list[Session]:
-    """A mux connection's stream sessions: their idle time and unsent bytes are its socket's."""
-    streams = getattr(session, "streams", None)
-    if not streams:
-        return []
-    return [st.session for st in streams.values() if st.session is not None]
+# Sort keys read off the room itself (the others read its record).
+_ROOM_ORDERS: dict[str, Callable[[Room], Any]] = {
+    "name": attrgetter("name"),
+    "size": lambda room: len(room.members),
+    "messages": attrgetter("messages"),
+    "created_at": attrgetter("created_at"),
+}
+
+
+def _room_record(rooms: RoomRegistry) -> Callable[[Room], RoomInfo]:
+    return lambda room: rooms.info(room, members=False)
+
+
+def _moved_with(sessions: dict[str, Session]) -> Callable[[Session], list[Session]]:
+    """What moves with a session: a mux connection's stream sessions (their idle
+    time and unsent bytes are its socket's), and a stream's connection (its bytes)."""
+
+    def moved(session: Session) -> list[Session]:
+        streams = getattr(session, "streams", None)
+        if streams:
+            return [st.session for st in streams.values() if st.session is not None]
+        parent = sessions.get(session.parent) if session.parent else None
+        return [parent] if parent is not None else []
+
+    return moved
 
 
 def _has_unsent(session: Session) -> bool:

@@ -10,7 +10,7 @@ from textual.app import ComposeResult
 from textual.containers import Vertical
 from textual.widgets import Static
 
-from verb_console.hub.snapshot import HubView
+from verb_console.hub.snapshot import HubView, Page
 
 from ..format import plural
 from ..glyphs import G
@@ -40,6 +40,45 @@ class Detail:
     key: Callable[[Any], object]
     watch: tuple[str, str] | None = None
     """``("session", id)`` or ``("room", name)``: the dialog also draws its rates."""
+
+
+WINDOW = 200
+"""Rows a paged table holds at a time: a window of the server's order and filter
+around the cursor (the view sorts, filters and pages; never all of them)."""
+
+
+class Window:
+    """Which rows of the server's order a table holds, so that a pane asks for the
+    rows it shows and never for all of them (sessions, rooms, mux connections)."""
+
+    def __init__(self) -> None:
+        self.start = 0
+        """Where, in the server's order, the rows the table shows begin."""
+
+    def query(self, table: LiveTable) -> tuple[str, bool, str, int, int]:
+        """(field, reverse, filter, offset, limit): the window centred on the cursor.
+
+        Reckoned from the rows the table shows, not from a window fetched since,
+        which the table has not been given yet.
+        """
+        column = table.columns[table.sort_column]
+        item = table.cursor_item
+        offset = 0 if item is None else max(0, self.start + table.rows.index(item) - WINDOW // 2)
+        reverse = table.sort_reverse != column.descending
+        return column.field, reverse, table.filter_text, offset, WINDOW
+
+    def show(self, table: LiveTable, page: Page[Any], now: float, what: str) -> str:
+        """Give ``table`` the page; what the title says of the window (``what`` is
+        the plural noun of the whole), or ""."""
+        table.set_items(page.rows, now, (page.total, page.matched, page.query.filter))
+        self.start = page.offset
+        if len(table.rows) >= page.matched:
+            return ""
+        first = page.offset + 1 if table.rows else 0
+        return (
+            f"{first:,}-{page.offset + len(table.rows):,} of {page.matched:,} fetched"
+            f" ({page.total:,} {what})"
+        )
 
 
 class Pane(Vertical):
@@ -79,6 +118,8 @@ class Pane(Vertical):
         self._title_text = ""
         self._title_base = ""
         self._paused = False
+        self.paging = Window()
+        """The rows of the server's order the pane's paged table holds."""
 
     def compose(self) -> ComposeResult:
         yield Static("", classes="pane-title", markup=False)

@@ -38,9 +38,8 @@ class Column:
     """Take whatever width is left over."""
     descending: bool = False
     """The key's natural order reads backwards (e.g. a start time sorted as an age)."""
-    number: Callable[[Any, float], float | None] | None = None
-    """The number the cell's text reads back as, made without the text (a filter's
-    ``idle>60`` compares it); None: the filter reads the text back."""
+    field: str = ""
+    """The hub's field the column shows, for a table the server sorts (Connections)."""
 
 
 def fit(text: str, width: int, align: str) -> str:

@@ -2,31 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from operator import attrgetter
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.reactive import var
 
-from verb_console.hub.session_fields import LIVE_FIELDS, SessionField, search_text
+from verb_console.hub.session_fields import filter_rows
 from verb_console.hub.snapshot import ClosedSessionInfo, SessionInfo
 
-from ..format import fmt_bytes, fmt_clock, fmt_count, fmt_duration, fmt_int
+from ..format import fmt_bytes, fmt_clock, fmt_count, fmt_duration, fmt_int, plural
 from ..glyphs import G
 from ..keys import bindings
 from .base import Detail, DetailRows, Pane
-from .table import Cell, Column, LiveTable
-
-# Sessions the live table holds at a time: a window of the server's order and
-# filter around the cursor (the view sorts, filters and pages; never all of them).
-WINDOW = 200
-
-# Unsent output above these marks means the client is not keeping up.
-UNSENT_WARN = 64 * 1024
-UNSENT_ERROR = 1024 * 1024
-IDLE_WARN = 60.0
+from .session_columns import LIVE_COLUMNS, protocol_tone, toned
+from .table import Column, LiveTable
 
 REASON_TONES: dict[str, str] = {
     "client_closed": "muted",
@@ -34,6 +25,7 @@ REASON_TONES: dict[str, str] = {
     "operator": "accent",
     "idle_timeout": "warn",
     "slow_consumer": "warn",
+    "detached_timeout": "warn",
     "throttled": "warn",
     "over_max_connections": "warn",
     "frame_too_large": "error",
@@ -41,83 +33,12 @@ REASON_TONES: dict[str, str] = {
 }
 
 
-# The live columns are the hub's (hub/session_fields.py): label, text, sort key
-# and layout, so that the server sorts and filters an attached console's
-# sessions on the very keys and text shown here. The console adds only colour:
-# a tone for a cell, by column label; a column without one is plain text.
-def _protocol_tone(s: SessionInfo | ClosedSessionInfo, _now: float) -> str:
-    return "muted" if s.protocol == "detecting" else ""
-
-
-def _idle_tone(s: SessionInfo, now: float) -> str:
-    return "warn" if now - s.last_activity >= IDLE_WARN else ""
-
-
-def _unsent_tone(s: SessionInfo, _now: float) -> str:
-    if s.unsent <= 0:
-        return "muted"
-    return "error" if s.unsent >= UNSENT_ERROR else "warn" if s.unsent >= UNSENT_WARN else ""
-
-
-def _user_tone(s: SessionInfo, _now: float) -> str:
-    return "muted" if s.user is None else ""
-
-
-def _refused_tone(s: SessionInfo, _now: float) -> str:
-    return "warn" if s.refused else "muted"
-
-
-LIVE_TONES: dict[str, Callable[[SessionInfo, float], str]] = {
-    "PROTO": _protocol_tone,
-    "IDLE": _idle_tone,
-    "UNSENT": _unsent_tone,
-    "USER": _user_tone,
-    "REFUSED": _refused_tone,
-}
-
-
-def _toned(
-    text: Callable[[Any, float], str], tone: Callable[[Any, float], str]
-) -> Callable[[Any, float], Cell]:
-    def cell(s: Any, now: float) -> Cell:
-        toned = tone(s, now)
-        return (text(s, now), toned) if toned else text(s, now)
-
-    return cell
-
-
-def live_column(
-    field: SessionField, tone: Callable[[SessionInfo, float], str] | None = None
-) -> Column:
-    """The table's column of one of the hub's session fields, coloured by ``tone``."""
-    return Column(
-        field.label,
-        field.width,
-        field.render if tone is None else _toned(field.render, tone),
-        field.sort_key,
-        field.align,
-        field.priority,
-        attrgetter(field.sort) if field.measure else None,
-        field.flex,
-        field.descending,
-        field.number,
-    )
-
-
-def live_columns(fields: Sequence[SessionField] = LIVE_FIELDS) -> tuple[Column, ...]:
-    """The live table's columns: one per session field, in its order."""
-    return tuple(live_column(f, LIVE_TONES.get(f.label)) for f in fields)
-
-
-LIVE_COLUMNS = live_columns()
-
-
 CLOSED_COLUMNS = (
     Column("SESSION", 16, lambda s, _: s.id, attrgetter("id"), measure=attrgetter("id")),
     Column(
         "PROTO",
         9,
-        _toned(lambda s, _: s.protocol, _protocol_tone),
+        toned(lambda s, _: s.protocol, protocol_tone),
         attrgetter("protocol"),
         priority=4,
     ),
@@ -164,6 +85,11 @@ def session_rows(s: SessionInfo, now: float) -> DetailRows:
     Its refusals (PROTOCOL.md 12.1) follow its user: a session no one has
     authenticated has no policy to refuse it anything."""
     refused: DetailRows = [] if s.user is None else [("Refused requests", fmt_int(s.refused))]
+    if s.detached_until is not None:
+        # Detached (PROTOCOL.md 11.1): the resume window's time left and what is kept.
+        left = fmt_duration(s.detached_until - now)
+        kept = f"{fmt_bytes(s.kept)} in {plural(s.kept_msgs, 'message')}"
+        refused += [("State", f"detached, {left} left to resume"), ("Kept for it", kept)]
     return [
         ("Session", s.id),
         ("Protocol", s.protocol),
@@ -221,7 +147,7 @@ class ConnectionsPane(Pane):
         yield LiveTable(
             LIVE_COLUMNS,
             key=attrgetter("id"),
-            search=search_text,
+            filter=filter_rows,  # on the values, as the server filters them
             sort_column=3,
             empty_text="no live sessions",
             id="live",
@@ -257,40 +183,12 @@ class ConnectionsPane(Pane):
             self.set_title(self.describe_table("recently closed", many="recently closed"))
         else:
             table = self.live_table
-            field = LIVE_FIELDS[table.sort_column]
-            page = self.view.session_page(
-                field.sort,
-                table.sort_reverse != field.descending,
-                table.filter_text,
-                self._window_wanted(table),
-                WINDOW,
-            )
-            table.set_items(page.rows, now, (page.total, page.matched, page.query.filter))
-            self._window_start = page.offset  # where the rows now shown begin
-            extras = []
-            if len(table.rows) < page.matched:
-                first = page.offset + 1 if table.rows else 0
-                extras.append(
-                    f"{first:,}-{page.offset + len(table.rows):,} of {page.matched:,} fetched"
-                    f" ({page.total:,} live)"
-                )
+            page = self.view.session_page(*self.paging.query(table))
+            window = self.paging.show(table, page, now, "live")
+            extras = [window] if window else []
             if table.tagged:
                 extras.append(f"{len(table.tagged):,} tagged (X closes)")
             self.set_title(self.describe_table("live session", f"  {G.sep}  ".join(extras)))
-
-    _window_start = 0
-    """Where, in the server's order, the rows the live table shows begin (attached)."""
-
-    def _window_wanted(self, table: LiveTable) -> int:
-        """The first row to fetch from the server: the window centred on the cursor.
-
-        Reckoned from the rows the table shows, not from the window fetched since,
-        which the table has not been given yet.
-        """
-        item = table.cursor_item
-        if item is None:
-            return 0
-        return max(0, self._window_start + table.rows.index(item) - WINDOW // 2)
 
     def action_toggle_closed(self) -> None:
         """Switch between live and recently closed sessions."""

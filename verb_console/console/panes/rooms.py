@@ -2,33 +2,75 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from operator import attrgetter, itemgetter
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.widgets import Static
 
+from verb_console.hub.row_fields import ROOMS
 from verb_console.hub.snapshot import RoomInfo, SessionInfo
 
 from ..format import fmt_bytes, fmt_clock, fmt_count, fmt_duration, fmt_int, plural
 from ..glyphs import G
 from ..keys import bindings
 from .base import Detail, DetailRows, Pane
-from .table import Column, LiveTable
+from .table import Cell, Column, LiveTable
 
+
+def _room(label: str, width: int, field: str, render: Any, **layout: Any) -> Column:
+    """A column showing the hub's room field ``field``, sorted here by its own key."""
+    key = ROOMS.sort_key(field)
+    return Column(label, width, render, key, field=field, **layout)
+
+
+def _epoch(r: RoomInfo, _now: float) -> Cell:
+    return r.epoch or ("-", "muted")
+
+
+def _positioned(text: Callable[[RoomInfo], str]) -> Callable[[RoomInfo, float], Cell]:
+    """A figure of the room's history: "-" for a room with none (no epoch; in a
+    cluster, whose history Redis keeps, the offset seen here is shown alone)."""
+    return lambda r, _now: text(r) if r.epoch or r.offset else ("-", "muted")
+
+
+# In the order of the hub's room fields (hub/row_fields.py): a title is the filter's name.
 ROOM_COLUMNS = (
-    Column("ROOM", 12, lambda r, _: r.name, attrgetter("name"), measure=attrgetter("name")),
-    Column("MEMBERS", 7, lambda r, _: fmt_int(len(r.members)), lambda r: len(r.members), "right"),
-    Column("MESSAGES", 8, lambda r, _: fmt_count(r.messages), attrgetter("messages"), "right"),
-    Column(
+    _room("ROOM", 12, "name", lambda r, _: r.name, measure=attrgetter("name")),
+    _room("MEMBERS", 7, "size", lambda r, _: fmt_int(r.size), align="right"),
+    _room("MESSAGES", 8, "messages", lambda r, _: fmt_count(r.messages), align="right"),
+    _room(
         "AGE",
         7,
+        "created_at",
         lambda r, now: fmt_duration(now - r.created_at),
-        lambda r: -r.created_at,
-        "right",
+        align="right",
         priority=2,
+        descending=True,
+    ),
+    # The room's position and kept messages (PROTOCOL.md 11.2); "-" with history off.
+    _room("EPOCH", 16, "epoch", _epoch, priority=3),
+    _room(
+        "OFFSET", 8, "offset", _positioned(lambda r: fmt_count(r.offset)), align="right", priority=3
+    ),
+    _room(
+        "HISTORY",
+        7,
+        "history",
+        _positioned(lambda r: fmt_count(r.history)),
+        align="right",
+        priority=3,
+    ),
+    _room(
+        "HIST SIZE",
+        9,
+        "history_bytes",
+        _positioned(lambda r: fmt_bytes(r.history_bytes)),
+        align="right",
+        priority=3,
     ),
 )
 
@@ -59,9 +101,18 @@ def room_rows(r: RoomInfo, now: float) -> DetailRows:
         ("Room", r.name),
         ("Created", f"{fmt_clock(r.created_at)} ({fmt_duration(now - r.created_at)} ago)"),
         ("Messages", fmt_int(r.messages)),
-        ("Members", fmt_int(len(r.members))),
+        *_history_rows(r),
+        ("Members", fmt_int(r.size)),
         *((f"  #{i}", m) for i, m in enumerate(r.members, 1)),
     ]
+
+
+def _history_rows(r: RoomInfo) -> DetailRows:
+    """Its position and kept messages (PROTOCOL.md 11.2), with history on."""
+    if not r.epoch:
+        return [("History", "off")]
+    kept = f"{fmt_int(r.history)} messages, {fmt_bytes(r.history_bytes)} kept"
+    return [("Epoch", r.epoch), ("Offset", fmt_int(r.offset)), ("History", kept)]
 
 
 class RoomsPane(Pane):
@@ -81,7 +132,7 @@ class RoomsPane(Pane):
         yield LiveTable(
             ROOM_COLUMNS,
             key=attrgetter("name"),
-            search=lambda r: f"{r.name} {' '.join(r.members)}",
+            filter=ROOMS.filter_rows,  # on the values, as the server filters them
             sort_column=0,
             empty_text="no rooms",
             id="rooms",
@@ -110,14 +161,16 @@ class RoomsPane(Pane):
         return item[0] if item is not None and item[1] is not None else None
 
     def refresh_view(self, now: float) -> None:
-        """Sample rooms once; look up the selected room's members among the sessions."""
+        """Fetch the window of rooms around the cursor; the selected room's members."""
         rooms_table = self.query_one("#rooms", LiveTable)
-        rooms_table.set_items(self.view.rooms(), now)
+        page = self.view.room_page(*self.paging.query(rooms_table))
+        window = self.paging.show(rooms_table, page, now, "rooms")
         self._refresh_members(now)
-        self.set_title(self.describe_table("room"))
+        self.set_title(self.describe_table("room", window))
 
     def _refresh_members(self, now: float) -> None:
-        room: RoomInfo | None = self.query_one("#rooms", LiveTable).cursor_item
+        row: RoomInfo | None = self.query_one("#rooms", LiveTable).cursor_item
+        room = self.view.room(row.name) if row is not None else None
         members_table = self.query_one("#members", LiveTable)
         subtitle = self.query_one(".pane-subtitle", Static)
         if room is None:
@@ -137,8 +190,13 @@ class RoomsPane(Pane):
 
     def describe(self, item: RoomInfo | tuple[str, SessionInfo | None]) -> Detail:
         if isinstance(item, RoomInfo):
-            rows, rooms, name = room_rows, self.view.rooms, item.name
-            return Detail(f"Room {name}", rows, name, rooms, _name, watch=("room", name))
+            name, view = item.name, self.view
+
+            def room() -> tuple[RoomInfo, ...]:
+                found = view.room(name)
+                return (found,) if found is not None else ()
+
+            return Detail(f"Room {name}", room_rows, name, room, _name, watch=("room", name))
         from .connections import session_rows
 
         member = item[0]

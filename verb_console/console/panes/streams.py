@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from operator import attrgetter
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from textual import on
 from textual.app import ComposeResult
 from textual.binding import BindingType
 from textual.widgets import Static
 
-from verb_console.hub.snapshot import MuxConnectionInfo, StreamInfo
+from verb_console.hub.row_fields import MUX_CONNECTIONS
+from verb_console.hub.snapshot import HubView, MuxConnectionInfo, StreamInfo
 
 from ..format import fmt_bytes, fmt_clock, fmt_count, fmt_duration, fmt_int, plural
 from ..glyphs import G
@@ -19,35 +20,28 @@ from .base import Detail, DetailRows, Pane
 from .table import Column, LiveTable
 
 
-def _sum(m: MuxConnectionInfo, field: str) -> int:
-    return sum(getattr(s, field) for s in m.streams)
+def _mux(label: str, width: int, field: str, render: Any, **layout: Any) -> Column:
+    """A column showing the hub's mux connection field ``field``, sorted by its own key."""
+    key = MUX_CONNECTIONS.sort_key(field)
+    return Column(label, width, render, key, field=field, **layout)
 
 
+# In the order of the hub's mux connection fields (hub/row_fields.py): a title is
+# the filter's name. Bytes are the connection's socket's, framing included.
 MUX_COLUMNS = (
-    Column("MUX CONNECTION", 16, lambda m, _: m.id, attrgetter("id"), measure=attrgetter("id")),
-    Column("STREAMS", 7, lambda m, _: fmt_int(len(m.streams)), lambda m: len(m.streams), "right"),
-    Column(
+    _mux("MUX CONNECTION", 16, "id", lambda m, _: m.id, measure=attrgetter("id")),
+    _mux("STREAMS", 7, "stream_count", lambda m, _: fmt_int(m.stream_count), align="right"),
+    _mux(
         "UPTIME",
         7,
+        "connected_at",
         lambda m, now: fmt_duration(now - m.connected_at),
-        lambda m: -m.connected_at,
-        "right",
+        align="right",
+        descending=True,
     ),
-    Column(
-        "BYTES IN",
-        9,
-        lambda m, _: fmt_bytes(_sum(m, "bytes_in")),
-        lambda m: _sum(m, "bytes_in"),
-        "right",
-        2,
-    ),
-    Column(
-        "BYTES OUT",
-        9,
-        lambda m, _: fmt_bytes(_sum(m, "bytes_out")),
-        lambda m: _sum(m, "bytes_out"),
-        "right",
-        2,
+    _mux("BYTES IN", 9, "bytes_in", lambda m, _: fmt_bytes(m.bytes_in), align="right", priority=2),
+    _mux(
+        "BYTES OUT", 9, "bytes_out", lambda m, _: fmt_bytes(m.bytes_out), align="right", priority=2
     ),
 )
 
@@ -79,7 +73,8 @@ def mux_rows(m: MuxConnectionInfo, now: float) -> DetailRows:
     return [
         ("Mux connection", m.id),
         ("Connected", f"{fmt_clock(m.connected_at)} ({fmt_duration(now - m.connected_at)} ago)"),
-        ("Streams", fmt_int(len(m.streams))),
+        ("Bytes in / out", f"{fmt_bytes(m.bytes_in)} / {fmt_bytes(m.bytes_out)}"),
+        ("Streams", fmt_int(m.stream_count)),
         *((f"  #{s.stream_id}", f"{s.kind}  {s.session_id}") for s in m.streams),
     ]
 
@@ -108,7 +103,7 @@ class StreamsPane(Pane):
         yield LiveTable(
             MUX_COLUMNS,
             key=attrgetter("id"),
-            search=lambda m: " ".join([m.id, *(s.session_id for s in m.streams)]),
+            filter=MUX_CONNECTIONS.filter_rows,  # on the values, as the server filters them
             sort_column=0,
             empty_text="no mux connections",
             id="mux",
@@ -137,13 +132,16 @@ class StreamsPane(Pane):
         return item.session_id if item is not None else None
 
     def refresh_view(self, now: float) -> None:
-        """Sample mux connections once and repaint the changed lines."""
-        self.query_one("#mux", LiveTable).set_items(self.view.mux_connections(), now)
+        """Fetch the window of mux connections around the cursor; the selected one's streams."""
+        table = self.query_one("#mux", LiveTable)
+        page = self.view.mux_page(*self.paging.query(table))
+        window = self.paging.show(table, page, now, "mux connections")
         self._refresh_streams(now)
-        self.set_title(self.describe_table("mux connection"))
+        self.set_title(self.describe_table("mux connection", window))
 
     def _refresh_streams(self, now: float) -> None:
-        mux: MuxConnectionInfo | None = self.query_one("#mux", LiveTable).cursor_item
+        row: MuxConnectionInfo | None = self.query_one("#mux", LiveTable).cursor_item
+        mux = self.view.mux_connection(row.id) if row is not None else None
         subtitle = self.query_one(".pane-subtitle", Static)
         self.query_one("#streams", LiveTable).set_items(mux.streams if mux else [], now)
         subtitle.update(
@@ -159,15 +157,26 @@ class StreamsPane(Pane):
     def describe(self, item: MuxConnectionInfo | StreamInfo) -> Detail:
         view = self.view
         if isinstance(item, MuxConnectionInfo):
-            return Detail(f"Mux connection {item.id}", mux_rows, item.id, view.mux_connections, _id)
+            mux_id = item.id
+            return Detail(
+                f"Mux connection {mux_id}", mux_rows, mux_id, lambda: _found(view, mux_id), _id
+            )
+        # A stream is found again among its connection's (the one selected above it).
+        row = self.query_one("#mux", LiveTable).cursor_item
+        parent = row.id if row is not None else ""
         return Detail(
             f"Stream {item.session_id}",
             stream_rows,
             item.session_id,
-            lambda: (s for m in view.mux_connections() for s in m.streams),
+            lambda: (s for m in _found(view, parent) for s in m.streams),
             _session_id,
             watch=("session", item.session_id),
         )
+
+
+def _found(view: HubView, mux_id: str) -> tuple[MuxConnectionInfo, ...]:
+    found = view.mux_connection(mux_id)
+    return (found,) if found is not None else ()
 
 
 _id = attrgetter("id")

@@ -29,6 +29,29 @@ from .columns import Cell, Column, fit, fit_columns
 
 __all__ = ["Cell", "Column", "LiveTable"]
 Counts = tuple[int, int, str] | None  # items in a window: (all, FILTER keeps, FILTER)
+Filter = Callable[[str, Sequence[Any], float], tuple[list[Any], str]]
+"""(filter text, records, now) -> the records it keeps, and why none can (a bad term) or ""."""
+
+
+def _cell_text(column: Column) -> filtering.Read:
+    render = column.render
+
+    def text(row: Any, now: float) -> str:
+        cell = render(row, now)
+        return cell[0] if isinstance(cell, tuple) else cell
+
+    return text
+
+
+def cell_filter(columns: Sequence[Column], search: Callable[[Any], str]) -> Filter:
+    """The filter of a table over a short list: a field is a column, its value the
+    cell's text (read back as a number to compare)."""
+    fields = filtering.Fields(
+        tuple(c.label.lower().replace(" ", "") for c in columns),
+        tuple(map(_cell_text, columns)),
+        search,
+    )
+    return lambda text, items, now: filtering.apply(text, items, fields, now)
 
 
 class LiveTable(ScrollView, can_focus=True):
@@ -96,7 +119,8 @@ class LiveTable(ScrollView, can_focus=True):
         columns: Sequence[Column],
         *,
         key: Callable[[Any], str],
-        search: Callable[[Any], str],
+        search: Callable[[Any], str] | None = None,
+        filter: Filter | None = None,
         sort_column: int = 0,
         sort_reverse: bool = False,
         empty_text: str = "nothing here",
@@ -106,7 +130,9 @@ class LiveTable(ScrollView, can_focus=True):
         super().__init__(id=id)
         self.columns = tuple(columns)
         self._key = key
-        self._search = search
+        # By the records' values where the server filters them too (Connections),
+        # else by the cells' text.
+        self._filter = filter or cell_filter(self.columns, search or str)
         self.sort_column = sort_column
         self.sort_reverse = sort_reverse
         self.empty_text = empty_text
@@ -140,9 +166,7 @@ class LiveTable(ScrollView, can_focus=True):
         """
         self._source, self._counts = items, counts
         self._now = now
-        rows, self.filter_error = filtering.apply(
-            self.filter_text, items, self.columns, self._search, now
-        )
+        rows, self.filter_error = self._filter(self.filter_text, items, now)
         column = self.columns[self.sort_column] if self.columns else None
         if column is not None and column.sort_key is not None:
             rows.sort(key=column.sort_key, reverse=self.sort_reverse != column.descending)
