@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from helpers import FrameSplitter, frame
-from hypothesis import HealthCheck, settings
+from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
     RuleBasedStateMachine,
@@ -668,6 +668,10 @@ TestHubModel.settings = settings(
     stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
+    # No "explain" phase: it traces every line the failing example runs, which
+    # took a failure past the test's timeout and hid it; the blob reproduces it.
+    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink],
+    print_blob=True,
 )
 
 
