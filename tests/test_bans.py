@@ -220,19 +220,33 @@ async def test_a_banned_user_gets_error_banned_then_closing_and_no_brute_force_c
     assert rt.hub.permissions.totals["banned"] == 1
 
 
-async def test_a_ban_over_many_sessions_closes_them_in_bounded_slices(
+async def test_a_ban_over_many_sessions_closes_them_in_slices_each_after_the_last_ones_closes(
     banned_server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A tiny slice, so the pass must span several turns of the loop.
-    monkeypatch.setattr(banning_module, "SLICE_S", 0.0)
     rt = await banned_server()
     clients = [await JsonClient.connect(rt.port, source_ip="127.0.0.3") for _ in range(150)]
     keep = await JsonClient.connect(rt.port, source_ip="127.0.0.4")
+    # At each slice: the sessions the pass had closed before, and those still in the hub.
+    seen: list[tuple[int, int]] = []
+    slice_ = banning_module.BanPass._slice
+
+    def noted(self: Any) -> None:
+        gone = [s for s in self._todo[: self._at] if s.closing]
+        seen.append((len(gone), sum(1 for s in gone if s.id in rt.hub.sessions)))
+        slice_(self)
+
+    monkeypatch.setattr(banning_module.BanPass, "_slice", noted)
     rt.hub.banning.ban("127.0.0.3", "ctl")
     done = rt.hub.banning.passes[-1]
     assert not done.done.is_set()  # not in one turn
+    assert sum(1 for s in rt.hub.sessions.values() if s.closing) < 150
     await asyncio.wait_for(done.done.wait(), 10)
-    assert done.closed == 150 and done.turns >= 2
+    assert done.closed == 150 and done.turns >= 3
+    # Every slice after the first ran once the closes of the slices before it
+    # had been seen through (their connections gone from the hub): a slice and
+    # the aftermath of its closes never share a turn.
+    assert seen[0] == (0, 0)
+    assert all(closed > 0 and still == 0 for closed, still in seen[1:]), seen
     for c in clients[:3]:
         assert await c.recv() == {"type": "closing", "reason": "banned"}
     assert keep.id in rt.hub.sessions

@@ -3,7 +3,7 @@
 :class:`Banning` is the hub's part: the :class:`~.bans.BanList` its accept and
 authentication ask, the store that keeps it across restarts, and the pass that
 closes the live sessions a new ban covers. That pass walks the sessions in
-slices of at most :data:`SLICE_S` of work per turn of the event loop, so a ban
+bounded slices, a turn of the event loop each (:mod:`.session_pass`), so a ban
 over ten thousand sessions never holds the loop past its 20 ms budget.
 Listeners (the cluster) hear every change made here, and changes from other
 nodes come in through :meth:`Banning.apply_remote`.
@@ -19,52 +19,33 @@ from typing import Any
 from .ban_store import BanStore
 from .bans import Ban, BanList, format_duration, parse_duration, parse_target
 from .session import CloseReason, Session
+from .session_pass import SessionPass
 
-__all__ = ["SLICE_S", "BanPass", "Banning"]
-
-# Work one turn of the loop may spend closing the sessions a ban covers.
-SLICE_S = 0.005
+__all__ = ["BanPass", "Banning"]
 
 # (kind, ban): kind "ban" or "unban"; the cluster publishes them.
 Listener = Callable[[str, Ban], None]
 
 
-class BanPass:
-    """Closes, a slice per turn, the live sessions that fall under one ban."""
+class BanPass(SessionPass):
+    """Closes, a bounded slice per turn, the live sessions that fall under one ban."""
+
+    label = "ban pass"
 
     def __init__(self, hub: Any, ban: Ban, match: Callable[[str, str | None], bool]) -> None:
-        self.hub = hub
+        super().__init__(hub)
         self.ban = ban
         self.match = match
-        # Streams before connections, as the revocation pass does.
-        self._todo: list[Session] = sorted(hub.sessions.values(), key=lambda s: s.parent is None)
-        self._at = 0
         self.closed = 0
-        self.turns = 0
-        self.done = asyncio.Event()
 
-    def start(self) -> None:
-        self._step()
+    def visit(self, session: Session) -> bool:
+        if not self.match(session.address, session.user):
+            return False
+        session.close(CloseReason.BANNED)
+        self.closed += 1
+        return True
 
-    def _step(self) -> None:
-        self.turns += 1
-        todo, match = self._todo, self.match
-        deadline = time.perf_counter() + SLICE_S
-        at, end = self._at, len(todo)
-        while at < end:
-            s = todo[at]
-            at += 1
-            if not s.closing and match(s.address, s.user):
-                s.close(CloseReason.BANNED)
-                self.closed += 1
-            if at % 8 == 0 and time.perf_counter() > deadline:
-                break
-        self._at = at
-        if at < end:
-            asyncio.get_running_loop().call_soon(self._step)
-            return
-        self._todo = []
-        self.done.set()
+    def finished(self) -> None:
         if self.closed:
             self.hub.event("operator", f"ban {self.ban.target}: closed {self.closed} live sessions")
 
