@@ -19,7 +19,7 @@ from policy_helpers import TOKENS, login, policy_fixtures
 from verb_console.admin.ctl import main as ctl_main
 from verb_console.hub import banning as banning_module
 from verb_console.hub.ban_store import BanStore
-from verb_console.hub.bans import Ban, BanError, BanList, parse_duration, parse_target
+from verb_console.hub.bans import Ban, BanChange, BanError, BanList, parse_duration, parse_target
 from verb_console.runtime import Runtime
 
 pytestmark = pytest.mark.timeout(60)
@@ -101,6 +101,20 @@ def test_the_state_file_is_written_whole_and_read_back(tmp_path: Path) -> None:
     loaded, problem = store.load()
     assert problem is None
     assert [b.to_wire() for b in loaded] == [b.to_wire() for b in bans]
+    assert store.unsent == []
+
+
+def test_changes_not_yet_given_to_the_cluster_are_kept_in_the_state_file(tmp_path: Path) -> None:
+    store = BanStore(str(tmp_path))
+    ban = Ban("user:bob", "ctl", 1001.0, None)
+    lifted = Ban("203.0.113.7", "ctl", 1000.0, None)
+    unsent = [BanChange("ban", ban, 1001.0), BanChange("unban", lifted, 1002.5)]
+    store.write([ban], unsent)
+    loaded, problem = BanStore(str(tmp_path)).load()
+    assert problem is None and [b.target for b in loaded] == ["user:bob"]
+    again = BanStore(str(tmp_path))
+    again.load()
+    assert again.unsent == unsent
 
 
 @pytest.mark.parametrize(
@@ -109,6 +123,8 @@ def test_the_state_file_is_written_whole_and_read_back(tmp_path: Path) -> None:
         b"{not json",
         b"[]",
         b'{"bans": [{"target": "nope", "by": "x", "created": 1, "expires": null}]}',
+        b'{"bans": [], "unsent": [{"o": "maybe", "b": {}, "at": 1}]}',
+        b'{"bans": [], "unsent": {}}',
     ],
 )
 def test_a_corrupted_state_file_gives_no_bans_and_says_why(tmp_path: Path, body: bytes) -> None:

@@ -6,7 +6,10 @@ closes the live sessions a new ban covers. That pass walks the sessions in
 bounded slices, a turn of the event loop each (:mod:`.session_pass`), so a ban
 over ten thousand sessions never holds the loop past its 20 ms budget.
 Listeners (the cluster) hear every change made here, and changes from other
-nodes come in through :meth:`Banning.apply_remote`.
+nodes come in through :meth:`Banning.apply_remote`. On a cluster node each
+change made here is also kept in :attr:`Banning.unsent` (and in the state
+file) until the cluster has it: one made while the node's Redis link is down
+reaches the other nodes when the link is back, even across a restart.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .ban_store import BanStore
-from .bans import Ban, BanList, format_duration, parse_duration, parse_target
+from .bans import Ban, BanChange, BanList, format_duration, parse_duration, parse_target
 from .session import CloseReason, Session
 from .session_pass import SessionPass
 
@@ -61,6 +64,12 @@ class Banning:
         self.passes: list[BanPass] = []
         # Connections refused at accept because their address is banned.
         self.refused = 0
+        # A cluster node's changes made here that the cluster does not have yet,
+        # by target (the latest change of each); kept only when keeps_unsent.
+        self.keeps_unsent = False
+        self.unsent: dict[str, BanChange] = {}
+        # Bumped with each change kept, so the cluster can tell one came meanwhile.
+        self.unsent_version = 0
 
     # ----------------------------------------------------------- start
     def open(self, state_dir: str) -> None:
@@ -69,6 +78,7 @@ class Banning:
         bans, problem = self.store.load()
         if problem is not None:
             self.hub.event("error", f"bans: {problem}")
+        self.unsent = {c.ban.target: c for c in self.store.unsent}
         now = time.time()
         for ban in bans:
             if ban.live(now):
@@ -93,6 +103,7 @@ class Banning:
         seconds = parse_duration(duration) if duration else None
         now = time.time()
         ban = Ban(canonical, by, now, None if seconds is None else now + seconds)
+        self._keep(BanChange("ban", ban, now))
         self._apply(ban, by)
         for listener in self.listeners:
             listener("ban", ban)
@@ -104,14 +115,34 @@ class Banning:
         if ban is None:
             return None
         self.hub.event("operator", f"unban {ban.target} by {by}")
+        self._keep(BanChange("unban", ban, time.time()))
         self._save()
         for listener in self.listeners:
             listener("unban", ban)
         return ban
 
+    def _keep(self, change: BanChange) -> None:
+        if self.keeps_unsent:
+            self.unsent.pop(change.ban.target, None)
+            self.unsent[change.ban.target] = change
+            self.unsent_version += 1
+
+    def given(self, changes: list[BanChange]) -> None:
+        """The cluster has ``changes``: they are no longer kept (unless a later
+        change of the same target came meanwhile)."""
+        kept = len(self.unsent)
+        for change in changes:
+            if self.unsent.get(change.ban.target) is change:
+                del self.unsent[change.ban.target]
+        if len(self.unsent) != kept:
+            self._save()
+
     def apply_remote(self, kind: str, ban: Ban, node: str) -> None:
         """A change made on another node."""
         if kind == "ban":
+            held = self.list.bans.get(ban.target)
+            if held is not None and held.to_wire() == ban.to_wire():
+                return  # already held (told again when a node gives what it kept)
             self._apply(ban, f"{ban.by} on node {node}")
         elif self.list.remove(ban.target) is not None:
             self.hub.event("operator", f"unban {ban.target} by node {node}")
@@ -149,7 +180,7 @@ class Banning:
             asyncio.get_running_loop()
         except RuntimeError:
             return
-        store.save(self.list.live(), self._saved)
+        store.save(self.list.live(), self._saved, list(self.unsent.values()))
 
     def _saved(self, error: str | None) -> None:
         if error is not None:
