@@ -314,8 +314,11 @@ class MuxClient(Reconnecting):
                 for view in waiting:
                     tg.start_soon(self._bring_back, view, 0.0)
                 reason = await self._read()
+                # Gone: what is cancelled now comes back on the next connection.
+                self._live = False
                 tg.cancel_scope.cancel()
         finally:
+            self._live = False
             self._tg = None
             with anyio.CancelScope(shield=True):
                 await anyio.aclose_forcefully(self.stream)

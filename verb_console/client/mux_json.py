@@ -118,9 +118,11 @@ class ResumingJsonStream(JsonStream, Resuming):
         self.client._revive(self)
 
     # ----------------------------------------------------------- coming back
-    async def _reattach(self, timeout: float | None) -> bool:
-        """Open a new stream, resume or rejoin; True once back. Raises ServerError
-        when the server refuses the new stream (given up by the caller)."""
+    async def _reattach(self, timeout: float | None) -> bool | None:
+        """Open a new stream, resume or rejoin. True once back; False when this
+        attempt failed (the caller tries again); None when the new stream ended
+        meanwhile (its end has asked for the next attempt). Raises ServerError
+        when the server refuses the new stream."""
         client = self.client
         try:
             stream = await client.open_stream("json", dict(self.metadata), timeout=timeout)
@@ -131,16 +133,18 @@ class ResumingJsonStream(JsonStream, Resuming):
         self.last_seq = 0
         self._attach(stream, feed=False)
         first = self._resume_message(resume_seq)
+        recovery = None
         try:
             with anyio.fail_after(timeout):
                 welcome = await self._handshake(first, self._feed_buffered)
+            recovery = await self._recover(welcome, first is not None)
         except (TimeoutError, ConnectionError, ServerError):
-            if self.stream is stream and not stream.closed:
-                stream._sink = None
-                client._drop_stream(stream)
-            return False
-        recovery = await self._recover(welcome, first is not None)
-        if recovery is None or self.stream is not stream or stream.closed:
+            pass
+        if self.stream is not stream or stream.closed:
+            return None
+        if recovery is None:
+            stream._sink = None
+            client._drop_stream(stream)
             return False
         self._adopted = True
         self.attempts = 0

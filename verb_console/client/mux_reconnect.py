@@ -64,7 +64,8 @@ class Reconnecting:
         ``server_shutdown`` with ``"reconnect": true``)."""
         if not self.reconnect:
             return False
-        if any(v.server_shutdown and v.shutdown_reconnect is True for v in self._resuming):
+        views = [v for v in self._resuming if not v.closed]
+        if any(v.server_shutdown and v.shutdown_reconnect is True for v in views):
             return True
         return self.closing_reason not in DELIBERATE_REASONS
 
@@ -103,6 +104,7 @@ class Reconnecting:
                 raise TypeError("json() takes options only on a client made with reconnect=True")
             return JsonStream(stream, max_frame)
         options.setdefault("send_buffer", self.send_buffer)
+        self._resuming = {v for v in self._resuming if not v.closed}
         view = ResumingJsonStream(stream, max_frame, self, **options)
         if not view.closed:
             self._resuming.add(view)
@@ -123,17 +125,19 @@ class Reconnecting:
         tg.start_soon(self._bring_back, view, self.backoff.delay(view.attempts))
 
     async def _bring_back(self, view: ResumingJsonStream, delay: float) -> None:
-        back = False
+        back: bool | None = False
         try:
             if delay:
                 await anyio.sleep(delay)
             back = await view._reattach(self.timeout)
         except ServerError as exc:  # the server refuses the stream: no point trying again
+            back = None
             view.give_up(ConnectionError(f"could not open a stream again: {exc}"))
             self._resuming.discard(view)
-            return
         finally:
-            if not back and not view.closed and view.stream.closed:
+            # Failed, or cancelled with its connection: try again (on the next
+            # connection if this one is gone), up to the backoff's attempts.
+            if back is False and not view.closed:
                 view.attempts += 1
                 if view.attempts >= max(1, self.backoff.max_attempts):
                     view.give_up(ReconnectFailed(view.attempts, None))
