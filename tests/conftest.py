@@ -157,3 +157,26 @@ def _unicode_glyphs(monkeypatch: pytest.MonkeyPatch):
     from verb_console.console import glyphs
 
     glyphs.use_ascii(False)
+
+
+# VERB_TEST_PROFILE=FILE: each test's wall and CPU seconds (this process and the
+# children it reaped), one JSON line per test, to find the tests that wait.
+_PROFILE = __import__("os").environ.get("VERB_TEST_PROFILE")
+if _PROFILE:
+    import json
+    import os
+    import resource
+    import time
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(item: pytest.Item, nextitem: Any) -> Any:
+        def cpu() -> float:
+            own = resource.getrusage(resource.RUSAGE_SELF)
+            kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+            return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+        wall, used = time.monotonic(), cpu()
+        yield
+        line = {"id": item.nodeid, "wall": time.monotonic() - wall, "cpu": cpu() - used}
+        with open(f"{_PROFILE}.{os.environ.get('PYTEST_XDIST_WORKER', 'main')}", "a") as f:
+            f.write(json.dumps(line) + "\n")

@@ -49,6 +49,10 @@ class PtyConsole:
         full_env: dict[str, str] = {}
         if inherit_env:
             full_env.update(os.environ, TERM="xterm-256color", COLORTERM="truecolor")
+            # The pty's size is the terminal's: pytest-xdist's workers have
+            # COLUMNS=80 and LINES=24 set, which Textual would take over it.
+            full_env.pop("COLUMNS", None)
+            full_env.pop("LINES", None)
         full_env.update(env or {})
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "verb_console", *args],

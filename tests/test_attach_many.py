@@ -8,7 +8,6 @@ shows, and the read-only one refuses every action (and its server would too).
 from __future__ import annotations
 
 import asyncio
-import os
 import subprocess
 import sys
 import time
@@ -38,11 +37,6 @@ def start_headless(port: int, sock: Path, cwd: Path) -> subprocess.Popen[bytes]:
     )
 
 
-@pytest.mark.skipif(
-    "PYTEST_XDIST_WORKER" in os.environ,
-    reason="under pytest-xdist the read-only console's refusal notice never reaches its pty "
-    "(passes with -n 0: `pytest -n 0 tests/test_attach_many.py`); cause not found yet",
-)
 async def test_two_attached_consoles_see_the_sessions_and_each_other_s_actions(
     tmp_path: Path,
 ) -> None:

@@ -168,3 +168,28 @@ async def test_the_loop_keeps_turning_while_a_large_fragmented_heap_is_trimmed()
     assert trimmer.trims == 1
     assert turns_during >= 3, (turns_during, worst, trimmer.last_took)
     assert len(keep) == 600
+
+
+def test_a_trim_is_due_again_once_most_connections_have_gone() -> None:
+    # RSS does not fall when memory is freed: after a trim at the peak, clients
+    # leaving looks like "nothing new" to RSS alone. The count of open
+    # connections says they went.
+    live = 40
+    trimmer = HeapTrimmer(interval=0.0, max_interval=60.0, live=lambda: live)
+    trimmer.check()  # the first look only sees RSS
+    keep = [bytearray(20_000) for _ in range(500)]
+    trimmer.check()  # grown: a look, no trim
+    while not trimmer.check():  # RSS steady: the trim at the peak
+        pass
+    trims = trimmer.trims
+    for _ in range(20):  # steady, nothing new: no more trims
+        trimmer.check()
+    assert trimmer.trims <= trims + 1
+    trims = trimmer.trims
+    live = 30  # a few leave: still nothing worth a trim
+    assert not any(trimmer.check() for _ in range(5))
+    live = 2  # most have gone
+    assert trimmer.check()
+    assert trimmer.trims == trims + 1
+    assert not trimmer.check()  # and once is enough
+    assert len(keep) == 500

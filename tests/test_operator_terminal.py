@@ -142,8 +142,8 @@ async def test_an_attached_console_says_disconnected_and_reattaches_after_a_rest
         await attached.shows("LINK DOWN", since=mark, timeout=10)
         assert attached.proc.poll() is None
         server = start_headless(port, sock, tmp_path)
-        restarted = time.monotonic()
         await wait_listening(port, server)
+        restarted = time.monotonic()  # the console's part: from the server listening
         again = await JsonClient.connect(port)
         mark = attached.received()
         await attached.shows(again.id, since=mark, timeout=10)

@@ -120,6 +120,10 @@ class Server:
         self.size = size  # members of room "big"
 
 
+# One worker runs the module's tests, so the 1,000-member server starts once.
+pytestmark = pytest.mark.xdist_group("rejoin-big-room")
+
+
 @pytest.fixture(scope="module")
 def big_room(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A headless server whose room "big" has 1,000 members who keep reading."""

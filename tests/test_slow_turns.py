@@ -9,8 +9,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import pytest
+from console_fake import FixedHubView, FrozenClock
+
+from verb_console.console.app import VerbConsoleApp
 from verb_console.hub.turns import TurnClock
+from verb_console.hub.view import LiveHubView
 
 
 async def hold_the_loop(seconds: float) -> None:
@@ -75,3 +81,52 @@ async def test_ctl_status_shows_the_slowest_turns_in_text_and_json(
     scan = next(t for t in doc["slowest_turns"] if t["doing"] == "scan")
     assert scan["duration_ms"] >= 195
     assert abs(scan["at"] - time.time()) < 30
+
+
+async def test_a_slow_admin_request_names_the_turn_it_took(
+    start_server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sock = tmp_path / "admin.sock"
+    runtime = await start_server(admin_socket=str(sock))
+    # The view answers the request slowly (a stand-in for a scan of many sessions).
+    rooms = LiveHubView.rooms
+
+    def slow_rooms(self: LiveHubView) -> Any:
+        time.sleep(0.1)
+        return rooms(self)
+
+    monkeypatch.setattr(LiveHubView, "rooms", slow_rooms)
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "verb_console", "ctl", "--admin-socket", str(sock), "rooms"],
+        capture_output=True,
+        timeout=20,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 0, done
+    await asyncio.sleep(0.05)
+    slow = [t for t in runtime.hub.turns.slowest() if t.doing == "admin rooms"]
+    assert slow and slow[0].duration >= 0.09, runtime.hub.turns.slowest()
+
+
+async def test_a_slow_console_refresh_names_the_turn_it_took() -> None:
+    clock = TurnClock()
+
+    class SlowView(FixedHubView):
+        def overview(self) -> Any:
+            time.sleep(0.06)
+            return super().overview()
+
+    view_clock = FrozenClock()
+    app = VerbConsoleApp(SlowView(view_clock), clock=view_clock, turns=clock, refresh_hz=20)
+    async with app.run_test(size=(120, 40)) as pilot:
+        clock.start()
+        try:
+            for _ in range(40):
+                await pilot.pause(0.05)
+                if any(t.doing == "console refresh" for t in clock.slowest()):
+                    break
+        finally:
+            clock.stop()
+    refresh = [t for t in clock.slowest() if t.doing == "console refresh"]
+    assert refresh and refresh[0].duration >= 0.05, clock.slowest()

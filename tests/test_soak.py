@@ -17,7 +17,8 @@ import pytest
 
 SOAK = Path(__file__).resolve().parent.parent / "bench" / "soak.py"
 
-pytestmark = pytest.mark.timeout(120)
+# One worker runs the module's tests, so the soak (its fixture) runs once.
+pytestmark = [pytest.mark.timeout(120), pytest.mark.xdist_group("soak")]
 
 
 @pytest.fixture(scope="module")

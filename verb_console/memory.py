@@ -26,6 +26,13 @@ than :data:`TRIM_FREE_BYTES` doubles the wait before the next trim, up to
 wait starts again when RSS grows past where the last trim left it. A server
 whose memory is steady trims a few times, then once
 every five minutes at most. Anywhere but glibc on Linux this is a no-op.
+
+RSS does not fall when memory is freed, so it cannot tell that clients have
+left: a trim made while traffic was still at its peak leaves RSS where it is,
+and the holes the departed sessions leave behind look like "nothing new". So
+the trimmer is also told how many connections are open (``live``): when at
+least :data:`LEFT_MANY` have gone and fewer than half remain of the most seen
+open at a look since the last trim, a trim is due again at once.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable
 
 from .libc import libc as load_libc
 
@@ -45,6 +53,7 @@ log = logging.getLogger(__name__)
 TRIM_INTERVAL = 2.0  # seconds between looks at RSS
 TRIM_FREE_BYTES = 1024 * 1024  # a trim that gives back less than this was not worth it
 TRIM_MAX_INTERVAL = 300.0  # the longest wait between trims of a steady heap
+LEFT_MANY = 16  # connections gone since the last trim that make one due again
 _PAGE = 4096
 with contextlib.suppress(ValueError, OSError, AttributeError):
     _PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -78,8 +87,12 @@ class HeapTrimmer:
         interval: float = TRIM_INTERVAL,
         threshold: int = TRIM_FREE_BYTES,
         max_interval: float = TRIM_MAX_INTERVAL,
+        live: Callable[[], int] | None = None,
     ) -> None:
         self.interval = interval
+        # How many connections are open now (the server's count), if known.
+        self.live = live
+        self._live_peak = 0  # the most open at a look since the last trim
         self.threshold = threshold
         self.max_interval = max_interval
         self.libc = _libc() if resident_bytes() else None
@@ -113,11 +126,17 @@ class HeapTrimmer:
         now = resident_bytes()
         seen, self._seen = self._seen, now
         clock = time.monotonic()
-        if now > self._after + self.threshold:
-            # Grown past where the last trim left it: a trim is due again.
+        left = False
+        if self.live is not None:
+            live = self.live()
+            peak = self._live_peak = max(self._live_peak, live)
+            left = peak - live >= LEFT_MANY and live * 2 < peak
+        if now > self._after + self.threshold or left:
+            # Grown past where the last trim left it, or most connections have
+            # gone since (their memory is free, RSS does not show it): due again.
             self.backoff = self.interval
             self._due = 0.0
-        if now > seen + self.threshold or now <= self._after or clock < self._due:
+        if now > seen + self.threshold or (now <= self._after and not left) or clock < self._due:
             # Still growing (nothing freed yet), nothing new, or backing off.
             return None
         return now
@@ -131,6 +150,8 @@ class HeapTrimmer:
 
     def _trimmed(self, before: int, took: float, after: int) -> None:
         self.last_took = took
+        if self.live is not None:
+            self._live_peak = self.live()
         self._after = self._seen = after
         self.trims += 1
         gave = max(0, before - after)

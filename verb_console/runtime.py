@@ -68,7 +68,7 @@ class Runtime:
         self.admin: AdminServer | None = None
         self.metrics: MetricsServer | None = None
         # Hands freed heap memory back to the system (memory.py), from start to shutdown.
-        self.trimmer = HeapTrimmer()
+        self.trimmer = HeapTrimmer(live=lambda: len(self.hub.connections))
         self._signals = 0
         # What ``ctl reload`` and SIGHUP re-read (auth file, policy, certificate),
         # read off the loop and applied on it.

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..hub.banning import Banning
 from ..hub.bans import format_duration, parse_duration, parse_target
+
+if TYPE_CHECKING:  # ctl uses this module, and must not load the whole hub
+    from ..hub.banning import Banning
 
 __all__ = ["ban_request", "bans_text", "check_ban_args"]
 

@@ -270,7 +270,9 @@ class AdminServer:
             elif op in ACTION_OPS and read_only:
                 raise AdminRequestError("read_only", f"read-only attach: {op} refused")
             else:
-                result = self._run(op, args, lease)
+                # A slow turn spent answering is named for the request.
+                with self.view.hub.turns.doing(f"admin {op}"):
+                    result = self._run(op, args, lease)
         except AdminRequestError as exc:
             error = {"code": exc.code, "message": str(exc)}
             return {"v": VERSION, "id": request_id, "ok": False, "error": error}, read_only

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from functools import partial
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from textual.app import App, SystemCommand
 from textual.command import Provider
@@ -68,8 +69,12 @@ class VerbConsoleApp(App[int]):
         after_hangup: Callable[[], None] | None = None,
         attached: bool = False,
         ascii: bool | None = None,
+        turns: Any = None,
     ) -> None:
         super().__init__()
+        # The hub's TurnClock when the console shares the server's loop: a slow
+        # turn spent sampling the view is then named "console refresh".
+        self.turns = turns
         self.register_theme(SIXTEEN_COLOURS)
         # ASCII for TERM=linux and non-UTF-8 locales, unless the caller decides.
         self.ascii = glyphs.ascii_wanted() if ascii is None else ascii
@@ -168,8 +173,10 @@ class VerbConsoleApp(App[int]):
         main = self.main
         if not main.is_mounted or not main.is_attached:
             return
+        timed = self.turns.doing("console refresh") if self.turns else contextlib.nullcontext()
         try:
-            self._sample(main)
+            with timed:
+                self._sample(main)
         except NoMatches:
             # Only a tick that lands while the app tears the screen down gets here:
             # the widgets are gone and there is nothing left to update.

@@ -84,6 +84,7 @@ def build_app(
         startup=startup,
         on_hangup=settings.on_hangup,
         after_hangup=after_hangup,
+        turns=runtime.hub.turns,
     )
     return app, runtime
 
