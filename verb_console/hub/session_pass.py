@@ -48,7 +48,10 @@ class SessionPass:
     def __init__(self, hub: Any) -> None:
         self.hub = hub
         sessions = list(hub.sessions.values())
-        self._todo: list[Session] = [s for s in sessions if s.parent is not None]
+        # Each slot is emptied once visited: a closed session is then freed by
+        # its own aftermath, not all at once when the pass drops its list (at
+        # 10,000 sessions that was one turn of 30 ms).
+        self._todo: list[Session | None] = [s for s in sessions if s.parent is not None]
         self._todo += [s for s in sessions if s.parent is None]
         self._at = 0
         #: Sessions a slice may act on; tuned from the measured aftermath.
@@ -86,8 +89,9 @@ class SessionPass:
         stop = min(end, at + chunk) if chunk else end
         while at < stop:
             session = todo[at]
+            todo[at] = None
             at += 1
-            if not session.closing and visit(session):
+            if session is not None and not session.closing and visit(session):
                 acted += 1
                 if acted >= limit:
                     break
