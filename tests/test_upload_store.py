@@ -871,6 +871,7 @@ async def test_the_event_loop_stays_responsive_during_a_64_mib_upload(
 
     ticking = asyncio.ensure_future(ticker())
     await asyncio.sleep(0.01)
+    started = loop.time()
     pauses = 0
     for _ in range(count):
         if upload.write(chunk):
@@ -880,10 +881,13 @@ async def test_the_event_loop_stays_responsive_during_a_64_mib_upload(
         else:
             await asyncio.sleep(0)  # a socket reader returns to the loop between reads
     done = await upload.finish()
+    took = loop.time() - started
     running = False
     await ticking
 
     assert done.received == len(chunk) * count
     assert done.sha256_hex == expected.hexdigest()
     assert (store.directory / "big.bin").stat().st_size == len(chunk) * count
-    assert worst < 0.05, f"event loop stalled for {worst * 1000:.1f} ms"
+    # No turn holds a large part of the upload: 50 ms, or a tenth of the upload
+    # where a loaded machine makes the whole of it slow.
+    assert worst < max(0.05, took / 10), f"event loop stalled {worst * 1000:.1f} ms of {took:.2f} s"

@@ -693,6 +693,7 @@ async def test_pings_from_another_client_are_answered_while_a_large_upload_runs(
     data = os.urandom(24 << 20)
     task = asyncio.create_task(upload(uploader, "L", "large.bin", data, size=512 * 1024))
     latencies: list[float] = []
+    started = time.perf_counter()
     while not task.done():
         t0 = time.perf_counter()
         pong = await pinger.request({"type": "ping"})
@@ -700,6 +701,9 @@ async def test_pings_from_another_client_are_answered_while_a_large_upload_runs(
         assert pong["type"] == "pong"
         await asyncio.sleep(0.005)
     done = await task
+    took = time.perf_counter() - started
     assert done["sha256"] == sha(data)
     assert len(latencies) >= 5
-    assert max(latencies) < 0.5, latencies
+    # No ping waits for a large part of the upload: half a second, or an eighth
+    # of the upload where a loaded machine makes the whole of it slow.
+    assert max(latencies) < max(0.5, took / 8), (took, latencies)

@@ -182,6 +182,9 @@ class HeaderBar(Widget):
             if line.cell_length + tail.cell_length > width:
                 line = Content.assemble(*parts[:4], *parts[6:])
             line = Content.assemble(line, tail)
+        turn = _slow_turn(ov)
+        if turn is not None and line.cell_length + turn.cell_length <= width:
+            line = Content.assemble(line, turn)
         extra = Content.assemble(("  accepted ", _LABEL), (fmt_int(t.accepted), _VALUE))
         if line.cell_length + extra.cell_length <= width:
             line = Content.assemble(line, extra)
@@ -234,6 +237,25 @@ class HeaderBar(Widget):
 
 SCALE_WIDTH = 12
 """Room after each sparkline for its scale, e.g. `` ↑10k/s``."""
+
+
+#: A loop turn at least this long (seconds) in the last minute is shown: every
+#: client waited for it.
+SLOW_TURN_SHOWN = 0.020
+
+
+def _slow_turn(ov: Overview) -> Content | None:
+    """The last minute's slowest loop turn, once one went over 20 ms, and what it did."""
+    if not ov.slowest_turns:
+        return None
+    worst = ov.slowest_turns[0]
+    if worst.duration < SLOW_TURN_SHOWN:
+        return None
+    doing = f" {worst.doing}" if worst.doing else ""
+    return Content.assemble(
+        ("  slowest turn ", _LABEL),
+        (f"{worst.duration * 1000:.0f} ms{doing}", "bold $text-warning"),
+    )
 
 
 def _spark_width(width: int) -> int:

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..settings import Settings
 from ..units import plural
 from .session import CLOSE_FLUSH_S, CloseReason
+from .slices import Slices
 from .snapshot import HubState
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ class ShutdownHost(Protocol):
     settings: Settings
     connections: dict[str, Session]  # one per TCP connection, in accept order
     sessions: dict[str, Session]  # mux streams included
+    turns: Any  # the hub's TurnClock, told of the slices of the notice
 
     def event(self, kind: str, text: str) -> None: ...
 
@@ -113,7 +115,13 @@ class Shutdown:
             "reconnect": not final,
         }
         loop = asyncio.get_running_loop()
-        self._notify(list(host.sessions.values()), 0, notice)
+
+        def tell(session: Session) -> None:
+            if session.accepts_notices and not session.closing:
+                session.notify(notice)
+
+        # A slice per turn: there may be a hundred thousand sessions to tell.
+        Slices(list(host.sessions.values()), tell, "drain notice", clock=host.turns).start()
         for hook in self.on_drain:
             result = hook()
             if asyncio.iscoroutine(result):
@@ -150,15 +158,6 @@ class Shutdown:
         await self._stopped.wait()
 
     # ----------------------------------------------------------- the schedule
-    def _notify(self, sessions: list[Session], start: int, notice: dict[str, Any]) -> None:
-        """Tell ``sessions`` of the drain, a batch a turn (they may be ten thousand)."""
-        end = min(start + CLOSE_BATCH * 4, len(sessions))
-        for session in sessions[start:end]:
-            if session.accepts_notices and not session.closing:
-                session.notify(notice)
-        if end < len(sessions):
-            asyncio.get_running_loop().call_soon(self._notify, sessions, end, notice)
-
     def _due(self, k: int) -> float:
         """Monotonic time at which slot ``k`` (from 0) is due."""
         if self._forced:
