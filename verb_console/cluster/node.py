@@ -30,9 +30,10 @@ from ..hub.snapshot import ClusterInfo, NodeInfo
 from ..protocols.json import encode
 from ..units import plural
 from . import keys
+from .bans import ClusterBans
 from .base import SUBSCRIBE, UNSUBSCRIBE
 from .directory import Change, Directory
-from .link import COMMAND_TIMEOUT_S, Link
+from .link import Link
 
 if TYPE_CHECKING:
     from ..hub.hub import Hub
@@ -83,10 +84,9 @@ class RedisBus:
         self.undeliverable = 0  # for a session that had gone by the time it arrived
         self.link = Link(self)
         # Bans hold on every node (PROTOCOL.md 12.3); max_sessions counts every node's.
+        self.bans = ClusterBans(self)
         hub.banning.listeners.append(self.ban_changed)
         hub.banning.keeps_unsent = True
-        self._giving: asyncio.Task[None] | None = None
-        self._give_again = False
         hub.permissions.remote_count = self.remote_sessions_of
 
     # ----------------------------------------------------------- lifecycle
@@ -340,91 +340,13 @@ class RedisBus:
 
     # ----------------------------------------------------------- bans and users
     def ban_changed(self, kind: str, ban: Ban) -> None:
-        """A ban made or lifted here: given to the cluster (kept in Redis, told to
-        every node) now if the link is up, else when it is back (sync_bans)."""
-        if self.link.state != "up":
-            self.hub.event(
-                "operator",
-                f"{kind} {ban.target}: kept for the cluster until the Redis link is back",
-            )
-            return
-        if self._giving is not None and not self._giving.done():
-            self._give_again = True
-            return
-        self._giving = asyncio.get_running_loop().create_task(self._give_while_up())
-
-    async def _give_while_up(self) -> None:
-        while True:
-            self._give_again = False
-            client = self.link.client
-            if client is None or self.link.state != "up":
-                return  # the relink gives what is still kept
-            try:
-                await asyncio.wait_for(self.give_bans(client), COMMAND_TIMEOUT_S * 2)
-            except Exception as exc:  # kept: the next link gives it
-                log.warning("cluster: could not give the bans to Redis: %s", exc)
-                return
-            if not self._give_again:
-                return
-
-    async def give_bans(self, client: Any) -> int:
-        """Give the cluster the ban changes made here that it does not have, each
-        set in Redis and told to every node in one step; returns how many were news."""
-        banning = self.hub.banning
-        changes = list(banning.unsent.values())
-        if not changes:
-            return 0
-        pipe = client.pipeline(transaction=False)
-        for change in changes:
-            ban = change.ban
-            event = orjson.dumps({"o": change.kind, "b": ban.to_wire(), "n": self.node})
-            if change.kind == "ban":
-                body = orjson.dumps(ban.to_wire())
-                args = (ban.target, body, int(ban.created), event)
-                pipe.eval(keys.BAN_SCRIPT, 2, keys.BANS, keys.MEMBERS, *args)
-            else:
-                pipe.eval(
-                    keys.UNBAN_SCRIPT, 2, keys.BANS, keys.MEMBERS, ban.target, change.at, event
-                )
-        news = sum(1 for r in await pipe.execute() if r == 1)
-        banning.given(changes)
-        return news
+        """A ban made or lifted here: given to the cluster now if the link is up,
+        else when it is back (:mod:`.bans`)."""
+        self.bans.changed(kind, ban)
 
     async def sync_bans(self, client: Any) -> None:
-        """On linking: give the cluster what was banned or lifted here while the
-        link was down, then take the cluster's ban list (a node back from a
-        restart or a cut applies what was banned meanwhile); the first node to
-        hold a list gives the cluster its own."""
-        banning = self.hub.banning
-        if not await client.exists(keys.BANS_KEPT):
-            pipe = client.pipeline(transaction=False)
-            for ban in banning.live():
-                # A change kept for the cluster is given below, and told to the
-                # nodes that took the list before this one wrote it.
-                if ban.target not in banning.unsent:
-                    pipe.hset(keys.BANS, ban.target, orjson.dumps(ban.to_wire()))
-            pipe.set(keys.BANS_KEPT, b"1")
-            await pipe.execute()
-        given = 0
-        while True:
-            version = banning.unsent_version
-            given += await self.give_bans(client)
-            raw: dict[bytes, bytes] = await client.hgetall(keys.BANS)
-            # A change made during these awaits is given too before the list is taken.
-            if banning.unsent_version == version and not banning.unsent:
-                break
-        if given:
-            self.hub.event(
-                "operator",
-                f"cluster: gave {plural(given, 'ban change')} made while the link was down",
-            )
-        bans = []
-        for target, body in raw.items():
-            try:
-                bans.append(Ban.from_wire(orjson.loads(body)))
-            except (BanError, KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
-                log.warning("cluster: skipped a malformed ban %r: %s", target, exc)
-        banning.replace(bans, "from the cluster")
+        """On linking: give what was kept, then take the cluster's list (:mod:`.bans`)."""
+        await self.bans.sync(client)
 
     def remote_sessions_of(self, user: str) -> int:
         """The user's counted sessions on the other nodes, as their heartbeats said."""
