@@ -234,3 +234,19 @@ async def test_a_client_that_cannot_reconnect_gives_up_and_says_so(
         while True:
             kinds.append((await a.receive(1))["type"])
     assert kinds == ["server_shutdown", "closing"]
+
+
+async def test_a_json_stream_closed_while_coming_back_stays_closed(
+    server: Runtime, muxes: list[MuxClient]
+) -> None:
+    client = await mux(server.port, muxes, backoff=fast(base_delay=0.2))
+    a = await json_stream(client)
+    server.hub.connections[client.local_id].outlet.destroy()
+    await until(lambda: not a.connected)
+    await a.close()
+    assert a.closed and a.error is None
+    await until(lambda: client.reconnects == 1)
+    await asyncio.sleep(0.2)
+    # The connection is back, and nothing was reopened for the closed stream.
+    assert client.streams == {} and a.reconnects == 0
+    assert (await client.ping())["type"] == "pong"

@@ -124,6 +124,8 @@ class ResumingJsonStream(JsonStream, Resuming):
         meanwhile (its end has asked for the next attempt). Raises ServerError
         when the server refuses the new stream."""
         client = self.client
+        if self._finished:  # closed by the application meanwhile
+            return None
         try:
             stream = await client.open_stream("json", dict(self.metadata), timeout=timeout)
         except (MuxClosed, TimeoutError):
@@ -140,6 +142,9 @@ class ResumingJsonStream(JsonStream, Resuming):
             recovery = await self._recover(welcome, first is not None)
         except (TimeoutError, ConnectionError, ServerError):
             pass
+        if self._finished:
+            await stream.close()
+            return None
         if self.stream is not stream or stream.closed:
             return None
         if recovery is None:

@@ -113,6 +113,8 @@ class Reconnecting:
     def _revive(self, view: ResumingJsonStream) -> None:
         """``view``'s stream was lost: bring it back on this connection if it is up
         (after the backoff's delay), else on the next one."""
+        if view.closed:
+            return
         if self.close_reason is not None:
             view.give_up(MuxClosed(f"connection closed ({self.close_reason})"))
             return
