@@ -418,7 +418,6 @@ async def test_5000_connections_in_one_burst_are_all_served_and_the_server_stays
         except (ConnectionError, asyncio.IncompleteReadError):
             return None  # cleanly refused
 
-    started = time.monotonic()
     results = await asyncio.gather(*(one() for _ in range(burst)))
     served = [c for c in results if c is not None]
     try:
@@ -429,7 +428,6 @@ async def test_5000_connections_in_one_burst_are_all_served_and_the_server_stays
         # A second round of pings, all in flight at once.
         await asyncio.gather(*(c.ping() for c in served))
         await assert_unharmed(rt, bystander)
-        assert time.monotonic() - started < 30
     finally:
         for c in served:
             c.writer.close()
