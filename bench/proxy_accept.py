@@ -7,7 +7,7 @@ welcome and the pong, and closes; ``--parallel`` of them run at once. The load
 is Python, pinned apart from the server (as bench/compare.py); the server's CPU
 is read from /proc, and on a busy 2-core machine it is the fairer figure.
 
-    .venv/bin/python bench/proxy_accept.py [--rounds 5] [--seconds 3]
+    .venv/bin/python bench/proxy_accept.py [--rounds 6] [--seconds 3]
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
+import itertools
 import json
 import os
 import subprocess
@@ -40,6 +41,7 @@ from benchlib import (
 
 TARGET = 1.1
 KINDS = ("plain", "v1", "v2")
+ORDERS = [list(p) for p in itertools.permutations(KINDS)]
 
 
 def server(name: str, proxied: bool) -> Server:
@@ -118,7 +120,7 @@ def run_load(srv: Server, kind: str, parallel: int, seconds: float) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=6)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--parallel", type=int, default=8)
     args = parser.parse_args()
@@ -127,7 +129,9 @@ def main() -> None:
     rounds: list[dict[str, Any]] = []
     with Servers() as servers:
         for r in range(args.rounds):
-            order = list(KINDS) if r % 2 == 0 else list(reversed(KINDS))
+            # Every order in turn, so each kind runs first, second and last as
+            # often: on a shared machine the load drifts within a round.
+            order = ORDERS[r % len(ORDERS)]
             row: dict[str, Any] = {}
             for kind in order:
                 srv = servers.start(server(kind, kind != "plain"))

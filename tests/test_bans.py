@@ -19,7 +19,7 @@ from policy_helpers import TOKENS, login, policy_fixtures
 from verb_console.admin.ctl import main as ctl_main
 from verb_console.hub import banning as banning_module
 from verb_console.hub.ban_store import BanStore
-from verb_console.hub.bans import Ban, BanError, BanList, parse_duration, parse_target
+from verb_console.hub.bans import Ban, BanChange, BanError, BanList, parse_duration, parse_target
 from verb_console.runtime import Runtime
 
 pytestmark = pytest.mark.timeout(60)
@@ -101,6 +101,20 @@ def test_the_state_file_is_written_whole_and_read_back(tmp_path: Path) -> None:
     loaded, problem = store.load()
     assert problem is None
     assert [b.to_wire() for b in loaded] == [b.to_wire() for b in bans]
+    assert store.unsent == []
+
+
+def test_changes_not_yet_given_to_the_cluster_are_kept_in_the_state_file(tmp_path: Path) -> None:
+    store = BanStore(str(tmp_path))
+    ban = Ban("user:bob", "ctl", 1001.0, None)
+    lifted = Ban("203.0.113.7", "ctl", 1000.0, None)
+    unsent = [BanChange("ban", ban, 1001.0), BanChange("unban", lifted, 1002.5)]
+    store.write([ban], unsent)
+    loaded, problem = BanStore(str(tmp_path)).load()
+    assert problem is None and [b.target for b in loaded] == ["user:bob"]
+    again = BanStore(str(tmp_path))
+    again.load()
+    assert again.unsent == unsent
 
 
 @pytest.mark.parametrize(
@@ -109,6 +123,8 @@ def test_the_state_file_is_written_whole_and_read_back(tmp_path: Path) -> None:
         b"{not json",
         b"[]",
         b'{"bans": [{"target": "nope", "by": "x", "created": 1, "expires": null}]}',
+        b'{"bans": [], "unsent": [{"o": "maybe", "b": {}, "at": 1}]}',
+        b'{"bans": [], "unsent": {}}',
     ],
 )
 def test_a_corrupted_state_file_gives_no_bans_and_says_why(tmp_path: Path, body: bytes) -> None:
@@ -220,19 +236,36 @@ async def test_a_banned_user_gets_error_banned_then_closing_and_no_brute_force_c
     assert rt.hub.permissions.totals["banned"] == 1
 
 
-async def test_a_ban_over_many_sessions_closes_them_in_bounded_slices(
+async def test_a_ban_over_many_sessions_closes_them_in_slices_each_after_the_last_ones_closes(
     banned_server, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # A tiny slice, so the pass must span several turns of the loop.
-    monkeypatch.setattr(banning_module, "SLICE_S", 0.0)
     rt = await banned_server()
     clients = [await JsonClient.connect(rt.port, source_ip="127.0.0.3") for _ in range(150)]
     keep = await JsonClient.connect(rt.port, source_ip="127.0.0.4")
+    # At each slice: the sessions the pass had closed before, and those still in the hub.
+    seen: list[tuple[int, int]] = []
+    visited: list[Any] = []
+    slice_ = banning_module.BanPass._slice
+
+    def noted(self: Any) -> None:
+        if not visited:  # the pass's list, before its slots are emptied
+            visited.extend(self._todo)
+        gone = [s for s in visited[: self._at] if s.closing]
+        seen.append((len(gone), sum(1 for s in gone if s.id in rt.hub.sessions)))
+        slice_(self)
+
+    monkeypatch.setattr(banning_module.BanPass, "_slice", noted)
     rt.hub.banning.ban("127.0.0.3", "ctl")
     done = rt.hub.banning.passes[-1]
     assert not done.done.is_set()  # not in one turn
+    assert sum(1 for s in rt.hub.sessions.values() if s.closing) < 150
     await asyncio.wait_for(done.done.wait(), 10)
-    assert done.closed == 150 and done.turns >= 2
+    assert done.closed == 150 and done.turns >= 3
+    # Every slice after the first ran once the closes of the slices before it
+    # had been seen through (their connections gone from the hub): a slice and
+    # the aftermath of its closes never share a turn.
+    assert seen[0] == (0, 0)
+    assert all(closed > 0 and still == 0 for closed, still in seen[1:]), seen
     for c in clients[:3]:
         assert await c.recv() == {"type": "closing", "reason": "banned"}
     assert keep.id in rt.hub.sessions

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -91,3 +93,94 @@ async def test_max_sessions_counts_the_users_sessions_on_every_node(node) -> Non
     await eventually(lambda: a.hub.permissions.sessions_of("alice") == 1, timeout=5)
     await login(a, "alice")
     await one.close()
+
+
+def targets(rt: Runtime) -> list[str]:
+    return [x.target for x in rt.hub.banning.live()]
+
+
+def link_down(*nodes: Runtime) -> Any:
+    return lambda: all(n.hub.bus is not None and n.hub.bus.link_state != "up" for n in nodes)
+
+
+async def test_a_ban_and_an_unban_made_while_redis_is_down_reach_every_node_when_it_is_back(
+    node, redis_server: Any
+) -> None:
+    a, b = await node("a"), await node("b")
+    await linked(a, b)
+    a.hub.banning.ban("127.0.0.5", "ctl")
+    await eventually(lambda: targets(b) == ["127.0.0.5"], timeout=5)
+    bob_on_b = await login(b, "bob")
+    await redis_server.kill()
+    await eventually(link_down(a, b), timeout=10)
+    a.hub.banning.ban("user:bob", "ctl", "10m")
+    a.hub.banning.unban("127.0.0.5", "console")
+    assert any("kept for the cluster until the Redis link is back" in e.text for e in a.hub.events)
+    assert targets(b) == ["127.0.0.5"]  # b cannot know yet
+    # Redis comes back empty; both nodes link again.
+    await redis_server.start()
+    await linked(a, b)
+    await eventually(lambda: targets(b) == ["user:bob"], timeout=10)
+    assert await bob_on_b.recv(timeout=5) == {"type": "closing", "reason": "banned"}
+    # a kept them (no resync dropped them) and gave them up once the cluster had them.
+    assert targets(a) == ["user:bob"]
+    await eventually(lambda: not a.hub.banning.unsent, timeout=5)
+    redis = redis_server.client()
+    assert await redis.hkeys("vc:bans") == [b"user:bob"]
+    await redis.aclose()
+    assert any("made while the link was down" in e.text for e in a.hub.events)
+
+
+async def test_changes_made_while_redis_is_frozen_are_given_over_what_redis_kept(
+    node, redis_server: Any
+) -> None:
+    a, b = await node("a"), await node("b")
+    await linked(a, b)
+    a.hub.banning.ban("127.0.0.6", "ctl")
+    b.hub.banning.ban("127.0.0.7", "ctl")
+    both = ["127.0.0.6", "127.0.0.7"]
+    await eventually(lambda: sorted(targets(a)) == sorted(targets(b)) == both, timeout=5)
+    # Stopped, not killed: Redis keeps its data, the nodes find their links dead.
+    redis_server.signal(signal.SIGSTOP)
+    try:
+        await eventually(link_down(a, b), timeout=15)
+        b.hub.banning.unban("127.0.0.6", "ctl")
+        b.hub.banning.ban("user:carol", "ctl")
+        a.hub.banning.ban("127.0.0.8", "ctl", "1h")
+    finally:
+        redis_server.signal(signal.SIGCONT)
+    await linked(a, b)
+    want = ["127.0.0.7", "user:carol", "127.0.0.8"]
+    await eventually(lambda: sorted(targets(a)) == sorted(targets(b)) == sorted(want), timeout=10)
+    await eventually(lambda: not a.hub.banning.unsent and not b.hub.banning.unsent, timeout=5)
+    redis = redis_server.client()
+    assert sorted(await redis.hkeys("vc:bans")) == sorted(t.encode() for t in want)
+    await redis.aclose()
+
+
+async def test_a_ban_made_while_redis_is_down_survives_a_restart_and_reaches_the_cluster(
+    node, redis_server: Any, tmp_path: Path
+) -> None:
+    a, b = await node("a"), await node("b")
+    await linked(a, b)
+    await redis_server.kill()
+    await eventually(link_down(a), timeout=10)
+    a.hub.banning.ban("user:bob", "ctl")
+    assert a.hub.banning.store is not None
+    await a.hub.banning.store.wait_saved()
+    saved = json.loads(a.hub.banning.store.path.read_text())
+    assert [c["b"]["target"] for c in saved["unsent"]] == ["user:bob"]
+    a.hub.force_shutdown()
+    await a.hub.wait_stopped()
+    await redis_server.start()
+    await linked(b)
+    assert targets(b) == []
+    # a comes back with its state directory, and gives the cluster what it kept.
+    a2 = await node("a")
+    await linked(a2, b)
+    await eventually(lambda: targets(b) == ["user:bob"], timeout=10)
+    assert targets(a2) == ["user:bob"]
+    await eventually(lambda: not a2.hub.banning.unsent, timeout=5)
+    assert a2.hub.banning.store is not None
+    await a2.hub.banning.store.wait_saved()
+    assert "unsent" not in json.loads(a2.hub.banning.store.path.read_text())

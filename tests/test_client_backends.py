@@ -20,6 +20,7 @@ import anyio
 import pytest
 
 from verb_console.client import (
+    Backoff,
     ClientClosed,
     JsonClient,
     MuxClient,
@@ -340,3 +341,69 @@ def test_chat_says_why_it_cannot_connect() -> None:
     assert chat.stderr.startswith(prefix)
     reason = chat.stderr[len(prefix) :].strip()
     assert reason == "[Errno 111] Connection refused", chat.stderr
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_reconnecting_mux_clients_json_stream_comes_back_after_a_server_restart(
+    tmp_path: Path, backend: str
+) -> None:
+    port = closed_port()
+    log = tmp_path / "server.log"
+    server = [sys.executable, "-m", "verb_console", "--headless"]
+
+    def start() -> subprocess.Popen[bytes]:
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                [*server, "--port", str(port), "--protocol", "mux", "--resume-window", "30"],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=tmp_path,
+            )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if log.read_text(errors="replace").count("listening on") > len(procs):
+                return proc
+            time.sleep(0.05)
+        raise AssertionError(f"no listening line: {log.read_text(errors='replace')!r}")
+
+    procs: list[subprocess.Popen[bytes]] = []
+    procs.append(start())
+
+    async def main() -> None:
+        backoff = Backoff(max_attempts=200, base_delay=0.05, max_delay=0.1, jitter=0.0)
+        mux = await MuxClient.connect("127.0.0.1", port, reconnect=True, backoff=backoff)
+        try:
+            chat = (await mux.open_stream("json")).json()
+            other = (await mux.open_stream("json")).json()
+            assert (await chat.receive(5))["type"] == "welcome"
+            assert (await other.receive(5))["type"] == "welcome"
+            await chat.join_room("den")
+            await other.join_room("den")
+            procs[0].kill()
+            procs[0].wait(10)
+            procs.append(start())
+            with anyio.fail_after(20):
+                while chat.reconnects == 0:
+                    await anyio.sleep(0.02)
+            recovery = chat.last_recovery
+            assert recovery is not None and not recovery.resumed
+            assert recovery.resume_failed == "unknown" and recovery.rooms == {"den": False}
+            assert mux.reconnects == 1 and chat.connected
+            # The chat goes on: both streams are back in the room on the new server.
+            await other.wait_connected(20)
+            await other.room_message("den", "after")
+            with anyio.fail_after(5):
+                while (m := await chat.receive(5))["type"] != "room_message":
+                    pass
+            assert m["data"] == "after"
+        finally:
+            await mux.close()
+
+    try:
+        run(backend, main)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(5)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
 from typing import Any
 
 import pytest
@@ -123,10 +124,21 @@ async def test_a_missing_malformed_or_too_long_header_closes_with_no_reply(
 
 async def test_a_truncated_header_is_closed_at_the_handshake_timeout(behind) -> None:
     rt = await behind(handshake_timeout=0.3)
+    started = time.monotonic()
     reader, writer = await through(rt, encode_v2(("203.0.113.7", 1))[:20])
+    # One whole header meanwhile: it is let go of at once, not when its time is up.
+    good_reader, good_writer = await through(
+        rt, encode_v2(("203.0.113.8", 2)) + frame({"type": "ping"})
+    )
+    assert (await read_json(good_reader))["type"] == "welcome"
     assert await closed_without_bytes(reader)
+    assert time.monotonic() - started >= 0.3
     await eventually(lambda: any("in time" in e.text for e in rt.hub.events))
+    # Nothing is awaited any more, and nothing is left to sweep.
+    assert rt.server is not None
+    await eventually(lambda: not rt.server._awaiting and rt.server._sweeper is None)
     writer.close()
+    good_writer.close()
 
 
 async def test_bad_headers_are_logged_at_most_once_per_ten_seconds(behind) -> None:

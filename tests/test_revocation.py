@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from helpers import JsonClient, eventually
 from policy_helpers import TOKENS, login, policy_fixtures, write_auth
 
+from verb_console.admin.client import AdminClient
 from verb_console.hub import revocation
 from verb_console.runtime import Runtime
 
@@ -121,3 +123,61 @@ async def test_a_reload_in_a_storm_of_joins_leaves_no_one_where_they_may_not_be(
         assert not session.closing
     for r in readers:
         r.cancel()
+
+
+# --------------------------------------------------------------- off the loop
+
+
+async def test_ctl_reload_reads_the_policy_off_the_loop_which_serves_on_meanwhile(
+    serve, files: tuple[Path, Path], tmp_path: Path
+) -> None:
+    rt = await serve()
+    alice = await login(rt, "alice")
+    assert (await alice.request({"type": "join_room", "room": "lobby"}))["type"] == "joined"
+    # The policy is now a FIFO: reading it blocks until something writes it, as a
+    # slow read or a long parse would hold whoever reads it.
+    files[1].unlink()
+    os.mkfifo(files[1])
+    admin = await AdminClient.connect(rt.admin_path)
+    reload = asyncio.create_task(admin.request("reload"))
+    await asyncio.sleep(0.2)
+    assert not reload.done()
+    # Meanwhile the server goes on: it answers, and the old policy still holds.
+    assert (await alice.request({"type": "ping"}, timeout=2))["type"] == "pong"
+    err = await alice.request({"type": "join_room", "room": "lobby-2"}, timeout=2)
+    assert err["code"] == "forbidden"
+
+    def write() -> None:
+        with open(files[1], "w") as fifo:
+            fifo.write('[users.alice]\njoin = ["team-*"]\n')
+
+    await asyncio.to_thread(write)
+    assert await asyncio.wait_for(reload, 5) == {"errors": []}
+    assert rt.revocation is not None
+    await asyncio.wait_for(rt.revocation.done.wait(), 5)
+    # Applied: alice is out of the room the new policy refuses her.
+    assert await alice.recv() == {"type": "left", "room": "lobby", "reason": "revoked"}
+    assert (await alice.request({"type": "join_room", "room": "team-x"}))["type"] == "joined"
+    await admin.aclose()
+
+
+async def test_a_bad_policy_on_ctl_reload_is_refused_in_one_line_and_the_old_one_stays(
+    serve, files: tuple[Path, Path]
+) -> None:
+    rt = await serve()
+    alice = await login(rt, "alice")
+    before = rt.hub.permissions.policy
+    files[1].write_text('[users.alice]\njoin = ["team-*"]\nrate = -1\n')
+    admin = await AdminClient.connect(rt.admin_path)
+    reply = await admin.request("reload")
+    (error,) = reply["errors"]
+    assert error == (
+        f"policy: kept the previous policy: policy file {files[1]}: users.alice.rate:"
+        " must be a number >= 0, got -1"
+    )
+    assert "\n" not in error
+    assert rt.hub.permissions.policy is before
+    # The old policy still holds: alice may join lobby, and nobody was touched.
+    assert (await alice.request({"type": "join_room", "room": "lobby"}))["type"] == "joined"
+    assert any(e.text == "reload: reload 1 failed" for e in rt.hub.events)
+    await admin.aclose()

@@ -11,7 +11,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +27,8 @@ from .logformat import JsonLogFormatter
 from .memory import HeapTrimmer
 from .net import ServerProtocol, TCPOptions, TCPServer, TLSOptions, create_server
 from .net.socket import TCPSocket
-from .security import SecurityError, load_auth, load_policy, load_proxy_trust, load_tls
+from .reloading import Reloading
+from .security import load_auth, load_policy, load_proxy_trust, load_tls
 from .settings import Settings, StartupRefused
 
 if TYPE_CHECKING:
@@ -69,12 +70,9 @@ class Runtime:
         # Hands freed heap memory back to the system (memory.py), from start to shutdown.
         self.trimmer = HeapTrimmer(live=lambda: len(self.hub.connections))
         self._signals = 0
-        # Called by reload() (``ctl reload``, SIGHUP when headless), in order. Each
-        # re-reads what it owns (an auth file, a certificate...); one that raises
-        # is logged and the others still run.
-        self.reload_hooks: list[Callable[[], None]] = []
-        # The last reload's pass over the live sessions (section 12.2), if any.
-        self.revocation: Revocation | None = None
+        # What ``ctl reload`` and SIGHUP re-read (auth file, policy, certificate),
+        # read off the loop and applied on it.
+        self.reloading = Reloading(self)
         # Bad PROXY headers since the last line about them, and when that was.
         self._proxy_refusals = 0
         self._proxy_noted = -PROXY_NOTE_S
@@ -125,15 +123,7 @@ class Runtime:
         hub.permissions.policy = load_policy(s)
         hub.banning.open(s.state_dir)
         context = load_tls(s)
-        if s.auth_file:
-            self.reload_hooks.append(self.reload_auth)
-        if s.policy:
-            self.reload_hooks.append(self.reload_policy)
-        if context is not None:
-            self.reload_hooks.append(self.reload_tls)
-        if s.auth_file:
-            # Last: what the files now say, applied to the sessions already in.
-            self.reload_hooks.append(self.revoke)
+        self.reloading.install()
         hub.start()
         if hub.state is not HubState.RUNNING:  # a signal arrived while starting
             return
@@ -231,23 +221,11 @@ class Runtime:
         """Open the admin socket; a live server already holding it is an error naming it."""
         path = self.admin_path
         view = LiveHubView(self.hub, read_only=self.settings.read_only)
-        admin = AdminServer(view, path, self.reload, port)
+        admin = AdminServer(view, path, self.reload_async, port)
         await admin.start(default_dir=not self.settings.admin_socket)
         self.admin = admin
         self.hub.on_shutdown.append(admin.close)
         self.hub.event("server", f"admin socket {path}")
-
-    def reload_auth(self) -> None:
-        """Re-read the auth file (a reload hook). A file that fails to load keeps the
-        tokens loaded before and raises why. The sessions of users with no token
-        left are closed by :meth:`revoke`, the last hook."""
-        s = self.settings
-        try:
-            auth = load_auth(s)
-        except SecurityError as exc:
-            raise SecurityError(f"kept the previous auth file: {exc}") from None
-        self.hub.auth = auth
-        self.hub.event("server", f"reload: auth file {s.auth_file}: {len(auth or ())} tokens")
 
     def _proxy_refused(self, peer: str, why: str) -> None:
         """A trusted proxy's connection without a good PROXY header: logged, at most
@@ -261,53 +239,10 @@ class Runtime:
         also = f" ({more} more since the last note)" if more else ""
         self.hub.event("error", f"closed {peer}: bad PROXY header: {why}{also}")
 
-    def reload_policy(self) -> None:
-        """Re-read the policy (a reload hook): new sessions get it at once, live
-        ones when :meth:`revoke` reaches them. One that fails to load keeps the
-        previous policy and raises why."""
-        s = self.settings
-        try:
-            policy = load_policy(s)
-        except SecurityError as exc:
-            raise SecurityError(f"kept the previous policy: {exc}") from None
-        self.hub.permissions.policy = policy
-        users = len(policy.users) if policy is not None else 0
-        self.hub.event("server", f"reload: policy {s.policy}: {users} users named")
-
-    def revoke(self) -> None:
-        """Apply the reloaded auth file and policy to the live sessions (a reload
-        hook, PROTOCOL.md 12.2): in chunks across turns of the loop."""
-        hub = self.hub
-        users = {name for name, _ in hub.auth.entries} if hub.auth is not None else None
-        self.revocation = Revocation(hub, users, hub.permissions.policy, on_done=self._revoked)
-        self.revocation.start()
-
-    def _revoked(self, done: Revocation) -> None:
-        if done.revoked_sessions:
-            names = ", ".join(sorted(done.revoked_users))
-            self.hub.event(
-                "operator",
-                f"reload: revoked {done.revoked_sessions} sessions of {names} (no token left)",
-            )
-        if done.rooms_left:
-            self.hub.event(
-                "operator", f"reload: {done.rooms_left} room memberships revoked by the policy"
-            )
-
-    def reload_tls(self) -> None:
-        """Re-read the certificate (a reload hook): new connections use the new one,
-        open ones keep theirs. One that fails to load keeps the old and raises why."""
-        s = self.settings
-        server = self.server
-        if server is None or server.tls is None:
-            return
-        try:
-            context = load_tls(s)
-        except SecurityError as exc:
-            raise SecurityError(f"kept the previous certificate: {exc}") from None
-        assert context is not None
-        server.tls.context = context
-        self.hub.event("server", f"reload: certificate {s.tls_cert}")
+    @property
+    def revocation(self) -> Revocation | None:
+        """The last reload's pass over the live sessions (section 12.2), if any."""
+        return self.reloading.revocation
 
     def install_signal_handlers(self) -> None:
         """SIGTERM/SIGINT: the first starts the graceful shutdown, the second closes everything."""
@@ -321,21 +256,17 @@ class Runtime:
         """SIGHUP reloads (as ``ctl reload`` does) and never stops the server."""
         loop = asyncio.get_running_loop()
         with contextlib.suppress(AttributeError, NotImplementedError, RuntimeError, ValueError):
-            loop.add_signal_handler(signal.SIGHUP, self.reload, "SIGHUP")
+            loop.add_signal_handler(signal.SIGHUP, self.reloading.reload_soon, "SIGHUP")
 
     def reload(self, why: str = "reload") -> list[str]:
-        """Run every reload hook; returns the errors of those that failed (logged too)."""
-        errors: list[str] = []
-        for hook in list(self.reload_hooks):
-            try:
-                hook()
-            except Exception as exc:
-                name = getattr(hook, "__qualname__", repr(hook))
-                errors.append(f"{name}: {exc}")
-                log.error("reload: %s failed: %s", name, exc)
-        outcome = f"{len(errors)} failed" if errors else "done"
-        self.hub.event("server", f"{why}: reload {outcome}")
-        return errors
+        """Reload now, reading the files on the caller's thread (it blocks: for
+        embedding and tests); returns the errors of what failed (logged too)."""
+        return self.reloading.reload(why)
+
+    async def reload_async(self, why: str = "reload") -> list[str]:
+        """Reload as ``ctl reload`` does: the files read and parsed off the loop,
+        the results applied on it; returns the errors of what failed."""
+        return await self.reloading.reload_async(why)
 
     def _on_signal(self, sig: signal.Signals) -> None:
         self._signals += 1

@@ -25,6 +25,10 @@ __all__ = [
 ]
 
 
+#: Peers whose answer the trusted-proxy check keeps (cleared whole when full).
+TRUST_CACHE = 4096
+
+
 class SecurityError(Exception):
     """The auth file or the certificate cannot be used; the message is one line."""
 
@@ -64,12 +68,23 @@ def load_proxy_trust(settings: Settings) -> Callable[[str], bool] | None:
                 f"--proxy-protocol: {part.strip()!r} is not an address or network (CIDR)"
             ) from None
 
+    # Asked at every accept, and the balancers are few: each peer's answer is
+    # kept (parsing the address cost more than the rest of reading its header).
+    known: dict[str, bool] = {}
+
     def trusted(ip: str) -> bool:
-        try:
-            address = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        return any(address in net for net in networks)
+        answer = known.get(ip)
+        if answer is None:
+            try:
+                address = ipaddress.ip_address(ip)
+            except ValueError:
+                answer = False
+            else:
+                answer = any(address in net for net in networks)
+            if len(known) >= TRUST_CACHE:
+                known.clear()
+            known[ip] = answer
+        return answer
 
     return trusted
 

@@ -13,7 +13,7 @@ import logging
 import os
 import socket
 import struct
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -123,6 +123,15 @@ class Leases:
 PAGE_MAX = 1000
 
 
+class _Later:
+    """A request's answer that needs awaiting (a reload reads its files in a thread)."""
+
+    __slots__ = ("work",)
+
+    def __init__(self, work: Awaitable[list[str]]) -> None:
+        self.work = work
+
+
 class AdminServer:
     """Serves the admin protocol on a Unix socket for one running server."""
 
@@ -130,7 +139,7 @@ class AdminServer:
         self,
         view: LiveHubView,
         path: Path,
-        reload: Callable[[], list[str]],
+        reload: Callable[[], Awaitable[list[str]]],
         port: int,
     ) -> None:
         self.view = view
@@ -222,6 +231,9 @@ class AdminServer:
                     return
                 for body in decoder.feed(data):
                     reply, read_only = self._answer(body, read_only, lease)
+                    later = reply.get("result")
+                    if isinstance(later, _Later):
+                        reply["result"] = {"errors": await later.work}
                     writer.write(encode(reply))
                 if decoder.error is not None:
                     error = {"code": decoder.error.code, "message": str(decoder.error)}
@@ -350,7 +362,8 @@ class AdminServer:
                 view.hub.force_shutdown()
                 return {"state": view.overview().state}
             if op == "reload":
-                return {"errors": self.reload()}
+                # Files are read off the loop: the reply waits for that (see _session).
+                return _Later(self.reload())
             if op in ("ban", "unban", "bans"):
                 return ban_request(view.hub.banning, op, args, str(args.get("by", "ctl")))
         except KeyError as exc:

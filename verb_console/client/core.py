@@ -261,13 +261,16 @@ class JsonCore:
         return self.error or self.closed_error("the client is closed")
 
     # ----------------------------------------------------------- handshake
-    async def _handshake(self, first: Message | None = None) -> Message:
+    async def _handshake(
+        self, first: Message | None = None, ready: Callable[[], None] | None = None
+    ) -> Message:
         """Speak first (a ping with a ref, or ``first``), then take the ``welcome``
         and the answer (for ``first``, see :attr:`first_reply`).
 
         An ``auto`` listener sends nothing before the client's first bytes, a pinned
         ``json`` listener sends its welcome at once: either way the welcome comes
-        first, then the answer.
+        first, then the answer. ``ready()`` is called once the welcome is awaited
+        (a transport may then hand over what it received before).
         """
         wanted = self._welcome_wanted = Reply()
         self.first_reply: Message | BaseException | None = None
@@ -276,6 +279,8 @@ class JsonCore:
             hello = self._pending[ref] = Reply()
             try:
                 self._write_now(encode({**(first or {"type": "ping"}), "ref": ref}))
+                if ready is not None:
+                    ready()
                 welcome: Message = await wanted.wait()
                 try:
                     self.first_reply = await hello.wait()

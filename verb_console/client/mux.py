@@ -30,10 +30,11 @@ in order for :meth:`MuxClient.control_message`.
 from __future__ import annotations
 
 import itertools
+import logging
 import ssl
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -43,143 +44,26 @@ from ..address import host_port
 from ..protocols import mux as m
 from ..protocols.errors import ProtocolError
 from ._io import Background, Mailbox, Outbox, spawn
+from .backoff import Backoff
 from .core import Reply
-from .errors import MuxClosed, ServerError
+from .errors import MuxClosed, ReconnectFailed, ServerError
+from .mux_json import ResumingJsonStream
+from .mux_reconnect import Reconnecting
+from .mux_stream import DEFAULT_TIMEOUT, MuxStream
+from .resuming import SEND_BUFFER
 from .tcp import READ_SIZE, dial
-from .views import BinaryStream, ChunkPipe, JsonStream, LineStream
 
 __all__ = ["DEFAULT_MAX_PAYLOAD", "DEFAULT_TIMEOUT", "MuxClient", "MuxStream"]
 
 # The largest payload the client puts in one data frame; bigger writes are split.
 DEFAULT_MAX_PAYLOAD = m.DEFAULT_MAX_PAYLOAD
-DEFAULT_TIMEOUT = 10.0
 
 Message = dict[str, Any]
-V = TypeVar("V")
+
+log = logging.getLogger("verb_console.client")
 
 
-class MuxStream(ChunkPipe):
-    """One stream of a :class:`MuxClient`: a byte pipe to one server-side session.
-
-    Received data frames are kept in order; :meth:`read` (or ``async for chunk in
-    stream``) hands them out. Writes are framed and queued at once; :meth:`drain`
-    waits until they are handed to the socket. For the stream's own protocol, use
-    one view: :meth:`json`, :meth:`binary` or :meth:`lines` (the view then reads
-    the stream's data, including what arrived before it was made).
-    """
-
-    def __init__(self, client: MuxClient, stream_id: int, kind: str, metadata: Message) -> None:
-        self.client = client
-        self.stream_id = stream_id
-        self.kind = kind
-        self.metadata = metadata
-        #: Why reading ended: ``"client"`` (:meth:`close`), ``"server"`` (the server
-        #: sent ``stream_close``) or ``"connection"`` (the TCP connection ended); None while open.
-        self.close_reason: str | None = None
-        self.bytes_in = 0
-        self.bytes_out = 0
-        self.frames_in = 0
-        self.frames_out = 0
-        self._chunks: Mailbox[bytes] = Mailbox()
-        self._views: dict[type, object] = {}
-        self._ended = anyio.Event()
-
-    def __repr__(self) -> str:
-        state = "open" if self.close_reason is None else f"closed by {self.close_reason}"
-        return f"<MuxStream {self.stream_id} {self.kind} {state}>"
-
-    @property
-    def closed(self) -> bool:
-        """True once the stream has ended for reading (its data may still be unread)."""
-        return self.close_reason is not None
-
-    @property
-    def buffered(self) -> int:
-        """Bytes received and not read yet."""
-        return self._chunks.size
-
-    # --------------------------------------------------------------- writing
-    def write(self, data: bytes) -> None:
-        """Send ``data`` on this stream, split into frames of at most the client's max payload.
-
-        Raises :class:`MuxClosed` when the stream or the connection is closed.
-        """
-        if self.close_reason is not None:
-            raise MuxClosed(f"stream {self.stream_id} is closed ({self.close_reason})")
-        frames = m.encode_chunked(self.stream_id, bytes(data), self.client.max_payload)
-        self.bytes_out += len(data)
-        self.frames_out += len(frames)
-        self.client._write(frames)
-
-    async def drain(self) -> None:
-        """Wait until what was written is handed to the socket."""
-        await self.client.drain()
-
-    # --------------------------------------------------------------- reading (read: ChunkPipe)
-    def __aiter__(self) -> MuxStream:
-        return self
-
-    async def __anext__(self) -> bytes:
-        chunk = await self.read()
-        if not chunk:
-            raise StopAsyncIteration
-        return chunk
-
-    async def wait_closed(self) -> str:
-        """Wait until the stream ends; returns :attr:`close_reason`."""
-        await self._ended.wait()
-        assert self.close_reason is not None
-        return self.close_reason
-
-    # --------------------------------------------------------------- closing
-    async def close(self, timeout: float | None = DEFAULT_TIMEOUT) -> None:
-        """Send ``stream_close`` and wait for ``stream_closed``.
-
-        Does nothing on a stream that has already ended (the server closed it, or
-        the connection is gone).
-        """
-        if self.close_reason is not None:
-            return
-        await self.client._close_stream(self, timeout)
-
-    # --------------------------------------------------------------- client side
-    def _data(self, payload: bytes) -> None:
-        self.bytes_in += len(payload)
-        self.frames_in += 1
-        if payload:
-            self._chunks.put(payload, len(payload))
-
-    def _end(self, reason: str) -> None:
-        if self.close_reason is not None:
-            return
-        self.close_reason = reason
-        self._ended.set()
-        self._chunks.end()
-
-    def _ended_error(self) -> MuxClosed:
-        return MuxClosed(f"stream {self.stream_id} ended ({self.close_reason})")
-
-    # --------------------------------------------------------------- views
-    def _view(self, kind: type[V], make: Callable[[], V]) -> V:
-        view = self._views.get(kind)
-        if not isinstance(view, kind):
-            view = self._views[kind] = make()
-        return view
-
-    def json(self, max_frame: int | None = None) -> JsonStream:
-        """The view speaking the ``json`` protocol (section 2) on this stream."""
-        return self._view(JsonStream, lambda: JsonStream(self, max_frame))
-
-    def binary(self, max_frame: int | None = None) -> BinaryStream:
-        """The view speaking the ``binary`` protocol (section 3) on this stream."""
-        return self._view(BinaryStream, lambda: BinaryStream(self, max_frame))
-
-    def lines(self) -> LineStream:
-        """The view speaking the ``echo`` protocol (section 5, text lines) on this stream."""
-        return self._view(LineStream, lambda: LineStream(self))
-
-
-class MuxClient:
+class MuxClient(Reconnecting):
     """A ``mux`` connection: control stream 0 and the streams this client opened.
 
     Create one with :meth:`connect`. Figures: :attr:`frames_in`, :attr:`bytes_in`
@@ -192,9 +76,31 @@ class MuxClient:
         *,
         max_payload: int = DEFAULT_MAX_PAYLOAD,
         max_frame: int = 16 * 1024 * 1024,
+        reconnect: bool = False,
+        backoff: Backoff | None = None,
+        send_buffer: int = SEND_BUFFER,
+        redial: Callable[[], Awaitable[anyio.abc.SocketStream]] | None = None,
+        timeout: float | None = DEFAULT_TIMEOUT,
     ) -> None:
         self.stream = stream
         self.max_payload = max_payload
+        self.max_frame = max_frame
+        #: Whether a lost connection is made again, and each json stream brought back.
+        self.reconnect = reconnect and redial is not None
+        self.backoff = backoff if backoff is not None else Backoff()
+        #: Bytes each json stream holds while it comes back (its default).
+        self.send_buffer = send_buffer
+        self.timeout = timeout
+        self._redial = redial
+        #: Connections made again after a loss, and the delays slept before each attempt.
+        self.reconnects = 0
+        self.backoff_history: list[float] = []
+        # The json views that come back, and those waiting for the next connection.
+        self._resuming: set[ResumingJsonStream] = set()
+        self._waiting: list[ResumingJsonStream] = []
+        self._live = True
+        self._tg: anyio.abc.TaskGroup | None = None
+        self._gave_up: ReconnectFailed | None = None
         self.streams: dict[int, MuxStream] = {}
         #: Why the connection ended (``"client"``, ``"eof"`` or an error text); None while open.
         self.close_reason: str | None = None
@@ -214,11 +120,14 @@ class MuxClient:
         self._crossed: set[int] = set()
         self._pings: dict[Any, Reply] = {}
         self._control: Mailbox[Message] = Mailbox()
+        self._local_id = self._address(stream)
+        self._runner: Background = spawn(self._run)
+
+    @staticmethod
+    def _address(stream: anyio.abc.SocketStream) -> str:
         address = stream.extra(anyio.abc.SocketAttribute.local_address)
         assert isinstance(address, tuple)
-        host, port = address[0], address[1]
-        self._local_id = host_port(host, port)
-        self._runner: Background = spawn(self._run)
+        return host_port(address[0], address[1])
 
     @classmethod
     async def connect(
@@ -231,11 +140,33 @@ class MuxClient:
         local_host: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         tls_hostname: str | None = None,
+        reconnect: bool = False,
+        backoff: Backoff | None = None,
+        send_buffer: int = SEND_BUFFER,
     ) -> MuxClient:
         """Open the TCP connection (TLS with ``ssl_context``). Nothing is sent until a
-        stream is opened or a ping is sent."""
-        stream = await dial(host, port, timeout, local_host, ssl_context, tls_hostname)
-        return cls(stream, max_payload=max_payload)
+        stream is opened or a ping is sent.
+
+        With ``reconnect``, a connection lost unexpectedly is made again as
+        ``backoff`` says (as :class:`~verb_console.client.tcp.JsonClient` does),
+        and each json stream comes back on a new stream: it resumes its session,
+        or rejoins its rooms with ``since`` (see :mod:`.mux_json`). Other streams
+        end with the connection.
+        """
+
+        def again() -> Awaitable[anyio.abc.SocketStream]:
+            return dial(host, port, timeout, local_host, ssl_context, tls_hostname)
+
+        stream = await again()
+        return cls(
+            stream,
+            max_payload=max_payload,
+            reconnect=reconnect,
+            backoff=backoff,
+            send_buffer=send_buffer,
+            redial=again,
+            timeout=timeout,
+        )
 
     async def __aenter__(self) -> MuxClient:
         return self
@@ -250,8 +181,13 @@ class MuxClient:
 
     @property
     def closed(self) -> bool:
-        """True once the TCP connection has ended."""
+        """True once the TCP connection has ended (for good, when reconnecting)."""
         return self.close_reason is not None
+
+    @property
+    def connected(self) -> bool:
+        """True while a connection is up (False while reconnecting, and once closed)."""
+        return self._live and self.close_reason is None
 
     @property
     def local_id(self) -> str:
@@ -337,6 +273,8 @@ class MuxClient:
     def _check_open(self) -> None:
         if self.close_reason is not None:
             raise MuxClosed(f"connection closed ({self.close_reason})")
+        if not self._live:
+            raise MuxClosed("connection lost; reconnecting")
 
     def _write(self, frames: list[bytes]) -> None:
         self._check_open()
@@ -352,14 +290,39 @@ class MuxClient:
     async def _run(self) -> None:
         reason = "client"
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self._outbox.run)
-                reason = await self._read()
-                tg.cancel_scope.cancel()
+            while True:
+                reason = "client"
+                reason = await self._serve()
+                if not self._again():
+                    break
+                self._drop_connection(reason)
+                stream = await self._dial_again()
+                if stream is None:
+                    break
+                self._use(stream)
         finally:
             self._lost(reason)
+
+    async def _serve(self) -> str:
+        """Serve the present connection until it ends; returns why."""
+        reason = "client"
+        try:
+            async with anyio.create_task_group() as tg:
+                self._tg = tg
+                tg.start_soon(self._outbox.run)
+                waiting, self._waiting = self._waiting, []
+                for view in waiting:
+                    tg.start_soon(self._bring_back, view, 0.0)
+                reason = await self._read()
+                # Gone: what is cancelled now comes back on the next connection.
+                self._live = False
+                tg.cancel_scope.cancel()
+        finally:
+            self._live = False
+            self._tg = None
             with anyio.CancelScope(shield=True):
                 await anyio.aclose_forcefully(self.stream)
+        return reason
 
     async def _read(self) -> str:
         try:
@@ -437,9 +400,25 @@ class MuxClient:
             reply.set(None)
 
     def _lost(self, reason: str) -> None:
+        """The connection ended for good."""
         if self.close_reason is not None:
             return
         self.close_reason = reason
+        self._drop_connection(reason)
+        self._control.end()
+        # Json streams still waiting to come back: the client has stopped.
+        error: ConnectionError | None = self._gave_up
+        if error is None and reason != "client":
+            error = MuxClosed(f"connection closed ({reason})")
+        for view in list(self._resuming):
+            view.give_up(error)
+        self._resuming.clear()
+        self._waiting.clear()
+
+    def _drop_connection(self, reason: str) -> None:
+        """The present connection is gone: its streams end (json views that come
+        back wait for the next one), and what waited on it fails."""
+        self._live = False
         self._outbox.close()
         for stream in list(self.streams.values()):
             stream._end("connection")
@@ -454,7 +433,6 @@ class MuxClient:
         self._opening.clear()
         self._closing.clear()
         self._pings.clear()
-        self._control.end()
 
     async def wait_closed(self) -> None:
         """Wait until the connection has ended (the server closed it, or :meth:`close`)."""

@@ -33,7 +33,6 @@ reset or an EOF without ``closing`` (a crash, a slow-consumer cut) do reconnect.
 from __future__ import annotations
 
 import functools
-import inspect
 import logging
 import random
 from collections.abc import Callable
@@ -46,17 +45,17 @@ import anyio.abc
 from ..protocols.json import DEFAULT_MAX_FRAME
 from ._io import Background, Outbox, spawn
 from .backoff import Backoff
-from .core import DEFAULT, DELIBERATE_REASONS, JsonCore, Message, Reply
+from .core import DELIBERATE_REASONS, Message, Reply
 from .dial import dial
-from .errors import ClientClosed, ReconnectFailed, SendBufferFull, ServerError
+from .errors import ClientClosed, ReconnectFailed, ServerError
 from .recovery import Recovery
+from .resuming import SEND_BUFFER, Resuming
 
 __all__ = ["JsonClient", "dial"]
 
 log = logging.getLogger("verb_console.client")
 
 READ_SIZE = 256 * 1024
-SEND_BUFFER = 1024 * 1024
 
 
 class _Connection:
@@ -69,7 +68,7 @@ class _Connection:
         self.lost: BaseException | None = None
 
 
-class JsonClient(JsonCore):
+class JsonClient(Resuming):
     """A json-protocol client over TCP: requests matched by ``ref``, a message stream, recovery.
 
     :param host: server address.
@@ -111,7 +110,14 @@ class JsonClient(JsonCore):
         on_recovery: Callable[[Recovery], Any] | None = None,
         send_buffer: int = SEND_BUFFER,
     ) -> None:
-        super().__init__(max_frame)
+        super().__init__(
+            max_frame,
+            on_disconnect=on_disconnect,
+            on_reconnect=on_reconnect,
+            on_give_up=on_give_up,
+            on_recovery=on_recovery,
+            send_buffer=send_buffer,
+        )
         if backoff is None:
             backoff = Backoff(max_attempts, base_delay, max_delay, jitter, rng or random.Random())
         self.host = host
@@ -120,30 +126,11 @@ class JsonClient(JsonCore):
         self.backoff = backoff
         self.connect_timeout = connect_timeout
         self.local_host = local_host
-        self.on_disconnect = on_disconnect
-        self.on_reconnect = on_reconnect
-        self.on_give_up = on_give_up
-        self.on_recovery = on_recovery
-        self.send_buffer = send_buffer
-        #: What the last reconnection got back (None before the first).
-        self.last_recovery: Recovery | None = None
-        # The session to resume: its id and token (None: the server has resume off).
-        self._session: tuple[str, str] | None = None
-        # Messages the application sent while reconnecting, and their bytes.
-        self._held: list[bytes] = []
-        self._held_bytes = 0
-        self._come_back = False
-        #: Successful reconnections so far.
-        self.reconnects = 0
-        #: Why the last connection ended (a ``closing`` reason or ``"connection_lost"``).
-        self.disconnect_reason: str | None = None
         #: Delays (seconds) slept before each reconnection attempt, for inspection.
         self.backoff_history: list[float] = []
         self._conn: _Connection | None = None
         self._runner: Background | None = None
         self._closing = False
-        self._connected = False
-        self._changed: anyio.Event | None = None
         self._done: anyio.Event | None = None
 
     # ----------------------------------------------------------- state
@@ -158,20 +145,6 @@ class JsonClient(JsonCore):
     def backoff_delay(self, attempt: int) -> float:
         """Seconds to wait before reconnection attempt ``attempt`` (0-based), jitter included."""
         return self.backoff.delay(attempt)
-
-    @property
-    def connected(self) -> bool:
-        """True while a connection is up (and, after a reconnection, rooms are rejoined)."""
-        return self._connected
-
-    def _set_connected(self, connected: bool) -> None:
-        self._connected = connected
-        self._notify()
-
-    def _notify(self) -> None:
-        if self._changed is not None:
-            self._changed.set()
-            self._changed = None
 
     # ----------------------------------------------------------- connecting
     async def connect(self) -> Message:
@@ -238,10 +211,7 @@ class JsonClient(JsonCore):
         resume_seq = self.last_seq
         self._new_connection()
         self.last_seq = 0
-        first = None
-        if started.done and self._session is not None:
-            sid, token = self._session
-            first = {"type": "resume", "id": sid, "token": token, "seq": resume_seq}
+        first = self._resume_message(resume_seq) if started.done else None
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(conn.outbox.run)
@@ -346,92 +316,19 @@ class JsonClient(JsonCore):
                 return _Connection(stream), attempt, last
         raise ReconnectFailed(attempts, last)
 
-    def _adopt(self, welcome: Message) -> None:
-        """A new session: the one to resume from now on (if the server offers resume)."""
-        token = welcome.get("resume")
-        self._session = (str(welcome["id"]), token) if isinstance(token, str) else None
-
-    async def _recover(self, welcome: Message, tried: bool) -> Recovery | None:
-        """After a reconnection: the resume's outcome, or the rooms rejoined with
-        ``since``; None if the new connection was lost meanwhile."""
-        reply = self.first_reply
-        if tried and isinstance(reply, dict) and reply.get("type") == "resumed":
-            # The connection is the old session: its id, and its token from now on.
-            assert self._session is not None
-            self._welcome = {**welcome, "id": self._session[0], "resume": self._session[1]}
-            return Recovery(resumed=True, replayed=int(reply.get("replayed", 0)))
-        failed = None
-        if isinstance(reply, ServerError):
-            failed = str(reply.extra.get("reason") or reply.code)
-        self._adopt(welcome)
-        rooms = await self._rejoin()
-        if rooms is None:
-            return None
-        return Recovery(resumed=False, resume_failed=failed, rooms=rooms)
-
-    async def _rejoin(self) -> dict[str, bool] | None:
-        """Join the rooms again, each with ``since`` its last message when known;
-        returns whether each was recovered, or None if the connection was lost."""
-        recovered: dict[str, bool] = {}
-        for room in sorted(self.rooms):
-            message: Message = {"type": "join_room", "room": room}
-            since = self.positions.get(room)
-            if since is not None:
-                message["since"] = {"epoch": since[0], "offset": since[1]}
-            try:
-                joined = await self._request(message, DEFAULT, self._write_now)
-            except ServerError as exc:
-                log.warning("could not rejoin room %r: %s", room, exc)
-                self.rooms.discard(room)
-                self.positions.pop(room, None)
-                continue
-            except (ConnectionError, TimeoutError):
-                return None
-            recovered[room] = joined.get("recovered") is True
-        return recovered if self._conn is not None else None
+    def _back(self) -> bool:
+        return self._conn is not None
 
     def _send_held(self, conn: _Connection) -> None:
-        held, self._held, self._held_bytes = self._held, [], 0
-        for data in held:
+        for data in self._take_held():
             conn.outbox.write(data)
 
     def _finish(self, error: ConnectionError | None) -> None:
         if self._finished:
             return
         super()._finish(error)
-        self._connected = False
-        self._notify()
         if self._done is not None:
             self._done.set()
-
-    def _call(self, callback: Callable[..., Any] | None, *args: Any) -> None:
-        if callback is None:
-            return
-        try:
-            result = callback(*args)
-        except Exception:
-            log.exception("client callback %r failed", callback)
-            return
-        if inspect.isawaitable(result):
-
-            async def finish() -> None:
-                await result
-
-            spawn(finish)
-
-    async def wait_connected(self, timeout: float | None = None) -> None:
-        """Wait until connected (after a reconnection: rooms rejoined).
-
-        Raises the client's error (or :class:`ClientClosed`) if it closes first, and
-        ``TimeoutError`` after ``timeout`` seconds.
-        """
-        with anyio.fail_after(timeout):
-            while not self._connected:
-                if self._finished:
-                    raise self._end_error()
-                if self._changed is None:
-                    self._changed = anyio.Event()
-                await self._changed.wait()
 
     async def wait_closed(self) -> None:
         """Wait until the client is closed for good (see :attr:`error` for why)."""
@@ -450,10 +347,7 @@ class JsonClient(JsonCore):
         if not self.reconnect or self._runner is None:
             raise ConnectionError("not connected")
         # Reconnecting: held, and sent once the session is back.
-        if self._held_bytes + len(data) > self.send_buffer:
-            raise SendBufferFull(self.send_buffer)
-        self._held.append(data)
-        self._held_bytes += len(data)
+        self._hold(data)
 
     def _write_now(self, data: bytes) -> None:
         if self._finished or self._closing:

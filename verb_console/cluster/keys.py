@@ -29,6 +29,36 @@ ROOMS = f"{PREFIX}:rooms"
 BANS = f"{PREFIX}:bans"
 BANS_KEPT = f"{PREFIX}:bans:kept"
 
+# Give the cluster a ban made on a node (KEYS: the bans, the members channel;
+# ARGV: target, the ban as JSON, its creation time, the event telling every
+# node). A newer ban of the same target already held wins; an identical one is
+# no news. Set and told in one step, so no node can miss it.
+BAN_SCRIPT = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if old == ARGV[2] then return 0 end
+if old then
+  local ok, held = pcall(cjson.decode, old)
+  if ok and type(held) == 'table' and tonumber(held['created'])
+     and tonumber(held['created']) > tonumber(ARGV[3]) then return 0 end
+end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('PUBLISH', KEYS[2], ARGV[4])
+return 1
+"""
+
+# Give the cluster an unban made on a node (ARGV: target, when it was lifted,
+# the event): a ban of the target made after that time stays.
+UNBAN_SCRIPT = """
+local old = redis.call('HGET', KEYS[1], ARGV[1])
+if not old then return 0 end
+local ok, held = pcall(cjson.decode, old)
+if ok and type(held) == 'table' and tonumber(held['created'])
+   and tonumber(held['created']) > tonumber(ARGV[2]) then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('PUBLISH', KEYS[2], ARGV[3])
+return 1
+"""
+
 # How long a heartbeat lives, and directory entries between refreshes.
 HEARTBEAT_TTL_MS = 3000
 ENTRY_TTL_MS = 15000

@@ -94,6 +94,11 @@ class Link:
         self._direct: tuple[Any, asyncio.StreamWriter] | None = None
         self._owed = 0
 
+    @property
+    def client(self) -> Redis | None:
+        """The link's Redis client while it lives (None between links)."""
+        return self._client
+
     def _new_client(self) -> Redis:
         return Redis.from_url(
             self.bus.url,

@@ -30,6 +30,7 @@ from ..hub.snapshot import ClusterInfo, NodeInfo
 from ..protocols.json import encode
 from ..units import plural
 from . import keys
+from .bans import ClusterBans
 from .base import SUBSCRIBE, UNSUBSCRIBE
 from .directory import Change, Directory
 from .handover import Handovers
@@ -96,7 +97,9 @@ class RedisBus:
         self.handovers = Handovers(self)
         self.link = Link(self)
         # Bans hold on every node (PROTOCOL.md 12.3); max_sessions counts every node's.
+        self.bans = ClusterBans(self)
         hub.banning.listeners.append(self.ban_changed)
+        hub.banning.keeps_unsent = True
         hub.permissions.remote_count = self.remote_sessions_of
 
     # ----------------------------------------------------------- lifecycle
@@ -395,33 +398,13 @@ class RedisBus:
 
     # ----------------------------------------------------------- bans and users
     def ban_changed(self, kind: str, ban: Ban) -> None:
-        """A ban made or lifted here: kept in Redis and told to every node."""
-        if kind == "ban":
-            self.enqueue(("HSET", keys.BANS, ban.target, orjson.dumps(ban.to_wire())))
-        else:
-            self.enqueue(("HDEL", keys.BANS, ban.target))
-        self.event({"o": kind, "b": ban.to_wire()})
+        """A ban made or lifted here: given to the cluster now if the link is up,
+        else when it is back (:mod:`.bans`)."""
+        self.bans.changed(kind, ban)
 
     async def sync_bans(self, client: Any) -> None:
-        """On linking: take the cluster's ban list (a node back from a restart or a
-        cut applies what was banned meanwhile); the first node to hold a list
-        gives the cluster its own."""
-        banning = self.hub.banning
-        if not await client.exists(keys.BANS_KEPT):
-            pipe = client.pipeline(transaction=False)
-            for ban in banning.live():
-                pipe.hset(keys.BANS, ban.target, orjson.dumps(ban.to_wire()))
-            pipe.set(keys.BANS_KEPT, b"1")
-            await pipe.execute()
-            return
-        raw: dict[bytes, bytes] = await client.hgetall(keys.BANS)
-        bans = []
-        for target, body in raw.items():
-            try:
-                bans.append(Ban.from_wire(orjson.loads(body)))
-            except (BanError, KeyError, TypeError, ValueError, orjson.JSONDecodeError) as exc:
-                log.warning("cluster: skipped a malformed ban %r: %s", target, exc)
-        banning.replace(bans, "from the cluster")
+        """On linking: give what was kept, then take the cluster's list (:mod:`.bans`)."""
+        await self.bans.sync(client)
 
     def remote_sessions_of(self, user: str) -> int:
         """The user's counted sessions on the other nodes, as their heartbeats said."""

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import orjson
 
-from .bans import Ban, BanError
+from .bans import Ban, BanChange, BanError
 
 __all__ = ["FILE_NAME", "BanStore"]
 
@@ -32,13 +32,17 @@ class BanStore:
     def __init__(self, state_dir: str) -> None:
         self.path = Path(state_dir) / FILE_NAME
         self._saving: asyncio.Task[None] | None = None
-        self._again: list[Ban] | None = None
+        self._again: tuple[list[Ban], list[BanChange] | None] | None = None
         # The last save's error (None: it worked), for the caller to report once.
         self.error: str | None = None
+        # What the last load found of changes not yet given to the cluster.
+        self.unsent: list[BanChange] = []
 
     def load(self) -> tuple[list[Ban], str | None]:
         """The bans saved, and why the file could not be used (None: it could, or
-        there is none yet). A corrupted file gives no bans, never an exception."""
+        there is none yet). A corrupted file gives no bans, never an exception.
+        The changes not yet given to the cluster go to :attr:`unsent`."""
+        self.unsent = []
         try:
             raw = self.path.read_bytes()
         except FileNotFoundError:
@@ -49,15 +53,25 @@ class BanStore:
             data = orjson.loads(raw)
             if not isinstance(data, dict) or not isinstance(data.get("bans"), list):
                 raise BanError("expected an object with a list of bans")
-            return [Ban.from_wire(b) for b in data["bans"]], None
+            bans = [Ban.from_wire(b) for b in data["bans"]]
+            unsent = data.get("unsent", [])
+            if not isinstance(unsent, list):
+                raise BanError("unsent must be a list of changes")
+            self.unsent = [BanChange.from_wire(c) for c in unsent]
+            return bans, None
         except (orjson.JSONDecodeError, BanError, KeyError, TypeError, ValueError) as exc:
+            self.unsent = []
             return [], f"{self.path} is corrupted ({exc}); starting with no bans"
 
-    def write(self, bans: list[Ban]) -> None:
-        """Write ``bans`` atomically (blocking: run it in a thread)."""
+    def write(self, bans: list[Ban], unsent: list[BanChange] | None = None) -> None:
+        """Write ``bans``, and the changes ``unsent`` to the cluster yet, atomically
+        (blocking: run it in a thread)."""
         directory = self.path.parent
         directory.mkdir(mode=0o700, parents=True, exist_ok=True)
-        body = orjson.dumps({"format": FORMAT, "bans": [b.to_wire() for b in bans]})
+        state: dict[str, object] = {"format": FORMAT, "bans": [b.to_wire() for b in bans]}
+        if unsent:
+            state["unsent"] = [c.to_wire() for c in unsent]
+        body = orjson.dumps(state)
         fd, tmp = tempfile.mkstemp(prefix=".bans-", suffix=".tmp", dir=directory)
         try:
             with os.fdopen(fd, "wb") as fh:
@@ -75,18 +89,29 @@ class BanStore:
         finally:
             os.close(dir_fd)
 
-    def save(self, bans: list[Ban], report: Callable[[str | None], None]) -> None:
-        """Save ``bans`` off the loop; a save asked during one runs after it, with
-        the latest list. ``report(error or None)`` is called after each attempt."""
+    def save(
+        self,
+        bans: list[Ban],
+        report: Callable[[str | None], None],
+        unsent: list[BanChange] | None = None,
+    ) -> None:
+        """Save ``bans`` (and ``unsent``) off the loop; a save asked during one runs
+        after it, with the latest lists. ``report(error or None)`` is called after
+        each attempt."""
         if self._saving is not None and not self._saving.done():
-            self._again = bans
+            self._again = (bans, unsent)
             return
-        self._saving = asyncio.get_running_loop().create_task(self._save(bans, report))
+        task = self._save((bans, unsent), report)
+        self._saving = asyncio.get_running_loop().create_task(task)
 
-    async def _save(self, bans: list[Ban], report: Callable[[str | None], None]) -> None:
+    async def _save(
+        self,
+        state: tuple[list[Ban], list[BanChange] | None],
+        report: Callable[[str | None], None],
+    ) -> None:
         while True:
             try:
-                await asyncio.to_thread(self.write, bans)
+                await asyncio.to_thread(self.write, *state)
             except OSError as exc:
                 self.error = f"cannot save bans to {self.path}: {exc.strerror or exc}"
             else:
@@ -95,7 +120,7 @@ class BanStore:
             again, self._again = self._again, None
             if again is None:
                 return
-            bans = again
+            state = again
 
     async def wait_saved(self) -> None:
         """Until the saves asked so far are done (tests, shutdown)."""

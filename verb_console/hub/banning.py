@@ -3,10 +3,13 @@
 :class:`Banning` is the hub's part: the :class:`~.bans.BanList` its accept and
 authentication ask, the store that keeps it across restarts, and the pass that
 closes the live sessions a new ban covers. That pass walks the sessions in
-slices of at most :data:`SLICE_S` of work per turn of the event loop, so a ban
+bounded slices, a turn of the event loop each (:mod:`.session_pass`), so a ban
 over ten thousand sessions never holds the loop past its 20 ms budget.
 Listeners (the cluster) hear every change made here, and changes from other
-nodes come in through :meth:`Banning.apply_remote`.
+nodes come in through :meth:`Banning.apply_remote`. On a cluster node each
+change made here is also kept in :attr:`Banning.unsent` (and in the state
+file) until the cluster has it: one made while the node's Redis link is down
+reaches the other nodes when the link is back, even across a restart.
 """
 
 from __future__ import annotations
@@ -17,54 +20,35 @@ from collections.abc import Callable
 from typing import Any
 
 from .ban_store import BanStore
-from .bans import Ban, BanList, format_duration, parse_duration, parse_target
+from .bans import Ban, BanChange, BanList, format_duration, parse_duration, parse_target
 from .session import CloseReason, Session
+from .session_pass import SessionPass
 
-__all__ = ["SLICE_S", "BanPass", "Banning"]
-
-# Work one turn of the loop may spend closing the sessions a ban covers.
-SLICE_S = 0.005
+__all__ = ["BanPass", "Banning"]
 
 # (kind, ban): kind "ban" or "unban"; the cluster publishes them.
 Listener = Callable[[str, Ban], None]
 
 
-class BanPass:
-    """Closes, a slice per turn, the live sessions that fall under one ban."""
+class BanPass(SessionPass):
+    """Closes, a bounded slice per turn, the live sessions that fall under one ban."""
+
+    label = "ban pass"
 
     def __init__(self, hub: Any, ban: Ban, match: Callable[[str, str | None], bool]) -> None:
-        self.hub = hub
+        super().__init__(hub)
         self.ban = ban
         self.match = match
-        # Streams before connections, as the revocation pass does.
-        self._todo: list[Session] = sorted(hub.sessions.values(), key=lambda s: s.parent is None)
-        self._at = 0
         self.closed = 0
-        self.turns = 0
-        self.done = asyncio.Event()
 
-    def start(self) -> None:
-        self._step()
+    def visit(self, session: Session) -> bool:
+        if not self.match(session.address, session.user):
+            return False
+        session.close(CloseReason.BANNED)
+        self.closed += 1
+        return True
 
-    def _step(self) -> None:
-        self.turns += 1
-        todo, match = self._todo, self.match
-        deadline = time.perf_counter() + SLICE_S
-        at, end = self._at, len(todo)
-        while at < end:
-            s = todo[at]
-            at += 1
-            if not s.closing and match(s.address, s.user):
-                s.close(CloseReason.BANNED)
-                self.closed += 1
-            if at % 8 == 0 and time.perf_counter() > deadline:
-                break
-        self._at = at
-        if at < end:
-            asyncio.get_running_loop().call_soon(self._step)
-            return
-        self._todo = []
-        self.done.set()
+    def finished(self) -> None:
         if self.closed:
             self.hub.event("operator", f"ban {self.ban.target}: closed {self.closed} live sessions")
 
@@ -80,6 +64,12 @@ class Banning:
         self.passes: list[BanPass] = []
         # Connections refused at accept because their address is banned.
         self.refused = 0
+        # A cluster node's changes made here that the cluster does not have yet,
+        # by target (the latest change of each); kept only when keeps_unsent.
+        self.keeps_unsent = False
+        self.unsent: dict[str, BanChange] = {}
+        # Bumped with each change kept, so the cluster can tell one came meanwhile.
+        self.unsent_version = 0
 
     # ----------------------------------------------------------- start
     def open(self, state_dir: str) -> None:
@@ -88,6 +78,7 @@ class Banning:
         bans, problem = self.store.load()
         if problem is not None:
             self.hub.event("error", f"bans: {problem}")
+        self.unsent = {c.ban.target: c for c in self.store.unsent}
         now = time.time()
         for ban in bans:
             if ban.live(now):
@@ -112,6 +103,7 @@ class Banning:
         seconds = parse_duration(duration) if duration else None
         now = time.time()
         ban = Ban(canonical, by, now, None if seconds is None else now + seconds)
+        self._keep(BanChange("ban", ban, now))
         self._apply(ban, by)
         for listener in self.listeners:
             listener("ban", ban)
@@ -123,14 +115,34 @@ class Banning:
         if ban is None:
             return None
         self.hub.event("operator", f"unban {ban.target} by {by}")
+        self._keep(BanChange("unban", ban, time.time()))
         self._save()
         for listener in self.listeners:
             listener("unban", ban)
         return ban
 
+    def _keep(self, change: BanChange) -> None:
+        if self.keeps_unsent:
+            self.unsent.pop(change.ban.target, None)
+            self.unsent[change.ban.target] = change
+            self.unsent_version += 1
+
+    def given(self, changes: list[BanChange]) -> None:
+        """The cluster has ``changes``: they are no longer kept (unless a later
+        change of the same target came meanwhile)."""
+        kept = len(self.unsent)
+        for change in changes:
+            if self.unsent.get(change.ban.target) is change:
+                del self.unsent[change.ban.target]
+        if len(self.unsent) != kept:
+            self._save()
+
     def apply_remote(self, kind: str, ban: Ban, node: str) -> None:
         """A change made on another node."""
         if kind == "ban":
+            held = self.list.bans.get(ban.target)
+            if held is not None and held.to_wire() == ban.to_wire():
+                return  # already held (told again when a node gives what it kept)
             self._apply(ban, f"{ban.by} on node {node}")
         elif self.list.remove(ban.target) is not None:
             self.hub.event("operator", f"unban {ban.target} by node {node}")
@@ -168,7 +180,7 @@ class Banning:
             asyncio.get_running_loop()
         except RuntimeError:
             return
-        store.save(self.list.live(), self._saved)
+        store.save(self.list.live(), self._saved, list(self.unsent.values()))
 
     def _saved(self, error: str | None) -> None:
         if error is not None:

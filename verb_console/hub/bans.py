@@ -19,6 +19,7 @@ from .auth import valid_user_name
 
 __all__ = [
     "Ban",
+    "BanChange",
     "BanError",
     "BanList",
     "format_duration",
@@ -116,6 +117,30 @@ class Ban:
         if not isinstance(by, str):
             raise BanError("by must be a string")
         return cls(parse_target(str(data["target"])), by, float(created), expires)
+
+
+@dataclass(frozen=True, slots=True)
+class BanChange:
+    """A ban made or lifted on this node (``kind`` "ban" or "unban") at ``at``
+    (Unix s), kept until the cluster has it: a change made while the node's
+    Redis link is down is given to the cluster when the link is back."""
+
+    kind: str
+    ban: Ban
+    at: float
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"o": self.kind, "b": self.ban.to_wire(), "at": self.at}
+
+    @classmethod
+    def from_wire(cls, data: Any) -> BanChange:
+        """A change from its wire form; raises BanError (or KeyError/TypeError) if malformed."""
+        if not isinstance(data, dict) or data.get("o") not in ("ban", "unban"):
+            raise BanError("a change is an object with o: ban or unban")
+        at = data["at"]
+        if isinstance(at, bool) or not isinstance(at, (int, float)):
+            raise BanError("at must be a number")
+        return cls(data["o"], Ban.from_wire(data["b"]), float(at))
 
 
 class BanList:

@@ -1,8 +1,9 @@
 """Applying a reloaded auth file and policy to the sessions already in
 (PROTOCOL.md section 12.2).
 
-One pass over the sessions, a bounded chunk per turn of the event loop, so a
-reload over ten thousand sessions never holds the loop. The new policy is in
+One pass over the sessions, a bounded slice per turn of the event loop
+(:mod:`.session_pass`: at most :data:`CHUNK` sessions, and a few milliseconds of
+work), so a reload over ten thousand sessions never holds the loop. The new policy is in
 force for new sessions before the pass starts; a session the pass has not
 reached yet that joins a room meanwhile is checked when the pass reaches it,
 so a reload in the middle of a storm of joins leaves no one where they may no
@@ -11,16 +12,16 @@ longer be.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Collection
 from typing import Any
 
 from .policy import Policy
 from .session import CloseReason, Session
+from .session_pass import SessionPass
 
 __all__ = ["CHUNK", "Revocation", "by_certificate"]
 
-# Sessions one turn of the loop looks at.
+# Sessions one turn of the loop looks at, at most.
 CHUNK = 500
 
 
@@ -41,9 +42,11 @@ def leave_revoked(hub: Any, session: Session, name: str) -> None:
         hub.bus.room_left(name, session.id)
 
 
-class Revocation:
+class Revocation(SessionPass):
     """One pass: close the sessions of users with no token left, take sessions out
     of rooms they may no longer join, and give the rest their new rules."""
+
+    label = "reload pass"
 
     def __init__(
         self,
@@ -52,36 +55,26 @@ class Revocation:
         policy: Policy | None,
         on_done: Callable[[Revocation], None] | None = None,
     ) -> None:
-        self.hub = hub
+        super().__init__(hub)
         # Users with a token now; None: authentication is off (nobody is revoked).
         self.users = users
         self.policy = policy
         self.on_done = on_done
-        # Streams before connections: a revoked mux connection's streams each get
-        # their own ``closing`` before the connection ends them all.
-        self._todo = sorted(hub.sessions.values(), key=lambda s: s.parent is None)
-        self._at = 0
         self.revoked_sessions = 0
         self.revoked_users: set[str] = set()
         self.rooms_left = 0
-        self.done = asyncio.Event()
 
-    def start(self) -> None:
-        self._step()
+    def chunk(self) -> int:
+        return CHUNK
 
-    def _step(self) -> None:
-        todo = self._todo
-        end = min(self._at + CHUNK, len(todo))
-        for session in todo[self._at : end]:
-            self._apply(session)
-        self._at = end
-        if end < len(todo):
-            asyncio.get_running_loop().call_soon(self._step)
-            return
-        self._todo = []
-        self.done.set()
+    def finished(self) -> None:
         if self.on_done is not None:
             self.on_done(self)
+
+    def visit(self, session: Session) -> bool:
+        before = (self.revoked_sessions, self.rooms_left)
+        self._apply(session)
+        return (self.revoked_sessions, self.rooms_left) != before
 
     def _apply(self, session: Session) -> None:
         user = session.user

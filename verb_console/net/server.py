@@ -68,6 +68,11 @@ class TCPServer:
         self.proxy_trusted: Callable[[str], bool] | None = None
         self.proxy_timeout = 10.0
         self.on_proxy_error: Callable[[str, str], Any] | None = None
+        # Connections whose header is awaited, and when it is due (loop time):
+        # one sweep for them all, not a timer per connection (a timer made and
+        # cancelled at each accept cost more than reading the header).
+        self._awaiting: dict[_ServerSideSocket, float] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
         self._sock: _socket.socket | None = None
         self._server: asyncio.base_events.Server | None = None
         self._serving: asyncio.Task[None] | None = None
@@ -187,6 +192,23 @@ class TCPServer:
             return True
         return self._admit(sock)
 
+    def _await_header(self, sock: _ServerSideSocket, timeout: float) -> None:
+        """Close ``sock`` if its PROXY header is not whole within ``timeout`` s
+        (checked a few times per timeout: at most a quarter of it late)."""
+        loop = asyncio.get_running_loop()
+        self._awaiting[sock] = loop.time() + timeout
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(max(0.02, timeout / 4), self._sweep, timeout)
+
+    def _sweep(self, timeout: float) -> None:
+        self._sweeper = None
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        for sock in [s for s, due in self._awaiting.items() if due <= now]:
+            sock._proxy_failed("no PROXY header in time")
+        if self._awaiting:
+            self._sweeper = loop.call_later(max(0.02, timeout / 4), self._sweep, timeout)
+
     def _admit(self, sock: _ServerSideSocket) -> bool:
         opts = self.options
         if self.accept_filter is not None:
@@ -283,6 +305,9 @@ class TCPServer:
     def close(self) -> None:
         """Stop accepting and destroy every open connection (the seed's ``close``)."""
         self.stop_accepting()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         for sock in list(self.connections):
             sock.destroy()
         if self._closed is not None and not self._closed.is_set():
@@ -332,15 +357,13 @@ class _ServerSideSocket(TCPSocket):
         super().__init__(**kwargs)
         self.server = server
         self.refused = False
-        self._proxy: tuple[ProxyDecoder, asyncio.TimerHandle | None] | None = None
+        self._proxy: ProxyDecoder | None = None
 
     def expect_proxy_header(self, timeout: float) -> None:
         """Read a PROXY header before anything else, within ``timeout`` seconds."""
-        timer = None
+        self._proxy = ProxyDecoder()
         if timeout > 0:
-            loop = asyncio.get_running_loop()
-            timer = loop.call_later(timeout, self._proxy_failed, "no PROXY header in time")
-        self._proxy = (ProxyDecoder(), timer)
+            self.server._await_header(self, timeout)
 
     def buffer_updated(self, nbytes: int) -> None:
         # Checked on every read: uvloop keeps the bound method it found at the
@@ -348,7 +371,7 @@ class _ServerSideSocket(TCPSocket):
         if self._proxy is None:
             TCPSocket.buffer_updated(self, nbytes)
             return
-        decoder = self._proxy[0]
+        decoder = self._proxy
         try:
             found = decoder.receive(bytes(self._rbuf[:nbytes]))
         except ProxyHeaderError as exc:
@@ -370,11 +393,9 @@ class _ServerSideSocket(TCPSocket):
 
     def proxy_done(self) -> None:
         """No header is awaited any more (read, or the connection is gone)."""
-        proxy = self._proxy
-        if proxy is not None:
+        if self._proxy is not None:
             self._proxy = None
-            if proxy[1] is not None:
-                proxy[1].cancel()
+            self.server._awaiting.pop(self, None)
 
     def _proxy_failed(self, why: str) -> None:
         if self._proxy is None:

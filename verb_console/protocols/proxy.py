@@ -17,7 +17,6 @@ address. v2 TLVs are skipped.
 
 from __future__ import annotations
 
-import ipaddress
 import struct
 from socket import AF_INET, AF_INET6, inet_ntop, inet_pton
 from typing import NamedTuple
@@ -182,13 +181,14 @@ def encode_v2(
         return V2_SIGNATURE + bytes([0x20, 0x00]) + struct.pack("!H", len(tlv)) + tlv
     if dest is None:
         dest = ("::", 0) if ":" in source[0] else ("0.0.0.0", 0)
-    src = ipaddress.ip_address(source[0])
-    dst = ipaddress.ip_address(dest[0])
-    if src.version == 4:
-        body = _V4.pack(src.packed, dst.packed, source[1], dest[1])
-        family = 0x11
-    else:
-        body = _V6.pack(src.packed, dst.packed, source[1], dest[1])
+    # inet_pton, not ipaddress: a load generator encodes one per connection.
+    if ":" in source[0]:
+        src, dst = inet_pton(AF_INET6, source[0]), inet_pton(AF_INET6, dest[0])
+        body = _V6.pack(src, dst, source[1], dest[1])
         family = 0x21
+    else:
+        src, dst = inet_pton(AF_INET, source[0]), inet_pton(AF_INET, dest[0])
+        body = _V4.pack(src, dst, source[1], dest[1])
+        family = 0x11
     body += tlv
     return V2_SIGNATURE + bytes([0x21, family]) + struct.pack("!H", len(body)) + body
