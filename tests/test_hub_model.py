@@ -686,3 +686,35 @@ def test_a_memory_outlet_closes_on_the_next_loop_turn_like_a_transport() -> None
         return seen
 
     assert asyncio.run(main()) == [False]
+
+
+async def test_an_operator_close_of_a_mux_connection_with_many_streams_is_an_operator_close(
+    tmp_path: Path,
+) -> None:
+    # Found by the model: the goodbyes of 40 streams (a closing notice and a
+    # stream_close each) passed a small unsent-output limit while they were
+    # queued, and the connection was logged as a slow consumer, not closed by
+    # the operator. A close's own goodbyes are written at once, whatever the limit.
+    store = UploadStore(tmp_path / "up", per_session_limit=2)
+    store.prepare()
+    hub = Hub(Settings(max_pending=1024, max_per_ip=0), store)
+    hub.start()
+    outlet = MemoryOutlet()
+    assert hub.admit(outlet.remote_address, outlet.remote_port) is None
+    hub.attach(outlet, "mux")  # type: ignore[arg-type]
+    for sid in range(1, 81, 2):
+        outlet.feed(mux_control({"type": "stream_create", "streamId": sid, "streamType": "json"}))
+    await asyncio.sleep(0)
+    outlet.take()
+    assert len(hub.sessions) == 41
+    assert hub.operator_close(outlet.id)
+    for _ in range(5):
+        await asyncio.sleep(0)
+    reasons = {c.id: c.reason for c in hub.closed_log}
+    assert reasons[outlet.id] == "operator"
+    assert sum(1 for r in reasons.values() if r == "operator") == 41
+    sent = [json.loads(body) for stream, body in split_mux(outlet.take()) if stream == 0]
+    assert {"type": "closing", "reason": "operator"} in sent
+    hub.force_shutdown()
+    await asyncio.wait_for(hub.wait_stopped(), 10)
+    await store.aclose()

@@ -36,6 +36,7 @@ class MuxSession(Session):
     accepts_notices = False
 
     __slots__ = (
+        "_closing_streams",
         "_feeding",
         "_pump_scheduled",
         "_ready",
@@ -60,6 +61,9 @@ class MuxSession(Session):
         self._pump_scheduled = False
         # While a read is being handled, output is pumped once at its end.
         self._feeding = False
+        # While the connection's close says goodbye on each stream: those notices
+        # (one a stream, all written at once next) are not a slow consumer's output.
+        self._closing_streams = False
         # Runs read but not handled yet (one read's work was split), and whether
         # they wait for the output to drain before they are handled.
         self._runs: list[Any] | None = None
@@ -105,7 +109,7 @@ class MuxSession(Session):
         # Below the writable high-water mark the socket's own backlog is small;
         # it is only read when it is not.
         pending = self.queued + (sock.unsent if sock.congested else 0)
-        if pending > self.hub.settings.max_pending:
+        if pending > self.hub.settings.max_pending and not self._closing_streams:
             self.stats.slow_consumers += 1
             self.close(CloseReason.SLOW_CONSUMER, notify=False, flush=False)
             return
@@ -385,12 +389,16 @@ class MuxSession(Session):
         if notify and flush:
             # Each stream session says goodbye in its own protocol (and gets its
             # stream_close), then the connection itself on the control stream.
-            for st in list(self.streams.values()):
-                if st.session is not None and not st.session.closing:
-                    st.session.close(reason, detail=detail)
-            wire = WIRE_REASON.get(reason)
-            if wire is not None:
-                self.send_control({"type": "closing", "reason": wire})
+            self._closing_streams = True
+            try:
+                for st in list(self.streams.values()):
+                    if st.session is not None and not st.session.closing:
+                        st.session.close(reason, detail=detail)
+                wire = WIRE_REASON.get(reason)
+                if wire is not None:
+                    self.send_control({"type": "closing", "reason": wire})
+            finally:
+                self._closing_streams = False
         if flush:
             self.pump(everything=True)
         super().close(reason, notify=False, flush=flush, detail=detail)
