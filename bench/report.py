@@ -20,6 +20,7 @@ from typing import Any
 
 RESULTS = Path(__file__).resolve().parent / "results"
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "performance.md"
+README = Path(__file__).resolve().parent.parent / "README.md"
 BEGIN = "<!-- bench/report.py: begin -->"
 END = "<!-- bench/report.py: end -->"
 _NAME = re.compile(r"(?P<kind>[a-z_]+)-(?P<date>\d{4}-\d{2}-\d{2})(?:-(?P<n>\d+))?\.json")
@@ -256,6 +257,21 @@ def table() -> str:
     return "\n".join(lines)
 
 
+#: The rows the README shows too: the server's cost against ../shared/bench's peers.
+HEADLINE = 3
+
+
+def headline() -> str:
+    """The README's part: the table's first rows, the ratios against the reference servers."""
+    return "\n".join(table().splitlines()[: 2 + HEADLINE])
+
+
+def _write(path: Path, generated: str) -> None:
+    text = path.read_text()
+    start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
+    path.write_text(text[:start] + "\n" + generated + "\n" + text[end:])
+
+
 def page_table(text: str) -> str:
     """The generated part of the performance page."""
     start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
@@ -265,18 +281,20 @@ def page_table(text: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--check", action="store_true", help="compare with docs/performance.md")
-    parser.add_argument("--write", action="store_true", help="rewrite docs/performance.md's table")
+    parser.add_argument(
+        "--write", action="store_true", help="rewrite the tables in docs/performance.md, README.md"
+    )
     args = parser.parse_args(argv)
     generated = table()
     if args.write:
-        text = PAGE.read_text()
-        start, end = text.index(BEGIN) + len(BEGIN), text.index(END)
-        PAGE.write_text(text[:start] + "\n" + generated + "\n" + text[end:])
+        _write(PAGE, generated)
+        _write(README, headline())
         return 0
     if args.check:
-        if page_table(PAGE.read_text()) != generated:
-            print("docs/performance.md is out of date: bench/report.py --write", file=sys.stderr)
-            return 1
+        for path, want in ((PAGE, generated), (README, headline())):
+            if page_table(path.read_text()) != want:
+                print(f"{path.name} is out of date: bench/report.py --write", file=sys.stderr)
+                return 1
         return 0
     print(generated)
     return 0
