@@ -28,7 +28,7 @@ from typing import Any
 
 from .session import Session
 
-__all__ = ["FIRST_LIMIT", "SLICE_S", "SessionPass"]
+__all__ = ["FIRST_LIMIT", "SLICE_S", "NoticePass", "SessionPass"]
 
 #: Seconds of work one slice (and the aftermath of its closes) may take.
 SLICE_S = 0.004
@@ -127,3 +127,19 @@ class SessionPass:
         if each > 0:
             self.limit = max(1, min(4 * FIRST_LIMIT, int(SLICE_S / each)))
         asyncio.get_running_loop().call_soon(self._slice)
+
+
+class NoticePass(SessionPass):
+    """A server notice (an operator's broadcast, a drain's ``server_shutdown``) to
+    every session that takes them: at 100,000 sessions encoding one for each is a
+    quarter of a second, so it too goes a slice per turn."""
+
+    def __init__(self, hub: Any, message: dict[str, Any], label: str) -> None:
+        super().__init__(hub)
+        self.message = message
+        self.label = label
+
+    def visit(self, session: Session) -> bool:
+        if session.accepts_notices:
+            session.notify(self.message)
+        return False  # nothing closed: no aftermath to wait for

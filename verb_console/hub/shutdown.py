@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from ..settings import Settings
 from ..units import plural
 from .session import CLOSE_FLUSH_S, CloseReason
-from .slices import Slices
+from .session_pass import NoticePass
 from .snapshot import HubState
 
 if TYPE_CHECKING:
@@ -42,7 +42,6 @@ class ShutdownHost(Protocol):
     settings: Settings
     connections: dict[str, Session]  # one per TCP connection, in accept order
     sessions: dict[str, Session]  # mux streams included
-    turns: Any  # the hub's TurnClock, told of the slices of the notice
 
     def event(self, kind: str, text: str) -> None: ...
 
@@ -116,12 +115,8 @@ class Shutdown:
         }
         loop = asyncio.get_running_loop()
 
-        def tell(session: Session) -> None:
-            if session.accepts_notices and not session.closing:
-                session.notify(notice)
-
         # A slice per turn: there may be a hundred thousand sessions to tell.
-        Slices(list(host.sessions.values()), tell, "drain notice", clock=host.turns).start()
+        NoticePass(host, notice, "drain notice").start()
         for hook in self.on_drain:
             result = hook()
             if asyncio.iscoroutine(result):

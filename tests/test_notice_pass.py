@@ -1,4 +1,4 @@
-"""Walks over every session spread over turns of the loop (hub/slices.py).
+"""Walks over every session spread over turns of the loop (hub/session_pass.py).
 
 The hub and its sessions are the real ones, over in-memory connections (as in
 test_hub_model.py); the slice is made tiny so that a few thousand sessions need
@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
 from helpers import FrameSplitter
 from test_hub_model import MemoryOutlet
 
-from verb_console.hub import Hub, slices
-from verb_console.hub.slices import Slices
+from verb_console.hub import Hub, session_pass
+from verb_console.hub.session_pass import SessionPass
 from verb_console.hub.uploads import UploadStore
 from verb_console.settings import Settings
 
@@ -24,7 +26,7 @@ from verb_console.settings import Settings
 async def test_a_walk_is_done_a_slice_per_turn_and_sees_every_item_once(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(slices, "SLICE_S", 0.0)
+    monkeypatch.setattr(session_pass, "SLICE_S", 0.0)
     seen: list[int] = []
     turns = 0
     walking = True
@@ -36,19 +38,29 @@ async def test_a_walk_is_done_a_slice_per_turn_and_sees_every_item_once(
             asyncio.get_running_loop().call_soon(tick)
 
     asyncio.get_running_loop().call_soon(tick)
-    walk = Slices(range(1000), seen.append, "test walk").start()
+    hub = SimpleNamespace(
+        sessions={i: SimpleNamespace(n=i, parent=None, closing=False) for i in range(1000)}
+    )
+
+    class Walk(SessionPass):
+        def visit(self, session: Any) -> bool:
+            seen.append(session.n)
+            return False
+
+    walk = Walk(hub)
+    walk.start()
     assert 0 < len(seen) < 1000  # the first slice at once, the rest later
-    await asyncio.wait_for(walk.finished.wait(), 10)
+    await asyncio.wait_for(walk.done.wait(), 10)
     walking = False
     assert seen == list(range(1000))
-    assert walk.slices >= 1000 // 16
-    assert turns >= walk.slices - 1  # the loop turned between the slices
+    assert walk.turns >= 1000 // 16
+    assert turns >= walk.turns - 1  # the loop turned between the slices
 
 
 async def test_an_operator_broadcast_to_thousands_spreads_over_turns_and_reaches_each_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(slices, "SLICE_S", 0.0)
+    monkeypatch.setattr(session_pass, "SLICE_S", 0.0)
     store = UploadStore(tmp_path / "uploads", per_session_limit=2)
     store.prepare()
     hub = Hub(Settings(max_per_ip=0), store)
