@@ -32,15 +32,10 @@ class Inbound:
         session = hub.json_sessions.get(target)
         if session is None:
             return False
-        if hub.pacer.waiting[1]:
-            # Fan-outs from other nodes still wait to be delivered: this message
-            # keeps its place behind them (a node's messages arrive in the order
-            # they were sent, whatever their kind).
-            hub.pacer.fan_out((session,), frame)
-        elif hub.seq is None:
-            session.deliver(frame)
-        else:
-            hub.seq.one(session, frame)
+        # A fan-out of one, as the node's broadcasts and room messages are: it
+        # keeps its place behind those still waiting in the pacer (a node's
+        # messages arrive in the order they were sent, whatever their kind).
+        hub.pacer.fan_out((session,), frame)
         return True
 
     def room(self, name: str, frame: bytes) -> int:
