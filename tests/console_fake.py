@@ -12,7 +12,9 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from typing import Any
 
+from verb_console.hub.bans import Ban, format_duration, parse_duration, parse_target
 from verb_console.hub.row_fields import MUX_CONNECTIONS, ROOMS
 from verb_console.hub.session_fields import page_of
 from verb_console.hub.snapshot import (
@@ -38,6 +40,7 @@ from verb_console.hub.snapshot import (
     TransferInfo,
 )
 from verb_console.hub.tap import TapBatch, TapRow
+from verb_console.units import plural
 
 T0 = 1_700_000_000.0
 """When the fixed server started (2023-11-14 22:13:20 UTC)."""
@@ -173,6 +176,8 @@ class FixedHubView:
         self._started = self.clock()
         self.watches: dict[tuple[str, str], float] = {}
         self.watch_holders: dict[tuple[str, str], int] = {}
+        # The live bans, in their wire form (PROTOCOL.md 12.3), one made by ctl already.
+        self._bans: list[Ban] = [Ban("203.0.113.0/24", "ctl", NOW - 3600, NOW + 3 * 3600)]
 
     @staticmethod
     def _fixed_sessions() -> list[SessionInfo]:
@@ -485,7 +490,7 @@ class FixedHubView:
     def operator_broadcast(self, text: str, room: str | None = None) -> int:
         self.actions.append(Action("broadcast", (text, room)))
         targets = [s for s in self._sessions if room is None or room in s.rooms]
-        self._note(f"broadcast to {room or 'everyone'} ({len(targets)} sessions): {text}")
+        self._note(f"broadcast to {room or 'everyone'} ({plural(len(targets), 'session')}): {text}")
         return len(targets)
 
     def operator_close(self, session_id: str) -> bool:
@@ -514,6 +519,32 @@ class FixedHubView:
         for sid in doomed:
             self.operator_close(sid)
         return len(doomed)
+
+    def operator_ban(self, target: str, duration: str | None = None) -> dict[str, Any]:
+        """Ban as the hub does: a target or duration that does not parse raises BanError."""
+        self.actions.append(Action("ban", (target, duration)))
+        canonical = parse_target(target)
+        now = self.clock()
+        expires = None if duration is None else now + parse_duration(duration)
+        ban = Ban(canonical, "console", now, expires)
+        self._bans = [b for b in self._bans if b.target != canonical] + [ban]
+        self._note(
+            f"banned {canonical} ({format_duration(None if expires is None else expires - now)})"
+        )
+        return ban.to_wire()
+
+    def operator_unban(self, target: str) -> bool:
+        self.actions.append(Action("unban", (target,)))
+        kept = [b for b in self._bans if b.target != target]
+        gone = len(kept) < len(self._bans)
+        self._bans = kept
+        if gone:
+            self._note(f"unbanned {target}")
+        return gone
+
+    def bans(self) -> list[dict[str, Any]]:
+        now = self.clock()
+        return [b.to_wire() for b in self._bans if b.live(now)]
 
     def begin_shutdown(self) -> None:
         self.actions.append(Action("begin_shutdown"))
