@@ -43,7 +43,8 @@ def visit_every_screen(console: TermConsole) -> dict[str, str]:
     console.press("n", "p")
     seen["notice"] = console.wait_for("Live view paused")
     console.press("p", "C-p")
-    console.wait_for("Search for commands")
+    # The palette as it opens, its placeholder on show, then with a search typed.
+    seen["palette empty"] = console.wait_for("Search for commands")
     console.press(*"sort")
     seen["palette"] = console.wait_for("Sort by")
     console.escape("Sort by")
@@ -83,6 +84,39 @@ def test_the_c_locale_is_judged_as_given_not_as_python_coerced_it() -> None:
     # UTF-8 mode asked for, or a UTF-8 locale given: Unicode.
     assert not ascii_wanted({**coerced, "PYTHONUTF8": "1"}, utf8_mode=True)
     assert not ascii_wanted({"TERM": "xterm", "LC_CTYPE": "C.UTF-8"}, utf8_mode=False)
+
+
+def test_a_process_given_the_c_locale_draws_in_ascii() -> None:
+    """Judged in real interpreters started with exactly that environment (env -i):
+    PEP 538 coerces LANG=C, and LC_ALL=C turns UTF-8 mode on, before the console looks.
+    glyphs.py is loaded alone (it needs only the standard library), to stay quick."""
+    import subprocess
+    import sys
+
+    import verb_console.console.glyphs as glyphs
+
+    code = (
+        "import importlib.util as u, sys; s = u.spec_from_file_location('g', sys.argv[1]);"
+        " m = sys.modules['g'] = u.module_from_spec(s); s.loader.exec_module(m);"
+        " print(m.ascii_wanted())"
+    )
+    base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "TERM": "xterm-256color"}
+    cases = [
+        ({"LC_ALL": "C"}, "True"),
+        ({"LANG": "C"}, "True"),
+        ({"LC_ALL": "POSIX", "LANG": "C.UTF-8"}, "True"),
+        ({}, "True"),  # no locale at all is the C locale
+        ({"LC_ALL": "C.UTF-8"}, "False"),
+        ({"LANG": "en_US.UTF-8", "LC_ALL": "C.UTF-8"}, "False"),
+    ]
+    for given, wanted in cases:
+        out = subprocess.run(
+            [sys.executable, "-c", code, glyphs.__file__],
+            env={**base, **given},
+            capture_output=True,
+            text=True,
+        )
+        assert out.stdout.strip() == wanted, (given, out)
 
 
 def test_the_terminal_shows_unicode_where_it_is_wanted_and_close_ends_the_console(
