@@ -214,3 +214,63 @@ def test_a_scale_one_cell_too_long_keeps_its_unit() -> None:
     assert _scale("<=19.5 KiB/s") == "<=19.5 KiB/s"
     assert _scale("≤19.5 KiB/s") == " ≤19.5 KiB/s"
     assert len(_scale("idle")) == SCALE_WIDTH
+
+
+# ----- the pass at 80x24: titles, a pane of two tables, the bans ------------------
+
+
+async def test_every_title_at_80x24_drops_whole_parts_never_cuts_one() -> None:
+    """A title too long for the line keeps its first parts whole (the pane keys, listed
+    last, go first) instead of ending in a cut word."""
+    from verb_console.console.glyphs import G
+
+    app = make()
+    async with app.run_test(size=SIZE) as pilot:
+        states = [(str(n),) for n in range(1, 9)]
+        states += [("1", "space", "down", "space"), ("slash", *"5000", "enter"), ("p",)]
+        for keys in states:
+            await pilot.press(*keys)
+            await pilot.pause()
+            pane = app.main.active_pane
+            shown = screen_lines(app)[pane.query_one(".pane-title").region.y]
+            parts = shown.strip().split(f"  {G.sep}  ")
+            assert G.more not in shown, (keys, shown)
+            assert len(shown.rstrip()) <= SIZE[0] - 1, (keys, shown)
+            # Every part shown is whole: the title as built starts with exactly these.
+            full = pane._title_base.split(f"  {G.sep}  ")
+            if app.paused:
+                full = ["PAUSED (p resumes)", *full]
+            assert parts == full[: len(parts)], (keys, parts, full)
+        assert "skipped" in app.main.pane("tap")._title_text
+
+
+async def test_a_pane_of_two_tables_titles_the_upper_and_subtitles_the_lower() -> None:
+    app = make()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("3", "down", "tab")  # the lobby... members table focused
+        await pilot.pause()
+        app.refresh_once()
+        await pilot.pause()
+        lines = screen_lines(app)
+        title = next(line for line in lines if line.lstrip().startswith("ROOMS"))
+        assert "5 rooms" in title and "sort room" in title, title
+        sub = next(line for line in lines if line.lstrip().startswith("MEMBERS of"))
+        assert "sort member" in sub, sub
+        await pilot.press("4", "tab")
+        await pilot.pause()
+        app.refresh_once()
+        await pilot.pause()
+        lines = screen_lines(app)
+        title = next(line for line in lines if line.lstrip().startswith("STREAMS  "))
+        assert "2 mux connections" in title and "sort mux connection" in title, title
+        sub = next(line for line in lines if line.lstrip().startswith("STREAMS of"))
+        assert "3 streams" in sub and "sort" in sub, sub
+
+
+async def test_the_bans_dialog_reads_time_left_on_the_console_s_clock_in_two_units() -> None:
+    app = make()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("Z")
+        await pilot.pause()
+        # The fixed hub's ban ends 3 h after its frozen "now": 3h00m, not 0s nor 10800s.
+        assert "203.0.113.0/24  by ctl  3h00m left" in screen_text(app)

@@ -167,21 +167,32 @@ class Pane(Vertical):
         if self._paused:
             # The header keeps counting; say why this pane's figures do not.
             text = f"PAUSED (p resumes)  {G.sep}  {text}"
+        title = self.query_one(".pane-title", Static)
+        text = fit_parts(text, title.content_region.width)
         if text != self._title_text:
             self._title_text = text
-            self.query_one(".pane-title", Static).update(text)
+            title.update(text)
+
+    def on_resize(self) -> None:
+        # A narrower or wider line keeps more or fewer of the title's parts.
+        if self._title_base:
+            self.set_title(self._title_base)
 
     def set_paused(self, paused: bool) -> None:
         """Mark the title while the live view is paused."""
         self._paused = paused
         self.set_title(self._title_base)
 
-    def describe_table(self, noun: str, extra: str = "", *, many: str = "") -> str:
+    def describe_table(
+        self, noun: str, extra: str = "", *, many: str = "", table: LiveTable | None = None
+    ) -> str:
         """The standard title: counts, filter, sort order and pane keys.
 
         ``noun`` is singular; ``many`` is its plural when adding an ``s`` is wrong.
+        ``table`` is the one the title counts (a pane of two tables names its upper
+        one, whichever has the keyboard); :attr:`table` by default.
         """
-        table = self.table
+        table = self.table if table is None else table
         shown, total = table.matched, table.total
         count = plural(total, noun, many)
         if table.filter_text:
@@ -195,3 +206,33 @@ class Pane(Vertical):
         if self.hints:
             parts.append(self.hints)
         return f"  {G.sep}  ".join(parts)
+
+
+def lower_title(head: str, table: LiveTable, count: str) -> str:
+    """The subtitle over a pane's lower table: what it lists and how many, and its
+    filter and order while it has the keyboard or a filter (the title above
+    describes the upper table)."""
+    parts = [head, count]
+    if table.filter_text:
+        quoted = f"{G.open_quote}{table.filter_text}{G.close_quote}"
+        parts[1] = f"{table.matched:,} of {count}"
+        parts.append(f"filter {quoted}")
+    if table.has_focus:
+        parts.append(f"sort {table.sort_label}")
+    return f"  {G.sep}  ".join(parts)
+
+
+def fit_parts(text: str, width: int) -> str:
+    """``text``, a line of parts joined by the separator, as wide as ``width`` at most:
+    whole parts are dropped from its end (keys last listed first), never cut mid-word.
+
+    The first part always stays (cut by the widget if even it does not fit); a
+    ``width`` of 0 (not laid out yet) keeps everything.
+    """
+    if width <= 0 or len(text) <= width:
+        return text
+    sep = f"  {G.sep}  "
+    parts = text.split(sep)
+    while len(parts) > 1 and len(sep.join(parts)) > width:
+        parts.pop()
+    return sep.join(parts)

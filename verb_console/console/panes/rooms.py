@@ -15,9 +15,8 @@ from verb_console.hub.row_fields import ROOMS
 from verb_console.hub.snapshot import RoomInfo, SessionInfo
 
 from ..format import fmt_bytes, fmt_clock, fmt_count, fmt_duration, fmt_int, plural
-from ..glyphs import G
 from ..keys import bindings
-from .base import Detail, DetailRows, Pane
+from .base import Detail, DetailRows, Pane, lower_title
 from .table import Cell, Column, LiveTable
 
 
@@ -166,7 +165,7 @@ class RoomsPane(Pane):
         page = self.view.room_page(*self.paging.query(rooms_table))
         window = self.paging.show(rooms_table, page, now, "rooms")
         self._refresh_members(now)
-        self.set_title(self.describe_table("room", window))
+        self.set_title(self.describe_table("room", window, table=rooms_table))
 
     def _refresh_members(self, now: float) -> None:
         row: RoomInfo | None = self.query_one("#rooms", LiveTable).cursor_item
@@ -182,7 +181,8 @@ class RoomsPane(Pane):
         view = self.view
         found = {m: s for m in wanted if (s := view.session(m)) is not None}
         members_table.set_items([(m, found.get(m)) for m in room.members], now)
-        subtitle.update(f"MEMBERS of {room.name}  {G.sep}  {plural(len(room.members), 'member')}")
+        count = plural(len(room.members), "member")
+        subtitle.update(lower_title(f"MEMBERS of {room.name}", members_table, count))
 
     @on(LiveTable.CursorMoved, "#rooms")
     def _room_changed(self) -> None:

@@ -14,9 +14,8 @@ from verb_console.hub.row_fields import MUX_CONNECTIONS
 from verb_console.hub.snapshot import HubView, MuxConnectionInfo, StreamInfo
 
 from ..format import fmt_bytes, fmt_clock, fmt_count, fmt_duration, fmt_int, plural
-from ..glyphs import G
 from ..keys import bindings
-from .base import Detail, DetailRows, Pane
+from .base import Detail, DetailRows, Pane, lower_title
 from .table import Column, LiveTable
 
 
@@ -137,15 +136,16 @@ class StreamsPane(Pane):
         page = self.view.mux_page(*self.paging.query(table))
         window = self.paging.show(table, page, now, "mux connections")
         self._refresh_streams(now)
-        self.set_title(self.describe_table("mux connection", window))
+        self.set_title(self.describe_table("mux connection", window, table=table))
 
     def _refresh_streams(self, now: float) -> None:
         row: MuxConnectionInfo | None = self.query_one("#mux", LiveTable).cursor_item
         mux = self.view.mux_connection(row.id) if row is not None else None
         subtitle = self.query_one(".pane-subtitle", Static)
-        self.query_one("#streams", LiveTable).set_items(mux.streams if mux else [], now)
+        streams = self.query_one("#streams", LiveTable)
+        streams.set_items(mux.streams if mux else [], now)
         subtitle.update(
-            f"STREAMS of {mux.id}  {G.sep}  {plural(len(mux.streams), 'stream')}"
+            lower_title(f"STREAMS of {mux.id}", streams, plural(len(mux.streams), "stream"))
             if mux
             else "STREAMS"
         )
