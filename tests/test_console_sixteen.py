@@ -33,7 +33,12 @@ STEPS: list[tuple[str, ...]] = [
     ("escape", "b"),  # broadcast: typing, a target chosen
     ("tab",),  # broadcast: the target list focused
     ("escape", "X"),  # a dangerous confirmation
-    ("n", "3", "tab"),  # the lower table focused, the upper blurred
+    ("n", "1", "z"),  # the ban dialog: its target list blurred, the duration typed in
+    ("tab",),  # the ban dialog: the target list focused
+    ("escape", "Z"),  # the bans, one highlighted
+    ("escape", "3", "enter"),  # a room's details
+    ("escape",),
+    ("3", "tab"),  # the lower table focused, the upper blurred
     ("6",),
     ("ctrl+p",),  # the palette
     ("escape", "s"),
@@ -52,13 +57,15 @@ def utc() -> Iterator[None]:
     time.tzset()
 
 
-def make_app(*, read_only: bool = False) -> VerbConsoleApp:
+def make_app(*, read_only: bool = False, ascii: bool = False) -> VerbConsoleApp:
     clock = FrozenClock()
-    return VerbConsoleApp(FixedHubView(clock), clock=clock, read_only=read_only)
+    return VerbConsoleApp(FixedHubView(clock), clock=clock, read_only=read_only, ascii=ascii)
 
 
-async def test_every_pane_dialog_and_state_is_legible_in_16_colours() -> None:
-    app = make_app()
+# TERM=linux is both: 16 colours, and ASCII drawing (buttons without their edges).
+@pytest.mark.parametrize("ascii", [False, True], ids=["unicode", "ascii"])
+async def test_every_pane_dialog_and_state_is_legible_in_16_colours(ascii: bool) -> None:
+    app = make_app(ascii=ascii)
     bad: dict[str, list[str]] = {}
     async with app.run_test(size=(80, 24)) as pilot:
         app.theme = "verb-16"
@@ -70,7 +77,7 @@ async def test_every_pane_dialog_and_state_is_legible_in_16_colours() -> None:
             if found:
                 bad[" ".join(keys)] = found
     if bad:
-        pytest.fail("\n".join(f"{keys}: {sorted(set(found))}" for keys, found in bad.items()))
+        pytest.fail("\n".join(f"{keys}: {sorted(set(seen))}" for keys, seen in bad.items()))
 
 
 class OnLightTerminal(VerbConsoleApp):

@@ -5,10 +5,12 @@ Real ``verb-console ctl`` processes against a real headless server (issue 24, it
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
 import re
 import sys
+from typing import Any
 
 import pytest
 from helpers import JsonClient
@@ -29,14 +31,31 @@ async def test_json_after_the_command_works_for_every_command(env, tmp_path) -> 
         await a.send({"type": "room_message", "room": "ops", "data": "x" * 3000})
         await a.request({"type": "ping"})
 
-        async def both(*args: str) -> dict:
-            after = await asyncio.to_thread(ctl, env, *args, "--json")
+        ran: set[str] = set()
+
+        async def both(*args: str) -> Any:
+            ran.add(args[0])
+            after, before = await asyncio.gather(
+                asyncio.to_thread(ctl, env, *args, "--json"),
+                asyncio.to_thread(ctl, env, "--json", *args),
+            )
             assert after.returncode == 0, after
-            before = await asyncio.to_thread(ctl, env, "--json", *args)
             assert before.returncode == 0, before
             doc = json.loads(after.stdout)
-            assert set(doc) == set(json.loads(before.stdout))
+            other = json.loads(before.stdout)
+            assert type(doc) is type(other)
+            if isinstance(doc, dict):
+                assert set(doc) == set(other)
             return doc
+
+        async def once(*args: str, json_at: int = -1) -> Any:
+            """A command that changes something, run once: ``--json`` at ``json_at``."""
+            ran.add(args[0])
+            line = list(args)
+            line.insert(len(line) + 1 + json_at if json_at < 0 else json_at, "--json")
+            done = await asyncio.to_thread(ctl, env, *line)
+            assert done.returncode == 0, done
+            return json.loads(done.stdout)
 
         status = await both("status")
         assert status["sessions"] == 2 and status["pid"] == server.proc.pid
@@ -50,18 +69,29 @@ async def test_json_after_the_command_works_for_every_command(env, tmp_path) -> 
         assert (await both("rooms"))["rooms"][0]["name"] == "ops"
         history = await both("history", "--step", "1")
         assert history["step"] == 1
-        sent = json.loads(
-            (await asyncio.to_thread(ctl, env, "broadcast", "hi", "--json", "--room", "ops")).stdout
-        )
-        assert sent == {"sent": 1}
+        assert (await once("broadcast", "hi", "--room", "ops", json_at=2)) == {"sent": 1}
+        assert (await once("broadcast", "hi", json_at=0)) == {"sent": 2}
         assert (await both("reload")) == {"errors": []}
-        closed = await asyncio.to_thread(ctl, env, "close-ip", "127.0.0.2", "--json")
-        assert json.loads(closed.stdout) == {"closed": 1}
-        closed = await asyncio.to_thread(ctl, env, "close", a.id, "--json")
-        assert json.loads(closed.stdout) == {"closed": True}
-        drained = await asyncio.to_thread(ctl, env, "drain", "--json")
-        assert json.loads(drained.stdout)["state"] in ("draining", "stopped")
+        # Bans: raw Unix seconds in JSON, the same documents either way round.
+        ban = await once("ban", "198.51.100.0/24", "--for", "2h")
+        assert isinstance(ban["created"], int) and ban["expires"] - ban["created"] == 7200
+        forever = await once("ban", "user:mallory", json_at=0)
+        assert forever["target"] == "user:mallory" and forever["expires"] is None
+        listed = await both("bans")
+        assert {b["target"] for b in listed} == {"198.51.100.0/24", "user:mallory"}
+        assert (await once("unban", "user:mallory", json_at=0))["target"] == "user:mallory"
+        assert (await once("unban", "198.51.100.0/24"))["expires"] == ban["expires"]
+        assert (await once("close-ip", "127.0.0.2")) == {"closed": 1}
+        assert (await once("close", a.id, json_at=0)) == {"closed": True}
+        assert (await once("drain"))["state"] in ("draining", "stopped")
         await asyncio.to_thread(server.proc.wait, 20)
+        # Every command of ctl was run with --json after its name and before it.
+        from verb_console.admin.ctl import build_parser
+
+        commands = next(
+            a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)
+        )
+        assert ran == set(commands.choices), set(commands.choices) ^ ran
         await b.close()
         await a.close()
     finally:
@@ -90,6 +120,12 @@ async def test_text_output_says_units_and_singular_nouns(env, tmp_path) -> None:
                 break
             await asyncio.sleep(0.2)
         assert "/s" in history.splitlines()[-1] and "B/s" in history.splitlines()[-1], history
+        # A ban's time left in the two largest units, as every duration ctl prints.
+        banned = (await asyncio.to_thread(ctl, env, "ban", "198.51.100.0/24", "--for", "2h")).stdout
+        assert banned.strip() == "banned 198.51.100.0/24 (2h)"
+        bans = (await asyncio.to_thread(ctl, env, "bans")).stdout
+        row = next(line for line in bans.splitlines() if line.startswith("198.51.100.0/24"))
+        assert re.search(r" (1h59m|2h00m)$", row), row
         by_ip = (await asyncio.to_thread(ctl, env, "close-ip", "127.0.0.1")).stdout
         assert by_ip.strip() == "closed 1 session of 127.0.0.1"
     finally:

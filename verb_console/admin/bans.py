@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING, Any
 
-from ..hub.bans import format_duration, parse_duration, parse_target
+from ..hub.bans import parse_duration, parse_target
+from ..units import fmt_duration
 
 if TYPE_CHECKING:  # ctl uses this module, and must not load the whole hub
     from ..hub.banning import Banning
@@ -52,7 +53,7 @@ def bans_text(bans: list[dict[str, Any]]) -> str:
             b["by"],
             _when(b["created"]),
             _when(b["expires"]),
-            format_duration(None if b["expires"] is None else max(0, b["expires"] - now)),
+            "until unbanned" if b["expires"] is None else fmt_duration(max(0, b["expires"] - now)),
         ]
         for b in bans
     ]

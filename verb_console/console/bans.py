@@ -8,7 +8,6 @@ destructive action does, before the view makes the ban.
 
 from __future__ import annotations
 
-import time
 from typing import Any, ClassVar
 
 from textual import on
@@ -21,6 +20,7 @@ from textual.widgets import Footer, Input, Label, OptionList
 
 from ..hub.bans import BanError, format_duration, parse_duration
 from .dialogs import DIALOG_CSS, ConfirmDialog
+from .format import fmt_duration
 from .glyphs import G
 
 __all__ = ["BanDialog", "BanRequest", "BansScreen", "ban_question", "show_bans", "start_ban"]
@@ -88,7 +88,8 @@ class BanDialog(ModalScreen[BanRequest | None]):
 
 def ban_line(ban: dict[str, Any], now: float) -> str:
     expires = ban["expires"]
-    left = "until unbanned" if expires is None else f"{format_duration(max(0, expires - now))} left"
+    # Time left is read as a clock's is: the two largest units (2h59m), not 10799s.
+    left = "until unbanned" if expires is None else f"{fmt_duration(max(0, expires - now))} left"
     return f"{ban['target']}  by {ban['by']}  {left}"
 
 
@@ -106,16 +107,16 @@ class BansScreen(ModalScreen[str | None]):
         Binding("escape", "cancel", "Close"),
     ]
 
-    def __init__(self, bans: list[dict[str, Any]]) -> None:
+    def __init__(self, bans: list[dict[str, Any]], now: float) -> None:
         super().__init__()
         self.bans = bans
+        self.now = now
 
     def compose(self) -> ComposeResult:
         with Vertical() as box:
             box.border_title = f"Bans ({len(self.bans)})"
             if self.bans:
-                now = time.time()
-                lines = [Content(ban_line(b, now)) for b in self.bans]
+                lines = [Content(ban_line(b, self.now)) for b in self.bans]
                 yield OptionList(*lines, id="bans", compact=True)
             else:
                 yield Label("No bans.", id="none")
@@ -197,4 +198,4 @@ def show_bans(app: Any) -> None:
 
         app.push_screen(ConfirmDialog(f"Lift the ban of {target}?"), confirmed)
 
-    app.push_screen(BansScreen(app.view.bans()), lift)
+    app.push_screen(BansScreen(app.view.bans(), app.clock()), lift)

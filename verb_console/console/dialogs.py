@@ -36,6 +36,13 @@ DIALOG_CSS = """
     & .hint { color: $text-muted; height: auto; width: 100%; }
     & .buttons { height: auto; align-horizontal: right; margin-top: 1; }
     & .buttons Button { margin-left: 2; min-width: 10; }
+    /* A list's choice while another field has the keys (a broadcast's or a ban's
+       target while typing): the theme's blurred-cursor colours, both of them
+       (Textual's own rule keeps the default foreground, which 16 colours draw
+       light on light on a dark terminal). */
+    & OptionList > .option-list--option-highlighted {
+        color: $block-cursor-blurred-foreground;
+    }
 """
 
 
@@ -111,11 +118,6 @@ class BroadcastDialog(ModalScreen[BroadcastRequest | None]):
         + DIALOG_CSS
         + "& Input { margin: 1 0 0 0; }"
         + " & OptionList { margin: 1 0 0 0; height: auto; max-height: 6; }"
-        # The chosen target while typing: the theme's blurred-cursor colours, both of
-        # them (Textual's own rule keeps the default foreground, which 16 colours
-        # draw light on light on a dark terminal).
-        + " & OptionList > .option-list--option-highlighted {"
-        + " color: $block-cursor-blurred-foreground; }"
         + " }"
     )
 
