@@ -195,6 +195,28 @@ async def test_an_attached_console_says_so_and_when_its_server_is_gone(
         view.stop()
 
 
+async def test_an_attached_console_says_so_and_where_before_it_reaches_its_server(
+    tmp_path: Path,
+) -> None:
+    from verb_console.admin.remote_view import RemoteHubView
+    from verb_console.console.attach import build_app
+
+    path = tmp_path / "admin.sock"  # no server there (yet)
+    view = RemoteHubView(path, interval=0.05)
+    app = build_app(view, refresh=20, read_only=False)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await eventually(lambda: "CONNECTING" in screen_lines(app)[0], WAIT)
+            await pilot.pause()
+            first = screen_lines(app)[0]
+            # A long path keeps its end, within the line.
+            tail = f"{path.parent.name[-8:]}/admin.sock"
+            assert "ATTACHED" in first and first.rstrip().endswith(tail), first
+            assert "not listening" not in first and " up " not in first, first
+    finally:
+        view.stop()
+
+
 @pytest.mark.parametrize("read_only", [False, True])
 async def test_a_hosted_console_quits_and_an_attached_one_detaches(read_only: bool) -> None:
     clock = FrozenClock()

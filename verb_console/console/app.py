@@ -216,9 +216,9 @@ class VerbConsoleApp(App[int]):
         }
 
     def _attached_to(self) -> str:
-        """The server an attached console shows: its process id (the socket is in the title)."""
+        """The server an attached console shows: its pid, else the admin socket it tries."""
         pid = self.view.server_pid
-        return f"pid {pid}" if pid is not None else CONNECTING
+        return f"pid {pid}" if pid is not None else f"{CONNECTING} {getattr(self.view, 'path', '')}"
 
     # ----- terminal going away ------------------------------------------------
 

@@ -22,7 +22,8 @@ from .glyphs import G
 from .rates import STEP_TAGS, STEPS, next_step
 
 CONNECTING = "(connecting)"
-""":attr:`HeaderBar.attached_to` of an attached console that has not reached its server yet."""
+""":attr:`HeaderBar.attached_to` of an attached console that has not reached its server yet
+(followed by the admin socket it tries, when known)."""
 
 History = Callable[[int, int, int], RateSeries]
 """The view's ``traffic_history(step, since, limit)``."""
@@ -63,7 +64,8 @@ class HeaderBar(Widget):
         self._content: Content = Content("")
         self._key: tuple[object, ...] = ()
         self.attached_to: str | None = None
-        """For ``verb-console attach``: the server's process (``pid 4242``); None when hosted."""
+        """For ``verb-console attach``: the server's process (``pid 4242``), or
+        :data:`CONNECTING` and the socket before it is reached; None when hosted."""
         self.link_down_since: float | None = None
         """When an attached console lost its server (None while the link is up)."""
 
@@ -80,7 +82,7 @@ class HeaderBar(Widget):
         width = max(20, self.content_region.width)
         self.history = self.read_history(self.step, 0, max(1, _spark_width(width)))
         self.overview, self.paused, self.read_only = overview, paused, read_only
-        attached = self.attached_to is not None and self.attached_to != CONNECTING
+        attached = self.attached_to is not None and not self.connecting
         if attached and overview.state.startswith("disconnected"):
             if self.link_down_since is None:
                 self.link_down_since = now
@@ -95,6 +97,11 @@ class HeaderBar(Widget):
 
     def render(self) -> Content:
         return self._content
+
+    @property
+    def connecting(self) -> bool:
+        """An attached console that has not reached its server yet."""
+        return self.attached_to is not None and self.attached_to.startswith(CONNECTING)
 
     def on_resize(self) -> None:
         if self.overview is not None:
@@ -123,13 +130,21 @@ class HeaderBar(Widget):
                 f"{G.dot} LINK DOWN {fmt_duration(now - down)}, retrying",
                 "bold $text-error",
             )
-        elif self.attached_to == CONNECTING:
+        elif self.connecting:
             state = (f"{G.dot} CONNECTING", "bold $text-warning")
         else:
             state = (f"{G.dot} " + ov.state.upper(), _STATE_STYLES.get(ov.state, "bold"))
         parts: list[str | tuple[str, str]] = [("VERB ", "bold $text-accent"), state]
-        if self.attached_to is not None and self.attached_to != CONNECTING:
-            parts += [("  ATTACHED ", "bold $text-accent"), (self.attached_to, _VALUE)]
+        if self.attached_to is not None:
+            # Always said, and to which server: its pid, or the socket still being tried.
+            target = self.attached_to.removeprefix(CONNECTING).strip()
+            room = max(12, width - 40)
+            if len(target) > room:
+                # A long socket path keeps its end, which names the server.
+                target = G.more + target[-(room - len(G.more)) :]
+            parts.append(("  ATTACHED", "bold $text-accent"))
+            if target:
+                parts += [(" ", ""), (target, _VALUE)]
         if self.paused:
             parts.append(("  ", ""))
             # Its own foreground: reversing the default one is light on yellow somewhere.
@@ -140,12 +155,13 @@ class HeaderBar(Widget):
             link_style = "bold $text-success" if ov.link == "up" else "bold $text-error"
             parts += [("  node ", _LABEL), (ov.node, _VALUE), (" redis ", _LABEL)]
             parts.append((ov.link or "-", link_style))
-        if down is None and self.attached_to != CONNECTING:
+        if down is None and not self.connecting:
             parts += [("  up ", _LABEL), (fmt_duration(now - ov.started_at), _VALUE)]
         head = Content.assemble(*parts)
         room = width - head.cell_length - 2
-        listeners = ", ".join(ov.listeners) or "not listening"
-        if room > 8:
+        # Before an attached console first reaches its server, it knows no listeners.
+        listeners = ", ".join(ov.listeners) or ("" if self.connecting else "not listening")
+        if room > 8 and listeners:
             if len(listeners) > room:
                 listeners = listeners[: room - 1] + G.more
             head = Content.assemble(head, ("  ", ""), (listeners, "$text-muted"))
