@@ -98,7 +98,7 @@ async def test_reload_rereads_the_auth_file_and_keeps_sessions_already_in(
     assert await reader.readline() == b"OK alice\n"
     tokens.write_text(f"alice:{sha('new')}\n")  # "old" revoked
     assert rt.reload() == []
-    assert any(f"reload: auth file {tokens}: 1 tokens" in e.text for e in rt.hub.events)
+    assert any(f"reload: auth file {tokens}: 1 token" in e.text for e in rt.hub.events)
     # The session already in stays in.
     writer.write(b"still here\n")
     assert await asyncio.wait_for(reader.readline(), 3) == b"Echo: still here\n"

@@ -21,6 +21,7 @@ from typing import Any
 
 from .hub.revocation import Revocation
 from .security import SecurityError, load_auth, load_policy, load_tls
+from .units import plural
 
 __all__ = ["ReloadHook", "Reloading"]
 
@@ -130,7 +131,7 @@ class Reloading:
         hub.auth = auth
         self._users = users
         path = self.runtime.settings.auth_file
-        hub.event("server", f"reload: auth file {path}: {len(auth or ())} tokens")
+        hub.event("server", f"reload: auth file {path}: {plural(len(auth or ()), 'token')}")
 
     def _read_policy(self) -> Any:
         try:
@@ -142,7 +143,8 @@ class Reloading:
         hub = self.runtime.hub
         hub.permissions.policy = policy
         users = len(policy.users) if policy is not None else 0
-        hub.event("server", f"reload: policy {self.runtime.settings.policy}: {users} users named")
+        named = plural(users, "user")
+        hub.event("server", f"reload: policy {self.runtime.settings.policy}: {named} named")
 
     def _read_tls(self) -> Any:
         try:
@@ -175,8 +177,10 @@ class Reloading:
             names = ", ".join(sorted(done.revoked_users))
             hub.event(
                 "operator",
-                f"reload: revoked {done.revoked_sessions} sessions of {names} (no token left)",
+                f"reload: revoked {plural(done.revoked_sessions, 'session')} of {names}"
+                " (no token left)",
             )
         if done.rooms_left:
             left = done.rooms_left
-            hub.event("operator", f"reload: {left} room memberships revoked by the policy")
+            memberships = plural(left, "room membership")
+            hub.event("operator", f"reload: {memberships} revoked by the policy")

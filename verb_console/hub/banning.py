@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..units import plural
 from .ban_store import BanStore
 from .bans import Ban, BanChange, BanList, format_duration, parse_duration, parse_target
 from .session import CloseReason, Session
@@ -50,7 +51,8 @@ class BanPass(SessionPass):
 
     def finished(self) -> None:
         if self.closed:
-            self.hub.event("operator", f"ban {self.ban.target}: closed {self.closed} live sessions")
+            closed = plural(self.closed, "live session")
+            self.hub.event("operator", f"ban {self.ban.target}: closed {closed}")
 
 
 class Banning:
@@ -84,7 +86,8 @@ class Banning:
             if ban.live(now):
                 self.list.add(ban)
         if bans:
-            self.hub.event("server", f"bans: {len(self.list)} loaded from {self.store.path}")
+            loaded = plural(len(self.list), "ban")
+            self.hub.event("server", f"bans: {loaded} loaded from {self.store.path}")
 
     # ----------------------------------------------------------- accept and auth
     def refuses(self, ip: str) -> bool:

@@ -16,6 +16,7 @@ from dataclasses import fields
 from typing import Any, Protocol
 
 from ..protocols.errors import ProtocolError
+from ..units import plural
 from .policy import Policy, Rules
 from .rooms import valid_room_name
 from .snapshot import Refusals
@@ -248,7 +249,7 @@ class Permissions:
         limit = policy.rules(user).max_sessions
         if limit and self.sessions_of(user) >= limit:
             self.totals["too_many_sessions"] += 1
-            return "too_many_sessions", f"User {user} has {limit} sessions already"
+            return "too_many_sessions", f"User {user} has {plural(limit, 'session')} already"
         return None
 
     def install(self, session: Session, user: str | None) -> None:

@@ -135,7 +135,7 @@ class Shutdown:
             return
         self._forced = True
         remaining = len(self.host.connections)
-        self.host.event("server", f"closing {remaining} remaining sessions")
+        self.host.event("server", f"closing {plural(remaining, 'remaining session')}")
         # Every connection, not only the scheduled ones: all of them go now.
         self._order = list(self.host.connections.values())
         self._pending = set(self._order)
