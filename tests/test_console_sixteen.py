@@ -131,3 +131,10 @@ def test_16_colours_tagged_and_paused(snap_compare, terminal) -> None:
 def test_16_colours_broadcast_target(snap_compare, terminal) -> None:
     steps = in_16_colours("3", "down", "b", *"hello")
     assert snap_compare(make_16_app(terminal), terminal_size=(80, 24), run_before=steps)
+
+
+@pytest.mark.parametrize("terminal", ["dark", "light"])
+def test_16_colours_ban_target(snap_compare, terminal) -> None:
+    # The chosen target while the duration is typed: its own foreground on grey.
+    steps = in_16_colours("down", "down", "z", *"10m")
+    assert snap_compare(make_16_app(terminal), terminal_size=(80, 24), run_before=steps)
