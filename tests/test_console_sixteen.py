@@ -16,6 +16,7 @@ import pytest
 from colour_check import screen_illegible
 from console_fake import FixedHubView, FrozenClock
 from rich.console import Console
+from screen_text import screen_lines
 from textual._ansi_theme import ALABASTER
 from textual.pilot import Pilot
 
@@ -74,6 +75,11 @@ async def test_every_pane_dialog_and_state_is_legible_in_16_colours(ascii: bool)
             await pilot.press(*keys)
             await pilot.pause()
             found = screen_illegible(app)
+            if ascii:
+                # And every character on screen is ASCII, in every dialog and the palette.
+                found += [
+                    f"not ASCII: {line!r}" for line in screen_lines(app) if not line.isascii()
+                ]
             if found:
                 bad[" ".join(keys)] = found
     if bad:
