@@ -258,6 +258,7 @@ class Player:
             "port": 0,
             "upload_dir": str(self.tmp / f"uploads{node}"),
             "admin_socket": str(self.tmp / f"admin{node}.sock"),
+            "state_dir": str(self.tmp / f"state{node}"),  # bans are kept there
         }
         if node:
             values.update(cluster=self.redis_url, node_name=node)
