@@ -79,6 +79,17 @@ def test_every_flag_has_help() -> None:
                 assert after.startswith(" " * 8), f"{args}: {line.strip()} has no help"
 
 
+def test_help_points_only_at_what_the_repository_holds() -> None:
+    """--help is read by people with a checkout or just the package: it cites the
+    docs pages (docs/*.md, which exist), never a document outside the repository."""
+    root = PAGE.parent.parent
+    for args in commands():
+        text = help_text(args)
+        assert "PROTOCOL.md" not in text and "ARCHITECTURE.md" not in text, args
+        for page in re.findall(r"docs/[\w-]+\.md", text):
+            assert (root / page).exists(), f"{args}: {page}"
+
+
 def test_version_prints_the_version() -> None:
     out = io.StringIO()
     with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as done:

@@ -7,6 +7,7 @@ the README keeps its promises (length, quick start, links).
 
 from __future__ import annotations
 
+import argparse
 import re
 import shutil
 import subprocess
@@ -16,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from verb_console.admin.ctl import build_parser as ctl_parser
 from verb_console.cli import CONFIG_ONLY, FLAGS
+from verb_console.cli import build_parser as cli_parser
 from verb_console.console.keys import help_lines
 from verb_console.settings import Settings
 
@@ -77,6 +80,30 @@ def test_every_setting_is_documented_with_its_default() -> None:
         assert documented[key][1] == toml_value(defaults[key]), f"{key}: default"
     for key, (flag, *_) in FLAGS.items():
         assert documented[key][0] == flag, f"{key}: flag"
+
+
+def _options(parser: argparse.ArgumentParser) -> dict[str, str]:
+    """Each long option of ``parser`` and the setting it sets (its dest)."""
+    return {
+        o: a.dest
+        for a in parser._actions
+        for o in a.option_strings
+        if o.startswith("--") and o != "--help"
+    }
+
+
+def test_every_flag_of_the_command_line_is_documented() -> None:
+    """The parser itself, not FLAGS, says which flags exist: a flag added to it
+    (as --read-only, --tls-required and --demo are, beside FLAGS) is on the page
+    with the setting it sets, and a flag that sets no setting is named too."""
+    documented = documented_settings()
+    text = CONFIG.read_text()
+    configurable = {*FLAGS, *CONFIG_ONLY}  # what a config file may set too
+    for option, dest in _options(cli_parser()).items():
+        if dest in configurable:
+            assert documented.get(dest, ("",))[0] == option, f"configuration.md: {option}"
+        else:
+            assert f"`{option}`" in text, f"configuration.md never names {option}"
 
 
 def test_documented_settings_exist_or_await_their_feature() -> None:
@@ -145,6 +172,22 @@ def test_the_readme_is_short_and_keeps_the_quick_start() -> None:
         "python3 -m venv .venv && .venv/bin/pip install -e '.[test]' && .venv/bin/python -m pytest"
         in quick
     )
+
+
+def test_the_readme_names_every_flag_and_command() -> None:
+    """The command line in brief leaves nothing out: every flag of the server,
+    every ctl command and option, and attach's and token's."""
+    text = README.read_text()
+    brief = text[text.index("## The command line in brief") :]
+    brief = brief[: brief.index("\n## ", 1)]
+    ctl = ctl_parser()
+    sub = next(a for a in ctl._actions if isinstance(a, argparse._SubParsersAction))
+    words = [*_options(cli_parser()), *_options(ctl), *sub.choices]
+    words += [o for p in sub.choices.values() for o in _options(p)]
+    missing = sorted(
+        {w for w in words if not re.search(rf"(?<![\w-]){re.escape(w)}(?![\w-])", brief)}
+    )
+    assert not missing, f"README's command line in brief leaves out {missing}"
 
 
 @pytest.mark.parametrize("page", [README, *sorted(DOCS.glob("*.md"))], ids=lambda p: p.name)
