@@ -20,7 +20,7 @@ import pytest
 from verb_console.admin.ctl import build_parser as ctl_parser
 from verb_console.cli import CONFIG_ONLY, FLAGS
 from verb_console.cli import build_parser as cli_parser
-from verb_console.console.keys import help_lines
+from verb_console.console.keys import changing_keys, help_lines
 from verb_console.settings import Settings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,6 +54,13 @@ def test_the_key_table_is_the_consoles() -> None:
     assert _between(GUIDE.read_text(), KEYS_BEGIN, KEYS_END) == keys_table(), (
         "run: python tests/test_docs_pages.py --write"
     )
+
+
+def test_the_read_only_keys_are_the_consoles() -> None:
+    """The guide's list of keys a read-only console refuses is the console's own."""
+    said = re.search(r"The keys that change the server \(([^;)]*)", GUIDE.read_text())
+    assert said is not None
+    assert re.findall(r"`([^`]+)`", said[1]) == changing_keys()
 
 
 # ---------------------------------------------------------------- settings
@@ -150,6 +157,21 @@ def test_the_performance_table_is_what_bench_report_makes() -> None:
         text=True,
     )
     assert done.returncode == 0, done.stderr
+
+
+def test_every_benchmark_is_on_the_performance_page() -> None:
+    """Each script in bench/ is in the page's table of what it measures (the
+    shared helpers and the report that makes the table are not benchmarks)."""
+    text = (DOCS / "performance.md").read_text()
+    scripts = sorted((ROOT / "bench").glob("*.py"))
+    missing = [
+        p.name
+        for p in scripts
+        if p.name not in {"benchlib.py", "report.py"}
+        and f"| `bench/{p.name}`" not in text
+        and f", `bench/{p.name}`" not in text
+    ]
+    assert not missing, f"docs/performance.md does not say what these measure: {missing}"
 
 
 # ---------------------------------------------------------------- pages and README
