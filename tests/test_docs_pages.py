@@ -8,6 +8,7 @@ the README keeps its promises (length, quick start, links).
 from __future__ import annotations
 
 import argparse
+import ast
 import re
 import shutil
 import subprocess
@@ -148,6 +149,66 @@ def test_a_bad_unit_does_not_verify(tmp_path: Path) -> None:
     path.write_text(unit.replace("Restart=on-failure", "Restart=sometimes"))
     done = subprocess.run([tool, "verify", str(path)], capture_output=True, text=True)
     assert path.name in done.stdout + done.stderr
+
+
+# ---------------------------------------------------------------- metrics
+def _metrics_table() -> str:
+    text = (DOCS / "deployment.md").read_text()
+    return text[text.index("The families, all prefixed") : text.index("grafana-dashboard.json")]
+
+
+def test_every_metric_family_is_documented() -> None:
+    """Every family name the metrics module writes is in deployment.md's table
+    (found in its source, so the cluster's families count without a cluster)."""
+    table = _metrics_table()
+    source = ast.parse((ROOT / "verb_console" / "admin" / "metrics.py").read_text())
+    names = {
+        n.value
+        for n in ast.walk(source)
+        if isinstance(n, ast.Constant) and isinstance(n.value, str)
+        if re.fullmatch(r"verb_[a-z_]+", n.value)
+    }
+    assert len(names) > 25
+    for name in sorted(names):
+        base = name.removeprefix("verb_")
+        if base.endswith("_"):  # the head of verb_cluster_messages_{name}
+            assert f"`{base}{{" in table, name
+        else:
+            assert re.search(rf"`{base}(?:_total|_info)?`", table), f"deployment.md: {name}"
+
+
+async def test_every_metric_label_value_is_documented(tmp_path: Path) -> None:
+    """A label with a fixed set of values (a reason, a result, a protocol) lists
+    them all in its family's row, as a live server's collector reports them.
+    (The close reasons are the protocol page's, linked from the row.)"""
+    from verb_console.admin.metrics import HubCollector
+    from verb_console.runtime import Runtime
+
+    settings = Settings(
+        port=0,
+        resume_window=120,
+        upload_dir=str(tmp_path / "uploads"),
+        admin_socket=str(tmp_path / "admin.sock"),
+        state_dir=str(tmp_path / "state"),
+    )
+    runtime = Runtime(settings)
+    await runtime.start()
+    try:
+        families = list(HubCollector(runtime.hub).collect())
+    finally:
+        runtime.hub.force_shutdown()
+        await runtime.hub.wait_stopped()
+    rows = _metrics_table().splitlines()
+    for family in families:
+        base = family.name.removeprefix("verb_")
+        row = next(r for r in rows if re.search(rf"`{base}(?:_total|_info)?`", r))
+        values = {
+            v for sample in family.samples for k, v in sample.labels.items() if k not in {"le"}
+        }
+        if base in ("build", "sessions_closed"):
+            continue  # the version; the close reasons (protocol.md section 13)
+        missing = sorted(v for v in values if not re.search(rf"\b{v}\b", row))
+        assert not missing, f"deployment.md, {family.name}: {missing}"
 
 
 # ---------------------------------------------------------------- performance

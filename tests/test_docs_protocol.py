@@ -250,6 +250,20 @@ def test_every_close_reason_is_named() -> None:
     assert not missing, f"close reasons that docs/protocol.md never names: {missing}"
 
 
+def test_every_close_reason_has_its_row() -> None:
+    """Section 13 has one row per close reason, and says what the client received:
+    the ``closing`` reason the server sends for it (WIRE_REASON), or none."""
+    section = TEXT[TEXT.index("## 13. Why a session ended") : TEXT.index("## 14.")]
+    rows = dict(re.findall(r"^\| `(\w+)` \| [^|]+ \| ([^|]+) \|$", section, re.M))
+    assert set(rows) == {str(r) for r in CloseReason}
+    for reason, received in rows.items():
+        wire = WIRE_REASON.get(CloseReason(reason))
+        if wire is None:
+            assert "`closing`" not in received, reason
+        else:
+            assert f"`closing` `{wire}`" in received, reason
+
+
 def test_every_binary_frame_type_is_named() -> None:
     kinds = {
         n
