@@ -25,6 +25,7 @@ from verb_console.protocols import binary
 PAGE = ROOT / "docs" / "protocol.md"
 TEXT = PAGE.read_text()
 EXCHANGES = {x.name: x for x in parse(TEXT)}
+ADMIN = TEXT[TEXT.index("## 15. The admin socket") :]
 
 # Exchanges that document a feature of the contract (PROTOCOL.md) that is not on
 # main yet, by the feature. Each is expected to fail until its feature lands;
@@ -211,6 +212,16 @@ def test_every_error_code_is_named() -> None:
     assert not missing, f"error codes the server sends that docs/protocol.md never names: {missing}"
 
 
+def test_every_error_code_is_in_a_table_of_codes() -> None:
+    """Each code is where a client author looks it up: section 14's table, or
+    the admin socket's codes in section 15."""
+    listed = TEXT[TEXT.index("## 14. Every error code") : TEXT.index("## 15.")]
+    admin = ADMIN[ADMIN.index("Admin error codes") :].split("\n\n")[0]
+    named = set(re.findall(r"`(\w+)`", listed + admin))
+    missing = sorted(_error_codes() - named)
+    assert not missing, f"codes in neither section 14 nor section 15's list: {missing}"
+
+
 def test_every_message_type_is_named() -> None:
     missing = sorted(t for t in _message_types() if not _named(t))
     assert not missing, f"message types sent that docs/protocol.md never names: {missing}"
@@ -225,9 +236,6 @@ def test_every_resume_failure_reason_is_named() -> None:
     reasons = set(RESUME_RESULTS) - {"resumed"}
     missing = sorted(r for r in reasons if not _named(r))
     assert not missing, f"resume_failed reasons docs/protocol.md never names: {missing}"
-
-
-ADMIN = TEXT[TEXT.index("## 15. The admin socket") :]
 
 
 def test_every_admin_operation_is_documented() -> None:
