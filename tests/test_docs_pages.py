@@ -284,6 +284,14 @@ def test_links_to_files_resolve(page: Path) -> None:
         assert (page.parent / target).exists(), f"{page.name}: {target}"
 
 
+def test_the_docs_cite_only_what_a_checkout_holds() -> None:
+    """The contract documents live outside the repository; the docs cite their
+    own pages instead (the Protocol page is the contract in the repository)."""
+    for page in [README, *DOCS.glob("*.md")]:
+        text = page.read_text()
+        assert "PROTOCOL.md" not in text and "ARCHITECTURE.md" not in text, page.name
+
+
 # Change history and benchmark history, in the forms they take in prose:
 # "used to ...", "before this ...", "...; after bounded fan-out, 1.02x; third run".
 HISTORY = re.compile(
