@@ -58,6 +58,37 @@ def test_the_key_table_is_the_consoles() -> None:
     )
 
 
+def test_the_pane_table_is_the_consoles() -> None:
+    """One row per pane of the console, under the key that shows it, and each
+    pane's screenshot made by screenshots/make_screenshots.py is on the page."""
+    from verb_console.console.screen import PANES
+
+    text = GUIDE.read_text()
+    rows = re.findall(r"^\| `(\d)` \| (\w+) \|", text, re.M)
+    assert rows == [(str(n), name.title()) for n, (name, _) in enumerate(PANES, 1)]
+    for name, _ in PANES:
+        if name != "cluster":  # a single server's demo has no cluster to show
+            assert f"assets/screenshots/{name}.svg" in text, name
+
+
+def test_the_screenshots_are_the_scripts() -> None:
+    """Every picture the README and the docs show is one make_screenshots.py
+    makes, and the docs' assets are those files (a link, not copies)."""
+    from verb_console.console.screen import PANES
+
+    made = {f"{name}.svg" for name, _ in PANES} | {
+        f"{n}.svg" for n in ("help", "session", "room", "broadcast")
+    }
+    script = (ROOT / "screenshots" / "make_screenshots.py").read_text()
+    for extra in ("help", "session", "room", "broadcast"):
+        assert f'"{extra}"' in script, extra
+    assert {p.name for p in (ROOT / "screenshots").glob("*.svg")} == made
+    assert (DOCS / "assets" / "screenshots").resolve() == (ROOT / "screenshots").resolve()
+    for page in [README, *DOCS.glob("*.md")]:
+        for shot in re.findall(r"screenshots/(\w+\.svg)", page.read_text()):
+            assert shot in made, f"{page.name}: {shot}"
+
+
 def test_the_read_only_keys_are_the_consoles() -> None:
     """The guide's list of keys a read-only console refuses is the console's own."""
     said = re.search(r"The keys that change the server \(([^;)]*)", GUIDE.read_text())
