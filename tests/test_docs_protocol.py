@@ -246,6 +246,31 @@ def test_every_admin_operation_is_documented() -> None:
     assert documented == READ_OPS | ACTION_OPS
 
 
+def test_every_admin_argument_is_named() -> None:
+    """Every argument the admin socket reads from a request (``args["key"]``,
+    ``args.get("limit", ...)``) is named in section 15."""
+    read: set[str] = set()
+    for path in (ROOT / "verb_console" / "admin").glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Subscript) and getattr(node.value, "id", "") == "args":
+                key = node.slice
+            elif (
+                isinstance(node, ast.Call)
+                and isinstance(node.func, ast.Attribute)
+                and node.func.attr == "get"
+                and getattr(node.func.value, "id", "") == "args"
+                and node.args
+            ):
+                key = node.args[0]
+            else:
+                continue
+            if isinstance(key, ast.Constant):
+                read.add(key.value)
+    assert {"key", "members_from", "target", "final", "have"} <= read
+    missing = sorted(k for k in read if f"`{k}`" not in ADMIN)
+    assert not missing, f"admin arguments section 15 never names: {missing}"
+
+
 def test_every_overview_field_is_named() -> None:
     """``status`` answers the server's overview: the admin section names each field."""
     missing = sorted(f.name for f in fields(Overview) if f"`{f.name}`" not in ADMIN)
