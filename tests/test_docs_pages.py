@@ -272,6 +272,20 @@ def _nav_pages() -> list[str]:
     return re.findall(r"^  - [^:]+: (\S+\.md)$", (ROOT / "mkdocs.yml").read_text(), re.M)
 
 
+def test_ci_builds_the_docs_with_the_test_extras() -> None:
+    """CI builds the site strictly (broken links and anchors fail it), with tools
+    that the test extras install."""
+    import tomllib
+
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert re.search(r"^[^#\n]*mkdocs build --strict", ci, re.M)
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    assert "verb-console[docs]" in extras["test"]
+    assert {re.split(r"[<>=]", d)[0] for d in extras["docs"]} >= {"mkdocs", "mkdocs-material"}
+
+
 def test_every_page_is_in_the_nav() -> None:
     pages = sorted(p.name for p in DOCS.glob("*.md"))
     assert sorted(_nav_pages()) == pages
