@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import itertools
 import os
 import re
+import runpy
 import shlex
 import sys
 from pathlib import Path
@@ -168,6 +170,40 @@ def test_a_wrong_command_does_not_parse() -> None:
     ):
         with contextlib.redirect_stderr(io.StringIO()), pytest.raises(REFUSED):
             _parses(args)
+
+
+def _example_lines() -> list[tuple[str, str]]:
+    """Every ``examples/NAME.py ...`` command in the shell blocks of the docs."""
+    found = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for body in re.findall(r"^```sh\n(.*?)^```", page.read_text(), re.M | re.S):
+            found += [(page.name, m) for m in re.findall(r"(examples/\w+\.py[^\n#&|]*)", body)]
+    return found
+
+
+@functools.cache
+def _example_help(script: str) -> str:
+    """``python SCRIPT --help``, run in this process (argparse prints and exits)."""
+    out = io.StringIO()
+    argv = sys.argv
+    sys.argv = [script, "--help"]
+    try:
+        with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as done:
+            runpy.run_path(str(ROOT / script), run_name="__main__")
+    finally:
+        sys.argv = argv
+    assert done.value.code == 0
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(("page", "line"), _example_lines())
+def test_every_example_command_in_the_docs_is_the_scripts(page: str, line: str) -> None:
+    """The options the docs give an example script are options it has."""
+    script, *args = shlex.split(line)
+    shown = _example_help(script)
+    for word in args:
+        if word.startswith("--"):
+            assert re.search(rf"\s{re.escape(word)}\b", shown), f"{page}: {script} {word}"
 
 
 def test_version_prints_the_version() -> None:
