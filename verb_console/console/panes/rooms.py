@@ -191,11 +191,10 @@ class RoomsPane(Pane):
         if row is not None and row.name == self._members_of and item in members_table.rows:
             start = max(0, self._members_from + members_table.rows.index(item) - WINDOW // 2)
         room = self.view.room(row.name, start, WINDOW) if row is not None else None
-        subtitle = self.query_one(".pane-subtitle", Static)
         if room is None:
             self._members_of, self._members_from = None, 0
             members_table.set_items([], now)
-            subtitle.update("MEMBERS")
+            self.set_subtitle("MEMBERS")
             return
         self._members_of, self._members_from = room.name, room.members_from
         view = self.view
@@ -206,7 +205,7 @@ class RoomsPane(Pane):
             first = room.members_from + 1 if room.members else 0
             last = room.members_from + len(room.members)
             text += f"  {G.sep}  {fmt_int(first)}-{fmt_int(last)} in the order they joined"
-        subtitle.update(text)
+        self.set_subtitle(text)
 
     @on(LiveTable.CursorMoved, "#rooms")
     def _room_changed(self) -> None:
