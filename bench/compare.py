@@ -42,9 +42,10 @@ from benchlib import (
 TARGET = 1.25  # verb-console at most 1.25x py_limit's CPU per message
 VERB_FLAGS = ["--max-per-ip", "100000"]
 VC, VC_ASYNCIO, PY_LIMIT, NODE = "verb-console", "verb-console (asyncio)", "py_limit", "node_peer"
+AB = "verb-console (--ab tree)"
 
 
-def factories(shared: Path, with_asyncio: bool) -> dict[str, Any]:
+def factories(shared: Path, with_asyncio: bool, ab: Path | None = None) -> dict[str, Any]:
     f: dict[str, Any] = {
         PY_LIMIT: lambda: py_limit_server(shared, "uvloop", "orjson"),
         NODE: lambda: node_peer_server(shared),
@@ -52,6 +53,8 @@ def factories(shared: Path, with_asyncio: bool) -> dict[str, Any]:
     }
     if with_asyncio:
         f[VC_ASYNCIO] = lambda: verb_console_server(VC_ASYNCIO, VERB_FLAGS, loop="asyncio")
+    if ab is not None:
+        f[AB] = lambda: verb_console_server(AB, VERB_FLAGS, loop="uvloop", source=ab)
     return f
 
 
@@ -94,7 +97,7 @@ def summarize(names: list[str], rounds: list[dict[str, Any]]) -> dict[str, Any]:
     for num in (VC, VC_ASYNCIO):
         if num not in per:
             continue
-        for den in (PY_LIMIT, NODE, VC):
+        for den in (PY_LIMIT, NODE, VC, AB):
             if den == num:
                 continue
             for kind, key, raw in (
@@ -170,6 +173,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--pause", type=float, default=0.5, help="seconds between runs (default 0.5)")
     p.add_argument(
+        "--ab",
+        type=Path,
+        metavar="DIR",
+        help="also the verb_console package in DIR (an exported tree of another commit),"
+        " in the same rounds: ratios against it say what a change cost",
+    )
+    p.add_argument(
         "--out", type=Path, help="JSON results file (default bench/results/compare-DATE.json)"
     )
     args = p.parse_args(argv)
@@ -177,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--rounds must be at least 1")
     exit_on_signals()
     shared = shared_dir(args.shared)
-    make = factories(shared, not args.no_asyncio)
+    make = factories(shared, not args.no_asyncio, args.ab.resolve() if args.ab else None)
     names = list(make)
     started = datetime.datetime.now().astimezone()
     rounds: list[dict[str, Any]] = []
