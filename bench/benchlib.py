@@ -248,16 +248,20 @@ def node_peer_server(shared: Path) -> Server:
 
 
 def verb_console_server(
-    name: str, extra: Sequence[str], *, loop: str = "uvloop", cwd: Path | None = None
+    name: str,
+    extra: Sequence[str],
+    *,
+    loop: str = "uvloop",
+    cwd: Path | None = None,
+    source: Path | None = None,
 ) -> Server:
+    """A headless verb-console; ``source``: the ``verb_console`` package in that
+    directory (an exported tree of another commit) instead of this one's."""
     argv = [*verb_console_cmd(), "--headless", "--port", "0", "--protocol", "json", *extra]
-    return Server(
-        name,
-        argv,
-        VERB_READY,
-        env={"VERB_CONSOLE_LOOP": loop},
-        cwd=cwd or Path(tempfile.gettempdir()),
-    )
+    env = {"VERB_CONSOLE_LOOP": loop}
+    if source is not None:
+        env["PYTHONPATH"] = str(source)
+    return Server(name, argv, VERB_READY, env=env, cwd=cwd or Path(tempfile.gettempdir()))
 
 
 def cpu_per_msg(shared: Path, pid: int, load: Sequence[str | int], timeout: float = 120) -> dict:

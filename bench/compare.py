@@ -49,12 +49,15 @@ TARGET = 1.25  # verb-console at most 1.25x py_limit's CPU per message
 RESUME_TARGET = 1.05  # resume and history on at most 1.05x both off
 VERB_FLAGS = ["--max-per-ip", "100000"]
 VC, VC_ASYNCIO, PY_LIMIT, NODE = "verb-console", "verb-console (asyncio)", "py_limit", "node_peer"
+AB = "verb-console (--ab tree)"
 VC_ON, VC_OFF = "verb-console resume+history on", "verb-console resume+history off"
 ON_FLAGS = ["--resume-window", "120", "--history-size", "100"]
 OFF_FLAGS = ["--resume-window", "0", "--history-size", "0"]
 
 
-def factories(shared: Path, with_asyncio: bool, resume_ab: bool = False) -> dict[str, Any]:
+def factories(
+    shared: Path, with_asyncio: bool, ab: Path | None = None, resume_ab: bool = False
+) -> dict[str, Any]:
     if resume_ab:
         return {
             VC_OFF: lambda: verb_console_server(VC_OFF, [*VERB_FLAGS, *OFF_FLAGS]),
@@ -67,6 +70,8 @@ def factories(shared: Path, with_asyncio: bool, resume_ab: bool = False) -> dict
     }
     if with_asyncio:
         f[VC_ASYNCIO] = lambda: verb_console_server(VC_ASYNCIO, VERB_FLAGS, loop="asyncio")
+    if ab is not None:
+        f[AB] = lambda: verb_console_server(AB, VERB_FLAGS, loop="uvloop", source=ab)
     return f
 
 
@@ -106,7 +111,8 @@ def summarize(names: list[str], rounds: list[dict[str, Any]]) -> dict[str, Any]:
             "fanout_p50_ms_median": median([r[name]["fanout"]["p50_ms"] for r in rounds]),
         }
     ratios: dict[str, Any] = {}
-    pairs = [(num, den) for num in (VC, VC_ASYNCIO) for den in (PY_LIMIT, NODE, VC) if num != den]
+    dens = (PY_LIMIT, NODE, VC, AB)
+    pairs = [(num, den) for num in (VC, VC_ASYNCIO) for den in dens if num != den]
     pairs.append((VC_ON, VC_OFF))
     for num, den in pairs:
         if num not in per or den not in per:
@@ -187,6 +193,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--pause", type=float, default=0.5, help="seconds between runs (default 0.5)")
     p.add_argument(
+        "--ab",
+        type=Path,
+        metavar="DIR",
+        help="also the verb_console package in DIR (an exported tree of another commit),"
+        " in the same rounds: ratios against it say what a change cost",
+    )
+    p.add_argument(
         "--out", type=Path, help="JSON results file (default bench/results/compare-DATE.json)"
     )
     args = p.parse_args(argv)
@@ -194,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--rounds must be at least 1")
     exit_on_signals()
     shared = shared_dir(args.shared)
-    make = factories(shared, not args.no_asyncio, args.resume_ab)
+    make = factories(
+        shared, not args.no_asyncio, args.ab.resolve() if args.ab else None, args.resume_ab
+    )
     names = list(make)
     started = datetime.datetime.now().astimezone()
     rounds: list[dict[str, Any]] = []

@@ -1,7 +1,8 @@
 """The server and its console at 1,000 to 100,000 sessions (issue 21).
 
 N sessions are json streams of mux connections, 256 a connection (a process
-here may hold 20,000 descriptors), opened by this file run as a child process
+here may hold 20,000 descriptors), each in a room of 100 (N/100 rooms, so that
+the Rooms pane and its member table have rows), opened by this file run as a child process
 (``--open``), which then keeps a trickle of pings going on random streams
 (``--churn`` a second) so the consoles have changes to follow. For each of
 
@@ -18,6 +19,8 @@ in one run, it reports:
 - refresh time per pane: the CPU a second the console adds over headless
   (hosted: in the server; attached: in the server and in ``attach``) while
   that pane shows, per refresh;
+- the server's slowest loop turns over each mode (``ctl status``: the last
+  minute's, with what the turn was doing);
 - time to drain: from SIGTERM until the server has exited (each client
   connection closes at its first ``server_shutdown``).
 
@@ -51,6 +54,7 @@ from benchlib import free_port, machine, raise_nofile, write_json  # noqa: E402
 from ptyconsole import PtyConsole  # noqa: E402
 
 STREAMS = 256
+ROOM_SIZE = 100  # members of each room
 REFRESH_HZ = 4.0  # the console's default
 PANES = ("1", "2", "3", "4", "5", "6")
 PANE_S = 4.0  # seconds each pane shows while measured
@@ -71,9 +75,11 @@ def jframe(message: Any) -> bytes:
 class Holder(asyncio.Protocol):
     """One mux connection of 256 json streams; closes at the first server_shutdown."""
 
-    def __init__(self, ready: asyncio.Future[None]) -> None:
+    def __init__(self, ready: asyncio.Future[None], first: int) -> None:
         self.ready = ready
+        self.first = first  # the session number of its first stream (for its rooms)
         self.created = 0
+        self.tail = b""
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: Any) -> None:
@@ -87,11 +93,18 @@ class Holder(asyncio.Protocol):
             )
             for sid in range(1, 2 * STREAMS, 2)
         ]
+        frames += [
+            mframe(sid, jframe({"type": "join_room", "room": f"r{(self.first + n) // ROOM_SIZE}"}))
+            for n, sid in enumerate(range(1, 2 * STREAMS, 2))
+        ]
         transport.write(b"".join(frames))
 
     def data_received(self, data: bytes) -> None:
         if not self.ready.done():
-            self.created += data.count(b'"stream_created"')
+            # Ready once every stream is in its room; a marker may span two reads.
+            seen = self.tail + data
+            self.created += seen.count(b'"joined"')
+            self.tail = seen[-7:]
             if self.created >= STREAMS:
                 self.ready.set_result(None)
         if b'"server_shutdown"' in data and self.transport is not None:
@@ -108,9 +121,11 @@ async def hold(port: int, sessions: int, churn: float) -> None:
     connections = -(-sessions // STREAMS)
     for start in range(0, connections, 16):
         batch = []
-        for _ in range(start, min(connections, start + 16)):
+        for n in range(start, min(connections, start + 16)):
             ready: asyncio.Future[None] = loop.create_future()
-            _t, holder = await loop.create_connection(lambda r=ready: Holder(r), "127.0.0.1", port)
+            _t, holder = await loop.create_connection(
+                lambda r=ready, f=n * STREAMS: Holder(r, f), "127.0.0.1", port
+            )
             holders.append(holder)
             batch.append(ready)
         await asyncio.gather(*batch)
@@ -251,6 +266,17 @@ def headless_proc(port: int, sock: Path, sessions: int, cwd: str) -> subprocess.
     )
 
 
+def slowest_turns(sock: Path) -> list[list[Any]]:
+    """The server's slowest loop turns of the last minute ([ms, doing, seconds ago]), from
+    ``ctl status``."""
+    argv = [sys.executable, "-m", "verb_console", "ctl", "--admin-socket", str(sock)]
+    done = subprocess.run([*argv, "--json", "status"], capture_output=True, text=True, timeout=60)
+    if done.returncode != 0:
+        return []
+    turns = json.loads(done.stdout)["slowest_turns"]
+    return [[t["duration_ms"], t["doing"], round(t["at"] - time.time(), 1)] for t in turns]
+
+
 def drain(proc: subprocess.Popen[Any]) -> float:
     t0 = time.monotonic()
     proc.send_signal(signal.SIGTERM)
@@ -284,6 +310,7 @@ def one_mode(mode: str, sessions: int, churn: float) -> dict[str, Any]:
     if console is not None:
         console.wait_for("SESSION", timeout=60)
     by = Bystander(port)
+    shown_at = time.monotonic()
     panes: dict[str, Any] = {}
     every: list[float] = []
     for key in PANES if mode != "headless" else ("-",):
@@ -308,6 +335,9 @@ def one_mode(mode: str, sessions: int, churn: float) -> dict[str, Any]:
         panes[key] = row
     out["panes"] = panes
     out["bystander"] = summary(every)
+    # Turns more seconds ago than the panes took came before them (start, opening).
+    out["panes_s"] = round(time.monotonic() - shown_at, 1)
+    out["slowest_turns"] = slowest_turns(sock)
     by.close()
     if attach is not None:
         attach.stop()
@@ -358,7 +388,8 @@ def main() -> None:
         "--sessions", default="1000,10000", type=lambda s: [int(x) for x in s.split(",")]
     )
     parser.add_argument("--churn", type=float, default=200.0, help="pings a second, in all")
-    parser.add_argument("--out", default=str(HERE / "results" / "scale-2026-12-07.json"))
+    today = datetime.date.today()
+    parser.add_argument("--out", default=str(HERE / "results" / f"scale-{today}.json"))
     args = parser.parse_args()
     results = run(args)
     write_json(Path(args.out), results)

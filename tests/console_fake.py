@@ -317,8 +317,12 @@ class FixedHubView:
         rooms = [replace(r, members=()) for r in self.rooms()]
         return ROOMS.page_of(rooms, sort, reverse, filter, offset, limit, self.clock())
 
-    def room(self, name: str) -> RoomInfo | None:
-        return next((r for r in self.rooms() if r.name == name), None)
+    def room(self, name: str, members_from: int = 0, members_limit: int = 1000) -> RoomInfo | None:
+        found = next((r for r in self.rooms() if r.name == name), None)
+        if found is None:
+            return None
+        window = found.members[members_from : members_from + members_limit]
+        return replace(found, members=window, members_from=members_from)
 
     def mux_page(
         self,

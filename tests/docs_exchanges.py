@@ -23,6 +23,8 @@ the client's codec (the listener's protocol, or ``A=echo`` in the comment):
 
 ``A>> "..."`` sends raw bytes (a JSON string, \\u00XX for any byte), ``A> (close)``
 closes the client's connection, and ``A< (closed)`` expects the server to close it.
+``O> (auth NAME:TOKEN,...)`` rewrites the server's auth file (an operator's edit
+before a ``reload``).
 
 The placeholder convention (docs/protocol.md says it too): a string ``"<A>"`` is
 client A's session id; ``<A>`` inside a longer string stands for that id too
@@ -258,17 +260,15 @@ class Player:
             "port": 0,
             "upload_dir": str(self.tmp / f"uploads{node}"),
             "admin_socket": str(self.tmp / f"admin{node}.sock"),
+            "state_dir": str(self.tmp / f"state{node}"),  # bans are kept there
         }
         if node:
             values.update(cluster=self.redis_url, node_name=node)
         for key, value in self.exchange.options.items():
-            if (len(key) == 1 and key.isupper()) or key == "nodes":
+            if (len(key) == 1 and key.isupper()) or key in ("nodes", "slow_turn"):
                 continue
             if key == "auth":  # NAME:TOKEN, written to an auth file
-                name, _, token = str(value).partition(":")
-                path = self.tmp / "auth.txt"
-                path.write_text(f"{name}:{hashlib.sha256(token.encode()).hexdigest()}\n")
-                values["auth_file"] = str(path)
+                values["auth_file"] = str(self.write_auth(str(value)))
                 continue
             if key == "policy":  # a path from the repository's root
                 value = str(ROOT / str(value))
@@ -279,10 +279,25 @@ class Player:
             values[key] = value
         return Settings(**values)
 
+    def write_auth(self, users: str) -> Path:
+        """The auth file of ``NAME:TOKEN[,NAME:TOKEN...]``, as ``verb-console token`` makes it."""
+        path = self.tmp / "auth.txt"
+        lines = []
+        for user in users.split(","):
+            name, _, token = user.partition(":")
+            lines.append(f"{name}:{hashlib.sha256(token.encode()).hexdigest()}\n")
+        path.write_text("".join(lines))
+        return path
+
     async def run(self) -> None:
         for node in self.exchange.nodes:
             self.runtimes[node] = runtime = Runtime(self.settings(node))
             await runtime.start()
+            if "slow_turn" in self.exchange.options:
+                # A loop turn this long (seconds) is a slow one, noted in the
+                # overview: an exchange that shows a quiet server's overview
+                # unchanged sets it above what a loaded test machine's turns take.
+                runtime.hub.turns.slow = float(self.exchange.options["slow_turn"])
         try:
             await self.cluster_formed()
             for step in self.exchange.steps:
@@ -343,6 +358,9 @@ class Player:
         if step.kind == ">>":
             c.writer.write(_raw_bytes(text))
         elif step.kind == ">":
+            if step.text.startswith("(auth "):  # the operator edits the auth file
+                self.write_auth(step.text.removeprefix("(auth ").removesuffix(")"))
+                return
             if step.text == "(close)":
                 c.writer.close()
                 with contextlib.suppress(ConnectionError):

@@ -11,18 +11,26 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import io
 import itertools
 import os
 import re
+import runpy
+import shlex
 import sys
 from pathlib import Path
 
 import pytest
 
 from verb_console import __version__
+from verb_console.admin.bans import check_ban_args
+from verb_console.admin.ctl import CtlUsageError
 from verb_console.admin.ctl import build_parser as ctl_parser
-from verb_console.cli import main
+from verb_console.cli import UsageError, main
+from verb_console.cli import build_parser as cli_parser
+from verb_console.hub.bans import BanError
+from verb_console.security import valid_user_name
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "cli.md"
 _BLOCK = re.compile(r"<!-- help: (.*?) -->\n```text\n(.*?)```\n", re.S)
@@ -77,6 +85,125 @@ def test_every_flag_has_help() -> None:
         for line, after in itertools.pairwise(lines):
             if re.fullmatch(r"  -\S+(?: \S+)?", line):
                 assert after.startswith(" " * 8), f"{args}: {line.strip()} has no help"
+
+
+def test_help_points_only_at_what_the_repository_holds() -> None:
+    """--help is read by people with a checkout or just the package: it cites the
+    docs pages (docs/*.md, which exist), never a document outside the repository."""
+    root = PAGE.parent.parent
+    for args in commands():
+        text = help_text(args)
+        assert "PROTOCOL.md" not in text and "ARCHITECTURE.md" not in text, args
+        for page in re.findall(r"docs/[\w-]+\.md", text):
+            assert (root / page).exists(), f"{args}: {page}"
+
+
+ROOT = PAGE.parent.parent
+# The command's own word: at the start, after a prompt or an &&, or a venv's bin/.
+_COMMAND = re.compile(r"(?:^|\$ |&& |bin/)verb-console((?: [^\n#&|]*)?)")
+REFUSED = (SystemExit, UsageError, CtlUsageError, BanError)
+
+
+def _command_lines() -> list[tuple[str, str]]:
+    """Every ``verb-console ...`` command a reader may copy: in the shell blocks
+    of the README and the docs, after a ``$`` prompt in their text blocks, and in
+    the systemd unit's Exec lines. (The README's synopsis is not a command.)"""
+    found = []
+    sources = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    for page in sources:
+        text = page.read_text()
+        for lang, body in re.findall(r"^```(\w*)\n(.*?)^```", text, re.M | re.S):
+            body = body.replace("\\\n", " ")
+            for line in body.splitlines():
+                if lang == "text" and not line.startswith("$ "):
+                    continue
+                if lang in ("sh", "text"):
+                    found += [(page.name, m.strip()) for m in _COMMAND.findall(line)]
+    unit = (ROOT / "examples" / "verb-console.service").read_text()
+    for line in re.findall(r"^Exec\w+=(.*)$", unit, re.M):
+        found += [("verb-console.service", m.strip()) for m in _COMMAND.findall(line)]
+    return found
+
+
+def _parses(args: list[str]) -> None:
+    """Parse ``verb-console ARGS`` as the command would, without running it."""
+    if args[:1] == ["ctl"]:
+        parsed = ctl_parser().parse_args(args[1:])
+        if parsed.command == "ban":  # as ctl checks a ban before it asks the server
+            check_ban_args(parsed.target, parsed.duration)
+    elif args[:1] == ["attach"]:
+        known = help_text("attach --help")
+        for word in args[1:]:
+            assert not word.startswith("--") or f" {word}" in known, word
+    elif args[:1] == ["token"]:
+        assert len(args) == 2 and valid_user_name(args[1]), args
+    else:
+        cli_parser().parse_args(args)
+
+
+def test_the_docs_show_commands() -> None:
+    pages = {page for page, _ in _command_lines()}
+    assert {"README.md", "operator-guide.md", "verb-console.service"} <= pages
+    assert len(_command_lines()) >= 30
+
+
+@pytest.mark.parametrize(("page", "line"), _command_lines())
+def test_every_command_in_the_docs_parses(page: str, line: str) -> None:
+    """A command copied from the docs is one the command line accepts: its
+    commands, options and values are real (``...`` stands for more options)."""
+    args = [a for a in shlex.split(line.replace("...", "")) if a]
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        try:
+            _parses(args)
+        except REFUSED as exc:
+            pytest.fail(f"{page}: verb-console {line.strip()}: {err.getvalue() or exc}")
+
+
+def test_a_wrong_command_does_not_parse() -> None:
+    """The check above can fail."""
+    for args in (
+        ["ctl", "sessions", "--sort-by", "idle"],
+        ["--max-conns", "5"],
+        ["ctl", "kick"],
+        ["ctl", "ban", "10.0.0.0/33"],
+    ):
+        with contextlib.redirect_stderr(io.StringIO()), pytest.raises(REFUSED):
+            _parses(args)
+
+
+def _example_lines() -> list[tuple[str, str]]:
+    """Every ``examples/NAME.py ...`` command in the shell blocks of the docs."""
+    found = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for body in re.findall(r"^```sh\n(.*?)^```", page.read_text(), re.M | re.S):
+            found += [(page.name, m) for m in re.findall(r"(examples/\w+\.py[^\n#&|]*)", body)]
+    return found
+
+
+@functools.cache
+def _example_help(script: str) -> str:
+    """``python SCRIPT --help``, run in this process (argparse prints and exits)."""
+    out = io.StringIO()
+    argv = sys.argv
+    sys.argv = [script, "--help"]
+    try:
+        with contextlib.redirect_stdout(out), pytest.raises(SystemExit) as done:
+            runpy.run_path(str(ROOT / script), run_name="__main__")
+    finally:
+        sys.argv = argv
+    assert done.value.code == 0
+    return out.getvalue()
+
+
+@pytest.mark.parametrize(("page", "line"), _example_lines())
+def test_every_example_command_in_the_docs_is_the_scripts(page: str, line: str) -> None:
+    """The options the docs give an example script are options it has."""
+    script, *args = shlex.split(line)
+    shown = _example_help(script)
+    for word in args:
+        if word.startswith("--"):
+            assert re.search(rf"\s{re.escape(word)}\b", shown), f"{page}: {script} {word}"
 
 
 def test_version_prints_the_version() -> None:

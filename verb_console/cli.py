@@ -137,7 +137,7 @@ FLAGS: dict[str, tuple[str, Any, str]] = {
         _checked("1 to 32 characters of A-Za-z0-9_.-", str, lambda v: _NODE.match(v)),
         "this node's name in the cluster (default <hostname>-<port>)",
     ),
-    "auth_file": ("--auth-file", str, "tokens, one NAME:SHA256HEX a line (PROTOCOL.md s8)"),
+    "auth_file": ("--auth-file", str, "tokens, one NAME:SHA256HEX a line (docs/security.md)"),
     "tls_cert": ("--tls-cert", str, "serve TLS with this certificate (PEM; with --tls-key)"),
     "tls_key": ("--tls-key", str, "the certificate's private key (PEM)"),
     "tls_client_ca": (
@@ -160,7 +160,7 @@ FLAGS: dict[str, tuple[str, Any, str]] = {
         _positive_float,
         "seconds a room message is kept for recovery (default 300)",
     ),
-    "policy": ("--policy", str, "who may do what: a TOML policy file (PROTOCOL.md s12.1)"),
+    "policy": ("--policy", str, "who may do what: a TOML policy file (docs/security.md)"),
     "state_dir": (
         "--state-dir",
         str,

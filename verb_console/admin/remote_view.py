@@ -24,6 +24,7 @@ from typing import Any
 import anyio
 
 from ..hub.snapshot import (
+    ROOM_MEMBERS,
     ClosedSessionInfo,
     ClusterInfo,
     HubView,
@@ -104,6 +105,7 @@ class RemoteHubView:
         }
         self._pages_wanted: set[str] = set()
         self._ones: dict[str, tuple[str, Any]] = {}
+        self._ones_args: dict[str, dict[str, int]] = {}  # the window of the one record
         self._ones_wanted: set[str] = set()
         # The bans (PROTOCOL.md 12.3) as last fetched, and whether the next round fetches them.
         self._bans: list[dict[str, Any]] = []
@@ -245,7 +247,7 @@ class RemoteHubView:
         ones, self._ones_wanted = self._ones_wanted, set()
         for op in ones:
             key = self._ones[op][0]
-            raw = await client.request(op, key=key)
+            raw = await client.request(op, key=key, **self._ones_args.get(op, {}))
             found = from_wire(_PAGE_RECORDS[op], raw) if raw is not None else None
             self._ones[op] = (key, found)
 
@@ -259,10 +261,14 @@ class RemoteHubView:
         self._pages_wanted.add(op)
         return page
 
-    def _one(self, op: str, key: str) -> Any:
+    def _one(self, op: str, key: str, **window: int) -> Any:
         held = self._ones.get(op)
         if held is None or held[0] != key:
             self._ones[op] = held = (key, None)
+            self._poke()
+        if self._ones_args.get(op) != window:
+            # The same record, another window of it: what is held shows until it comes.
+            self._ones_args[op] = window
             self._poke()
         self._ones_wanted.add(op)
         return held[1]
@@ -360,9 +366,12 @@ class RemoteHubView:
         """The page last fetched; the next round fetches this one."""
         return self._paged("room_page", SessionQuery(sort, reverse, filter, max(0, offset), limit))
 
-    def room(self, name: str) -> RoomInfo | None:
+    def room(
+        self, name: str, members_from: int = 0, members_limit: int = ROOM_MEMBERS
+    ) -> RoomInfo | None:
         """The room as last fetched (None until then); the next round fetches it again."""
-        found: RoomInfo | None = self._one("room", name)
+        window = {"members_from": max(0, members_from), "members_limit": members_limit}
+        found: RoomInfo | None = self._one("room", name, **window)
         return found
 
     def mux_page(
@@ -427,7 +436,7 @@ class RemoteHubView:
             return self._overview.sessions
         for r in self._lists["rooms"]:
             if r.name == room:
-                return len(r.members)
+                return r.size
         return 0
 
     def operator_close(self, session_id: str) -> bool:

@@ -20,6 +20,7 @@ from typing import Any
 import orjson
 
 from .. import __version__
+from ..hub.snapshot import ROOM_MEMBERS
 from ..hub.view import LiveHubView
 from ..protocols.json import JsonDecoder, encode
 from . import paths
@@ -317,9 +318,13 @@ class AdminServer:
                         limit,
                     )
                 )
-            if op in ("room", "mux_connection"):
-                one = view.room if op == "room" else view.mux_connection
-                found = one(str(args["key"]))
+            if op == "room":
+                # A window of its members, so that a room of 100,000 is not one turn.
+                limit = min(int(args.get("members_limit", ROOM_MEMBERS)), PAGE_MAX)
+                room = view.room(str(args["key"]), int(args.get("members_from", 0)), limit)
+                return to_wire(room) if room is not None else None
+            if op == "mux_connection":
+                found = view.mux_connection(str(args["key"]))
                 return to_wire(found) if found is not None else None
             if op == "log_since":
                 return [to_wire(e) for e in view.log_since(int(args.get("seq", 0)))]

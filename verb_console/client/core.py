@@ -32,7 +32,11 @@ log = logging.getLogger("verb_console.client")
 Message = dict[str, Any]
 
 # ``closing`` reasons after which a client does not reconnect, and ends quietly.
-DELIBERATE_REASONS = frozenset({"operator", "shutdown", "protocol_error"})
+#: ``closing`` reasons after which a client does not come back: the server closed
+#: it on purpose, and (for the credentials) a reconnection would be refused again.
+DELIBERATE_REASONS = frozenset(
+    {"operator", "shutdown", "protocol_error", "auth_failed", "auth_revoked"}
+)
 
 #: A timeout argument meaning "this client's default".
 DEFAULT = -1.0
@@ -99,6 +103,9 @@ class JsonCore:
         self.last_seq = 0
         #: Each room's position, ``(epoch, offset)`` of the last message seen (11.2).
         self.positions: dict[str, tuple[str, int]] = {}
+        #: The ``auth`` message every connection starts with (PROTOCOL.md 8), if the
+        #: server requires one: a reconnection sends it before its ``resume`` (11.1).
+        self.auth: Message | None = None
         self._welcome: Message | None = None
         self._welcome_wanted: Reply | None = None
         self._pending: dict[int | str, Reply] = {}

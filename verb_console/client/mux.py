@@ -119,6 +119,8 @@ class MuxClient(Reconnecting):
         # server answers that one with unknown_stream, which is no news.
         self._crossed: set[int] = set()
         self._pings: dict[Any, Reply] = {}
+        #: The control ``auth`` sent on this connection, sent again on a new one.
+        self.auth: Message | None = None
         self._control: Mailbox[Message] = Mailbox()
         self._local_id = self._address(stream)
         self._runner: Background = spawn(self._run)
@@ -143,6 +145,7 @@ class MuxClient(Reconnecting):
         reconnect: bool = False,
         backoff: Backoff | None = None,
         send_buffer: int = SEND_BUFFER,
+        token: str | None = None,
     ) -> MuxClient:
         """Open the TCP connection (TLS with ``ssl_context``). Nothing is sent until a
         stream is opened or a ping is sent.
@@ -152,13 +155,17 @@ class MuxClient(Reconnecting):
         and each json stream comes back on a new stream: it resumes its session,
         or rejoins its rooms with ``since`` (see :mod:`.mux_json`). Other streams
         end with the connection.
+
+        With ``token``, the connection authenticates first (PROTOCOL.md section
+        8), and again on each connection made again: a wrong token raises
+        :class:`ServerError` ``auth_failed`` here.
         """
 
         def again() -> Awaitable[anyio.abc.SocketStream]:
             return dial(host, port, timeout, local_host, ssl_context, tls_hostname)
 
         stream = await again()
-        return cls(
+        client = cls(
             stream,
             max_payload=max_payload,
             reconnect=reconnect,
@@ -167,6 +174,17 @@ class MuxClient(Reconnecting):
             redial=again,
             timeout=timeout,
         )
+        if token is not None:
+            client.send_control({"type": "auth", "token": token})
+            try:
+                reply = await client.control_message(timeout)
+            except BaseException:
+                await client.close()
+                raise
+            if reply.get("type") != "authenticated":
+                await client.close()
+                raise ServerError.from_reply(reply)
+        return client
 
     async def __aenter__(self) -> MuxClient:
         return self
@@ -196,7 +214,13 @@ class MuxClient(Reconnecting):
 
     # ------------------------------------------------------------------ control
     def send_control(self, message: Message) -> None:
-        """Send one control message as is (replies come from :meth:`control_message`)."""
+        """Send one control message as is (replies come from :meth:`control_message`).
+
+        An ``auth`` (PROTOCOL.md section 8) is kept, and sent first again on each
+        connection made again, so that its streams resume as its user.
+        """
+        if message.get("type") == "auth":
+            self.auth = dict(message)
         self._write([m.encode_control(message)])
 
     async def control_message(self, timeout: float | None = DEFAULT_TIMEOUT) -> Message:

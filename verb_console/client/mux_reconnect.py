@@ -53,6 +53,7 @@ class Reconnecting:
     _next_id: int
     _crossed: set[int]
     _local_id: str
+    auth: dict[str, Any] | None
 
     @staticmethod
     def _address(stream: anyio.abc.SocketStream) -> str:
@@ -97,6 +98,10 @@ class Reconnecting:
         self._local_id = self._address(stream)
         self._live = True
         self.reconnects += 1
+        if self.auth is not None:
+            # Authenticated first, as the lost connection was: its streams come
+            # back as sessions of its user (PROTOCOL.md 8 and 11.1).
+            self._outbox.write(m.encode_control(self.auth))
 
     def _json_view(self, stream: MuxStream, max_frame: int | None, **options: Any) -> JsonStream:
         if not self.reconnect:

@@ -45,7 +45,7 @@ import anyio.abc
 from ..protocols.json import DEFAULT_MAX_FRAME
 from ._io import Background, Outbox, spawn
 from .backoff import Backoff
-from .core import DELIBERATE_REASONS, Message, Reply
+from .core import DEFAULT, DELIBERATE_REASONS, Message, Reply
 from .dial import dial
 from .errors import ClientClosed, ReconnectFailed, ServerError
 from .recovery import Recovery
@@ -85,6 +85,12 @@ class JsonClient(Resuming):
     :param on_recovery: called with the :class:`~.recovery.Recovery` of each reconnection.
     :param send_buffer: bytes of messages held while reconnecting; past them a
         send raises :class:`~.errors.SendBufferFull`.
+    :param token: the token to authenticate with, for a server that requires it
+        (PROTOCOL.md section 8): the client's first message on every connection,
+        so :meth:`connect` returns once authenticated (a wrong token raises
+        :class:`ServerError` ``auth_failed``), and a reconnection authenticates
+        again before it resumes. A token refused on a reconnection (revoked
+        meanwhile) ends the client.
 
     Callbacks may be plain functions or coroutine functions.
     """
@@ -109,6 +115,7 @@ class JsonClient(Resuming):
         on_give_up: Callable[[ReconnectFailed], Any] | None = None,
         on_recovery: Callable[[Recovery], Any] | None = None,
         send_buffer: int = SEND_BUFFER,
+        token: str | None = None,
     ) -> None:
         super().__init__(
             max_frame,
@@ -132,6 +139,8 @@ class JsonClient(Resuming):
         self._runner: Background | None = None
         self._closing = False
         self._done: anyio.Event | None = None
+        if token is not None:
+            self.auth = {"type": "auth", "token": token}
 
     # ----------------------------------------------------------- state
     @property
@@ -211,7 +220,11 @@ class JsonClient(Resuming):
         resume_seq = self.last_seq
         self._new_connection()
         self.last_seq = 0
-        first = self._resume_message(resume_seq) if started.done else None
+        resume = self._resume_message(resume_seq) if started.done else None
+        # With authentication on, every connection authenticates first, and a
+        # reconnection resumes after (PROTOCOL.md 11.1).
+        auth = self.auth
+        first = auth if auth is not None else resume
         try:
             async with anyio.create_task_group() as tg:
                 tg.start_soon(conn.outbox.run)
@@ -229,6 +242,27 @@ class JsonClient(Resuming):
                     conn.lost = conn.lost or exc
                     tg.cancel_scope.cancel()
                     return
+                refused = self.first_reply if auth is not None else None
+                if isinstance(refused, ServerError) and (
+                    not started.done or refused.code == "auth_failed"
+                ):
+                    if not started.done:
+                        conn.lost = refused  # connect() raises it: a wrong token
+                    else:
+                        # Refused on a reconnection (the token revoked meanwhile):
+                        # the server closes with closing auth_failed, after which
+                        # the client does not come back (DELIBERATE_REASONS).
+                        await self._wait(lambda: self.closing_reason is not None, 2.0)
+                        self.closing_reason = self.closing_reason or "auth_failed"
+                        conn.ready = True
+                    tg.cancel_scope.cancel()
+                    return
+                # Authenticated again: now the resume.
+                if auth is not None and resume is not None:
+                    try:
+                        self.first_reply = await self._request(resume, DEFAULT, self._write_now)
+                    except ServerError as exc:
+                        self.first_reply = exc
                 conn.ready = True
                 self.disconnect_reason = None
                 if not started.done:
@@ -236,7 +270,7 @@ class JsonClient(Resuming):
                     self._set_connected(True)
                     started.set(welcome)
                 else:
-                    recovery = await self._recover(welcome, first is not None)
+                    recovery = await self._recover(welcome, resume is not None)
                     if recovery is not None:
                         self.reconnects += 1
                         self.last_recovery = recovery

@@ -11,11 +11,12 @@ from textual.containers import Horizontal
 from textual.content import Content
 from textual.reactive import var
 from textual.screen import Screen
-from textual.widgets import ContentSwitcher, Footer, Input, Label, Static
+from textual.widgets import ContentSwitcher, Input, Label, Static
 
 from verb_console.hub.snapshot import HubView, Overview
 
 from .export import export_table
+from .footer import SteadyFooter
 from .format import fmt_duration, plural
 from .glyphs import G
 from .header import HeaderBar
@@ -113,7 +114,7 @@ class MainScreen(Screen[None]):
                 id="filter",
                 compact=True,
             )
-        yield Footer(compact=True)
+        yield SteadyFooter(compact=True)
 
     def on_mount(self) -> None:
         self.active_pane.focus_table()

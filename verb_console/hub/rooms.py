@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import unicodedata
+from itertools import islice
 from typing import Any, Protocol
 
 from ..protocols.json import encode
@@ -149,13 +150,20 @@ class RoomRegistry:
     def snapshot(self) -> list[RoomInfo]:
         return [self.info(r) for r in self.rooms.values()]
 
-    def info(self, r: Room, members: bool = True) -> RoomInfo:
-        """A room's record; with ``members`` False (a page of rooms), without its
-        members' ids: a page costs its rows, not their members."""
+    def info(
+        self, r: Room, members: bool = True, start: int = 0, limit: int | None = None
+    ) -> RoomInfo:
+        """A room's record with its members' ids in the order they joined, ``limit``
+        of them from ``start`` on (all when None); with ``members`` False (a page of
+        rooms), without them: a page costs its rows, not their members."""
         pos = self.history.rooms.get(r.name) if self.history is not None else None
+        ids: tuple[str, ...] = ()
+        if members:
+            stop = None if limit is None else start + max(0, limit)
+            ids = tuple(islice(r.members, start, stop))
         return RoomInfo(
             name=r.name,
-            members=tuple(sorted(r.members)) if members else (),
+            members=ids,
             messages=r.messages,
             created_at=r.created_at,
             epoch=pos.epoch if pos is not None else "",
@@ -164,4 +172,5 @@ class RoomRegistry:
             history=len(pos.entries) if pos is not None else 0,
             history_bytes=pos.bytes if pos is not None else 0,
             size=len(r.members),
+            members_from=start if members else 0,
         )

@@ -52,6 +52,10 @@ class SessionInfo(NamedTuple):
 
 _SESSION_FIELDS = attrgetter(*SessionInfo._fields)
 
+#: Members a look at one room gives at most: a room of 100,000 costs a look the
+#: window a console shows, not the room.
+ROOM_MEMBERS = 1000
+
 
 def frozen(record: SessionInfo) -> SessionInfo:
     """A frozen :class:`SessionInfo` of a record with its fields (a live ``SessionView``).
@@ -97,7 +101,9 @@ class ThrottleInfo:
 @dataclass(frozen=True, slots=True)
 class RoomInfo:
     name: str
-    members: tuple[str, ...]  # sorted; () in a page of rooms (see ``size``)
+    # Members' ids in the order they joined: from ``members_from`` on, a window of
+    # them in :meth:`HubView.room`; () in a page of rooms (``size`` counts them all).
+    members: tuple[str, ...]
     messages: int
     created_at: float
     # The room's position and kept messages (PROTOCOL.md 11.2); "" with history off.
@@ -106,6 +112,7 @@ class RoomInfo:
     history: int = 0  # room messages kept
     history_bytes: int = 0
     size: int = 0  # members
+    members_from: int = 0  # where in the join order ``members`` begins
 
     @property
     def id(self) -> str:
@@ -377,8 +384,11 @@ class HubView(Protocol):
         without their members: each row's ``size`` counts them."""
         ...
 
-    def room(self, name: str) -> RoomInfo | None:
-        """One room with its members (the one a console shows the members of)."""
+    def room(
+        self, name: str, members_from: int = 0, members_limit: int = ROOM_MEMBERS
+    ) -> RoomInfo | None:
+        """One room with a window of its members in the order they joined (the room
+        a console shows the members of): a look costs the window, not the room."""
         ...
 
     def mux_connections(self) -> list[MuxConnectionInfo]:

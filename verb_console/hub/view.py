@@ -17,6 +17,7 @@ from .session import Session
 from .session_fields import FIELDS, SESSIONS
 from .session_view import LIVE_READS, SessionView
 from .snapshot import (
+    ROOM_MEMBERS,
     ClosedSessionInfo,
     ClusterInfo,
     HubView,
@@ -97,9 +98,13 @@ class LiveHubView:
     ) -> RoomPage:
         return self._rooms.page(sort, reverse, filter, offset, limit)
 
-    def room(self, name: str) -> RoomInfo | None:
+    def room(
+        self, name: str, members_from: int = 0, members_limit: int = ROOM_MEMBERS
+    ) -> RoomInfo | None:
         found = self.hub.rooms.get(name)
-        return self.hub.rooms.info(found) if found is not None else None
+        if found is None:
+            return None
+        return self.hub.rooms.info(found, True, max(0, members_from), members_limit)
 
     def mux_page(
         self,

@@ -116,6 +116,7 @@ class Pane(Vertical):
         self.view = view
         self.clock = clock
         self._title_text = ""
+        self._subtitle_text = ""
         self._title_base = ""
         self._paused = False
         self.paging = Window()
@@ -169,7 +170,16 @@ class Pane(Vertical):
             text = f"PAUSED (p resumes)  {G.sep}  {text}"
         if text != self._title_text:
             self._title_text = text
-            self.query_one(".pane-title", Static).update(text)
+            # One line of the pane's width whatever it says: no layout (of every
+            # widget on the screen) for a new text.
+            self.query_one(".pane-title", Static).update(text, layout=False)
+
+    def set_subtitle(self, text: str) -> None:
+        """Update the line over a pane's lower table, only if the text changed (as
+        :meth:`set_title`: a tick that changes nothing costs nothing)."""
+        if text != self._subtitle_text:
+            self._subtitle_text = text
+            self.query_one(".pane-subtitle", Static).update(text, layout=False)
 
     def set_paused(self, paused: bool) -> None:
         """Mark the title while the live view is paused."""

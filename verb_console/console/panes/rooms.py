@@ -17,7 +17,7 @@ from verb_console.hub.snapshot import RoomInfo, SessionInfo
 from ..format import fmt_bytes, fmt_clock, fmt_count, fmt_duration, fmt_int, plural
 from ..glyphs import G
 from ..keys import bindings
-from .base import Detail, DetailRows, Pane
+from .base import WINDOW, Detail, DetailRows, Pane
 from .table import Cell, Column, LiveTable
 
 
@@ -79,14 +79,17 @@ def _member_protocol(m: tuple[str, SessionInfo | None], _now: float) -> str:
     return m[1].protocol if m[1] else "?"
 
 
+# In the order the members joined, a window of them at a time (a room of 100,000
+# costs a tick the window): no column sorts, as a sort of the window would look
+# like a sort of the room.
 MEMBER_COLUMNS = (
-    Column("MEMBER", 16, lambda m, _: m[0], lambda m: m[0], measure=itemgetter(0)),
-    Column("PROTO", 6, _member_protocol, lambda m: m[1].protocol if m[1] else ""),
+    Column("MEMBER", 16, lambda m, _: m[0], None, measure=itemgetter(0)),
+    Column("PROTO", 6, _member_protocol, None),
     Column(
         "IDLE",
         6,
         lambda m, now: fmt_duration(now - m[1].last_activity) if m[1] else "-",
-        lambda m: -m[1].last_activity if m[1] else 0.0,
+        None,
         "right",
     ),
     Column("MSG IN", 7, lambda m, _: fmt_count(m[1].msgs_in) if m[1] else "-", None, "right", 2),
@@ -103,8 +106,15 @@ def room_rows(r: RoomInfo, now: float) -> DetailRows:
         ("Messages", fmt_int(r.messages)),
         *_history_rows(r),
         ("Members", fmt_int(r.size)),
-        *((f"  #{i}", m) for i, m in enumerate(r.members, 1)),
+        *((f"  #{i}", m) for i, m in enumerate(r.members, r.members_from + 1)),
+        *_more_members(r),
     ]
+
+
+def _more_members(r: RoomInfo) -> DetailRows:
+    """The members past the window a look at the room gives (see ROOM_MEMBERS)."""
+    past = r.size - r.members_from - len(r.members)
+    return [("  ...", f"{fmt_int(past)} more")] if past > 0 else []
 
 
 def _history_rows(r: RoomInfo) -> DetailRows:
@@ -121,6 +131,9 @@ class RoomsPane(Pane):
     label = "Rooms"
     BINDINGS: ClassVar[list[BindingType]] = bindings("rooms")
     hints = "tab members"
+    # The room whose members the lower table holds, and where its window begins.
+    _members_of: str | None = None
+    _members_from = 0
 
     DEFAULT_CSS = """
     RoomsPane #rooms { height: 1fr; }
@@ -169,20 +182,30 @@ class RoomsPane(Pane):
         self.set_title(self.describe_table("room", window))
 
     def _refresh_members(self, now: float) -> None:
+        """The window of the selected room's members around the members' cursor: a
+        tick costs the window, however many the room has."""
         row: RoomInfo | None = self.query_one("#rooms", LiveTable).cursor_item
-        room = self.view.room(row.name) if row is not None else None
         members_table = self.query_one("#members", LiveTable)
-        subtitle = self.query_one(".pane-subtitle", Static)
+        start = 0
+        item = members_table.cursor_item
+        if row is not None and row.name == self._members_of and item in members_table.rows:
+            start = max(0, self._members_from + members_table.rows.index(item) - WINDOW // 2)
+        room = self.view.room(row.name, start, WINDOW) if row is not None else None
         if room is None:
+            self._members_of, self._members_from = None, 0
             members_table.set_items([], now)
-            subtitle.update("MEMBERS")
+            self.set_subtitle("MEMBERS")
             return
-        wanted = set(room.members)
-        # Only the members are looked up: a room costs its members, not the sessions.
+        self._members_of, self._members_from = room.name, room.members_from
         view = self.view
-        found = {m: s for m in wanted if (s := view.session(m)) is not None}
-        members_table.set_items([(m, found.get(m)) for m in room.members], now)
-        subtitle.update(f"MEMBERS of {room.name}  {G.sep}  {plural(len(room.members), 'member')}")
+        members = [(m, view.session(m)) for m in room.members]
+        members_table.set_items(members, now, (room.size, room.size, ""))
+        text = f"MEMBERS of {room.name}  {G.sep}  {plural(room.size, 'member')}"
+        if len(room.members) < room.size:
+            first = room.members_from + 1 if room.members else 0
+            last = room.members_from + len(room.members)
+            text += f"  {G.sep}  {fmt_int(first)}-{fmt_int(last)} in the order they joined"
+        self.set_subtitle(text)
 
     @on(LiveTable.CursorMoved, "#rooms")
     def _room_changed(self) -> None:

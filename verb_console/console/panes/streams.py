@@ -142,9 +142,8 @@ class StreamsPane(Pane):
     def _refresh_streams(self, now: float) -> None:
         row: MuxConnectionInfo | None = self.query_one("#mux", LiveTable).cursor_item
         mux = self.view.mux_connection(row.id) if row is not None else None
-        subtitle = self.query_one(".pane-subtitle", Static)
         self.query_one("#streams", LiveTable).set_items(mux.streams if mux else [], now)
-        subtitle.update(
+        self.set_subtitle(
             f"STREAMS of {mux.id}  {G.sep}  {plural(len(mux.streams), 'stream')}"
             if mux
             else "STREAMS"

@@ -332,7 +332,7 @@ class LiveTable(ScrollView, can_focus=True):
             for (index, w), gap in zip(layout, self._gaps, strict=True):
                 column = self.columns[index]
                 label = column.label
-                if index == self.sort_column:
+                if index == self.sort_column and column.sort_key is not None:
                     arrow = G.down if self.sort_reverse else G.up
                     label = f"{arrow}{label}" if column.align == "right" else f"{label}{arrow}"
                 segments.append(Segment(fit(label, w, column.align) + " " * gap, style))
