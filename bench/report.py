@@ -265,6 +265,18 @@ ROWS: list[tuple[str, str, Reader, str]] = [
         "under 20 ms",
     ),
     (
+        "most of 10,000 drained sessions back on a second node in any one second",
+        "lame_duck",
+        lambda d: f"{d['result']['spread']['max_share_in_any_1s_window']:.1%}",
+        "at most 5%",
+    ),
+    (
+        "room messages lost, repeated or out of order across that drain",
+        "lame_duck",
+        lambda d: f"{d['result']['sessions_with_errors'] + d['result']['incomplete']}",
+        "0",
+    ),
+    (
         "longest loop turn (CPU) of a lame-duck drain of 10,000 sessions",
         "lame_duck",
         lambda d: f"{d['result']['max_turn_cpu_ms']:.1f} ms",
