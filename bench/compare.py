@@ -11,13 +11,19 @@ per-IP throttle must admit the benchmark's own connections: ``--max-per-ip
 100000``. It is measured on uvloop (its default) and on the standard asyncio loop
 (``VERB_CONSOLE_LOOP=asyncio``).
 
-    .venv/bin/python bench/compare.py [--rounds 5] [--shared DIR]
+``--resume-ab`` measures instead the same server with session resume and room
+history on (``--resume-window 120 --history-size 100``: a counter and a ring
+append per delivery) against both off (``--resume-window 0 --history-size 0``),
+in alternated rounds (PROTOCOL.md section 11; target: within 1.05x).
+
+    .venv/bin/python bench/compare.py [--rounds 5] [--shared DIR] [--resume-ab]
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import sys
 import time
 from pathlib import Path
@@ -40,12 +46,23 @@ from benchlib import (
 )
 
 TARGET = 1.25  # verb-console at most 1.25x py_limit's CPU per message
+RESUME_TARGET = 1.05  # resume and history on at most 1.05x both off
 VERB_FLAGS = ["--max-per-ip", "100000"]
 VC, VC_ASYNCIO, PY_LIMIT, NODE = "verb-console", "verb-console (asyncio)", "py_limit", "node_peer"
 AB = "verb-console (--ab tree)"
+VC_ON, VC_OFF = "verb-console resume+history on", "verb-console resume+history off"
+ON_FLAGS = ["--resume-window", "120", "--history-size", "100"]
+OFF_FLAGS = ["--resume-window", "0", "--history-size", "0"]
 
 
-def factories(shared: Path, with_asyncio: bool, ab: Path | None = None) -> dict[str, Any]:
+def factories(
+    shared: Path, with_asyncio: bool, ab: Path | None = None, resume_ab: bool = False
+) -> dict[str, Any]:
+    if resume_ab:
+        return {
+            VC_OFF: lambda: verb_console_server(VC_OFF, [*VERB_FLAGS, *OFF_FLAGS]),
+            VC_ON: lambda: verb_console_server(VC_ON, [*VERB_FLAGS, *ON_FLAGS]),
+        }
     f: dict[str, Any] = {
         PY_LIMIT: lambda: py_limit_server(shared, "uvloop", "orjson"),
         NODE: lambda: node_peer_server(shared),
@@ -94,25 +111,23 @@ def summarize(names: list[str], rounds: list[dict[str, Any]]) -> dict[str, Any]:
             "fanout_p50_ms_median": median([r[name]["fanout"]["p50_ms"] for r in rounds]),
         }
     ratios: dict[str, Any] = {}
-    for num in (VC, VC_ASYNCIO):
-        if num not in per:
+    dens = (PY_LIMIT, NODE, VC, AB)
+    pairs = [(num, den) for num in (VC, VC_ASYNCIO) for den in dens if num != den]
+    pairs.append((VC_ON, VC_OFF))
+    for num, den in pairs:
+        if num not in per or den not in per:
             continue
-        for den in (PY_LIMIT, NODE, VC, AB):
-            if den == num:
-                continue
-            for kind, key, raw in (
-                ("ping", "ping_median", "ping_us_per_msg"),
-                ("fanout", "fanout_median", "fanout_us_per_delivery"),
-            ):
-                # The ratio of the medians, and the median of the ratios of each round
-                # (both servers measured minutes apart at most: less exposed to drift).
-                paired = [
-                    a / b for a, b in zip(per[num][raw], per[den][raw], strict=True) if a and b
-                ]
-                ratios[f"{num} / {den} {kind}"] = {
-                    "of_medians": ratio(per[num][key], per[den][key]),
-                    "median_of_rounds": median(paired),
-                }
+        for kind, key, raw in (
+            ("ping", "ping_median", "ping_us_per_msg"),
+            ("fanout", "fanout_median", "fanout_us_per_delivery"),
+        ):
+            # The ratio of the medians, and the median of the ratios of each round
+            # (both servers measured minutes apart at most: less exposed to drift).
+            paired = [a / b for a, b in zip(per[num][raw], per[den][raw], strict=True) if a and b]
+            ratios[f"{num} / {den} {kind}"] = {
+                "of_medians": ratio(per[num][key], per[den][key]),
+                "median_of_rounds": median(paired),
+            }
     return {"servers": per, "ratios": ratios}
 
 
@@ -143,13 +158,13 @@ def report(summary: dict[str, Any], n_rounds: int) -> str:
         "",
     ]
     for kind in ("ping", "fanout"):
-        r = summary["ratios"].get(f"{VC} / {PY_LIMIT} {kind}")
-        if r and r["of_medians"] is not None:
-            verdict = "met" if r["of_medians"] <= TARGET else "MISSED"
-            out.append(
-                f"target {kind}: verb-console / py_limit = {r['of_medians']:.2f}"
-                f" (<= {TARGET} {verdict})"
-            )
+        for num, den, target in ((VC, PY_LIMIT, TARGET), (VC_ON, VC_OFF, RESUME_TARGET)):
+            r = summary["ratios"].get(f"{num} / {den} {kind}")
+            if r and r["of_medians"] is not None:
+                verdict = "met" if r["of_medians"] <= target else "MISSED"
+                out.append(
+                    f"target {kind}: {num} / {den} = {r['of_medians']:.2f} (<= {target} {verdict})"
+                )
     return "\n".join(out)
 
 
@@ -171,6 +186,11 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="skip verb-console on the standard asyncio loop",
     )
+    p.add_argument(
+        "--resume-ab",
+        action="store_true",
+        help="resume and room history on against both off, alternated (no other server)",
+    )
     p.add_argument("--pause", type=float, default=0.5, help="seconds between runs (default 0.5)")
     p.add_argument(
         "--ab",
@@ -187,7 +207,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--rounds must be at least 1")
     exit_on_signals()
     shared = shared_dir(args.shared)
-    make = factories(shared, not args.no_asyncio, args.ab.resolve() if args.ab else None)
+    make = factories(
+        shared, not args.no_asyncio, args.ab.resolve() if args.ab else None, args.resume_ab
+    )
     names = list(make)
     started = datetime.datetime.now().astimezone()
     rounds: list[dict[str, Any]] = []
@@ -214,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = summarize(names, rounds)
     print()
     print(report(summary, len(rounds)))
-    out = args.out or result_path("compare", started)
+    out = args.out or result_path("compare_resume" if args.resume_ab else "compare", started)
     data = {
         "benchmark": "compare",
         "date": started.isoformat(timespec="seconds"),
@@ -224,7 +246,10 @@ def main(argv: list[str] | None = None) -> int:
             "fanout": f"loadgen.js fanout 127.0.0.1 PORT {args.receivers} {args.seconds:g}",
         },
         "verb_console_flags": ["--headless", "--protocol", "json", *VERB_FLAGS],
-        "target": {"verb-console / py_limit": TARGET},
+        "target": {"verb-console / py_limit": TARGET}
+        if not args.resume_ab
+        else {f"{VC_ON} / {VC_OFF}": RESUME_TARGET, "on": ON_FLAGS, "off": OFF_FLAGS},
+        "loadavg": os.getloadavg(),
         "machine": machine(),
         **summary,
         "raw": rounds,

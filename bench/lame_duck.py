@@ -10,6 +10,9 @@ Figures: the slowest turns, and how the closes spread (the quantiles of the
 close times against the schedule's 10% + 90% x k/n of the grace period).
 
     .venv/bin/python bench/lame_duck.py [--connections 10000] [--grace 10]
+
+The drain to a second node of a cluster, and what the clients recover there,
+is bench/lame_duck_cluster.py.
 """
 
 from __future__ import annotations

@@ -232,6 +232,51 @@ ROWS: list[tuple[str, str, Reader, str]] = [
         "at most 1.1x",
     ),
     (
+        "a fresh client's ping p99 during a storm of 200 broadcasting clients",
+        "storm",
+        lambda d: f"{d['rounds'][-1]['fresh_ping']['p99_ms']:.0f} ms",
+        "under 100 ms",
+    ),
+    (
+        "bystander ping p99, console on show / headless (100,000 sessions)",
+        "scale",
+        lambda d: _x(d["runs"]["100000"]["hosted_p99_over_headless"]),
+        "at most 1.2x",
+    ),
+    (
+        "one Connections refresh (CPU), 100,000 / 1,000 sessions",
+        "scale",
+        lambda d: _ratio(
+            d["runs"]["100000"]["hosted"]["panes"]["1"]["refresh_ms"],
+            d["runs"]["1000"]["hosted"]["panes"]["1"]["refresh_ms"],
+        ),
+        "at most 2x",
+    ),
+    (
+        "a resume on another node, p99",
+        "cluster_resume",
+        lambda d: f"{d['resume']['p99_ms']:.1f} ms",
+        "under 100 ms",
+    ),
+    (
+        "recovery of 100 missed room messages from Redis, p99",
+        "cluster_resume",
+        lambda d: f"{d['recovery']['p99_ms']:.1f} ms",
+        "under 20 ms",
+    ),
+    (
+        "most of 10,000 drained sessions back on a second node in any one second",
+        "lame_duck",
+        lambda d: f"{d['result']['spread']['max_share_in_any_1s_window']:.1%}",
+        "at most 5%",
+    ),
+    (
+        "room messages lost, repeated or out of order across that drain",
+        "lame_duck",
+        lambda d: f"{d['result']['sessions_with_errors'] + d['result']['incomplete']}",
+        "0",
+    ),
+    (
         "longest loop turn (CPU) of a lame-duck drain of 10,000 sessions",
         "lame_duck",
         lambda d: f"{d['result']['max_turn_cpu_ms']:.1f} ms",

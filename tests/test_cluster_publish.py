@@ -5,12 +5,15 @@ order, and a node that links just after another finds that one's sessions."""
 from __future__ import annotations
 
 import asyncio
+import signal
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 from cluster_harness import RedisServer, wait_for
 
+from verb_console.cluster.link import COMMAND_TIMEOUT_S
 from verb_console.protocols.json import encode
 
 pytestmark = pytest.mark.timeout(60)
@@ -139,3 +142,50 @@ async def test_bus_stats_is_a_snapshot_of_the_link_and_node_figures(
 async def _probed(bus: Any, seen: int) -> bool:
     await asyncio.sleep(0.05)
     return bool(bus.stats().probe_lags.count > seen)
+
+
+async def test_a_frozen_redis_holds_a_sender_no_longer_than_a_command_s_timeout(
+    start_server: Any, connect: Any, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """A private message after a room message waits for the room message to come
+    back from Redis (docs/cluster.md); a frozen Redis answers nothing, and the
+    sender is let go when the post's command times out (1 s), with the link
+    rebuilt, not after twice that."""
+    a, b = await _nodes(start_server, redis_server, tmp_path)
+    ca, cb = await connect(a), await connect(b)
+    await ca.request({"type": "join_room", "room": "r"})
+    await cb.request({"type": "join_room", "room": "r"})
+
+    async def known() -> bool:
+        await asyncio.sleep(0)
+        return cb.id in a.hub.bus.directory.sessions
+
+    await wait_for(known, 5)
+    await wait_for(lambda: _idle(a.hub.bus), 5)
+    assert (await ca.recv())["type"] == "user_joined"
+    # Right after a heartbeat is answered (its probe is back), so that the next
+    # one, a second later, is not what finds Redis frozen first.
+    link = a.hub.bus.link
+    last = link._probe_back
+
+    async def heartbeat_answered() -> bool:
+        await asyncio.sleep(0.002)
+        return link._probe_back != last
+
+    await wait_for(heartbeat_answered, 5, interval=0)
+    redis_server.signal(signal.SIGSTOP)
+    try:
+        frozen = time.monotonic()
+        await ca.send_raw(
+            encode({"type": "room_message", "room": "r", "data": "out"})
+            + encode({"type": "private", "target": cb.id, "data": "held"})
+            + encode({"type": "ping"})
+        )
+        got = await ca.recv(5)
+        held = time.monotonic() - frozen
+        assert got["type"] == "pong", got
+        # The post's command times out after 1 s; a loaded machine gets half a second more.
+        assert COMMAND_TIMEOUT_S <= held < 1.5 * COMMAND_TIMEOUT_S + 0.1, held
+        assert a.hub.bus.link.state != "up"
+    finally:
+        redis_server.signal(signal.SIGCONT)

@@ -10,6 +10,7 @@ kept order, read at any offset and in either direction, is exactly what
 from __future__ import annotations
 
 import asyncio
+import itertools
 from dataclasses import dataclass, field
 
 from hypothesis import settings
@@ -191,3 +192,41 @@ async def test_orders_no_console_asks_for_are_dropped_by_themselves() -> None:
     orders.orders["id"].used -= 3600
     await asyncio.sleep(1.2)
     assert not changes.on and not orders.orders
+
+
+async def test_a_new_order_is_built_a_step_a_loop_turn_and_keeps_what_changes_meanwhile() -> None:
+    # 12,000 sessions: a new order takes BUILD_STEP of them in per loop turn, so
+    # no turn does the whole sort; pages read the part built so far, and what
+    # changes during the build (moves, closes, new sessions, a hand-over) ends
+    # up exactly as a plain sort of the sessions says.
+    from verb_console.hub.order import BUILD_STEP
+
+    changes: Changes[Fake] = Changes()
+    live = {f"s{n:05}": Fake(f"s{n:05}", changes, msgs_in=n % 97) for n in range(12_000)}
+    orders = Orders(live, changes)
+    key = KEYS["msgs_in"]
+    order = orders.get("msgs_in", key, FILTERS["even"])
+    assert order.building and len(order.held) <= BUILD_STEP
+    sizes = [len(order.held)]
+    # Meanwhile: a session already in the order moves, one not yet in moves out
+    # of the filter, some close, a new one comes, one is handed over (same id).
+    first, late = live["s00000"], live["s11998"]
+    first.msgs_in = 1000
+    first.moved()
+    late.msgs_in = 3  # odd: filtered out
+    late.moved()
+    for sid in ("s00002", "s11996"):
+        live.pop(sid).moved()
+    live["new"] = Fake("new", changes, msgs_in=4)
+    live["new"].moved()
+    live["s11990"] = Fake("s11990", changes, msgs_in=8)
+    live["s11990"].moved()
+    orders.sync()
+    while order.building:
+        await asyncio.sleep(0)
+        sizes.append(len(order.held))
+    assert all(b - a <= BUILD_STEP + 10 for a, b in itertools.pairwise(sizes))
+    assert len(sizes) > 2  # it took more than one turn
+    want = sorted((s for s in live.values() if s.msgs_in % 2 == 0), key=lambda s: (key(s), s.id))
+    assert order.ids(0, len(live)) == [s.id for s in want]
+    assert len(order) == len(want)

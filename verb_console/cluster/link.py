@@ -159,16 +159,20 @@ class Link:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                was_up = self.state == "up"
-                if was_up:
-                    log.warning("cluster: Redis link lost: %s", exc or type(exc).__name__)
-                    self.bus.note(f"cluster: Redis link lost ({exc})")
+                self._lost(exc)
             self._down()
             await self._teardown()
             if time.monotonic() - started > 5:
                 delay = 0.05
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX_S)
+
+    def _lost(self, exc: Exception) -> None:
+        """The link failed: said once (if it was up), and down at once."""
+        if self.state == "up":
+            log.warning("cluster: Redis link lost: %s", exc or type(exc).__name__)
+            self.bus.note(f"cluster: Redis link lost ({exc})")
+        self._down()
 
     def _down(self) -> None:
         bus = self.bus
@@ -243,6 +247,12 @@ class Link:
             for task in done:
                 task.result()
             raise LinkLost("a link task ended")
+        except Exception as exc:
+            # Down before the other tasks are waited for (below, up to a command's
+            # timeout): what waits on Redis (a sender held for its room posts, a
+            # join, a hand-over) is let go now.
+            self._lost(exc)
+            raise
         finally:
             for task in tasks:
                 task.cancel()
@@ -351,7 +361,9 @@ class Link:
             while True:
                 if not queue:
                     if self._owed:
-                        async with asyncio.timeout(COMMAND_TIMEOUT_S * 2):
+                        # A reply owed past the command timeout: Redis is frozen or
+                        # gone, and a sender may be waiting on it (its room posts).
+                        async with asyncio.timeout(COMMAND_TIMEOUT_S):
                             await self._read_owed(read, forever)
                         continue
                     bus.wake.clear()
@@ -393,7 +405,7 @@ class Link:
                         item[1].pack(group, parts)
                     else:
                         pack(conn, item, parts)
-                async with asyncio.timeout(COMMAND_TIMEOUT_S * 2):
+                async with asyncio.timeout(COMMAND_TIMEOUT_S):
                     await conn.send_packed_command(parts, check_health=False)
                     self._owed += commands
                     self.published += n

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import ClassVar
 
 from textual import events, on
@@ -200,7 +201,11 @@ class MainScreen(Screen[None]):
         paused = getattr(self.app, "paused", False)
         # While paused, a pane keeps its frozen values, but one never drawn gets drawn once.
         if not paused or name not in self._drawn:
-            self.refresh_active(self.clock())
+            # Named as the periodic refresh is, so that a slow switch is seen for
+            # what it is (a pane's first page builds its order, see hub/order.py).
+            turns = getattr(self.app, "turns", None)
+            with turns.doing("pane switch") if turns else contextlib.nullcontext():
+                self.refresh_active(self.clock())
         filter_bar = self.query_one(FilterInput)
         if self.has_class("-filtering"):
             filter_bar.value = pane.table.filter_text

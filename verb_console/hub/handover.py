@@ -162,7 +162,9 @@ class Handover:
         hub = self.hub
         factory = hub.factories["json"]
         s = factory(hub, template.outlet, state["id"], template.address, template.port)
-        s.user = state.get("user")
+        # Its user's guard, as on the node it came from: the rules apply here, and it
+        # counts against max_sessions here (the giving node stopped counting it).
+        hub.permissions.install(s, state.get("user"))
         s.resume_token = state["token"]
         frames = [f.encode() for f in state["frames"]]
         s.seq = state["seq"]

@@ -198,23 +198,26 @@ class JsonSession(Session):
             except ProtocolError as exc:
                 out.append(encode_error(exc))
                 continue
-            if tap is not None:
-                room = msg.get("room")
-                tap.see(self.id, "json", kind, len(body), room if type(room) is str else "")
             handler = handlers.get(kind)
             if handler is None:
                 err = ProtocolError("unknown_type", f"Unknown message type: {kind}")
                 out.append(encode_error(err, ref))
+            else:
+                try:
+                    handler(self, msg, ref)
+                except ProtocolError as exc:
+                    out.append(encode_error(exc, ref))
+                except Later:
+                    # It waits for this session's room posts (see .shared_history),
+                    # and is tapped when it is handled, not each time it is tried.
+                    handled -= 1
+                    rest = bodies[handled:]
+                    break
+            if tap is not None:
+                room = msg.get("room")
+                tap.see(self.id, "json", kind, len(body), room if type(room) is str else "")
+            if handler is None:
                 continue
-            try:
-                handler(self, msg, ref)
-            except ProtocolError as exc:
-                out.append(encode_error(exc, ref))
-            except Later:
-                # It waits for this session's room posts (see .shared_history).
-                handled -= 1
-                rest = bodies[handled:]
-                break
             if self.closing:
                 break
             if self._out_bytes >= REPLY_BATCH:
