@@ -230,3 +230,41 @@ async def test_a_new_order_is_built_a_step_a_loop_turn_and_keeps_what_changes_me
     want = sorted((s for s in live.values() if s.msgs_in % 2 == 0), key=lambda s: (key(s), s.id))
     assert order.ids(0, len(live)) == [s.id for s in want]
     assert len(order) == len(want)
+
+
+async def test_a_sync_re_keys_a_bounded_number_a_turn_and_the_rest_in_the_next() -> None:
+    # A touched mux stream re-keys its connection's streams; a connection of
+    # 2,500 streams whose idle time moves must not be re-keyed in one turn.
+    from verb_console.hub.order import SYNC_WORK
+
+    changes: Changes[Fake] = Changes()
+    live: dict[str, Fake] = {}
+    conn = live["c"] = Fake("c", changes, idle=5)
+    for n in range(2_500):
+        stream = Fake(f"c#{n:04}", changes, parent=conn, msgs_in=n)
+        conn.streams.append(stream)
+        live[stream.id] = stream
+    orders = Orders(live, changes, lambda s: list(s.streams))
+    key = KEYS["idle"]
+    order = orders.get("idle", key)
+    re_keyed = [0]
+    update = order.update
+
+    def counted(session: Fake, alive: bool) -> None:
+        re_keyed[0] += 1
+        update(session, alive)
+
+    order.update = counted  # type: ignore[method-assign]
+    conn.idle = 1
+    conn.moved()  # the connection touched: its idle moved, and its streams with it
+    orders.sync()
+    assert 0 < re_keyed[0] <= SYNC_WORK
+    turns = 1
+    while orders._left:
+        before = re_keyed[0]
+        await asyncio.sleep(0)
+        assert re_keyed[0] - before <= SYNC_WORK
+        turns += 1
+    assert turns >= 3
+    want = sorted(live.values(), key=lambda s: (key(s), s.id))
+    assert order.ids(0, len(live)) == [s.id for s in want]

@@ -170,6 +170,12 @@ IDLE_ORDER_S = 30.0
 # Sessions re-keyed per sync at most: after a broadcast to everyone, the order
 # catches up over a few ticks instead of holding the loop for one long one.
 SYNC_BUDGET = 20_000
+# Sessions re-keyed in one loop turn at most: a touched mux stream re-keys its
+# connection's 256 streams (they share its idle time and unsent bytes), and
+# sessions with unsent output are looked at again each sync, so at 100,000
+# sessions one sync could re-key 40,000 in a turn (240 ms). The rest of a sync
+# goes on in the turns that follow, this many a turn.
+SYNC_WORK = 1_000
 
 
 class Orders(Generic[S]):
@@ -194,6 +200,8 @@ class Orders(Generic[S]):
         self.recheck = recheck
         self.orders: dict[Any, Order[S]] = {}
         self._again: list[S] = []
+        self._left: list[S] = []  # touched, not yet re-keyed: the rest of a sync
+        self._going_on = False
         self._timer: asyncio.TimerHandle | None = None
 
     def get(
@@ -202,40 +210,50 @@ class Orders(Generic[S]):
         """The order called ``name``, brought up to date (built on first use)."""
         order = self.orders.get(name)
         if order is None:
-            if not self.orders:
+            first = not self.orders
+            if first:
                 # Marks start now: the build below sees everything before them.
                 self.changes.take()
                 self.changes.on = True
             sessions = list(self.sessions.values())
-            order = self.orders[name] = self._build(key, keep, sessions)
+            # With no order kept until now, what drains unmarked (unsent output)
+            # must be looked at from the first tick on; the orders kept already
+            # look at it again each sync.
+            order = self.orders[name] = self._build(key, keep, sessions, first)
             if self._timer is None:
                 self._keep_syncing()
-            if self.recheck is not None:
-                # What drains unmarked must be looked at from the first tick on.
-                held = {s.id for s in self._again}
-                recheck = self.recheck
-                self._again += [s for s in sessions if s.id not in held and recheck(s)]
         else:
             self.sync()
         order.used = time.monotonic()
         return order
 
     def _build(
-        self, key: Callable[[S], Any], keep: Callable[[S], bool] | None, sessions: list[S]
+        self,
+        key: Callable[[S], Any],
+        keep: Callable[[S], bool] | None,
+        sessions: list[S],
+        recheck: bool,
     ) -> Order[S]:
         """A new order: whole at once when small or with no loop (a model test),
-        else the first :data:`BUILD_STEP` now and the rest a step a loop turn."""
+        else the first :data:`BUILD_STEP` now and the rest a step a loop turn;
+        with ``recheck``, the sessions with unsent output are noted as it goes."""
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
             loop = None
+        unsent = self.recheck if recheck else None
         if loop is None or len(sessions) <= BUILD_STEP:
+            if unsent is not None:
+                held = {s.id for s in self._again}
+                self._again += [s for s in sessions if s.id not in held and unsent(s)]
             return Order(key, keep, sessions)
         order: Order[S] = Order(key, keep, ())
         order.building = sessions
         live = self.sessions
 
         def step() -> None:
+            if unsent is not None:
+                self._again += [s for s in order.building[:BUILD_STEP] if unsent(s)]
             order.take_in(live, BUILD_STEP)
             if order.building:
                 loop.call_soon(step)
@@ -260,8 +278,15 @@ class Orders(Generic[S]):
         self.sync()
         self._keep_syncing()
 
-    def sync(self, budget: int | None = SYNC_BUDGET) -> None:
-        """Re-key the sessions touched since the last sync (up to ``budget`` of them)."""
+    def _go_on(self) -> None:
+        """The rest of a sync, a turn later (see :data:`SYNC_WORK`)."""
+        self._going_on = False
+        if self._left:
+            self.sync()
+
+    def sync(self, budget: int | None = SYNC_BUDGET, work: int | None = SYNC_WORK) -> None:
+        """Re-key the sessions touched since the last sync (up to ``budget`` of them
+        taken, and ``work`` re-keyed in this call: the rest goes on a turn later)."""
         orders = list(self.orders.values())
         idle = time.monotonic() - IDLE_ORDER_S
         if any(o.used < idle for o in orders):
@@ -270,8 +295,10 @@ class Orders(Generic[S]):
             if not orders:
                 self.changes.stop()
                 self._again = []
+                self._left = []
                 return
-        touched = self.changes.take(budget)
+        touched = self._left + self.changes.take(budget)
+        self._left = []
         if self._again:
             touched += self._again
             self._again = []
@@ -280,20 +307,38 @@ class Orders(Generic[S]):
         expand, recheck, live = self.expand, self.recheck, self.sessions
         seen: set[str] = set()
         again = []
-        for s in touched:
+        done = 0
+        for at, s in enumerate(touched):
+            if self._left or (work is not None and done >= work):
+                if not self._left:
+                    self._left = touched[at:]
+                break
             # By id: a session handed over to its detected protocol keeps the id.
             current = live.get(s.id)
             group: Iterable[S] = (s,) if current is None else (current,)
             if current is not None and expand is not None:
                 group = (current, *expand(current))
-            for one in group:
+            for n, one in enumerate(group):
+                if work is not None and done >= work:
+                    # A group past the turn's share: its rest a turn later (each
+                    # on its own, and what expands with it has been done).
+                    self._left = [*tuple(group)[n:], *touched[at + 1 :]]
+                    break
                 sid = one.id
                 if sid in seen:
                     continue
                 seen.add(sid)
+                done += 1
                 alive = live.get(sid) is one
                 for order in orders:
                     order.update(one, alive)
                 if alive and recheck is not None and recheck(one):
                     again.append(one)
         self._again = again
+        if self._left and not self._going_on:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:  # no loop (a model test): the next sync goes on
+                return
+            self._going_on = True
+            loop.call_soon(self._go_on)
