@@ -47,39 +47,58 @@ class Client:
                 self.replies.append(m)
 
 
+SETTINGS = Settings(resume_window=600, max_pending=700, max_per_ip=0)
+
+
 class ResumeModel(RuleBasedStateMachine):
+    """One hub; test_cluster_resume_model's subclass has two, and its own
+    ``connect``, ``new_client``, ``resume`` and ``forget`` (which take a node)."""
+
+    #: Loop turns each step is given (a cluster's bus and hand-overs need more).
+    turns = 6
+
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
-        self.settings = Settings(resume_window=600, max_pending=700, max_per_ip=0)
-        self.hub = Hub(self.settings)
-        self.run(self.hub.start)
         self.clients: dict[str, Client] = {}
-        # What each live session was sent, in order: the data of each delivery.
+        # What each live session was sent, in order: the data of each delivery
+        # (None for a room's notices).
         self.sent: dict[str, list[Any]] = {}
         self.counter = 0
-        self.failures = {"overflow": 0, "gap": 0}
+        self.failures = {"overflow": 0, "gap": 0, "unknown": 0}
+        self.start_hubs()
+
+    def start_hubs(self) -> None:
+        self.hub = Hub(SETTINGS)
+        self.run(self.hub.start)
+
+    def hubs_running(self) -> list[Hub]:
+        return [self.hub]
 
     def teardown(self) -> None:
         try:
-            self.run(self.hub.force_shutdown)
-            self.loop.run_until_complete(asyncio.wait_for(self.hub.wait_stopped(), 10))
+            for hub in self.hubs_running():
+                self.run(hub.force_shutdown)
+                self.loop.run_until_complete(asyncio.wait_for(hub.wait_stopped(), 10))
         finally:
             self.loop.close()
 
     def run(self, fn: Callable[[], Any]) -> Any:
         async def step() -> Any:
             result = fn()
-            for _ in range(6):
+            for _ in range(self.turns):
                 await asyncio.sleep(0)
             return result
 
         return self.loop.run_until_complete(step())
 
     def connect(self) -> Client:
+        return self.connect_to(self.hub)
+
+    def connect_to(self, hub: Hub) -> Client:
         outlet = MemoryOutlet()
-        assert self.hub.admit(outlet.remote_address, outlet.remote_port) is None
-        self.run(lambda: self.hub.attach(outlet, "json"))  # type: ignore[arg-type]
+        assert hub.admit(outlet.remote_address, outlet.remote_port) is None
+        self.run(lambda: hub.attach(outlet, "json"))  # type: ignore[arg-type]
         client = Client(outlet)
         client.read()
         welcome = client.replies.pop(0)
@@ -98,6 +117,15 @@ class ResumeModel(RuleBasedStateMachine):
         for c in self.clients.values():
             c.read()
 
+    def joins(self, c: Client) -> None:
+        """``c`` joins the room; every other session is told (a delivery with a seq)."""
+        self.run(lambda: c.outlet.feed(frame({"type": "join_room", "room": "r"})))  # type: ignore[union-attr]
+        self.settle()
+        for other in self.clients.values():
+            if other is not c:
+                self.sent[other.id].append(None)  # user_joined
+        c.replies.clear()
+
     @initialize()
     def first(self) -> None:
         self.new_client()
@@ -107,12 +135,7 @@ class ResumeModel(RuleBasedStateMachine):
         c = self.connect()
         self.clients[c.id] = c
         self.sent[c.id] = []
-        self.run(lambda: c.outlet.feed(frame({"type": "join_room", "room": "r"})))  # type: ignore[union-attr]
-        self.settle()
-        for other in self.clients.values():
-            if other is not c:
-                self.sent[other.id].append(None)  # user_joined
-        c.replies.clear()
+        self.joins(c)
 
     @precondition(lambda self: self.attached())
     @rule(i=st.integers(0, 100), j=st.integers(0, 100), kind=st.sampled_from(["private", "room"]))
@@ -173,12 +196,7 @@ class ResumeModel(RuleBasedStateMachine):
         self.clients[fresh.id] = fresh
         self.sent[fresh.id] = []
         # The fresh session joins the room, as a client starting afresh does.
-        self.run(lambda: fresh.outlet.feed(frame({"type": "join_room", "room": "r"})))  # type: ignore[union-attr]
-        self.settle()
-        fresh.replies.clear()
-        for other in self.clients.values():
-            if other is not fresh:
-                self.sent[other.id].append(None)
+        self.joins(fresh)
 
     def forget(self, c: Client) -> None:
         del self.clients[c.id]
