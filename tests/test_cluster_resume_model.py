@@ -13,7 +13,6 @@ that it did not (``resume_failed``).
 
 from __future__ import annotations
 
-from helpers import frame
 from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import initialize, invariant, precondition, rule
@@ -75,13 +74,7 @@ class CrossNodeResumeModel(ResumeModel):
         c = self.pick(i)
         old, was = c.outlet, self.holder(c.id)
         fresh = self.connect(node)
-        c.outlet = fresh.outlet
-        c.splitter = fresh.splitter
-        last = c.got[-1][0] if c.got else 0
-        msg = {"type": "resume", "id": c.id, "token": c.token, "seq": last}
-        self.run(lambda: c.outlet.feed(frame(msg)))  # type: ignore[union-attr]
-        c.read()
-        reply = c.replies.pop(0)
+        reply = self.resume_on(c, fresh)
         if reply["type"] == "resumed":
             assert reply["id"] == c.id
             assert self.holder(c.id) == node

@@ -117,6 +117,18 @@ class ResumeModel(RuleBasedStateMachine):
         for c in self.clients.values():
             c.read()
 
+    def resume_on(self, c: Client, fresh: Client) -> dict[str, Any]:
+        """``c`` resumes on ``fresh``'s connection with the last ``seq`` it got;
+        the server's answer."""
+        c.outlet = fresh.outlet
+        c.splitter = fresh.splitter
+        last = c.got[-1][0] if c.got else 0
+        msg = {"type": "resume", "id": c.id, "token": c.token, "seq": last}
+        self.run(lambda: c.outlet.feed(frame(msg)))  # type: ignore[union-attr]
+        c.read()
+        reply = c.replies.pop(0)
+        return reply
+
     def joins(self, c: Client) -> None:
         """``c`` joins the room; every other session is told (a delivery with a seq)."""
         self.run(lambda: c.outlet.feed(frame({"type": "join_room", "room": "r"})))  # type: ignore[union-attr]
@@ -174,13 +186,7 @@ class ResumeModel(RuleBasedStateMachine):
         c = self.pick(i)
         old = c.outlet
         fresh = self.connect()
-        c.outlet = fresh.outlet
-        c.splitter = fresh.splitter
-        last = c.got[-1][0] if c.got else 0
-        msg = {"type": "resume", "id": c.id, "token": c.token, "seq": last}
-        self.run(lambda: c.outlet.feed(frame(msg)))  # type: ignore[union-attr]
-        c.read()
-        reply = c.replies.pop(0)
+        reply = self.resume_on(c, fresh)
         if reply["type"] == "resumed":
             assert reply["id"] == c.id
             if old is not None:
