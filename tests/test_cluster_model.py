@@ -184,24 +184,35 @@ class Peer:
         return [json.loads(b) for b in self.splitter.feed(self.outlet.take())]
 
 
+def two_nodes(
+    root: Path, settings: Settings, start: Callable[[Hub], Any]
+) -> tuple[dict[str, Hub], list[MemoryBus], list[UploadStore]]:
+    """Nodes a and b, each with its upload store under ``root``, on one in-memory
+    bus; ``start`` starts each hub (``Hub.start`` inside a running loop)."""
+    hubs: dict[str, Hub] = {}
+    net: list[MemoryBus] = []
+    stores: list[UploadStore] = []
+    for node in ("a", "b"):
+        store = UploadStore(root / node, per_session_limit=2)
+        store.prepare()
+        stores.append(store)
+        hub = Hub(settings, store)
+        bus = MemoryBus(node, net)
+        bus.hub = hub
+        hub.join_cluster(bus)  # type: ignore[arg-type]
+        start(hub)
+        hubs[node] = hub
+    return hubs, net, stores
+
+
 class TwoNodeModel(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.loop = asyncio.new_event_loop()
         self.dir = Path(tempfile.mkdtemp(prefix="cluster-model-"))
-        self.stores: list[UploadStore] = []
-        self.hubs: dict[str, Hub] = {}
-        net: list[MemoryBus] = []
-        for node in ("a", "b"):
-            store = UploadStore(self.dir / node, per_session_limit=2)
-            store.prepare()
-            self.stores.append(store)
-            hub = Hub(Settings(max_rooms=2, max_per_ip=0), store)
-            bus = MemoryBus(node, net)
-            bus.hub = hub
-            hub.join_cluster(bus)  # type: ignore[arg-type]
-            self.run(hub.start)
-            self.hubs[node] = hub
+        self.hubs, _net, self.stores = two_nodes(
+            self.dir, Settings(max_rooms=2, max_per_ip=0), lambda hub: self.run(hub.start)
+        )
         self.peers: dict[str, Peer] = {}
         self.rooms: dict[str, set[str]] = {}
         # Every room message each room was sent: (from, data), offset = index + 1.
@@ -435,19 +446,9 @@ def test_a_node_s_messages_keep_their_order_while_its_fan_outs_wait(tmp_path: Pa
     private was delivered at once, ahead of the broadcasts still waiting)."""
 
     async def scenario() -> None:
-        net: list[MemoryBus] = []
-        hubs: dict[str, Hub] = {}
-        stores = []
-        for node in ("a", "b"):
-            store = UploadStore(tmp_path / node, per_session_limit=2)
-            store.prepare()
-            stores.append(store)
-            hub = Hub(Settings(max_per_ip=0, turn_budget=8, turn_share=4), store)
-            bus = MemoryBus(node, net)
-            bus.hub = hub
-            hub.join_cluster(bus)  # type: ignore[arg-type]
-            hub.start()
-            hubs[node] = hub
+        hubs, _net, stores = two_nodes(
+            tmp_path, Settings(max_per_ip=0, turn_budget=8, turn_share=4), Hub.start
+        )
 
         async def settle() -> None:
             for _ in range(400):
@@ -495,19 +496,7 @@ def test_a_room_message_out_to_the_bus_is_not_passed_by_the_sender_s_next(
     while its next room messages need not wait (they are pipelined)."""
 
     async def scenario() -> None:
-        net: list[MemoryBus] = []
-        hubs: dict[str, Hub] = {}
-        stores = []
-        for node in ("a", "b"):
-            store = UploadStore(tmp_path / node, per_session_limit=2)
-            store.prepare()
-            stores.append(store)
-            hub = Hub(Settings(max_per_ip=0), store)
-            bus = MemoryBus(node, net)
-            bus.hub = hub
-            hub.join_cluster(bus)  # type: ignore[arg-type]
-            hub.start()
-            hubs[node] = hub
+        hubs, _net, stores = two_nodes(tmp_path, Settings(max_per_ip=0), Hub.start)
 
         async def settle() -> None:
             for _ in range(50):
@@ -565,19 +554,7 @@ def test_a_hand_over_answered_after_the_timeout_is_kept_detached(
     monkeypatch.setattr(handover, "HANDOVER_TIMEOUT_S", 0.2)
 
     async def scenario() -> None:
-        net: list[MemoryBus] = []
-        hubs: dict[str, Hub] = {}
-        stores = []
-        for node in ("a", "b"):
-            store = UploadStore(tmp_path / node, per_session_limit=2)
-            store.prepare()
-            stores.append(store)
-            hub = Hub(Settings(max_per_ip=0, resume_window=30), store)
-            bus = MemoryBus(node, net)
-            bus.hub = hub
-            hub.join_cluster(bus)  # type: ignore[arg-type]
-            hub.start()
-            hubs[node] = hub
+        hubs, net, stores = two_nodes(tmp_path, Settings(max_per_ip=0, resume_window=30), Hub.start)
 
         async def settle() -> None:
             for _ in range(50):
