@@ -148,8 +148,9 @@ class PtyConsole:
             self.hang_up()
 
 
-async def ping_for(port: int, seconds: float, every: float = 0.2) -> list[float]:
-    """Ping a json session every ``every`` seconds; the round trips in seconds.
+async def ping_for(port: int, seconds: float, every: float = 0.2, at_least: int = 0) -> list[float]:
+    """Ping a json session every ``every`` seconds, for ``seconds`` and at least
+    ``at_least`` times; the round trips in seconds.
 
     The client speaks first, so this works on ``auto`` listeners too. A ping not
     answered within 5 s fails the caller.
@@ -180,7 +181,7 @@ async def ping_for(port: int, seconds: float, every: float = 0.2) -> list[float]
     trips: list[float] = []
     try:
         end = time.monotonic() + seconds
-        while time.monotonic() < end:
+        while time.monotonic() < end or len(trips) < at_least:
             sent = time.monotonic()
             writer.write(frame({"type": "ping"}))
             while True:
